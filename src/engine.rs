@@ -1,0 +1,247 @@
+//! The one writer: applies source events to the registry, reconciles the allocator, persists the
+//! table, then publishes a new snapshot. Runs on its own thread, so fsync and rebuilds never stall
+//! the DNS workers; queries only ever see complete snapshots.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use tracing::{error, info, warn};
+
+use crate::alloc::Allocator;
+use crate::metrics::{FamilyLabels, Metrics};
+use crate::registry::Registry;
+use crate::source::SourceEvent;
+use crate::zone::{unix_now, Snapshot, ZoneConfig};
+
+/// Persists the allocation table. Implemented by the file store (and the Kubernetes store).
+pub trait Store: Send {
+    fn save(&mut self, table: &crate::alloc::Table) -> anyhow::Result<()>;
+}
+
+impl Store for crate::alloc::file_store::FileStore {
+    fn save(&mut self, table: &crate::alloc::Table) -> anyhow::Result<()> {
+        crate::alloc::file_store::FileStore::save(self, table)
+    }
+}
+
+/// Readiness: which sources have not yet delivered a full state, which are stale, and whether a
+/// snapshot including all of them has been published.
+#[derive(Default)]
+pub struct Health {
+    inner: Mutex<HealthState>,
+}
+
+#[derive(Default)]
+struct HealthState {
+    pending: BTreeSet<String>,
+    stale: BTreeMap<String, String>,
+    published: bool,
+}
+
+impl Health {
+    pub fn expect(&self, source: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .pending
+            .insert(source.to_string());
+    }
+    pub fn forget(&self, source: &str) {
+        let mut s = self.inner.lock().unwrap();
+        s.pending.remove(source);
+        s.stale.remove(source);
+    }
+    fn synced(&self, source: &str) {
+        self.inner.lock().unwrap().pending.remove(source);
+    }
+    pub fn set_stale(&self, source: &str, why: Option<String>) {
+        let mut s = self.inner.lock().unwrap();
+        match why {
+            Some(w) => s.stale.insert(source.to_string(), w),
+            None => s.stale.remove(source),
+        };
+    }
+    fn all_synced(&self) -> bool {
+        self.inner.lock().unwrap().pending.is_empty()
+    }
+    fn set_published(&self) {
+        self.inner.lock().unwrap().published = true;
+    }
+    /// (ready, human-readable detail for `/readyz`).
+    pub fn report(&self) -> (bool, String) {
+        let s = self.inner.lock().unwrap();
+        let ready = s.published && s.pending.is_empty();
+        let mut lines = vec![if ready {
+            "ready".to_string()
+        } else {
+            "not ready".to_string()
+        }];
+        lines.extend(
+            s.pending
+                .iter()
+                .map(|p| format!("pending: {p} (first full list not done)")),
+        );
+        lines.extend(
+            s.stale
+                .iter()
+                .map(|(p, w)| format!("stale: {p} ({w}); serving its last-known entries")),
+        );
+        (ready, lines.join("\n") + "\n")
+    }
+}
+
+pub struct Engine {
+    pub zone: ZoneConfig,
+    pub ranges: Vec<IpNet>,
+    pub prefer_istio_status: bool,
+    pub registry: Registry,
+    pub allocator: Allocator,
+    pub store: Box<dyn Store>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl Engine {
+    fn apply(&mut self, ev: SourceEvent) -> bool {
+        match ev {
+            SourceEvent::Unit { key, entries } => self.registry.set(key, entries),
+            SourceEvent::RemoveUnit(key) => self.registry.remove(&key),
+            SourceEvent::RemoveCluster(c) => self.registry.remove_cluster(&c),
+            SourceEvent::Synced(name) => {
+                self.health.synced(&name);
+                true
+            }
+        }
+    }
+
+    /// Runs until every sender is gone.
+    pub fn run(mut self, rx: Receiver<SourceEvent>) {
+        let mut dirty = false;
+        loop {
+            // Wake at least every few seconds so that expired holds are forgotten in time.
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(ev) => {
+                    dirty |= self.apply(ev);
+                    while let Ok(ev) = rx.try_recv() {
+                        dirty |= self.apply(ev);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => dirty |= self.hold_expired(),
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // Allocate only once every source delivered its full state: instances that see the
+            // same hosts then allocate them in the same (sorted) order and agree.
+            if dirty && self.health.all_synced() {
+                dirty = !self.rebuild();
+            }
+        }
+    }
+
+    fn hold_expired(&self) -> bool {
+        let now = unix_now();
+        self.allocator.table().values().any(|a| {
+            a.released_at
+                .is_some_and(|t| t + self.allocator.hold_secs <= now)
+        })
+    }
+
+    /// One pass sources → registry → allocator → store → snapshot. Returns false when the table
+    /// could not be persisted: nothing new is published then, and the pass is retried.
+    pub fn rebuild(&mut self) -> bool {
+        let started = Instant::now();
+        let merged = self.registry.merge(self.prefer_istio_status);
+        let wanted = Snapshot::wanted_vips(&merged);
+        let outcome = self
+            .allocator
+            .reconcile(&wanted, &merged.reserved, unix_now());
+        for (host, ip) in &outcome.allocated {
+            info!(%host, %ip, "VIP allocated");
+        }
+        for (host, old, new) in &outcome.displaced {
+            warn!(%host, %old, new = ?new, "auto VIP displaced by an address written in a ServiceEntry");
+            self.metrics.vip_conflicts.inc();
+        }
+        for (host, family) in &outcome.exhausted {
+            error!(%host, family, "VIP range exhausted: host not served");
+            self.metrics.vip_exhausted.inc();
+        }
+        for host in &outcome.released {
+            info!(%host, hold_secs = self.allocator.hold_secs, "host gone; VIP held");
+        }
+        for host in &outcome.reclaimed {
+            info!(%host, "host back within its hold; VIP given back");
+        }
+        for host in &outcome.expired {
+            info!(%host, "hold expired; VIP freed");
+        }
+        if outcome.changed {
+            if let Err(e) = self.store.save(self.allocator.table()) {
+                error!(error = %format!("{e:#}"), "cannot persist allocations; not publishing new VIPs, will retry");
+                self.metrics.store_errors.inc();
+                return false;
+            }
+        }
+        let prev = self.snapshot.load_full();
+        let snap = Snapshot::build(
+            &self.zone,
+            &self.ranges,
+            &merged,
+            Some(&self.allocator),
+            prev.loaded.then_some(&*prev),
+        );
+        self.record_metrics(&snap);
+        let serial = snap.serial;
+        let hosts = snap.served_hosts();
+        self.snapshot.store(Arc::new(snap));
+        self.health.set_published();
+        let took = started.elapsed();
+        self.metrics.snapshot_build.observe(took.as_secs_f64());
+        info!(
+            serial,
+            hosts,
+            entries = self.registry.entry_count(),
+            took_ms = took.as_millis() as u64,
+            "snapshot published"
+        );
+        true
+    }
+
+    fn record_metrics(&self, snap: &Snapshot) {
+        let m = &self.metrics;
+        let served = snap.served_hosts();
+        m.hosts_served.set(served as i64);
+        m.hosts_unserved.set((snap.hosts.len() - served) as i64);
+        m.zone_serial.set(i64::from(snap.serial));
+        let table = self.allocator.table();
+        let v4 = table.values().filter(|a| a.ipv4.is_some()).count();
+        let v6 = table.values().filter(|a| a.ipv6.is_some()).count();
+        m.vips_allocated
+            .get_or_create(&FamilyLabels { family: "ipv4" })
+            .set(v4 as i64);
+        m.vips_allocated
+            .get_or_create(&FamilyLabels { family: "ipv6" })
+            .set(v6 as i64);
+        m.vips_held
+            .set(table.values().filter(|a| a.released_at.is_some()).count() as i64);
+    }
+}
+
+/// Parses `--vip-range` values, refusing overlaps (one address must belong to one range).
+pub fn check_ranges(ranges: &[IpNet]) -> anyhow::Result<()> {
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            if a.contains(&b.network()) || b.contains(&a.network()) {
+                anyhow::bail!("--vip-range {a} and {b} overlap");
+            }
+        }
+    }
+    if ranges.is_empty() {
+        anyhow::bail!("at least one --vip-range is needed");
+    }
+    Ok(())
+}

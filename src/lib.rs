@@ -1,0 +1,13 @@
+//! globaldns: authoritative DNS for `<service>.<namespace>.global` names of Istio multi-cluster
+//! meshes. Data flows one way: sources → registry → allocator → zone snapshot → DNS answers.
+
+pub mod admin;
+pub mod alloc;
+pub mod config;
+pub mod dns;
+pub mod engine;
+pub mod metrics;
+pub mod registry;
+pub mod serviceentry;
+pub mod source;
+pub mod zone;

@@ -1,0 +1,347 @@
+//! globaldns: CLI and wiring only.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use arc_swap::ArcSwap;
+use clap::Parser;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use globaldns::alloc::file_store::{self, FileStore};
+use globaldns::alloc::Allocator;
+use globaldns::config::{
+    AllocationsArgs, CheckArgs, Cli, Command, LogFormat, ServeArgs, ZonefileArgs,
+};
+use globaldns::engine::{check_ranges, Engine, Health, Store};
+use globaldns::metrics::Metrics;
+use globaldns::registry::Registry;
+use globaldns::source::{files, SourceEvent};
+use globaldns::zone::{unix_now, Snapshot};
+use globaldns::{admin, dns};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let result = match cli.command {
+        Command::Serve(a) => serve(a),
+        Command::Check(a) => check(a),
+        Command::Allocations(a) => allocations(a),
+        Command::Zonefile(a) => zonefile(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let mut f = EnvFilter::new(filter);
+    if !filter.contains("hickory_server") {
+        f = f.add_directive("hickory_server=warn".parse().expect("static directive"));
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(f)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Opens the state directory and checks its table against the ranges; refuses bad tables.
+fn open_allocator(
+    state_dir: &Path,
+    ranges: &[ipnet::IpNet],
+    hold: Duration,
+) -> Result<(FileStore, Allocator)> {
+    check_ranges(ranges)?;
+    let store = FileStore::open(state_dir)?;
+    let table = store.load()?;
+    let allocator = Allocator::new(ranges, hold.as_secs(), table.clone());
+    if let Err(errors) = allocator.validate(&table) {
+        bail!(
+            "allocation store {} fails validation (refusing to start; it is never repaired \
+             automatically):\n  {}",
+            store.path().display(),
+            errors.join("\n  ")
+        );
+    }
+    Ok((store, allocator))
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let ranges = args.zone.vip_ranges.clone();
+    let (store, allocator) = open_allocator(&args.store.state_dir, &ranges, args.store.vip_hold)?;
+    let zone_cfg = args.zone.zone_config();
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty(&zone_cfg, &ranges)));
+
+    let (tx, rx) = mpsc::channel::<SourceEvent>();
+    health.expect(files::SOURCE_NAME);
+    files::spawn(
+        &args.store.zones_dir,
+        args.zone.normalised_zones(),
+        tx,
+        metrics.clone(),
+    )?;
+    let engine = Engine {
+        zone: zone_cfg,
+        ranges,
+        prefer_istio_status: args.zone.prefer_istio_status,
+        registry: Registry::default(),
+        allocator,
+        store: Box::new(store),
+        snapshot: snapshot.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || engine.run(rx))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut servers = Vec::new();
+        let mut bound = Vec::new();
+        for addr in &args.listen {
+            let (udp, tcp) = dns::bind(*addr).await?;
+            bound.push(udp.local_addr()?);
+            let handler = dns::Handler {
+                snapshot: snapshot.clone(),
+                metrics: metrics.clone(),
+                allow_transfer: args.allow_transfer.clone(),
+            };
+            servers.push(dns::server(handler, udp, tcp));
+        }
+        let admin_listener = tokio::net::TcpListener::bind(args.admin)
+            .await
+            .with_context(|| format!("cannot bind admin {}", args.admin))?;
+        let admin_addr = admin_listener.local_addr()?;
+        let state = admin::AdminState {
+            metrics,
+            health,
+            snapshot,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(admin_listener, state).await {
+                error!(error = %e, "admin server stopped");
+            }
+        });
+        let dns_list: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+        info!("listening dns={} admin={}", dns_list.join(","), admin_addr);
+
+        shutdown_signal().await;
+        info!("shutting down");
+        for mut s in servers {
+            let _ = s.shutdown_gracefully().await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// One synchronous pass of the pipeline over a set of events: used by `check` and `zonefile`.
+fn build_once(
+    events: Vec<SourceEvent>,
+    args: &globaldns::config::ZoneArgs,
+    allocator: &mut Allocator,
+) -> Snapshot {
+    let mut registry = Registry::default();
+    for ev in events {
+        match ev {
+            SourceEvent::Unit { key, entries } => {
+                registry.set(key, entries);
+            }
+            SourceEvent::RemoveUnit(k) => {
+                registry.remove(&k);
+            }
+            _ => {}
+        }
+    }
+    let merged = registry.merge(args.prefer_istio_status);
+    allocator.reconcile(
+        &Snapshot::wanted_vips(&merged),
+        &merged.reserved,
+        unix_now(),
+    );
+    Snapshot::build(
+        &args.zone_config(),
+        &args.vip_ranges,
+        &merged,
+        Some(allocator),
+        None,
+    )
+}
+
+fn check(args: CheckArgs) -> Result<ExitCode> {
+    check_ranges(&args.zone.vip_ranges)?;
+    let zones = args.zone.normalised_zones();
+    let table = match &args.state_dir {
+        Some(d) => file_store::read_table(d)?,
+        None => Default::default(),
+    };
+    let mut allocator = Allocator::new(&args.zone.vip_ranges, 0, table);
+    let mut events = Vec::new();
+    let mut problems = 0usize;
+    let mut files_read = 0usize;
+    for path in &args.files {
+        let units: Vec<(std::path::PathBuf, String)> = if path.is_dir() {
+            files::yaml_files(path)
+                .into_iter()
+                .filter_map(|f| files::unit_key(path, &f).map(|k| (f, k.cluster)))
+                .collect()
+        } else {
+            vec![(path.clone(), args.cluster.clone())]
+        };
+        for (file, cluster) in units {
+            files_read += 1;
+            match files::parse_file(&file, &cluster, &zones) {
+                Ok((entries, found)) => {
+                    for p in &found {
+                        eprintln!(
+                            "{}: {p}",
+                            if p.skipped_object { "error" } else { "warning" }
+                        );
+                    }
+                    problems += found.len();
+                    events.push(SourceEvent::Unit {
+                        key: globaldns::registry::SourceKey {
+                            cluster,
+                            unit: file.display().to_string(),
+                        },
+                        entries,
+                    });
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    problems += 1;
+                }
+            }
+        }
+    }
+    let snap = build_once(events, &args.zone, &mut allocator);
+    let mut out = std::io::stdout().lock();
+    for (host, r) in &snap.hosts {
+        let addrs: Vec<String> = r
+            .addresses
+            .iter()
+            .map(|a| format!("{} ({})", a.address, a.source))
+            .collect();
+        let served = if r.served {
+            addrs.join(", ")
+        } else {
+            format!("NOT SERVED: {}", r.reason.unwrap_or_default())
+        };
+        let ports: Vec<String> = r
+            .ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "_{}._{}:{}",
+                    p.name,
+                    format!("{:?}", p.transport).to_lowercase(),
+                    p.number
+                )
+            })
+            .collect();
+        writeln!(
+            out,
+            "{host}\t{served}\tports: {}\tfrom: {}",
+            if ports.is_empty() {
+                "-".into()
+            } else {
+                ports.join(" ")
+            },
+            r.objects.join(" ")
+        )?;
+    }
+    writeln!(
+        out,
+        "# {} files, {} hosts ({} served), {} problems",
+        files_read,
+        snap.hosts.len(),
+        snap.served_hosts(),
+        problems
+    )?;
+    Ok(if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn allocations(args: AllocationsArgs) -> Result<ExitCode> {
+    let table = file_store::read_table(&args.state_dir)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &table)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "{:<50} {:<16} {:<40} STATE", "HOST", "IPV4", "IPV6")?;
+    for (host, a) in &table {
+        let state = match a.released_at {
+            None => "active".to_string(),
+            Some(t) => format!(
+                "held since {}",
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t))
+            ),
+        };
+        let v4 = a.ipv4.map_or("-".into(), |i| i.to_string());
+        let v6 = a.ipv6.map_or("-".into(), |i| i.to_string());
+        writeln!(out, "{host:<50} {v4:<16} {v6:<40} {state}")?;
+    }
+    let held = table.values().filter(|a| a.released_at.is_some()).count();
+    writeln!(out, "# {} hosts, {} held", table.len(), held)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn zonefile(args: ZonefileArgs) -> Result<ExitCode> {
+    let (mut store, mut allocator) = open_allocator(
+        &args.store.state_dir,
+        &args.zone.vip_ranges,
+        args.store.vip_hold,
+    )?;
+    let events = files::load_once(
+        &args.store.zones_dir,
+        args.zone.normalised_zones(),
+        Arc::new(Metrics::new()),
+    )?;
+    let before = allocator.table().clone();
+    let snap = build_once(events, &args.zone, &mut allocator);
+    if *allocator.table() != before {
+        Store::save(&mut store, allocator.table())?;
+    }
+    let mut out = std::io::stdout().lock();
+    let apexes: BTreeSet<_> = snap.apex_names().into_iter().collect();
+    for apex in apexes {
+        writeln!(out, "$ORIGIN {apex}")?;
+        for r in snap.zone_records(&apex) {
+            writeln!(out, "{r}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

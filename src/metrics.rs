@@ -1,0 +1,182 @@
+//! Prometheus metrics, one registry for the process. Label values are static strings so that the
+//! per-query path does not allocate.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    pub qtype: &'static str,
+    pub rcode: &'static str,
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FamilyLabels {
+    pub family: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub queries: Family<QueryLabels, Counter>,
+    pub latency: Histogram,
+    pub hosts_served: Gauge,
+    pub hosts_unserved: Gauge,
+    pub vips_allocated: Family<FamilyLabels, Gauge>,
+    pub vips_held: Gauge,
+    pub vip_conflicts: Counter,
+    pub vip_exhausted: Counter,
+    pub parse_errors: Family<SourceLabels, Counter>,
+    pub invalid_objects: Family<SourceLabels, Counter>,
+    pub reloads: Family<SourceLabels, Counter>,
+    pub snapshot_build: Histogram,
+    pub zone_serial: Gauge,
+    pub store_errors: Counter,
+    pub source_up: Family<ClusterLabels, Gauge>,
+    pub source_last_sync: Family<ClusterLabels, Gauge>,
+    pub source_objects: Family<ClusterLabels, Gauge>,
+    pub watch_restarts: Family<ClusterLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("globaldns");
+        let m = Metrics {
+            queries: Family::default(),
+            // 10 µs … ~160 ms.
+            latency: Histogram::new(exponential_buckets(0.00001, 2.0, 15)),
+            hosts_served: Gauge::default(),
+            hosts_unserved: Gauge::default(),
+            vips_allocated: Family::default(),
+            vips_held: Gauge::default(),
+            vip_conflicts: Counter::default(),
+            vip_exhausted: Counter::default(),
+            parse_errors: Family::default(),
+            invalid_objects: Family::default(),
+            reloads: Family::default(),
+            snapshot_build: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            zone_serial: Gauge::default(),
+            store_errors: Counter::default(),
+            source_up: Family::default(),
+            source_last_sync: Family::default(),
+            source_objects: Family::default(),
+            watch_restarts: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "dns_queries",
+            "DNS queries answered, by query type, rcode and transport",
+            m.queries.clone(),
+        );
+        r.register(
+            "dns_query_duration_seconds",
+            "Time from decoded query to sent answer",
+            m.latency.clone(),
+        );
+        r.register(
+            "hosts_served",
+            "Hosts answered with at least one address",
+            m.hosts_served.clone(),
+        );
+        r.register(
+            "hosts_unserved",
+            "Hosts known but not answered (no address, no VIP)",
+            m.hosts_unserved.clone(),
+        );
+        r.register(
+            "vips_allocated",
+            "VIPs in the allocation table, active and held",
+            m.vips_allocated.clone(),
+        );
+        r.register(
+            "vips_held",
+            "Hosts whose VIPs are held after their last ServiceEntry went away",
+            m.vips_held.clone(),
+        );
+        r.register(
+            "vip_conflicts",
+            "Auto VIPs moved because a user address took their slot",
+            m.vip_conflicts.clone(),
+        );
+        r.register(
+            "vip_exhausted",
+            "Allocations that failed because the range is full",
+            m.vip_exhausted.clone(),
+        );
+        r.register(
+            "source_parse_errors",
+            "Source units (files) that failed to parse; last good content kept",
+            m.parse_errors.clone(),
+        );
+        r.register(
+            "invalid_objects",
+            "ServiceEntries (or parts of them) skipped as invalid",
+            m.invalid_objects.clone(),
+        );
+        r.register(
+            "source_reloads",
+            "Source units (re)loaded",
+            m.reloads.clone(),
+        );
+        r.register(
+            "snapshot_build_seconds",
+            "Time to rebuild the answer snapshot",
+            m.snapshot_build.clone(),
+        );
+        r.register("zone_serial", "Current SOA serial", m.zone_serial.clone());
+        r.register(
+            "store_errors",
+            "Failed writes of the allocation store",
+            m.store_errors.clone(),
+        );
+        r.register(
+            "source_up",
+            "1 while the cluster's watch is connected",
+            m.source_up.clone(),
+        );
+        r.register(
+            "source_last_sync_timestamp_seconds",
+            "Unix time of the cluster's last successful list or event",
+            m.source_last_sync.clone(),
+        );
+        r.register(
+            "source_objects",
+            "ServiceEntries currently known per cluster",
+            m.source_objects.clone(),
+        );
+        r.register(
+            "watch_restarts",
+            "Watch restarts per cluster",
+            m.watch_restarts.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,298 @@
+//! The file source: a directory tree of ServiceEntry YAML. `ROOT/*.yaml` belongs to cluster
+//! `local`, `ROOT/<cluster>/**.yaml` to `<cluster>`. Watched with inotify (notify); a file that
+//! stops parsing keeps serving its last good content.
+
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use notify::{RecursiveMode, Watcher};
+use tracing::{debug, error, info, warn};
+
+use super::SourceEvent;
+use crate::metrics::{Metrics, SourceLabels};
+use crate::registry::SourceKey;
+use crate::serviceentry::{parse_yaml, Entry, Problem};
+
+pub const SOURCE_NAME: &str = "files";
+pub const LOCAL_CLUSTER: &str = "local";
+/// Editors and `kubectl cp` write in several steps; events this close together are one change.
+const SETTLE: Duration = Duration::from_millis(15);
+
+/// Parses and validates one file. Err means the file as a whole is unusable (I/O or YAML syntax).
+pub fn parse_file(
+    path: &Path,
+    cluster: &str,
+    zones: &[String],
+) -> std::result::Result<(Vec<Entry>, Vec<Problem>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_text(&text, &path.display().to_string(), cluster, zones)
+}
+
+pub fn parse_text(
+    text: &str,
+    origin: &str,
+    cluster: &str,
+    zones: &[String],
+) -> std::result::Result<(Vec<Entry>, Vec<Problem>), String> {
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for obj in parse_yaml(text, origin)? {
+        match obj {
+            Ok(se) => {
+                let (entry, p) = se.validate(cluster, origin, zones);
+                entries.extend(entry);
+                problems.extend(p);
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    Ok((entries, problems))
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+fn is_hidden(rel: &Path) -> bool {
+    rel.components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+}
+
+/// The unit a file under `root` is: its cluster (from the first directory level) and relative path.
+/// None for what the source ignores (not YAML, hidden).
+pub fn unit_key(root: &Path, path: &Path) -> Option<SourceKey> {
+    let rel = path.strip_prefix(root).ok()?;
+    if !is_yaml(rel) || is_hidden(rel) {
+        return None;
+    }
+    let mut parts = rel.components();
+    let first = parts.next()?.as_os_str().to_string_lossy().into_owned();
+    let cluster = if parts.next().is_some() {
+        first
+    } else {
+        LOCAL_CLUSTER.to_string()
+    };
+    Some(SourceKey {
+        cluster,
+        unit: rel.display().to_string(),
+    })
+}
+
+/// Every YAML file below `dir`, sorted.
+pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Scans the tree once without watching: the events the source sends at start.
+pub fn load_once(
+    root: &Path,
+    zones: Vec<String>,
+    metrics: Arc<Metrics>,
+) -> Result<Vec<SourceEvent>> {
+    if !root.is_dir() {
+        bail!("zones directory {} does not exist", root.display());
+    }
+    let (tx, rx) = mpsc::channel();
+    let mut source = FileSource {
+        root: root.canonicalize()?,
+        zones,
+        tx,
+        metrics,
+        loaded: HashMap::new(),
+    };
+    source.rescan();
+    drop(source);
+    Ok(rx.into_iter().collect())
+}
+
+struct FileSource {
+    root: PathBuf,
+    zones: Vec<String>,
+    tx: Sender<SourceEvent>,
+    metrics: Arc<Metrics>,
+    /// Content hash of the last good version of each loaded file.
+    loaded: HashMap<PathBuf, u64>,
+}
+
+impl FileSource {
+    fn key_for(&self, path: &Path) -> Option<SourceKey> {
+        unit_key(&self.root, path)
+    }
+
+    fn label(&self) -> SourceLabels {
+        SourceLabels {
+            source: SOURCE_NAME.into(),
+        }
+    }
+
+    /// Loads or unloads one path after a change.
+    fn refresh(&mut self, path: &Path) {
+        let Some(key) = self.key_for(path) else {
+            return;
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || path.is_dir() => {
+                if self.loaded.remove(path).is_some() {
+                    info!(file = %path.display(), "file removed; its entries are withdrawn");
+                    let _ = self.tx.send(SourceEvent::RemoveUnit(key));
+                }
+                return;
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "cannot read file; keeping its last good content");
+                self.metrics.parse_errors.get_or_create(&self.label()).inc();
+                return;
+            }
+        };
+        let mut h = fnv::FnvHasher::default();
+        h.write(&bytes);
+        let hash = h.finish();
+        if self.loaded.get(path) == Some(&hash) {
+            return;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        match parse_text(
+            &text,
+            &path.display().to_string(),
+            &key.cluster,
+            &self.zones,
+        ) {
+            Ok((entries, problems)) => {
+                for p in &problems {
+                    warn!(object = %p.object, problem = %p.message, "invalid ServiceEntry skipped");
+                }
+                self.metrics
+                    .invalid_objects
+                    .get_or_create(&self.label())
+                    .inc_by(problems.len() as u64);
+                self.metrics.reloads.get_or_create(&self.label()).inc();
+                info!(file = %path.display(), cluster = %key.cluster, entries = entries.len(), "loaded");
+                self.loaded.insert(path.to_path_buf(), hash);
+                let _ = self.tx.send(SourceEvent::Unit { key, entries });
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "file does not parse; keeping its last good content");
+                self.metrics.parse_errors.get_or_create(&self.label()).inc();
+            }
+        }
+    }
+
+    /// Walks the whole tree: loads what changed, withdraws what disappeared.
+    fn rescan(&mut self) {
+        let seen = yaml_files(&self.root);
+        for path in &seen {
+            self.refresh(path);
+        }
+        let gone: Vec<PathBuf> = self
+            .loaded
+            .keys()
+            .filter(|p| !seen.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.refresh(&path);
+        }
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, out);
+        } else if is_yaml(&path) {
+            out.push(path);
+        }
+    }
+}
+
+/// Starts the source on its own thread. Returns once the watch is set up; the first full scan
+/// follows, then `Synced`.
+pub fn spawn(
+    root: &Path,
+    zones: Vec<String>,
+    tx: Sender<SourceEvent>,
+    metrics: Arc<Metrics>,
+) -> Result<()> {
+    if !root.is_dir() {
+        bail!("zones directory {} does not exist", root.display());
+    }
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", root.display()))?;
+    let (ntx, nrx) = mpsc::channel();
+    // Watch before the first scan so that no change falls between the two.
+    let mut watcher = notify::recommended_watcher(move |res| {
+        let _ = ntx.send(res);
+    })?;
+    watcher
+        .watch(&root, RecursiveMode::Recursive)
+        .with_context(|| format!("cannot watch {}", root.display()))?;
+    let mut source = FileSource {
+        root,
+        zones,
+        tx,
+        metrics,
+        loaded: HashMap::new(),
+    };
+    std::thread::Builder::new()
+        .name("file-source".into())
+        .spawn(move || {
+            let _watcher = watcher;
+            source.rescan();
+            let _ = source.tx.send(SourceEvent::Synced(SOURCE_NAME.into()));
+            while let Ok(first) = nrx.recv() {
+                let mut batch = vec![first];
+                while let Ok(more) = nrx.recv_timeout(SETTLE) {
+                    batch.push(more);
+                }
+                let mut full = false;
+                let mut paths = Vec::new();
+                for ev in batch {
+                    match ev {
+                        Ok(ev) => {
+                            full |= ev.need_rescan();
+                            paths.extend(ev.paths);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "watch error; rescanning");
+                            full = true;
+                        }
+                    }
+                }
+                debug!(?paths, full, "zones changed");
+                // Directories, and hidden paths (ConfigMap mounts swap a `..data` symlink), can
+                // change many files at once: rescan the tree.
+                full |= paths.iter().any(|p| {
+                    p.is_dir()
+                        || p.strip_prefix(&source.root).map_or(true, is_hidden)
+                        || (!is_yaml(p) && !p.exists())
+                });
+                if full {
+                    source.rescan();
+                } else {
+                    paths.sort();
+                    paths.dedup();
+                    for p in paths {
+                        source.refresh(&p);
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
