@@ -121,7 +121,7 @@ else
   "$GLOBALDNS_BIN" zonefile --zones "$WORK/se" --state-dir "$WORK/state" $GD_ARGS \
     >"$WORK/zone.txt" 2>"$WORK/zonefile.err" || { cat "$WORK/zonefile.err" >&2; die "globaldns zonefile failed"; }
 fi
-log "zone file: $(wc -l <"$WORK/zone.txt") lines, $(grep -c '^\$ORIGIN' "$WORK/zone.txt") \$ORIGIN lines"
+log "zone file: $(wc -l <"$WORK/zone.txt") lines, $(grep -c '^[$]ORIGIN' "$WORK/zone.txt") \$ORIGIN lines"
 
 declare -A PORT PID
 if has_server knot; then
@@ -153,8 +153,9 @@ fi
 if has_server knot && has_server globaldns; then
   for m in "${MIXES[@]}"; do
     for p in "${PROTO_LIST[@]}"; do
+      cmp_args=(--sample 60); [[ $p == tcp ]] && cmp_args+=(--tcp)
       "$PY" "$HERE/lib/dnsq.py" compare "${PORT[knot]}" "${PORT[globaldns]}" "$WORK/queries/$m.txt" \
-        --sample 60 $([[ $p == tcp ]] && echo --tcp) >&2 \
+        "${cmp_args[@]}" >&2 \
         || warn "knot and globaldns answer differently ($m, $p) - the comparison is not like for like"
     done
   done

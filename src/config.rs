@@ -112,7 +112,7 @@ impl ZoneArgs {
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
     /// Directory of ServiceEntry YAML (top level: cluster "local"; <dir>/<cluster>/: that cluster).
-    #[arg(long, env = "GLOBALDNS_ZONES", default_value = "zones")]
+    #[arg(long = "zones", env = "GLOBALDNS_ZONES", default_value = "zones")]
     pub zones_dir: PathBuf,
     /// Directory of the allocation table (allocations.json).
     #[arg(long, env = "GLOBALDNS_STATE_DIR", default_value = "state")]

@@ -212,7 +212,7 @@ cg_limit() { # cg_limit NAME PID PCT
 cg_cleanup() {
   local d
   for d in "${BENCH_CGROUPS[@]:-}"; do
-    [[ -n $d && -d $d ]] && rmdir "$d" 2>/dev/null || true
+    if [[ -n $d && -d $d ]]; then rmdir "$d" 2>/dev/null || true; fi
   done
   BENCH_CGROUPS=()
 }

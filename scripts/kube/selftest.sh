@@ -86,7 +86,7 @@ for d in "$A" "$B"; do
 done
 served=$(k "$A" get crd "serviceentries.$GROUP" \
   -o 'jsonpath={range .spec.versions[*]}{.name}:{.served}:{.storage}:{.subresources.status} {end}')
-expect "CRD versions" "v1:true:true:map[] v1alpha3:true:false:map[] v1beta1:true:false:map[] " "$served"
+expect "CRD versions" "v1:true:true:{} v1alpha3:true:false:{} v1beta1:true:false:{} " "$served"
 
 step "ServiceEntries written as v1 and v1alpha3, read back in all three versions"
 k "$A" -n "$NS" apply -f - >/dev/null <<'EOF'

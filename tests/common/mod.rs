@@ -1,0 +1,353 @@
+//! Test harness: runs the real `globaldns` binary on loopback with ephemeral ports, and talks to it
+//! with real clients (hickory's client, `dig`, plain HTTP for the admin port).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_proto::op::Message;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_globaldns");
+
+/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running `globaldns serve`. Killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub dns: SocketAddr,
+    pub admin: SocketAddr,
+    pub zones: PathBuf,
+    pub state: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the server on `zones`/`state` with extra flags and waits until `/readyz` is 200.
+    pub fn start(zones: &Path, state: &Path, extra: &[&str]) -> Server {
+        let s = Server::spawn(zones, state, extra).unwrap_or_else(|log| {
+            panic!("server did not start:\n{log}");
+        });
+        s.wait_ready();
+        s
+    }
+
+    /// Starts the server and waits for its listening line; Err(log) if it exits first.
+    pub fn spawn(zones: &Path, state: &Path, extra: &[&str]) -> Result<Server, String> {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--zones")
+            .arg(zones)
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(extra)
+            .env("GLOBALDNS_LOG", "info")
+            .env_remove("GLOBALDNS_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn globaldns");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening ").nth(1) {
+                    let _ = tx.send(rest.to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(rest) = rx.recv_timeout(Duration::from_millis(50)) {
+                let field = |k: &str| {
+                    rest.split_whitespace()
+                        .find_map(|w| w.strip_prefix(k))
+                        .and_then(|v| v.split(',').next())
+                        .and_then(|v| v.parse::<SocketAddr>().ok())
+                        .expect("address in listening line")
+                };
+                return Ok(Server {
+                    dns: field("dns="),
+                    admin: field("admin="),
+                    child,
+                    zones: zones.to_path_buf(),
+                    state: state.to_path_buf(),
+                    log,
+                });
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                // Let the reader thread drain what the process wrote.
+                std::thread::sleep(Duration::from_millis(50));
+                return Err(log.lock().unwrap().join("\n"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!(
+                    "no listening line:\n{}",
+                    log.lock().unwrap().join("\n")
+                ));
+            }
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        eventually(Duration::from_secs(20), "/readyz 200", || {
+            (self.get("/readyz").0 == 200).then_some(())
+        });
+    }
+
+    /// GET on the admin port: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    /// Value of a metric line starting with `prefix` (e.g. `globaldns_hosts_served`).
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+pub const BOTH: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+
+/// One query with hickory's client over a fresh connection.
+pub fn query(server: SocketAddr, transport: Transport, name: &str, rtype: RecordType) -> Message {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut client = match transport {
+            Transport::Udp => {
+                let conn =
+                    UdpClientStream::builder(server, TokioRuntimeProvider::default()).build();
+                let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(conn);
+                tokio::spawn(bg);
+                client
+            }
+            Transport::Tcp => {
+                let (fut, sender) =
+                    TcpClientStream::new(server, None, None, TokioRuntimeProvider::new());
+                let (client, bg) =
+                    Client::<TokioRuntimeProvider>::new(fut.await.expect("tcp connect"), sender);
+                tokio::spawn(bg);
+                client
+            }
+        };
+        let resp = client
+            .query(Name::from_str(name).unwrap(), DNSClass::IN, rtype)
+            .await
+            .unwrap_or_else(|e| panic!("{transport:?} query {name} {rtype}: {e}"));
+        resp.into_message()
+    })
+}
+
+/// `dig` output, parsed.
+#[derive(Debug, Default)]
+pub struct Dig {
+    pub status: String,
+    pub flags: Vec<String>,
+    pub question: Vec<String>,
+    pub answer: Vec<Vec<String>>,
+    pub authority: Vec<Vec<String>>,
+    pub additional: Vec<Vec<String>>,
+    pub edns_udp: Option<u16>,
+    pub raw: String,
+}
+
+impl Dig {
+    /// RDATA fields (after name, ttl, class, type) of answer records.
+    pub fn answer_data(&self) -> Vec<String> {
+        self.answer.iter().map(|r| r[4..].join(" ")).collect()
+    }
+}
+
+/// Runs `dig @server -p port ARGS +norec` and parses its sections.
+pub fn dig(server: SocketAddr, args: &[&str]) -> Dig {
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args([
+            "-p",
+            &server.port().to_string(),
+            "+norec",
+            "+time=3",
+            "+tries=1",
+        ])
+        .args(args)
+        .output()
+        .expect("dig is installed (the test command installs bind9-dnsutils)");
+    parse_dig(&String::from_utf8_lossy(&out.stdout))
+}
+
+pub fn parse_dig(raw: &str) -> Dig {
+    let mut d = Dig {
+        raw: raw.to_string(),
+        ..Default::default()
+    };
+    let mut section = "";
+    for line in raw.lines() {
+        if let Some(rest) = line.split("status: ").nth(1) {
+            d.status = rest
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+        }
+        if let Some(rest) = line.strip_prefix(";; flags: ") {
+            d.flags = rest
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+        }
+        if let Some(rest) = line.split("udp: ").nth(1) {
+            d.edns_udp = rest.trim().parse().ok();
+        }
+        match line {
+            l if l.starts_with(";; QUESTION SECTION") => section = "q",
+            l if l.starts_with(";; ANSWER SECTION") => section = "an",
+            l if l.starts_with(";; AUTHORITY SECTION") => section = "au",
+            l if l.starts_with(";; ADDITIONAL SECTION") => section = "ad",
+            "" => section = "",
+            l if l.starts_with(";;") => {}
+            l => {
+                let fields: Vec<String> = l.split_whitespace().map(String::from).collect();
+                match section {
+                    "q" => d.question.push(l.trim_start_matches(';').to_string()),
+                    "an" => d.answer.push(fields),
+                    "au" => d.authority.push(fields),
+                    "ad" => d.additional.push(fields),
+                    _ => {}
+                }
+            }
+        }
+    }
+    d
+}
+
+/// A fresh pair of directories for one test.
+pub fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let zones = t.path().join("zones");
+    let state = t.path().join("state");
+    std::fs::create_dir_all(&zones).unwrap();
+    (t, zones, state)
+}
+
+/// A ServiceEntry document.
+pub fn se(name: &str, ns: &str, hosts: &[&str], addresses: &[&str], extra_spec: &str) -> String {
+    let q = |v: &[&str]| {
+        v.iter()
+            .map(|h| format!("\"{h}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  hosts: [{}]\n  addresses: [{}]\n  location: MESH_INTERNAL\n  resolution: DNS\n{extra_spec}",
+        q(hosts),
+        q(addresses)
+    )
+}
+
+/// Writes a file atomically (write + rename), as `kubectl cp` or a config-management tool would.
+pub fn write_file(path: &Path, body: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Reads a data file the tests ship.
+pub fn testdata(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name),
+    )
+    .unwrap()
+}
