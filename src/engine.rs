@@ -11,22 +11,38 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use tracing::{error, info, warn};
 
-use crate::alloc::Allocator;
+use crate::alloc::{Allocator, Table};
 use crate::metrics::{FamilyLabels, Metrics};
 use crate::registry::Registry;
 use crate::source::SourceEvent;
 use crate::zone::{unix_now, Snapshot, ZoneConfig};
 
-/// Persists the allocation table. Implemented by the file store (and the Kubernetes store).
+/// What a store says about a commit.
+#[derive(Debug)]
+pub enum Commit {
+    /// The new table is durable (and, for a shared store, every new claim is ours).
+    Done,
+    /// Another instance claimed first: this is the store's table now. The engine adopts it and
+    /// reconciles again; it never overwrites the other claim.
+    Conflict(Table),
+}
+
+/// Persists the allocation table: the file store, or a store shared by many instances.
 pub trait Store: Send {
-    fn save(&mut self, table: &crate::alloc::Table) -> anyhow::Result<()>;
+    /// Makes `after` durable. `before` is the table as last committed, so that a shared store
+    /// can write only the difference (claims, holds, releases).
+    fn commit(&mut self, before: &Table, after: &Table) -> anyhow::Result<Commit>;
 }
 
 impl Store for crate::alloc::file_store::FileStore {
-    fn save(&mut self, table: &crate::alloc::Table) -> anyhow::Result<()> {
-        crate::alloc::file_store::FileStore::save(self, table)
+    fn commit(&mut self, _before: &Table, after: &Table) -> anyhow::Result<Commit> {
+        self.save(after)?;
+        Ok(Commit::Done)
     }
 }
+
+/// How many times one rebuild adopts a conflicting shared table before giving up until the next.
+const MAX_CONFLICT_RETRIES: usize = 8;
 
 /// Readiness: which sources have not yet delivered a full state, which are stale, and whether a
 /// snapshot including all of them has been published.
@@ -101,6 +117,8 @@ pub struct Engine {
     pub registry: Registry,
     pub allocator: Allocator,
     pub store: Box<dyn Store>,
+    /// The table as the store last accepted it; the allocator never runs ahead of it for long.
+    pub committed: Table,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -116,7 +134,22 @@ impl Engine {
                 self.health.synced(&name);
                 true
             }
+            SourceEvent::StoreChanged(table) => self.adopt(table),
         }
+    }
+
+    /// Takes a table written by another instance (seen through the store's watch) as the truth.
+    fn adopt(&mut self, table: Table) -> bool {
+        if table == self.committed {
+            return false;
+        }
+        if let Err(errors) = self.allocator.validate(&table) {
+            error!(errors = %errors.join("; "), "shared allocation table fails validation; not adopting it");
+            return false;
+        }
+        self.allocator.replace_table(table.clone());
+        self.committed = table;
+        true
     }
 
     /// Runs until every sender is gone.
@@ -156,36 +189,42 @@ impl Engine {
         let started = Instant::now();
         let merged = self.registry.merge(self.prefer_istio_status);
         let wanted = Snapshot::wanted_vips(&merged);
-        let outcome = self
-            .allocator
-            .reconcile(&wanted, &merged.reserved, unix_now());
-        for (host, ip) in &outcome.allocated {
-            info!(%host, %ip, "VIP allocated");
-        }
-        for (host, old, new) in &outcome.displaced {
-            warn!(%host, %old, new = ?new, "auto VIP displaced by an address written in a ServiceEntry");
-            self.metrics.vip_conflicts.inc();
-        }
-        for (host, family) in &outcome.exhausted {
-            error!(%host, family, "VIP range exhausted: host not served");
-            self.metrics.vip_exhausted.inc();
-        }
-        for host in &outcome.released {
-            info!(%host, hold_secs = self.allocator.hold_secs, "host gone; VIP held");
-        }
-        for host in &outcome.reclaimed {
-            info!(%host, "host back within its hold; VIP given back");
-        }
-        for host in &outcome.expired {
-            info!(%host, "hold expired; VIP freed");
-        }
-        if outcome.changed {
-            if let Err(e) = self.store.save(self.allocator.table()) {
-                error!(error = %format!("{e:#}"), "cannot persist allocations; not publishing new VIPs, will retry");
-                self.metrics.store_errors.inc();
-                return false;
+        let mut attempts = 0;
+        let outcome = loop {
+            let outcome = self
+                .allocator
+                .reconcile(&wanted, &merged.reserved, unix_now());
+            if !outcome.changed {
+                break outcome;
             }
-        }
+            match self.store.commit(&self.committed, self.allocator.table()) {
+                Ok(Commit::Done) => {
+                    self.committed = self.allocator.table().clone();
+                    break outcome;
+                }
+                Ok(Commit::Conflict(theirs)) if attempts < MAX_CONFLICT_RETRIES => {
+                    attempts += 1;
+                    warn!(
+                        attempts,
+                        "another instance claimed first; adopting its table and retrying"
+                    );
+                    self.allocator.replace_table(theirs.clone());
+                    self.committed = theirs;
+                }
+                result => {
+                    let why = match result {
+                        Err(e) => format!("{e:#}"),
+                        _ => "too many conflicting claims".to_string(),
+                    };
+                    error!(error = %why, "cannot persist allocations; not publishing new VIPs, will retry");
+                    self.metrics.store_errors.inc();
+                    // Memory must not run ahead of the store: the next pass starts from what is durable.
+                    self.allocator.replace_table(self.committed.clone());
+                    return false;
+                }
+            }
+        };
+        self.log_outcome(&outcome);
         let prev = self.snapshot.load_full();
         let snap = Snapshot::build(
             &self.zone,
@@ -209,6 +248,29 @@ impl Engine {
             "snapshot published"
         );
         true
+    }
+
+    fn log_outcome(&self, outcome: &crate::alloc::Outcome) {
+        for (host, ip) in &outcome.allocated {
+            info!(%host, %ip, "VIP allocated");
+        }
+        for (host, old, new) in &outcome.displaced {
+            warn!(%host, %old, new = ?new, "auto VIP displaced by an address written in a ServiceEntry");
+            self.metrics.vip_conflicts.inc();
+        }
+        for (host, family) in &outcome.exhausted {
+            error!(%host, family, "VIP range exhausted: host not served");
+            self.metrics.vip_exhausted.inc();
+        }
+        for host in &outcome.released {
+            info!(%host, hold_secs = self.allocator.hold_secs, "host gone; VIP held");
+        }
+        for host in &outcome.reclaimed {
+            info!(%host, "host back within its hold; VIP given back");
+        }
+        for host in &outcome.expired {
+            info!(%host, "hold expired; VIP freed");
+        }
     }
 
     fn record_metrics(&self, snap: &Snapshot) {

@@ -96,7 +96,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         tx,
         metrics.clone(),
     )?;
+    let committed = allocator.table().clone();
     let engine = Engine {
+        committed,
         zone: zone_cfg,
         ranges,
         prefer_istio_status: args.zone.prefer_istio_status,
@@ -333,7 +335,7 @@ fn zonefile(args: ZonefileArgs) -> Result<ExitCode> {
     let before = allocator.table().clone();
     let snap = build_once(events, &args.zone, &mut allocator);
     if *allocator.table() != before {
-        Store::save(&mut store, allocator.table())?;
+        store.commit(&before, allocator.table())?;
     }
     let mut out = std::io::stdout().lock();
     let apexes: BTreeSet<_> = snap.apex_names().into_iter().collect();

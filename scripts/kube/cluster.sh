@@ -180,9 +180,11 @@ start_etcd() {
     --listen-peer-urls="$peer" --initial-advertise-peer-urls="$peer" \
     --initial-cluster="default=$peer" \
     --logger=zap --log-outputs=stderr
-  wait_for "$dir" etcd "etcd health on $client" \
-    sh -c "curl -fsS '$client/health' | grep -q '\"health\":\"true\"'" ||
-    die "etcd did not become healthy"
+  if ! wait_for "$dir" etcd "etcd health on $client" \
+    sh -c "curl -fsS '$client/health' | grep -q '\"health\":\"true\"'"; then
+    stop_proc "$dir" etcd
+    return 1
+  fi
 }
 
 start_apiserver() {
@@ -216,11 +218,13 @@ start_apiserver() {
   local curl_args=(-fsS --cacert "$dir/ca.crt" -H "Authorization: Bearer $(<"$dir/admin.token")")
   # /readyz covers etcd, RBAC bootstrap roles and the CRD informers; the
   # default namespace is made by a post-start controller, so wait for it too.
-  wait_for "$dir" apiserver "https://127.0.0.1:$port/readyz" \
-    curl "${curl_args[@]}" "https://127.0.0.1:$port/readyz" &&
-    wait_for "$dir" apiserver "namespace default" \
-      curl "${curl_args[@]}" "https://127.0.0.1:$port/api/v1/namespaces/default" ||
-    die "apiserver did not become ready"
+  if ! wait_for "$dir" apiserver "https://127.0.0.1:$port/readyz" \
+    curl "${curl_args[@]}" "https://127.0.0.1:$port/readyz" ||
+    ! wait_for "$dir" apiserver "namespace default" \
+      curl "${curl_args[@]}" "https://127.0.0.1:$port/api/v1/namespaces/default"; then
+    stop_proc "$dir" apiserver
+    return 1
+  fi
 }
 
 # --- commands -----------------------------------------------------------------
@@ -238,11 +242,12 @@ cmd_up() {
   echo "$port" >"$dir/port"
   gen_credentials "$dir"
   write_kubeconfig "$dir/admin.kubeconfig" "$port" "$dir/ca.crt" admin "$(<"$dir/admin.token")"
-  # On any failure below, leave nothing running.
-  trap "rc=\$?; if ((rc)); then stop_proc $(printf %q "$dir") apiserver; stop_proc $(printf %q "$dir") etcd; fi" EXIT
-  start_etcd "$dir" "$port"
-  start_apiserver "$dir"
-  trap - EXIT
+  # On failure leave nothing running (each start_* cleans up its own process).
+  start_etcd "$dir" "$port" || die "etcd did not become healthy (log: $dir/etcd.log)"
+  if ! start_apiserver "$dir"; then
+    stop_proc "$dir" etcd
+    die "apiserver did not become ready (log: $dir/apiserver.log)"
+  fi
   log "up: https://127.0.0.1:$port (kubeconfig $dir/admin.kubeconfig)"
 }
 
@@ -267,9 +272,7 @@ cmd_start_apiserver() {
   dir=$(absdir "$1")
   [[ -f $dir/port ]] || die "$dir is not a cluster dir (use 'up')"
   bins
-  trap "rc=\$?; if ((rc)); then stop_proc $(printf %q "$dir") apiserver; fi" EXIT
-  start_apiserver "$dir"
-  trap - EXIT
+  start_apiserver "$dir" || die "apiserver did not become ready (log: $dir/apiserver.log)"
 }
 
 # kubectl's discovery cache lives in DIR: ~/.kube/cache is keyed by host:port
@@ -284,11 +287,11 @@ cmd_sa_kubeconfig() {
   local dir ns=$2 sa=$3 out=$4 resp token answer
   dir=$(absdir "$1")
   bins
-  # Idempotent create of namespace and ServiceAccount.
-  kubectl_admin "$dir" create namespace "$ns" --dry-run=client -o yaml |
-    kubectl_admin "$dir" apply -f - >/dev/null
-  kubectl_admin "$dir" -n "$ns" create serviceaccount "$sa" --dry-run=client -o yaml |
-    kubectl_admin "$dir" apply -f - >/dev/null
+  # Create namespace and ServiceAccount only if missing.
+  kubectl_admin "$dir" get namespace "$ns" >/dev/null 2>&1 ||
+    kubectl_admin "$dir" create namespace "$ns" >/dev/null
+  kubectl_admin "$dir" -n "$ns" get serviceaccount "$sa" >/dev/null 2>&1 ||
+    kubectl_admin "$dir" -n "$ns" create serviceaccount "$sa" >/dev/null
   # kubectl 1.20 has no "create token": POST a TokenRequest directly.
   resp=$(printf '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":%d}}' \
     "${SA_TOKEN_SECONDS:-86400}" |

@@ -146,6 +146,27 @@ api "$A" PATCH "/apis/$GROUP/v1alpha3/namespaces/$NS/serviceentries/se-alpha/sta
 expect "json-patch status on se-alpha" 240.240.0.8 \
   "$(k "$A" -n "$NS" get "serviceentries.v1.$GROUP" se-alpha -o 'jsonpath={.status.addresses[0].value}')"
 
+# Server-side apply on /status (what a controller using apply patches sends).
+api "$A" PATCH "/apis/$GROUP/v1/namespaces/$NS/serviceentries/se-alpha/status?fieldManager=selftest&force=true" \
+  -H 'Content-Type: application/apply-patch+yaml' \
+  --data "{\"apiVersion\":\"$GROUP/v1\",\"kind\":\"ServiceEntry\",\"metadata\":{\"name\":\"se-alpha\"},\"status\":{\"addresses\":[{\"host\":\"web.global\",\"value\":\"240.240.0.9\"}]}}" >/dev/null
+expect "server-side apply on status" 240.240.0.9 \
+  "$(k "$A" -n "$NS" get "serviceentries.v1beta1.$GROUP" se-alpha -o 'jsonpath={.status.addresses[0].value}')"
+
+step "schema validation is in force"
+if api "$A" PATCH "/apis/$GROUP/v1/namespaces/$NS/serviceentries/se-v1" \
+  -H 'Content-Type: application/merge-patch+json' --data '{"spec":{"resolution":"BOGUS"}}' >/dev/null 2>&1; then
+  fail "invalid spec.resolution accepted"
+fi
+ok "invalid spec.resolution rejected"
+if api "$A" PATCH "$STATUS" -H 'Content-Type: application/merge-patch+json' \
+  --data '{"status":{"observedGeneration":true}}' >/dev/null 2>&1; then
+  fail "boolean status.observedGeneration accepted"
+fi
+api "$A" PATCH "$STATUS" -H 'Content-Type: application/merge-patch+json' \
+  --data '{"status":{"observedGeneration":1}}' >/dev/null
+ok "status.observedGeneration is int-or-string"
+
 step "ServiceAccount kubeconfig via TokenRequest"
 SA_KC=$TMP/sa.kubeconfig
 "$CLUSTER" sa-kubeconfig "$A" "$NS" globaldns "$SA_KC"

@@ -184,6 +184,11 @@ impl Allocator {
         &self.table
     }
 
+    /// Replaces the table (with one a store holds); the next reconcile works from it.
+    pub fn replace_table(&mut self, table: Table) {
+        self.table = table;
+    }
+
     fn pool_for(&self, ip: IpAddr) -> Option<&Pool> {
         match ip {
             IpAddr::V4(_) => self.v4.as_ref(),

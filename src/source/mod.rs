@@ -17,4 +17,6 @@ pub enum SourceEvent {
     RemoveCluster(String),
     /// The named source has delivered its first full state.
     Synced(String),
+    /// A shared allocation store changed under us (another instance's claims).
+    StoreChanged(crate::alloc::Table),
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test of globaldns on a fresh machine: installs the DNS tools the tests drive when they
+# are missing (dig, dnsmasq), then formatting, lints and the whole cargo test suite.
+#   scripts/test.sh            # unit + integration tests (real server, real sockets, dig, dnsmasq)
+#   GLOBALDNS_KUBE_E2E=1 scripts/test.sh   # also the Kubernetes end-to-end suite (real apiservers)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
+command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base) # the binary only, no system service
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "== installing test tools: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --locked
