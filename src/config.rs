@@ -146,6 +146,13 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_transfer: Vec<IpNet>,
+    /// Answer UDP with the fast path (SO_REUSEPORT workers, batched syscalls, cached wire
+    /// answers); false serves UDP with hickory-server's own loop, like TCP.
+    #[arg(long, env = "GLOBALDNS_UDP_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub udp_fast_path: bool,
+    /// UDP worker threads per --listen address for the fast path (default: one per CPU).
+    #[arg(long, env = "GLOBALDNS_UDP_WORKERS")]
+    pub udp_workers: Option<usize>,
 }
 
 #[derive(Args, Debug)]

@@ -26,6 +26,7 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Records per message in a zone transfer.
 const AXFR_CHUNK: usize = 500;
 
+#[derive(Clone)]
 pub struct Handler {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
@@ -277,6 +278,13 @@ pub async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
         "could not find a free port for UDP and TCP on {}",
         addr.ip()
     )
+}
+
+/// TCP only: UDP is answered by the fast path.
+pub fn tcp_server(handler: Handler, tcp: TcpListener) -> Server<Handler> {
+    let mut server = Server::new(handler);
+    server.register_listener(tcp, Duration::from_secs(10), 64);
+    server
 }
 
 pub fn server(handler: Handler, udp: UdpSocket, tcp: TcpListener) -> Server<Handler> {

@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod config;
 pub mod dns;
 pub mod engine;
+pub mod fastpath;
 pub mod metrics;
 pub mod registry;
 pub mod serviceentry;

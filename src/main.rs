@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -23,7 +24,7 @@ use globaldns::metrics::Metrics;
 use globaldns::registry::Registry;
 use globaldns::source::{files, SourceEvent};
 use globaldns::zone::{unix_now, Snapshot};
-use globaldns::{admin, dns};
+use globaldns::{admin, dns, fastpath};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -119,15 +120,26 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     runtime.block_on(async move {
         let mut servers = Vec::new();
         let mut bound = Vec::new();
+        let handler = dns::Handler {
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            allow_transfer: args.allow_transfer.clone(),
+        };
+        let stop_udp = Arc::new(AtomicBool::new(false));
         for addr in &args.listen {
-            let (udp, tcp) = dns::bind(*addr).await?;
-            bound.push(udp.local_addr()?);
-            let handler = dns::Handler {
-                snapshot: snapshot.clone(),
-                metrics: metrics.clone(),
-                allow_transfer: args.allow_transfer.clone(),
-            };
-            servers.push(dns::server(handler, udp, tcp));
+            if args.udp_fast_path {
+                let workers = args
+                    .udp_workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                let (udp, tcp) = bind_fast(*addr, workers).await?;
+                bound.push(tcp.local_addr()?);
+                fastpath::spawn(udp, Arc::new(handler.clone()), stop_udp.clone())?;
+                servers.push(dns::tcp_server(handler.clone(), tcp));
+            } else {
+                let (udp, tcp) = dns::bind(*addr).await?;
+                bound.push(udp.local_addr()?);
+                servers.push(dns::server(handler.clone(), udp, tcp));
+            }
         }
         let admin_listener = tokio::net::TcpListener::bind(args.admin)
             .await
@@ -148,12 +160,34 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
 
         shutdown_signal().await;
         info!("shutting down");
+        stop_udp.store(true, std::sync::atomic::Ordering::Relaxed);
         for mut s in servers {
             let _ = s.shutdown_gracefully().await;
         }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fast-path UDP sockets and the TCP listener on one port (with port 0, retried until the port the
+/// UDP sockets got is free for TCP too).
+async fn bind_fast(
+    addr: std::net::SocketAddr,
+    workers: usize,
+) -> Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener)> {
+    for _ in 0..20 {
+        let udp = fastpath::bind_reuseport(addr, workers)?;
+        let bound = udp[0].local_addr()?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(_) if addr.port() == 0 => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot bind TCP {addr}")),
+        }
+    }
+    bail!(
+        "could not find a free port for UDP and TCP on {}",
+        addr.ip()
+    )
 }
 
 async fn shutdown_signal() {
