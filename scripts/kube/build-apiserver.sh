@@ -132,7 +132,7 @@ mkdir -p "$GOPATH_DIR/src/k8s.io" "$WORK/bin"
 ln -sfn "$SRC" "$GOPATH_DIR/src/k8s.io/kubernetes"
 
 export GOROOT=$GOROOT_DIR GOPATH=$GOPATH_DIR GOCACHE=$WORK/gocache
-export GO111MODULE=off GOPROXY=off GOFLAGS= CGO_ENABLED=0 GOOS=linux GOARCH=amd64
+export GO111MODULE=off GOPROXY=off GOFLAGS='' CGO_ENABLED=0 GOOS=linux GOARCH=amd64
 export PATH=$GOROOT/bin:$WORK/bin:$PATH
 cd "$GOPATH_DIR/src/k8s.io/kubernetes"
 log "using $(go version)"
@@ -143,7 +143,7 @@ log "using $(go version)"
 # package with a +k8s:openapi-gen= tag, staging/src named as its vendor/
 # path, minus code-generator and sample-apiserver.
 OPENAPI_OUT=pkg/generated/openapi/zz_generated.openapi.go
-if [[ ! -s $OPENAPI_OUT ]]; then
+if [[ ! -f $SRC/.openapi-generated ]]; then  # marker: survives an interrupted run
   log "generating $OPENAPI_OUT"
   # Files (from stdin) that contain a pattern; no match is not an error.
   grep_l() { xargs -r grep -l -- "$1" || [[ $? == 123 ]]; }
@@ -163,6 +163,7 @@ if [[ ! -s $OPENAPI_OUT ]]; then
     -h vendor/k8s.io/code-generator/hack/boilerplate.go.txt \
     -r "$WORK/openapi-violations.report" >&2
   test -s "$OPENAPI_OUT"
+  touch "$SRC/.openapi-generated"
 fi
 
 # --- build ------------------------------------------------------------------
@@ -182,7 +183,7 @@ mv -f "$WORK/kubectl.tmp" "$KUBECTL"
 # Keep the downloads (small) but drop the ~GBs of tree and build cache.
 if [[ ${KEEP_BUILD:-0} != 1 ]]; then
   cd "$CACHE"
-  rm -rf "$SRC" "$GOPATH_DIR" "$WORK/gocache" "$WORK/go" "$WORK/bin"
+  rm -rf "$SRC" "$GOPATH_DIR" "${WORK:?}/gocache" "${WORK:?}/go" "${WORK:?}/bin"
 fi
 log "built in $(($(date +%s) - start))s"
 echo "$CACHE"

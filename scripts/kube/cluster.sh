@@ -24,7 +24,7 @@ READY_TIMEOUT=${KUBE_READY_TIMEOUT:-60}
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 log() { echo "cluster.sh: $*" >&2; }
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 bins() {
   local cache
@@ -35,6 +35,8 @@ bins() {
 
 # Absolute path, so pid checks can match it in /proc/PID/cmdline.
 absdir() { mkdir -p "$1" && (cd "$1" && pwd); }
+# Same for an existing cluster dir (made by 'up').
+clusterdir() { [[ -f $1/port ]] || die "$1 is not a cluster dir (run 'up' first)"; (cd "$1" && pwd); }
 
 # --- process helpers ----------------------------------------------------------
 
@@ -116,22 +118,22 @@ gen_credentials() {
       -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
       -keyout ca.key -out ca.crt -subj "/CN=globaldns-test-ca" \
       -addext "basicConstraints=critical,CA:TRUE" \
-      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>>"$dir/openssl.log"
     # Serving leaf signed by the CA, valid for https://127.0.0.1 and localhost.
     openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
-      -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
+      -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>>"$dir/openssl.log"
     cat >apiserver.ext <<'EOF'
 basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
+keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
 subjectAltName=IP:127.0.0.1,DNS:localhost
 EOF
     openssl x509 -req -sha256 -days 3650 -in apiserver.csr -CA ca.crt -CAkey ca.key \
-      -CAcreateserial -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+      -CAcreateserial -extfile apiserver.ext -out apiserver.crt 2>>"$dir/openssl.log"
     rm -f apiserver.csr apiserver.ext ca.srl
     # ServiceAccount token signing key pair (RS256).
-    openssl genrsa -out sa.key 2048 2>/dev/null
-    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>>"$dir/openssl.log"
+    openssl rsa -in sa.key -pubout -out sa.pub 2>>"$dir/openssl.log"
     # Static admin token in system:masters (bypasses RBAC).
     openssl rand -hex 24 >admin.token
     echo "$(<admin.token),admin,admin-uid,\"system:masters\"" >tokens.csv
@@ -233,9 +235,11 @@ cmd_up() {
   [[ $# == 2 ]] || usage
   local dir port=$2
   dir=$(absdir "$1")
-  [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port + 2 < 65536)) || die "bad port: $port"
+  if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port + 2 > 65535)); then die "bad port: $port"; fi
   bins
-  alive "$dir" apiserver || alive "$dir" etcd && die "cluster in $dir is already (partly) up; run down first"
+  if alive "$dir" apiserver || alive "$dir" etcd; then
+    die "cluster in $dir is already (partly) up; run down first"
+  fi
   if [[ -f $dir/port && $(<"$dir/port") != "$port" ]]; then
     die "$dir was set up for port $(<"$dir/port")"
   fi
@@ -254,7 +258,8 @@ cmd_up() {
 cmd_down() {
   [[ $# == 1 ]] || usage
   local dir
-  dir=$(absdir "$1")
+  [[ -f $1/port ]] || return 0  # never came up: nothing to stop (handy in cleanup)
+  dir=$(clusterdir "$1")
   stop_proc "$dir" apiserver
   stop_proc "$dir" etcd
 }
@@ -262,15 +267,14 @@ cmd_down() {
 cmd_stop_apiserver() {
   [[ $# == 1 ]] || usage
   local dir
-  dir=$(absdir "$1")
+  dir=$(clusterdir "$1")
   stop_proc "$dir" apiserver
 }
 
 cmd_start_apiserver() {
   [[ $# == 1 ]] || usage
   local dir
-  dir=$(absdir "$1")
-  [[ -f $dir/port ]] || die "$dir is not a cluster dir (use 'up')"
+  dir=$(clusterdir "$1")
   bins
   start_apiserver "$dir" || die "apiserver did not become ready (log: $dir/apiserver.log)"
 }
@@ -285,7 +289,7 @@ kubectl_admin() {
 cmd_sa_kubeconfig() {
   [[ $# == 4 ]] || usage
   local dir ns=$2 sa=$3 out=$4 resp token answer
-  dir=$(absdir "$1")
+  dir=$(clusterdir "$1")
   bins
   # Create namespace and ServiceAccount only if missing.
   kubectl_admin "$dir" get namespace "$ns" >/dev/null 2>&1 ||
@@ -311,8 +315,7 @@ cmd_sa_kubeconfig() {
 cmd_kubectl() {
   [[ $# -ge 1 ]] || usage
   local dir
-  dir=$(absdir "$1"); shift
-  [[ -f $dir/admin.kubeconfig ]] || die "no $dir/admin.kubeconfig (use 'up')"
+  dir=$(clusterdir "$1"); shift
   bins
   exec "$KUBECTL_BIN" --cache-dir "$dir/kubectl-cache" --kubeconfig "$dir/admin.kubeconfig" "$@"
 }

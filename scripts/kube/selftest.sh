@@ -208,7 +208,7 @@ step "stop apiserver A (cluster unreachable), B unaffected, restart A, data surv
 "$CLUSTER" stop-apiserver "$A"
 if api "$A" GET /readyz >/dev/null 2>&1; then fail "apiserver A still answers after stop"; fi
 ok "apiserver A unreachable"
-[[ -f $A/etcd.pid ]] && kill -0 "$(<"$A/etcd.pid")" || fail "etcd A should keep running"
+if ! [[ -f $A/etcd.pid ]] || ! kill -0 "$(<"$A/etcd.pid")"; then fail "etcd A should keep running"; fi
 k "$B" get crd "serviceentries.$GROUP" >/dev/null
 ok "cluster B still serves"
 tr=$SECONDS
