@@ -43,7 +43,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the DNS server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate ServiceEntry files (or directories) and print what each host would be served.
     Check(CheckArgs),
     /// Print the allocation table of a state directory.
@@ -128,6 +128,10 @@ pub struct ServeArgs {
     pub zone: ZoneArgs,
     #[command(flatten)]
     pub store: StoreArgs,
+    // --- Kubernetes (src/kube): clusters, --store kube, --write-back ---
+    #[command(flatten)]
+    pub kube: crate::kube::KubeArgs,
+    // --- end Kubernetes ---
     /// DNS address, UDP and TCP (repeatable; port 0 picks a free port, logged at start).
     #[arg(
         long = "listen",

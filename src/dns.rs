@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -125,14 +126,29 @@ impl Handler {
         let answer: Answer<'_> = snapshot.lookup(query.name(), query.query_type());
         meta.response_code = answer.rcode;
         meta.authoritative = answer.authoritative;
-        let msg = builder.build(
-            meta,
-            answer.answers.iter().map(|c| c.as_ref()),
-            answer.authority.iter().copied(),
-            std::iter::empty(),
-            answer.additional.iter().copied(),
-        );
-        (send(&mut response, msg, request.metadata.id).await, qtype)
+        let build = |meta| {
+            MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+                meta,
+                answer.answers.iter().map(|c| c.as_ref()),
+                answer.authority.iter().copied(),
+                std::iter::empty(),
+                answer.additional.iter().copied(),
+            )
+        };
+        if request.protocol() == Protocol::Udp {
+            let limit = edns.as_ref().map_or(512, Edns::max_payload);
+            if !fits(limit, build(meta)) {
+                // hickory's encoder would fill the answer section and drop the OPT for want of
+                // room; a truncated answer must keep it (RFC 6891 §7). Like Knot and BIND: TC,
+                // empty sections, OPT; the client retries over TCP.
+                meta.truncation = true;
+                return (send_empty(&mut response, builder, meta).await, qtype);
+            }
+        }
+        (
+            send(&mut response, build(meta), request.metadata.id).await,
+            qtype,
+        )
     }
 
     /// AXFR (IXFR answered the same way) over TCP from `--allow-transfer` networks only.
@@ -183,6 +199,25 @@ impl Handler {
         }
         info.expect("at least one chunk")
     }
+}
+
+/// Whether the whole message encodes within `limit` bytes.
+fn fits<'a>(
+    limit: u16,
+    msg: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+) -> bool {
+    let mut buf = Vec::with_capacity(usize::from(limit));
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_max_size(limit);
+    msg.destructive_emit(&mut encoder)
+        .is_ok_and(|info| !info.truncation)
 }
 
 async fn send_empty<R: ResponseHandler>(

@@ -154,18 +154,26 @@ impl Engine {
 
     /// Runs until every sender is gone.
     pub fn run(mut self, rx: Receiver<SourceEvent>) {
+        // Holds are checked on a fixed beat, not after a quiet spell: sources that keep sending
+        // events which change nothing (resyncs, rewritten comments) must not postpone expiry.
+        const EXPIRY_CHECK: Duration = Duration::from_secs(5);
         let mut dirty = false;
+        let mut next_check = Instant::now() + EXPIRY_CHECK;
         loop {
-            // Wake at least every few seconds so that expired holds are forgotten in time.
-            match rx.recv_timeout(Duration::from_secs(5)) {
+            let wait = next_check.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
                 Ok(ev) => {
                     dirty |= self.apply(ev);
                     while let Ok(ev) = rx.try_recv() {
                         dirty |= self.apply(ev);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => dirty |= self.hold_expired(),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if Instant::now() >= next_check {
+                dirty |= self.hold_expired();
+                next_check = Instant::now() + EXPIRY_CHECK;
             }
             // Allocate only once every source delivered its full state: instances that see the
             // same hosts then allocate them in the same (sorted) order and agree.

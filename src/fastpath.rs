@@ -30,7 +30,6 @@ use tracing::{info, warn};
 
 use crate::dns::{qtype_label, rcode_label, Handler};
 use crate::metrics::QueryLabels;
-use crate::zone::Snapshot;
 
 const BATCH: usize = 64;
 /// Large enough for any query we answer; longer datagrams are cut and then fail to parse (FORMERR).
@@ -208,21 +207,19 @@ pub fn general(handler: &Handler, packet: &[u8], src: SocketAddr, udp: bool) -> 
 pub struct Responder {
     handler: Arc<Handler>,
     cache: HashMap<Vec<u8>, Vec<u8>>,
-    cached_for: *const Snapshot,
+    /// Generation of the snapshot the cache belongs to (0: none yet).
+    cached_for: u64,
     key: Vec<u8>,
     /// Counts by (qtype, rcode) for fast answers, flushed to the metrics per batch.
     counts: HashMap<(&'static str, &'static str), u64>,
 }
-
-// The raw pointer is only compared, never dereferenced.
-unsafe impl Send for Responder {}
 
 impl Responder {
     pub fn new(handler: Arc<Handler>) -> Responder {
         Responder {
             handler,
             cache: HashMap::new(),
-            cached_for: std::ptr::null(),
+            cached_for: 0,
             key: Vec::with_capacity(300),
             counts: HashMap::new(),
         }
@@ -230,11 +227,10 @@ impl Responder {
 
     /// Forgets cached answers when a new snapshot was published.
     pub fn begin_batch(&mut self) {
-        let snap = self.handler.snapshot.load();
-        let ptr = Arc::as_ptr(&snap);
-        if ptr != self.cached_for {
+        let generation = self.handler.snapshot.load().generation;
+        if generation != self.cached_for {
             self.cache.clear();
-            self.cached_for = ptr;
+            self.cached_for = generation;
         }
     }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dns;
 pub mod engine;
 pub mod fastpath;
+pub mod kube;
 pub mod metrics;
 pub mod registry;
 pub mod serviceentry;

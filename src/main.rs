@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
     let result = match cli.command {
-        Command::Serve(a) => serve(a),
+        Command::Serve(a) => serve(*a),
         Command::Check(a) => check(a),
         Command::Allocations(a) => allocations(a),
         Command::Zonefile(a) => zonefile(a),
@@ -83,20 +83,45 @@ fn open_allocator(
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
     let ranges = args.zone.vip_ranges.clone();
-    let (store, allocator) = open_allocator(&args.store.state_dir, &ranges, args.store.vip_hold)?;
     let zone_cfg = args.zone.zone_config();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty(&zone_cfg, &ranges)));
 
     let (tx, rx) = mpsc::channel::<SourceEvent>();
-    health.expect(files::SOURCE_NAME);
-    files::spawn(
-        &args.store.zones_dir,
-        args.zone.normalised_zones(),
-        tx,
-        metrics.clone(),
+    // --- Kubernetes (src/kube): cluster sources, the allocation store (the file store unless
+    // --store kube), write-back. Without Kubernetes flags `kube` is None: the file-based server,
+    // unchanged. With them, the file source runs too only when the --zones directory exists.
+    let mut kube = globaldns::kube::start(
+        &args.kube,
+        globaldns::kube::Context {
+            tx: tx.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            zones: args.zone.normalised_zones(),
+            ranges: ranges.clone(),
+            vip_hold: args.store.vip_hold,
+            snapshot: snapshot.clone(),
+        },
     )?;
+    let (store, allocator) = match kube.as_mut().and_then(|k| k.take_store()) {
+        Some(kube_store) => kube_store,
+        None => {
+            let (s, a) = open_allocator(&args.store.state_dir, &ranges, args.store.vip_hold)?;
+            (Box::new(s) as Box<dyn Store>, a)
+        }
+    };
+    let files_on = kube.is_none() || args.store.zones_dir.is_dir();
+    // --- end Kubernetes ---
+    if files_on {
+        health.expect(files::SOURCE_NAME);
+        files::spawn(
+            &args.store.zones_dir,
+            args.zone.normalised_zones(),
+            tx,
+            metrics.clone(),
+        )?;
+    }
     let committed = allocator.table().clone();
     let engine = Engine {
         committed,
@@ -105,14 +130,24 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         prefer_istio_status: args.zone.prefer_istio_status,
         registry: Registry::default(),
         allocator,
-        store: Box::new(store),
+        store,
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
     };
-    std::thread::Builder::new()
+    let engine_thread = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || engine.run(rx))?;
+    // Without the engine nothing would ever change again while DNS kept answering: better to
+    // exit and be restarted than to serve silently stale data.
+    std::thread::spawn(move || {
+        let outcome = engine_thread.join();
+        error!(
+            panicked = outcome.is_err(),
+            "engine thread stopped; exiting"
+        );
+        std::process::exit(70);
+    });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

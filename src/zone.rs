@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{HINFO, NS, PTR, SOA, SRV};
@@ -150,6 +151,9 @@ pub struct Snapshot {
     /// False only for the placeholder served before the first full load.
     pub loaded: bool,
     pub serial: u32,
+    /// Unique per snapshot built by this process: caches keyed to a snapshot compare this, never
+    /// its address (a freed snapshot's memory can hold the next one).
+    pub generation: u64,
     /// Longest apex first, so the first zone_of match is the closest enclosing zone.
     apexes: Vec<Apex>,
     nodes: HashMap<LowerName, Node>,
@@ -255,9 +259,11 @@ impl Snapshot {
             .collect();
         apexes.sort_by_key(|a| std::cmp::Reverse(a.name.num_labels()));
 
+        static GENERATION: AtomicU64 = AtomicU64::new(1);
         let mut snap = Snapshot {
             loaded: true,
             serial,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             apexes,
             nodes: HashMap::new(),
             wildcards: HashMap::new(),
@@ -286,14 +292,19 @@ impl Snapshot {
     /// Creates the node for `name` and records its ancestors up to the apex as empty non-terminals.
     fn add_node(&mut self, name: Name) -> &mut Node {
         let lower = LowerName::new(&name);
-        if let Some(apex) = self.apexes.iter().find(|a| a.name.zone_of(&lower)) {
-            let mut parent = lower.base_name();
-            while parent != apex.name && apex.name.zone_of(&parent) {
-                self.ents.insert(parent.clone());
-                parent = parent.base_name();
-            }
-        }
+        self.add_ents(lower.base_name());
         self.nodes.entry(lower).or_default()
+    }
+
+    /// Records `name` and its ancestors below the apex as empty non-terminals.
+    fn add_ents(&mut self, mut name: LowerName) {
+        let Some(apex) = self.zone_of(&name).map(|a| a.name.clone()) else {
+            return;
+        };
+        while name != apex && apex.zone_of(&name) {
+            self.ents.insert(name.clone());
+            name = name.base_name();
+        }
     }
 
     fn add_host(&mut self, host: &str, report: &HostReport) {
@@ -305,11 +316,12 @@ impl Snapshot {
             .map(|a| Record::from_rdata(name.clone(), ttl, RData::from(a.address)))
             .collect();
         let node = if report.wildcard {
-            // The wildcard's own name exists too (it is a node like any other, e.g. for AXFR).
-            let parent = name.base_name();
-            self.add_node(parent.clone());
-            self.ents.insert(LowerName::new(&parent));
-            self.wildcards.entry(LowerName::new(&parent)).or_default()
+            // `*.a.mix.global` makes `a.mix.global` exist, but only as an empty non-terminal: a
+            // shorter wildcard (`*.mix.global`) still covers it ("any name below, any depth"),
+            // exactly as for a name that is only the parent of an exact host.
+            let parent = LowerName::new(&name.base_name());
+            self.add_ents(parent.clone());
+            self.wildcards.entry(parent).or_default()
         } else {
             self.add_node(name.clone())
         };

@@ -1,0 +1,305 @@
+//! Kubernetes: ServiceEntry sources (one watch per cluster; clusters from the in-cluster config,
+//! kubeconfig files and Istio remote secrets), the shared allocation store (`--store kube`, one
+//! VipClaim object per VIP) and the opt-in write-back of `status.addresses`.
+//!
+//! Everything here runs on a small tokio runtime of its own, apart from the DNS workers, and talks
+//! to the engine only through [`SourceEvent`]s and the [`Health`] it shares.
+
+pub mod clusters;
+pub mod crd;
+pub mod source;
+pub mod store;
+pub mod writeback;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use arc_swap::ArcSwap;
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+use tracing::info;
+
+use crate::alloc::Allocator;
+use crate::engine::{Health, Store};
+use crate::metrics::Metrics;
+use crate::source::SourceEvent;
+use crate::zone::Snapshot;
+
+/// Flags of the Kubernetes part (flattened into `serve`'s). With none of them set, globaldns runs
+/// exactly as the file-based server.
+#[derive(Args, Debug, Clone)]
+pub struct KubeArgs {
+    /// Watch the ServiceEntries of the cluster globaldns runs in (in-cluster service account).
+    #[arg(long, env = "GLOBALDNS_IN_CLUSTER")]
+    pub in_cluster: bool,
+    /// Name of the in-cluster cluster (use Istio's cluster ID).
+    #[arg(long, env = "GLOBALDNS_CLUSTER_NAME", default_value = "local")]
+    pub cluster_name: String,
+    /// A cluster to watch, from a kubeconfig file: NAME=PATH[#CONTEXT] (repeatable).
+    #[arg(
+        long = "cluster",
+        env = "GLOBALDNS_CLUSTERS",
+        value_delimiter = ',',
+        value_parser = parse_cluster_flag
+    )]
+    pub clusters: Vec<ClusterFlag>,
+    /// Also watch the clusters of Istio remote secrets (Secrets labelled istio/multiCluster=true;
+    /// every data key a cluster name, its value a kubeconfig), added and removed while running.
+    #[arg(long, env = "GLOBALDNS_REMOTE_SECRETS")]
+    pub remote_secrets: bool,
+    /// Namespace of the remote secrets.
+    #[arg(
+        long,
+        env = "GLOBALDNS_REMOTE_SECRETS_NAMESPACE",
+        default_value = "istio-system"
+    )]
+    pub remote_secrets_namespace: String,
+    /// Cluster whose remote secrets are read (default: the in-cluster one, else the first --cluster).
+    #[arg(long, env = "GLOBALDNS_REMOTE_SECRETS_CLUSTER")]
+    pub remote_secrets_cluster: Option<String>,
+    /// Where the VIP allocation table lives: `file` (--state-dir) or `kube` (VipClaim objects in
+    /// the store cluster, shared by every instance pointing at it).
+    #[arg(long = "store", env = "GLOBALDNS_STORE", default_value = "file")]
+    pub store: StoreKind,
+    /// Cluster holding the kube store (default: the in-cluster one, else the first --cluster).
+    #[arg(long, env = "GLOBALDNS_STORE_CLUSTER")]
+    pub store_cluster: Option<String>,
+    /// Namespace of the VipClaim objects.
+    #[arg(long, env = "GLOBALDNS_STORE_NAMESPACE", default_value = "globaldns")]
+    pub store_namespace: String,
+    /// Write-back: `status` patches status.addresses of ServiceEntries that have no address with
+    /// their VIPs (never over an address someone else wrote); `off` writes nothing.
+    #[arg(long, env = "GLOBALDNS_WRITE_BACK", default_value = "off")]
+    pub write_back: WriteBack,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    File,
+    Kube,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WriteBack {
+    Off,
+    Status,
+}
+
+/// `--cluster NAME=PATH[#CONTEXT]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterFlag {
+    pub name: String,
+    pub path: PathBuf,
+    pub context: Option<String>,
+}
+
+fn parse_cluster_flag(raw: &str) -> Result<ClusterFlag, String> {
+    let (name, rest) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("{raw:?}: expected NAME=PATH[#CONTEXT]"))?;
+    let (path, context) = match rest.split_once('#') {
+        Some((p, c)) if !c.is_empty() => (p, Some(c.to_string())),
+        Some((p, _)) => (p, None),
+        None => (rest, None),
+    };
+    if name.is_empty() || path.is_empty() {
+        return Err(format!("{raw:?}: expected NAME=PATH[#CONTEXT]"));
+    }
+    Ok(ClusterFlag {
+        name: name.to_string(),
+        path: PathBuf::from(path),
+        context,
+    })
+}
+
+impl KubeArgs {
+    /// Whether any Kubernetes feature is asked for.
+    pub fn enabled(&self) -> bool {
+        self.in_cluster
+            || !self.clusters.is_empty()
+            || self.store == StoreKind::Kube
+            || self.remote_secrets
+    }
+
+    /// The cluster "local" defaults refer to: the in-cluster one, else the first --cluster.
+    fn default_cluster(&self) -> Option<String> {
+        if self.in_cluster {
+            Some(self.cluster_name.clone())
+        } else {
+            self.clusters.first().map(|c| c.name.clone())
+        }
+    }
+}
+
+/// What the Kubernetes part needs from the server.
+pub struct Context {
+    pub tx: Sender<SourceEvent>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Served zones, normalised.
+    pub zones: Vec<String>,
+    pub ranges: Vec<IpNet>,
+    pub vip_hold: Duration,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+/// The running Kubernetes part. Keep it alive for as long as the server runs.
+pub struct Kube {
+    runtime: tokio::runtime::Runtime,
+    store: Option<(Box<dyn Store>, Allocator)>,
+}
+
+impl Kube {
+    /// The kube store and its allocator (loaded and validated), when `--store kube`; taken once.
+    pub fn take_store(&mut self) -> Option<(Box<dyn Store>, Allocator)> {
+        self.store.take()
+    }
+}
+
+impl Drop for Kube {
+    fn drop(&mut self) {
+        // Do not wait for watches to wind down at exit.
+        let rt = std::mem::replace(
+            &mut self.runtime,
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("empty runtime"),
+        );
+        rt.shutdown_background();
+    }
+}
+
+/// Source name (for `/readyz` and the engine) of a cluster's watch.
+pub fn source_name(cluster: &str) -> String {
+    format!("cluster/{cluster}")
+}
+
+/// Starts everything the flags ask for. None when no Kubernetes flag is set.
+pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
+    if !args.enabled() {
+        return Ok(None);
+    }
+    crate::engine::check_ranges(&ctx.ranges)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kube")
+        .enable_all()
+        .build()?;
+    let ctx = Arc::new(ctx);
+
+    // Configured clusters: names must be unique; their clients are built now (bad kubeconfigs
+    // stop start-up here, with the file named).
+    let mut configured = Vec::new();
+    if args.in_cluster {
+        configured.push((args.cluster_name.clone(), clusters::ConfigSource::InCluster));
+    }
+    for c in &args.clusters {
+        configured.push((
+            c.name.clone(),
+            clusters::ConfigSource::Kubeconfig {
+                path: c.path.clone(),
+                context: c.context.clone(),
+            },
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for (name, _) in &configured {
+        if !names.insert(name.clone()) {
+            bail!("cluster {name:?} is configured twice");
+        }
+    }
+    let mut clients = std::collections::BTreeMap::new();
+    for (name, src) in &configured {
+        let client = runtime
+            .block_on(clusters::client_for(src))
+            .with_context(|| format!("cluster {name}"))?;
+        clients.insert(name.clone(), client);
+    }
+    let pick = |flag: &Option<String>, what: &str| -> Result<Option<(String, kube::Client)>> {
+        let Some(name) = flag.clone().or_else(|| args.default_cluster()) else {
+            return Ok(None);
+        };
+        match clients.get(&name) {
+            Some(c) => Ok(Some((name, c.clone()))),
+            None => bail!("{what} cluster {name:?} is neither --in-cluster nor a --cluster"),
+        }
+    };
+
+    let writeback = (args.write_back == WriteBack::Status).then(writeback::Views::default);
+    let manager = Arc::new(clusters::Manager::new(
+        ctx.clone(),
+        runtime.handle().clone(),
+        writeback.clone(),
+    ));
+    for (name, client) in &clients {
+        manager.add(name, client.clone(), true, None);
+    }
+    if args.remote_secrets {
+        let Some((from, client)) = pick(&args.remote_secrets_cluster, "remote secrets")? else {
+            bail!("--remote-secrets needs --in-cluster or a --cluster to read them from");
+        };
+        info!(cluster = %from, namespace = %args.remote_secrets_namespace, "watching Istio remote secrets");
+        ctx.health.expect(clusters::SECRETS_SOURCE);
+        runtime.spawn(clusters::run_remote_secrets(
+            client,
+            args.remote_secrets_namespace.clone(),
+            manager.clone(),
+            names.clone(),
+        ));
+    }
+
+    let store = match args.store {
+        StoreKind::File => None,
+        StoreKind::Kube => {
+            let Some((name, client)) = pick(&args.store_cluster, "store")? else {
+                bail!("--store kube needs --in-cluster or a --cluster (see --store-cluster)");
+            };
+            let (store, table) = store::KubeStore::open(
+                runtime.handle().clone(),
+                client,
+                &name,
+                &args.store_namespace,
+                ctx.clone(),
+            )?;
+            let allocator = Allocator::new(&ctx.ranges, ctx.vip_hold.as_secs(), table.clone());
+            if let Err(errors) = allocator.validate(&table) {
+                bail!(
+                    "kube allocation store (cluster {name}, namespace {}) fails validation \
+                     (refusing to start; it is never repaired automatically):\n  {}",
+                    args.store_namespace,
+                    errors.join("\n  ")
+                );
+            }
+            Some((Box::new(store) as Box<dyn Store>, allocator))
+        }
+    };
+
+    if let Some(views) = writeback {
+        runtime.spawn(writeback::run(views, ctx.clone()));
+    }
+    Ok(Some(Kube { runtime, store }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_flag_forms() {
+        assert_eq!(
+            parse_cluster_flag("west=/k/west.yaml#ctx").unwrap(),
+            ClusterFlag {
+                name: "west".into(),
+                path: "/k/west.yaml".into(),
+                context: Some("ctx".into())
+            }
+        );
+        assert_eq!(parse_cluster_flag("e=/k").unwrap().context, None);
+        assert!(parse_cluster_flag("nope").is_err());
+        assert!(parse_cluster_flag("=x").is_err());
+    }
+}

@@ -1,0 +1,707 @@
+//! The Kubernetes allocation store (`--store kube`): one small `VipClaim` object per VIP, in the
+//! store cluster's `--store-namespace`, named after the address. Creating the object *is* the
+//! claim: the API server lets exactly one create of a name succeed, so two instances can never
+//! both hold an address, without a leader or a lock. See docs/kube-store.md.
+//!
+//! - Claim: create `v4-a-b-c-d` {host, address}. AlreadyExists → read it: the same host means
+//!   someone (maybe us before a restart) already claimed it for us, adopt; another host → Conflict:
+//!   the engine adopts the store's table and allocates again.
+//! - Hold / reclaim: patch `spec.releasedAt` guarded by the object's resourceVersion.
+//! - Free (hold expired, address displaced): delete with uid + resourceVersion preconditions, so
+//!   an object re-created or re-claimed meanwhile is never deleted.
+//! - Everyone's claims are watched; when the table changes under us, the engine gets a
+//!   [`SourceEvent::StoreChanged`].
+//! - Two instances that allocate the same new host at the same instant may each claim a different
+//!   address for it; every instance resolves that the same way (the lower address wins) and the
+//!   other claim is deleted.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context as _, Result};
+use futures_util::StreamExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::crd::{claim_name, VipClaim, VipClaimSpec};
+use super::source::{MAX_BACKOFF, WATCH_TIMEOUT_SECS};
+use super::Context;
+use crate::alloc::{Allocation, Table};
+use crate::engine::{Commit, Store};
+use crate::source::SourceEvent;
+
+/// Concurrent API requests of one commit.
+const PARALLEL: usize = 16;
+/// Bound on one API request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Watch events this close together are one change.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// One claim as the store knows it.
+#[derive(Clone, Debug, PartialEq)]
+struct Claim {
+    host: String,
+    ip: IpAddr,
+    released_at: Option<u64>,
+    uid: String,
+    resource_version: String,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// By object name.
+    claims: BTreeMap<String, Claim>,
+    /// The last table the engine was given (or committed): no event when it has not changed.
+    last_sent: Table,
+}
+
+fn rv_newer_or_same(new: &str, old: &str) -> bool {
+    match (new.parse::<u64>(), old.parse::<u64>()) {
+        (Ok(n), Ok(o)) => n >= o,
+        _ => true,
+    }
+}
+
+fn to_rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+fn from_rfc3339(s: &str) -> Option<u64> {
+    humantime::parse_rfc3339_weak(s)
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+impl Claim {
+    fn from_object(obj: &VipClaim) -> Option<(String, Claim)> {
+        let name = obj.metadata.name.clone()?;
+        let ip: IpAddr = obj.spec.address.parse().ok()?;
+        // The name is the lock: an object whose address does not match its name is not a claim.
+        if claim_name(ip) != name {
+            return None;
+        }
+        Some((
+            name,
+            Claim {
+                host: obj.spec.host.clone(),
+                ip,
+                released_at: obj.spec.released_at.as_deref().and_then(from_rfc3339),
+                uid: obj.metadata.uid.clone().unwrap_or_default(),
+                resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
+            },
+        ))
+    }
+}
+
+impl Cache {
+    fn apply(&mut self, obj: &VipClaim) {
+        let Some((name, claim)) = Claim::from_object(obj) else {
+            debug!(name = ?obj.metadata.name, "ignoring a VipClaim whose address does not match its name");
+            return;
+        };
+        match self.claims.get(&name) {
+            Some(old) if !rv_newer_or_same(&claim.resource_version, &old.resource_version) => {}
+            _ => {
+                self.claims.insert(name, claim);
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str, uid: Option<&str>) {
+        if self
+            .claims
+            .get(name)
+            .is_some_and(|c| uid.is_none_or(|u| u == c.uid))
+        {
+            self.claims.remove(name);
+        }
+    }
+
+    /// The table, and the claims that lost to another claim of the same host and family.
+    fn table(&self) -> (Table, Vec<(String, Claim)>) {
+        let mut table = Table::new();
+        let mut winners: BTreeMap<(String, bool), (String, Claim)> = BTreeMap::new();
+        let mut losers = Vec::new();
+        for (name, c) in &self.claims {
+            let key = (c.host.clone(), c.ip.is_ipv4());
+            match winners.get(&key) {
+                Some((_, w)) if w.ip < c.ip => losers.push((name.clone(), c.clone())),
+                Some(_) => {
+                    let old = winners.insert(key, (name.clone(), c.clone()));
+                    losers.extend(old);
+                }
+                None => {
+                    winners.insert(key, (name.clone(), c.clone()));
+                }
+            }
+        }
+        for (_, c) in winners.values() {
+            let a = table.entry(c.host.clone()).or_insert_with(|| Allocation {
+                released_at: c.released_at,
+                ..Default::default()
+            });
+            match c.ip {
+                IpAddr::V4(v4) => a.ipv4 = Some(v4),
+                IpAddr::V6(v6) => a.ipv6 = Some(v6),
+            }
+            // Held only when every address of the host is held.
+            a.released_at = match (a.released_at, c.released_at) {
+                (Some(x), Some(y)) => Some(x.max(y)),
+                _ => None,
+            };
+        }
+        (table, losers)
+    }
+}
+
+/// The claims a table stands for: object name → (host, address, releasedAt).
+fn claims_of(table: &Table) -> BTreeMap<String, (String, IpAddr, Option<u64>)> {
+    let mut out = BTreeMap::new();
+    for (host, a) in table {
+        let ips = a
+            .ipv4
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(a.ipv6.map(IpAddr::V6));
+        for ip in ips {
+            out.insert(claim_name(ip), (host.clone(), ip, a.released_at));
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+enum Op {
+    Create {
+        name: String,
+        host: String,
+        ip: IpAddr,
+        released_at: Option<u64>,
+    },
+    SetReleased {
+        name: String,
+        host: String,
+        ip: IpAddr,
+        released_at: Option<u64>,
+    },
+    Delete {
+        name: String,
+        host: String,
+    },
+}
+
+#[derive(Debug, PartialEq)]
+enum OpResult {
+    Done,
+    /// The address belongs to another host.
+    Conflict,
+}
+
+pub struct KubeStore {
+    rt: tokio::runtime::Handle,
+    api: Api<VipClaim>,
+    cache: Arc<Mutex<Cache>>,
+    ctx: Arc<Context>,
+}
+
+fn api_err(e: &kube::Error) -> Option<&kube::core::Status> {
+    match e {
+        kube::Error::Api(s) => Some(s),
+        _ => None,
+    }
+}
+
+async fn bounded<T>(
+    f: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(r) => r,
+        Err(_) => Err(kube::Error::Service("request timed out".into())),
+    }
+}
+
+impl KubeStore {
+    /// Lists the claims (the table the server starts from) and starts watching them.
+    pub fn open(
+        rt: tokio::runtime::Handle,
+        client: Client,
+        cluster: &str,
+        namespace: &str,
+        ctx: Arc<Context>,
+    ) -> Result<(KubeStore, Table)> {
+        let api: Api<VipClaim> = Api::namespaced(client, namespace);
+        let cache = Arc::new(Mutex::new(Cache::default()));
+        let mut last_err = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            match rt.block_on(list_all(&api)) {
+                Ok(objs) => {
+                    let mut c = cache.lock().unwrap();
+                    for o in &objs {
+                        c.apply(o);
+                    }
+                    last_err = None;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if let Some(e) = last_err {
+            return Err(anyhow!(e)).with_context(|| {
+                format!("cannot list VipClaims in namespace {namespace} of store cluster {cluster} (is deploy/vipclaim-crd.yaml applied?)")
+            });
+        }
+        let (table, losers) = cache.lock().unwrap().table();
+        cache.lock().unwrap().last_sent = table.clone();
+        info!(%cluster, %namespace, hosts = table.len(), claims = cache.lock().unwrap().claims.len(), "kube allocation store loaded");
+        let store = KubeStore {
+            rt: rt.clone(),
+            api: api.clone(),
+            cache: cache.clone(),
+            ctx: ctx.clone(),
+        };
+        if !losers.is_empty() {
+            let api = api.clone();
+            rt.spawn(async move { delete_losers(&api, losers).await });
+        }
+        rt.spawn(watch(api, cache, ctx, format!("store/{cluster}")));
+        Ok((store, table))
+    }
+
+    async fn run(&self, op: Op) -> Result<OpResult> {
+        match op {
+            Op::Create {
+                name,
+                host,
+                ip,
+                released_at,
+            } => self.create(name, host, ip, released_at).await,
+            Op::SetReleased {
+                name,
+                host,
+                ip,
+                released_at,
+            } => self.set_released(name, host, ip, released_at).await,
+            Op::Delete { name, host } => self.delete(name, host).await,
+        }
+    }
+
+    async fn fetch(&self, name: &str) -> Result<Option<Claim>> {
+        let obj = bounded(self.api.get_opt(name)).await?;
+        let mut c = self.cache.lock().unwrap();
+        match &obj {
+            Some(o) => c.apply(o),
+            None => c.remove(name, None),
+        }
+        Ok(obj.as_ref().and_then(Claim::from_object).map(|(_, c)| c))
+    }
+
+    async fn create(
+        &self,
+        name: String,
+        host: String,
+        ip: IpAddr,
+        released_at: Option<u64>,
+    ) -> Result<OpResult> {
+        let mut obj = VipClaim::new(
+            &name,
+            VipClaimSpec {
+                host: host.clone(),
+                address: ip.to_string(),
+                released_at: released_at.map(to_rfc3339),
+            },
+        );
+        obj.meta_mut().labels = Some(
+            [(
+                "app.kubernetes.io/managed-by".to_string(),
+                "globaldns".to_string(),
+            )]
+            .into(),
+        );
+        for _ in 0..3 {
+            match bounded(self.api.create(&PostParams::default(), &obj)).await {
+                Ok(created) => {
+                    self.cache.lock().unwrap().apply(&created);
+                    return Ok(OpResult::Done);
+                }
+                Err(e) if api_err(&e).is_some_and(|s| s.is_already_exists()) => {
+                    match self.fetch(&name).await? {
+                        // Deleted in between: try again.
+                        None => continue,
+                        Some(cur) if cur.host == host => {
+                            if cur.released_at.is_some() != released_at.is_some() {
+                                return self.set_released(name, host, ip, released_at).await;
+                            }
+                            return Ok(OpResult::Done);
+                        }
+                        Some(cur) => {
+                            debug!(%ip, ours = %host, theirs = %cur.host, "address already claimed by another host");
+                            return Ok(OpResult::Conflict);
+                        }
+                    }
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating VipClaim {name}")),
+            }
+        }
+        Ok(OpResult::Conflict)
+    }
+
+    async fn set_released(
+        &self,
+        name: String,
+        host: String,
+        ip: IpAddr,
+        released_at: Option<u64>,
+    ) -> Result<OpResult> {
+        for _ in 0..3 {
+            let cached = self.cache.lock().unwrap().claims.get(&name).cloned();
+            let cur = match cached {
+                Some(c) => Some(c),
+                None => self.fetch(&name).await?,
+            };
+            let Some(cur) = cur else {
+                // Freed by another instance meanwhile (its hold expired there): claim it again.
+                return Box::pin(self.create(name, host, ip, released_at)).await;
+            };
+            if cur.host != host {
+                return Ok(OpResult::Conflict);
+            }
+            if cur.released_at.is_some() == released_at.is_some() {
+                return Ok(OpResult::Done);
+            }
+            let patch = json!({
+                "metadata": {"resourceVersion": cur.resource_version},
+                "spec": {"releasedAt": released_at.map(to_rfc3339)},
+            });
+            match bounded(
+                self.api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await
+            {
+                Ok(obj) => {
+                    self.cache.lock().unwrap().apply(&obj);
+                    return Ok(OpResult::Done);
+                }
+                Err(e) if api_err(&e).is_some_and(|s| s.is_conflict() || s.is_not_found()) => {
+                    // Changed or gone meanwhile: look again.
+                    self.fetch(&name).await?;
+                }
+                Err(e) => return Err(e).with_context(|| format!("patching VipClaim {name}")),
+            }
+        }
+        Ok(OpResult::Conflict)
+    }
+
+    async fn delete(&self, name: String, host: String) -> Result<OpResult> {
+        let cached = self.cache.lock().unwrap().claims.get(&name).cloned();
+        let cur = match cached {
+            Some(c) => Some(c),
+            None => self.fetch(&name).await?,
+        };
+        let Some(cur) = cur else {
+            return Ok(OpResult::Done);
+        };
+        if cur.host != host {
+            // Not ours (any more): nothing to free.
+            return Ok(OpResult::Done);
+        }
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(cur.uid.clone()),
+                resource_version: Some(cur.resource_version.clone()),
+            }),
+            ..Default::default()
+        };
+        match bounded(self.api.delete(&name, &dp)).await {
+            Ok(_) => {
+                self.cache.lock().unwrap().remove(&name, Some(&cur.uid));
+                Ok(OpResult::Done)
+            }
+            Err(e) if api_err(&e).is_some_and(|s| s.is_not_found()) => {
+                self.cache.lock().unwrap().remove(&name, Some(&cur.uid));
+                Ok(OpResult::Done)
+            }
+            // Changed meanwhile (re-claimed by another instance): not ours to delete now.
+            Err(e) if api_err(&e).is_some_and(|s| s.is_conflict()) => {
+                self.fetch(&name).await?;
+                Ok(OpResult::Done)
+            }
+            Err(e) => Err(e).with_context(|| format!("deleting VipClaim {name}")),
+        }
+    }
+
+    async fn commit_async(&self, before: &Table, after: &Table) -> Result<Commit> {
+        let had = claims_of(before);
+        let want = claims_of(after);
+        let mut deletes = Vec::new();
+        let mut writes = Vec::new();
+        for (name, (host, _, _)) in &had {
+            if want.get(name).is_none_or(|(h, _, _)| h != host) {
+                deletes.push(Op::Delete {
+                    name: name.clone(),
+                    host: host.clone(),
+                });
+            }
+        }
+        for (name, (host, ip, released_at)) in &want {
+            match had.get(name) {
+                Some((h, _, r)) if h == host => {
+                    if r.is_some() != released_at.is_some() {
+                        writes.push(Op::SetReleased {
+                            name: name.clone(),
+                            host: host.clone(),
+                            ip: *ip,
+                            released_at: *released_at,
+                        });
+                    }
+                }
+                _ => writes.push(Op::Create {
+                    name: name.clone(),
+                    host: host.clone(),
+                    ip: *ip,
+                    released_at: *released_at,
+                }),
+            }
+        }
+        let (n_del, n_write) = (deletes.len(), writes.len());
+        // Frees first: an address freed here may be claimed again in the same commit.
+        let mut results: Vec<Result<OpResult>> = futures_util::stream::iter(deletes)
+            .map(|op| self.run(op))
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        results.extend(
+            futures_util::stream::iter(writes)
+                .map(|op| self.run(op))
+                .buffer_unordered(PARALLEL)
+                .collect::<Vec<_>>()
+                .await,
+        );
+        let conflicts = results
+            .iter()
+            .filter(|r| matches!(r, Ok(OpResult::Conflict)))
+            .count();
+        let first_error = results.into_iter().find_map(Result::err);
+
+        let (_, losers) = self.cache.lock().unwrap().table();
+        if !losers.is_empty() {
+            delete_losers(&self.api, losers).await;
+        }
+        let (table, _) = self.cache.lock().unwrap().table();
+        debug!(
+            deletes = n_del,
+            writes = n_write,
+            conflicts,
+            "kube store commit"
+        );
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let mut cache = self.cache.lock().unwrap();
+        if conflicts > 0 {
+            cache.last_sent = table.clone();
+            return Ok(Commit::Conflict(table));
+        }
+        if table != *after {
+            // Others' claims arrived meanwhile: the engine takes them after this commit.
+            cache.last_sent = table.clone();
+            let _ = self.ctx.tx.send(SourceEvent::StoreChanged(table));
+        } else {
+            cache.last_sent = after.clone();
+        }
+        Ok(Commit::Done)
+    }
+}
+
+impl Store for KubeStore {
+    fn commit(&mut self, before: &Table, after: &Table) -> Result<Commit> {
+        self.rt.block_on(self.commit_async(before, after))
+    }
+}
+
+async fn list_all(api: &Api<VipClaim>) -> Result<Vec<VipClaim>, kube::Error> {
+    let mut out = Vec::new();
+    let mut lp = ListParams::default().limit(500);
+    loop {
+        let page = bounded(api.list(&lp)).await?;
+        out.extend(page.items);
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Deletes claims that lost to another claim of the same host (uid-guarded).
+async fn delete_losers(api: &Api<VipClaim>, losers: Vec<(String, Claim)>) {
+    futures_util::stream::iter(losers)
+        .for_each_concurrent(PARALLEL, |(name, c)| async move {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(c.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match bounded(api.delete(&name, &dp)).await {
+                Ok(_) => info!(host = %c.host, address = %c.ip, "duplicate claim of a host removed (the lower address wins)"),
+                Err(e) if api_err(&e).is_some_and(|s| s.is_not_found() || s.is_conflict()) => {}
+                Err(e) => warn!(host = %c.host, address = %c.ip, error = %e, "cannot remove duplicate claim"),
+            }
+        })
+        .await;
+}
+
+/// Watches every claim; tells the engine when the table changed under it.
+async fn watch(api: Api<VipClaim>, cache: Arc<Mutex<Cache>>, ctx: Arc<Context>, name: String) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let cfg = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
+        let mut stream = watcher(api.clone(), cfg).boxed();
+        let mut listing: Option<Vec<VipClaim>> = None;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, stream.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        deadline = None;
+                        publish(&api, &cache, &ctx).await;
+                        continue;
+                    }
+                },
+                None => stream.next().await,
+            };
+            let Some(ev) = next else { break };
+            match ev {
+                Ok(watcher::Event::Init) => listing = Some(Vec::new()),
+                Ok(watcher::Event::InitApply(o)) => listing.get_or_insert_with(Vec::new).push(o),
+                Ok(watcher::Event::InitDone) => {
+                    let objs = listing.take().unwrap_or_default();
+                    {
+                        let mut c = cache.lock().unwrap();
+                        let mut fresh = Cache {
+                            last_sent: std::mem::take(&mut c.last_sent),
+                            ..Default::default()
+                        };
+                        for o in &objs {
+                            fresh.apply(o);
+                        }
+                        *c = fresh;
+                    }
+                    ctx.health.set_stale(&name, None);
+                    backoff = Duration::from_millis(250);
+                    publish(&api, &cache, &ctx).await;
+                }
+                Ok(watcher::Event::Apply(o)) => {
+                    cache.lock().unwrap().apply(&o);
+                    deadline.get_or_insert_with(|| Instant::now() + SETTLE);
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    if let Some(n) = o.metadata.name.as_deref() {
+                        cache.lock().unwrap().remove(n, o.metadata.uid.as_deref());
+                    }
+                    deadline.get_or_insert_with(|| Instant::now() + SETTLE);
+                }
+                Err(e) => {
+                    warn!(error = %e, "allocation store watch failed; retrying");
+                    ctx.health
+                        .set_stale(&name, Some(format!("watch failed: {e}")));
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Sends the store's table to the engine when it differs from what the engine was last given.
+async fn publish(api: &Api<VipClaim>, cache: &Arc<Mutex<Cache>>, ctx: &Arc<Context>) {
+    let (table, losers) = cache.lock().unwrap().table();
+    if !losers.is_empty() {
+        delete_losers(api, losers).await;
+    }
+    let mut c = cache.lock().unwrap();
+    if table != c.last_sent {
+        debug!(
+            hosts = table.len(),
+            "allocation store changed by another instance"
+        );
+        c.last_sent = table.clone();
+        let _ = ctx.tx.send(SourceEvent::StoreChanged(table));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(host: &str, ip: &str, released: Option<&str>, rv: &str) -> VipClaim {
+        let ip: IpAddr = ip.parse().unwrap();
+        let mut o = VipClaim::new(
+            &claim_name(ip),
+            VipClaimSpec {
+                host: host.into(),
+                address: ip.to_string(),
+                released_at: released.map(String::from),
+            },
+        );
+        o.metadata.uid = Some(format!("uid-{ip}"));
+        o.metadata.resource_version = Some(rv.into());
+        o
+    }
+
+    #[test]
+    fn table_from_claims_and_duplicate_resolution() {
+        let mut c = Cache::default();
+        c.apply(&claim("a.x.global", "240.10.0.9", None, "5"));
+        c.apply(&claim("a.x.global", "240.10.0.3", None, "6"));
+        c.apply(&claim("a.x.global", "fd00::3", None, "7"));
+        c.apply(&claim(
+            "b.x.global",
+            "240.10.0.4",
+            Some("2024-01-01T00:00:00Z"),
+            "8",
+        ));
+        let (t, losers) = c.table();
+        assert_eq!(t["a.x.global"].ipv4, Some("240.10.0.3".parse().unwrap()));
+        assert_eq!(t["a.x.global"].ipv6, Some("fd00::3".parse().unwrap()));
+        assert_eq!(t["a.x.global"].released_at, None);
+        assert_eq!(t["b.x.global"].released_at, Some(1704067200));
+        assert_eq!(losers.len(), 1);
+        assert_eq!(losers[0].0, "v4-240-10-0-9");
+        // An older version seen late does not replace a newer one.
+        c.apply(&claim("b.x.global", "240.10.0.4", None, "3"));
+        assert!(c.table().0["b.x.global"].released_at.is_some());
+        // A delete of another incarnation (uid) does not remove the current object.
+        c.remove("v4-240-10-0-4", Some("other"));
+        assert!(c.claims.contains_key("v4-240-10-0-4"));
+    }
+
+    #[test]
+    fn claims_of_a_table_round_trip() {
+        let mut t = Table::new();
+        t.insert(
+            "h.x.global".into(),
+            Allocation {
+                ipv4: Some("240.10.1.2".parse().unwrap()),
+                ipv6: None,
+                released_at: Some(10),
+            },
+        );
+        let c = claims_of(&t);
+        assert_eq!(c["v4-240-10-1-2"].0, "h.x.global");
+        assert_eq!(from_rfc3339(&to_rfc3339(1704067200)), Some(1704067200));
+    }
+}

@@ -1,0 +1,249 @@
+//! SIGKILL during bursts of allocations: the store must always parse and validate, the server must
+//! restart, and no VIP that was ever answered may be lost or moved.
+
+mod common;
+use common::*;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const ROUNDS: usize = 25;
+const BATCH: usize = 50;
+const RANGE: &str = "240.10.0.0/16";
+
+/// One A question over UDP: Some(ip) / None (NXDOMAIN). Short timeout, retried.
+fn a_of(server: SocketAddr, host: &str) -> Option<Ipv4Addr> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut q = Message::query();
+    q.add_query(Query::query(
+        Name::from_str(&format!("{host}.")).unwrap(),
+        RecordType::A,
+    ));
+    let bytes = q.to_vec().unwrap();
+    let mut buf = [0u8; 4096];
+    for _ in 0..10 {
+        sock.send_to(&bytes, server).unwrap();
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let Ok(m) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            if m.metadata.id != q.metadata.id {
+                continue;
+            }
+            return match m.metadata.response_code {
+                ResponseCode::NXDomain => None,
+                ResponseCode::NoError => {
+                    let ips: Vec<Ipv4Addr> = m
+                        .answers
+                        .iter()
+                        .filter_map(|r| match &r.data {
+                            RData::A(a) => Some(a.0),
+                            _ => None,
+                        })
+                        .collect();
+                    assert_eq!(ips.len(), 1, "{host}: one A record expected: {m:?}");
+                    Some(ips[0])
+                }
+                rc => panic!("{host}: unexpected rcode {rc:?}"),
+            };
+        }
+    }
+    panic!("no DNS answer from {server} for {host}");
+}
+
+/// Reads `allocations.json` and checks it the way the server must at start: documented format,
+/// one row per host, one host per IP, every IP usable in the range. Returns host → (IPv4, held).
+fn validated_store(state: &Path, round: usize) -> BTreeMap<String, (Ipv4Addr, bool)> {
+    let path = state.join("allocations.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+        Err(e) => panic!("round {round}: {}: {e}", path.display()),
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!("round {round}: allocations.json does not parse after SIGKILL: {e}\n{text}")
+    });
+    assert_eq!(v["format"], "globaldns-allocations/v1", "round {round}");
+    let net: ipnet::Ipv4Net = RANGE.parse().unwrap();
+    let mut out = BTreeMap::new();
+    let mut owners: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    for row in v["allocations"].as_array().expect("allocations array") {
+        let host = row["host"].as_str().expect("host").to_string();
+        let ip: Ipv4Addr = row["ipv4"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("round {round}: {host} has no ipv4: {row}"));
+        assert!(
+            net.contains(&ip),
+            "round {round}: {host}: {ip} outside {RANGE}"
+        );
+        assert!(
+            ip.octets()[3] != 0 && ip.octets()[3] != 255,
+            "round {round}: {host}: {ip}"
+        );
+        if let Some(other) = owners.insert(ip, host.clone()) {
+            panic!("round {round}: {ip} held by {other} and {host}");
+        }
+        let held = row.get("releasedAt").is_some_and(|x| !x.is_null());
+        assert!(
+            out.insert(host.clone(), (ip, held)).is_none(),
+            "round {round}: {host} listed twice"
+        );
+    }
+    out
+}
+
+fn batch_yaml(hosts: &[String]) -> String {
+    hosts
+        .iter()
+        .map(|h| {
+            let name = h.split('.').next().unwrap();
+            se(name, "burst", &[h.as_str()], &[], "")
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn served_vips(s: &Server) -> Option<BTreeMap<String, Ipv4Addr>> {
+    let (code, body) = s.get("/debug/hosts");
+    if code != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let mut out = BTreeMap::new();
+    for (h, r) in v["hosts"].as_object()? {
+        if r["served"] != true {
+            continue;
+        }
+        let ip = r["addresses"]
+            .as_array()?
+            .iter()
+            .find(|a| a["source"] == "vip")?["address"]
+            .as_str()?
+            .parse()
+            .ok()?;
+        out.insert(h.clone(), ip);
+    }
+    Some(out)
+}
+
+#[test]
+fn sigkill_during_allocation_bursts_loses_no_served_vip() {
+    let (_t, zones, state) = dirs();
+    let mut rng = StdRng::seed_from_u64(0x6b11_6b11);
+    // Every (host, VIP) ever seen in a DNS answer.
+    let mut observed: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
+    let mut all_hosts: BTreeSet<String> = BTreeSet::new();
+    let started = Instant::now();
+    let mut kills_with_answers = 0;
+    let mut kills_before_any_answer = 0;
+
+    let mut s = Server::start(&zones, &state, &[]);
+    for round in 0..ROUNDS {
+        let hosts: Vec<String> = (0..BATCH)
+            .map(|i| format!("r{round:02}-h{i:02}.burst.global"))
+            .collect();
+        all_hosts.extend(hosts.iter().cloned());
+        let delay = Duration::from_millis(rng.random_range(0..=400));
+
+        // Write the batch, poll it until the randomly chosen instant, then SIGKILL.
+        let written = Instant::now();
+        write_file(
+            &zones.join(format!("batch-{round:02}.yaml")),
+            &batch_yaml(&hosts),
+        );
+        let mut seen_this_round = BTreeMap::new();
+        let mut i = 0;
+        while written.elapsed() < delay {
+            let h = &hosts[i % hosts.len()];
+            i += 1;
+            if let Some(ip) = a_of(s.dns, h) {
+                if let Some(old) = seen_this_round.insert(h.clone(), ip) {
+                    assert_eq!(old, ip, "round {round}: {h} changed VIP while running");
+                }
+            }
+        }
+        s.kill9();
+        if seen_this_round.is_empty() {
+            kills_before_any_answer += 1;
+        } else {
+            kills_with_answers += 1;
+        }
+        for (h, ip) in &seen_this_round {
+            if let Some(old) = observed.insert(h.clone(), *ip) {
+                assert_eq!(old, *ip, "round {round}: {h}");
+            }
+        }
+
+        // What is on disk now parses, validates, and holds every VIP that was answered.
+        let table = validated_store(&state, round);
+        for (h, ip) in &observed {
+            match table.get(h) {
+                Some((stored, held)) => {
+                    assert_eq!(
+                        stored, ip,
+                        "round {round} (kill after {delay:?}): {h} was answered {ip}, store has {stored}"
+                    );
+                    assert!(!held, "round {round}: {h} marked released");
+                }
+                None => panic!(
+                    "round {round} (kill after {delay:?}): {h} was answered {ip} before the kill \
+                     but is missing from allocations.json (persist-before-answer violated)"
+                ),
+            }
+        }
+
+        // Restart succeeds and serves the same VIPs.
+        s = Server::spawn(&zones, &state, &[])
+            .unwrap_or_else(|log| panic!("round {round}: restart after SIGKILL failed:\n{log}"));
+        s.wait_ready();
+        let vips = eventually(
+            Duration::from_secs(10),
+            "every host of every batch served after restart",
+            || {
+                let v = served_vips(&s)?;
+                (v.len() == all_hosts.len()).then_some(v)
+            },
+        );
+        for (h, ip) in &observed {
+            assert_eq!(
+                vips.get(h),
+                Some(ip),
+                "round {round}: {h} answered {ip} before the kill, /debug/hosts differs after restart"
+            );
+        }
+        for (h, ip) in &seen_this_round {
+            assert_eq!(
+                a_of(s.dns, h),
+                Some(*ip),
+                "round {round}: {h} over DNS after restart"
+            );
+        }
+        // Record the rest of this batch too: from now on they must not move either.
+        for (h, ip) in vips {
+            observed.entry(h).or_insert(ip);
+        }
+    }
+    s.stop();
+    let took = started.elapsed();
+    eprintln!(
+        "crash: {ROUNDS} rounds in {took:?}; {kills_with_answers} kills after some answers, \
+         {kills_before_any_answer} before any"
+    );
+    assert_eq!(observed.len(), ROUNDS * BATCH);
+    assert!(
+        kills_with_answers >= 3,
+        "too few kills happened after the batch was answered ({kills_with_answers}): the test \
+         would not be checking anything"
+    );
+}

@@ -1,0 +1,806 @@
+//! End-to-end tests of the Kubernetes part against REAL kube-apiservers (v1.20.2 + etcd, on
+//! 127.0.0.1 only), built from Debian sources by scripts/kube/build-apiserver.sh (cached in
+//! ~/.cache/globaldns; the first run builds it, which takes minutes) and run by
+//! scripts/kube/cluster.sh. The real `globaldns` binary runs against them; answers are checked
+//! over DNS.
+//!
+//! The tests take one lock and run one after the other: each brings its own clusters up (about
+//! 5 s each) and down, and timing assertions (propagation within a second) need a quiet machine.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::{eventually, query, Server, Transport};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn script(name: &str) -> PathBuf {
+    Path::new(ROOT).join("scripts/kube").join(name)
+}
+
+/// Serialises the tests of this file, and builds (or finds cached) the apiserver once.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    BUILT.get_or_init(|| {
+        let t = Instant::now();
+        let out = Command::new(script("build-apiserver.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/kube/build-apiserver.sh");
+        assert!(
+            out.status.success(),
+            "build-apiserver.sh failed (it needs Debian's archive the first time)"
+        );
+        eprintln!("kube-apiserver ready in {:?}", t.elapsed());
+    });
+    guard
+}
+
+/// Three consecutive free loopback ports (apiserver, etcd client, etcd peer).
+fn free_ports() -> u16 {
+    static NEXT: Mutex<u16> = Mutex::new(0);
+    let mut next = NEXT.lock().unwrap();
+    if *next == 0 {
+        *next = 20000 + (std::process::id() % 2000) as u16 * 10;
+    }
+    loop {
+        let p = *next;
+        *next = if p > 60000 { 20000 } else { p + 3 };
+        if (p..p + 3).all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok()) {
+            return p;
+        }
+    }
+}
+
+/// One throw-away cluster (etcd + kube-apiserver). Brought down on drop.
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    name: String,
+}
+
+impl Cluster {
+    fn up(name: &str) -> Cluster {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("kube-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().join("cluster");
+        let port = free_ports();
+        let t = Instant::now();
+        run_ok(
+            Command::new(script("cluster.sh"))
+                .arg("up")
+                .arg(&dir)
+                .arg(port.to_string()),
+        );
+        eprintln!("cluster {name} up on port {port} in {:?}", t.elapsed());
+        let c = Cluster {
+            _tmp: tmp,
+            dir,
+            name: name.to_string(),
+        };
+        c.apply_file(&Path::new(ROOT).join("tests/kube/serviceentry-crd.yaml"));
+        c.apply_file(&Path::new(ROOT).join("deploy/vipclaim-crd.yaml"));
+        for crd in [
+            "serviceentries.networking.istio.io",
+            "vipclaims.globaldns.io",
+        ] {
+            c.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                &format!("crd/{crd}"),
+            ]);
+        }
+        c
+    }
+
+    fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    fn flag(&self) -> String {
+        format!("{}={}", self.name, self.admin_kubeconfig().display())
+    }
+
+    fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(script("cluster.sh"));
+        cmd.arg("kubectl").arg(&self.dir).args(args);
+        run(&mut cmd, stdin)
+    }
+
+    /// kubectl as admin; panics on failure. Returns stdout.
+    fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_output(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} on {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, yaml: &str) {
+        let out = self.kubectl_output(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply on {}: {}\n{yaml}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn apply_file(&self, path: &Path) {
+        self.kubectl(&["apply", "-f", &path.display().to_string()]);
+    }
+
+    fn ensure_namespace(&self, ns: &str) {
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
+        ));
+    }
+
+    fn stop_apiserver(&self) {
+        run_ok(
+            Command::new(script("cluster.sh"))
+                .arg("stop-apiserver")
+                .arg(&self.dir),
+        );
+    }
+
+    fn start_apiserver(&self) {
+        run_ok(
+            Command::new(script("cluster.sh"))
+                .arg("start-apiserver")
+                .arg(&self.dir),
+        );
+    }
+
+    /// A kubeconfig authenticating as ServiceAccount ns/sa (created if missing).
+    fn sa_kubeconfig(&self, ns: &str, sa: &str) -> PathBuf {
+        let out = self.dir.join(format!("sa-{ns}-{sa}.kubeconfig"));
+        run_ok(
+            Command::new(script("cluster.sh"))
+                .arg("sa-kubeconfig")
+                .arg(&self.dir)
+                .args([ns, sa])
+                .arg(&out),
+        );
+        out
+    }
+
+    /// JSON of `kubectl get`.
+    fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&a)).unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script("cluster.sh"))
+            .arg("down")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = run(cmd, None);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A ServiceEntry (networking.istio.io/v1) as YAML.
+fn se(ns: &str, name: &str, hosts: &[&str], addresses: &[&str]) -> String {
+    let list = |v: &[&str]| {
+        v.iter()
+            .map(|h| format!("\"{h}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  hosts: [{}]\n  addresses: [{}]\n  location: MESH_INTERNAL\n  resolution: DNS\n  ports:\n  - {{number: 8000, name: http, protocol: HTTP}}\n",
+        list(hosts),
+        list(addresses)
+    )
+}
+
+/// A records of `name` (sorted), or None for NXDOMAIN.
+fn a_records(server: &Server, name: &str) -> Option<Vec<IpAddr>> {
+    let m = query(server.dns, Transport::Udp, name, RecordType::A);
+    if m.metadata.response_code == ResponseCode::NXDomain {
+        return None;
+    }
+    let mut v: Vec<IpAddr> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    Some(v)
+}
+
+/// Waits until `name` answers something satisfying `ok`; returns the answer and how long it took.
+fn wait_answer(
+    server: &Server,
+    name: &str,
+    timeout: Duration,
+    ok: impl Fn(&Option<Vec<IpAddr>>) -> bool,
+) -> (Option<Vec<IpAddr>>, Duration) {
+    let t = Instant::now();
+    let a = eventually(timeout, &format!("answer for {name}"), || {
+        let a = a_records(server, name);
+        ok(&a).then_some(a)
+    });
+    (a, t.elapsed())
+}
+
+fn one_vip(server: &Server, name: &str) -> IpAddr {
+    let (a, _) = wait_answer(server, name, Duration::from_secs(20), |a| {
+        a.as_ref().is_some_and(|v| v.len() == 1)
+    });
+    a.unwrap()[0]
+}
+
+/// Starts globaldns in Kubernetes mode (empty zones dir) and waits until ready.
+fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
+    let (t, zones, state) = common::dirs();
+    let mut flags: Vec<&str> = vec!["--log", "info,globaldns=debug"];
+    flags.extend_from_slice(extra);
+    let s = Server::spawn(&zones, &state, &flags).unwrap_or_else(|log| panic!("{log}"));
+    eventually(Duration::from_secs(60), "/readyz 200", || {
+        (s.get("/readyz").0 == 200).then_some(())
+    });
+    (t, s)
+}
+
+fn debug_hosts(server: &Server) -> serde_json::Value {
+    let (code, body) = server.get("/debug/hosts");
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+/// host → its VIPs (addresses with source "vip"), from /debug/hosts.
+fn vips(server: &Server) -> BTreeMap<String, Vec<String>> {
+    let d = debug_hosts(server);
+    let hosts = d.get("hosts").unwrap_or(&d);
+    hosts
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(h, r)| {
+            let v = r["addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["source"] == "vip")
+                .map(|a| a["address"].as_str().unwrap().to_string())
+                .collect();
+            (h.clone(), v)
+        })
+        .collect()
+}
+
+fn readyz(server: &Server) -> (u16, String) {
+    server.get("/readyz")
+}
+
+#[test]
+fn two_clusters_one_server_propagation_and_outage() {
+    let _g = serial();
+    let c1 = Cluster::up("c1");
+    let c2 = Cluster::up("c2");
+    for c in [&c1, &c2] {
+        c.ensure_namespace("bar");
+        c.ensure_namespace("globaldns");
+    }
+    c1.apply(&se("bar", "httpbin", &["httpbin.bar.global"], &[]));
+    c2.apply(&se("bar", "echo", &["echo.bar.global"], &[]));
+    // The same host in both clusters.
+    c1.apply(&se("bar", "shared", &["shared.bar.global"], &[]));
+    c2.apply(&se("bar", "shared", &["shared.bar.global"], &[]));
+
+    let (_t, gd) = start(&[
+        "--cluster",
+        &c1.flag(),
+        "--cluster",
+        &c2.flag(),
+        "--store",
+        "kube",
+    ]);
+    let httpbin = one_vip(&gd, "httpbin.bar.global");
+    let echo = one_vip(&gd, "echo.bar.global");
+    let shared = one_vip(&gd, "shared.bar.global");
+    assert_ne!(httpbin, echo);
+    let d = debug_hosts(&gd);
+    let objects = d["hosts"]["shared.bar.global"]["objects"].to_string();
+    assert!(
+        objects.contains("c1/bar/shared") && objects.contains("c2/bar/shared"),
+        "{objects}"
+    );
+    // Answered from the store: one VipClaim per VIP, named after it.
+    let claims = c1.get_json(&["vipclaims", "-n", "globaldns"]);
+    let names: BTreeSet<String> = claims["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&format!("v4-{}", shared.to_string().replace('.', "-"))));
+
+    // A second instance (different cluster order, same store cluster c1): same VIPs.
+    let (_t2, gd2) = start(&[
+        "--cluster",
+        &c2.flag(),
+        "--cluster",
+        &c1.flag(),
+        "--store-cluster",
+        "c1",
+        "--store",
+        "kube",
+    ]);
+    assert_eq!(one_vip(&gd2, "shared.bar.global"), shared);
+    assert_eq!(one_vip(&gd2, "httpbin.bar.global"), httpbin);
+    drop(gd2);
+
+    // Create, change, delete: each visible within a second.
+    let mut delays = Vec::new();
+    let t = Instant::now();
+    c2.apply(&se("bar", "new", &["new.bar.global"], &[]));
+    let (_, _) = wait_answer(&gd, "new.bar.global", Duration::from_secs(5), |a| {
+        a.as_ref().is_some_and(|v| v.len() == 1)
+    });
+    delays.push(("create", t.elapsed()));
+    let t = Instant::now();
+    c2.apply(&se("bar", "new", &["new.bar.global"], &["10.1.2.3"]));
+    wait_answer(&gd, "new.bar.global", Duration::from_secs(5), |a| {
+        a.as_deref() == Some(&["10.1.2.3".parse().unwrap()][..])
+    });
+    delays.push(("change", t.elapsed()));
+    let t = Instant::now();
+    c2.kubectl(&["delete", "serviceentry", "-n", "bar", "new", "--wait=false"]);
+    wait_answer(&gd, "new.bar.global", Duration::from_secs(5), |a| {
+        a.is_none()
+    });
+    delays.push(("delete", t.elapsed()));
+    eprintln!("propagation (kubectl start → answer): {delays:?}");
+    for (what, d) in &delays {
+        // kubectl itself takes ~0.1–0.3 s of this.
+        assert!(*d < Duration::from_secs(1), "{what} took {d:?}");
+    }
+
+    // c2 stops answering: its entries stay, /readyz names it stale.
+    c2.stop_apiserver();
+    eventually(Duration::from_secs(20), "c2 reported stale", || {
+        let (_, body) = readyz(&gd);
+        body.contains("stale: cluster/c2").then_some(())
+    });
+    assert_eq!(
+        readyz(&gd).0,
+        200,
+        "a stale cluster does not make the server unready"
+    );
+    assert_eq!(one_vip(&gd, "echo.bar.global"), echo);
+    assert_eq!(one_vip(&gd, "shared.bar.global"), shared);
+    assert_eq!(gd.metric("globaldns_source_up{cluster=\"c2\"}"), Some(0.0));
+    assert!(
+        gd.metric("globaldns_watch_restarts_total{cluster=\"c2\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(one_vip(&gd, "echo.bar.global"), echo, "no flapping");
+
+    // Back: the watch resumes and converges; a change shows.
+    c2.start_apiserver();
+    c2.apply(&se("bar", "echo", &["echo.bar.global"], &["10.9.9.9"]));
+    let (_, took) = wait_answer(&gd, "echo.bar.global", Duration::from_secs(20), |a| {
+        a.as_deref() == Some(&["10.9.9.9".parse().unwrap()][..])
+    });
+    eprintln!("after the apiserver restart, change visible in {took:?}");
+    eventually(Duration::from_secs(10), "c2 no longer stale", || {
+        (!readyz(&gd).1.contains("stale")).then_some(())
+    });
+    assert_eq!(gd.metric("globaldns_source_up{cluster=\"c2\"}"), Some(1.0));
+    assert!(gd.metric("globaldns_source_objects{cluster=\"c1\"}") == Some(2.0));
+}
+
+#[test]
+fn two_instances_share_one_store() {
+    let _g = serial();
+    let c1 = Cluster::up("c1");
+    c1.ensure_namespace("globaldns");
+    c1.ensure_namespace("load");
+    c1.apply(&se("load", "first", &["first.load.global"], &[]));
+    let flags = ["--cluster", &c1.flag(), "--store", "kube"];
+    let (_ta, a) = start(&flags);
+    let (_tb, b) = start(&flags);
+    assert_eq!(
+        one_vip(&a, "first.load.global"),
+        one_vip(&b, "first.load.global")
+    );
+
+    // 1,000 new hosts (200 ServiceEntries × 5 hosts) created while both instances run: each
+    // allocates as the objects arrive, racing the other for the same claims.
+    const OBJECTS: usize = 200;
+    const PER: usize = 5;
+    let mut list = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for i in 0..OBJECTS {
+        let hosts: Vec<String> = (0..PER)
+            .map(|j| format!("\"h{}.load.global\"", i * PER + j))
+            .collect();
+        list.push_str(&format!(
+            "- apiVersion: networking.istio.io/v1\n  kind: ServiceEntry\n  metadata: {{name: se{i}, namespace: load}}\n  spec: {{hosts: [{}], location: MESH_INTERNAL, resolution: DNS}}\n",
+            hosts.join(", ")
+        ));
+    }
+    let t = Instant::now();
+    let out = c1.kubectl_output(&["create", "-f", "-"], Some(&list));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let total = OBJECTS * PER + 1;
+    let all_served = |s: &Server| {
+        let v = vips(s);
+        (v.values().filter(|x| x.len() == 1).count() == total).then_some(v)
+    };
+    let va = eventually(
+        Duration::from_secs(120),
+        "instance A serves all hosts",
+        || all_served(&a),
+    );
+    let vb = eventually(
+        Duration::from_secs(60),
+        "instance B serves all hosts",
+        || {
+            let v = all_served(&b)?;
+            (v == va).then_some(v)
+        },
+    );
+    eprintln!(
+        "{total} hosts allocated by two instances in {:?}",
+        t.elapsed()
+    );
+    // 0 hosts with different VIPs (A and B agree), 0 duplicate VIPs.
+    assert_eq!(va, vb);
+    let unique: BTreeSet<&String> = va.values().flatten().collect();
+    assert_eq!(unique.len(), total, "duplicate VIPs");
+    // The store agrees: one claim per VIP, one per host, each the address served.
+    let claims = eventually(Duration::from_secs(30), "store converged", || {
+        let j = c1.get_json(&["vipclaims", "-n", "globaldns"]);
+        let items = j["items"].as_array().unwrap().clone();
+        (items.len() == total).then_some(items)
+    });
+    let mut hosts = BTreeSet::new();
+    for c in &claims {
+        let host = c["spec"]["host"].as_str().unwrap().to_string();
+        let addr = c["spec"]["address"].as_str().unwrap().to_string();
+        assert_eq!(va[&host], vec![addr], "claim of {host}");
+        assert!(hosts.insert(host), "host with two claims");
+    }
+    // A restarted instance reads the same table back.
+    drop(b);
+    let (_tc, c) = start(&flags);
+    assert_eq!(vips(&c), va);
+}
+
+#[test]
+fn remote_secrets_add_and_remove_clusters() {
+    let _g = serial();
+    let local = Cluster::up("local");
+    let remote = Cluster::up("remote");
+    local.ensure_namespace("istio-system");
+    remote.ensure_namespace("r");
+    remote.apply(&se("r", "svc", &["svc.r.global"], &[]));
+    local.ensure_namespace("l");
+    local.apply(&se("l", "svc", &["svc.l.global"], &[]));
+
+    let (_t, gd) = start(&[
+        "--cluster",
+        &local.flag(),
+        "--remote-secrets",
+        "--remote-secrets-namespace",
+        "istio-system",
+    ]);
+    one_vip(&gd, "svc.l.global");
+    assert_eq!(a_records(&gd, "svc.r.global"), None);
+
+    // A remote secret added at runtime brings its cluster in…
+    let kubeconfig = std::fs::read_to_string(remote.admin_kubeconfig()).unwrap();
+    let secret = |data: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: istio-remote-secret-remote\n  namespace: istio-system\n  labels: {{istio/multiCluster: \"true\"}}\nstringData:\n  remote: |\n{}\n",
+            data.lines()
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    local.apply(&secret(&kubeconfig));
+    let (_, took) = wait_answer(&gd, "svc.r.global", Duration::from_secs(20), |a| {
+        a.as_ref().is_some_and(|v| v.len() == 1)
+    });
+    eprintln!("remote secret → cluster answered in {took:?}");
+    assert!(gd.metric("globaldns_source_up{cluster=\"remote\"}") == Some(1.0));
+
+    // …a server started with the secret in place is ready only once that cluster listed…
+    let (_t2, gd2) = start(&["--cluster", &local.flag(), "--remote-secrets"]);
+    assert!(a_records(&gd2, "svc.r.global").is_some_and(|v| v.len() == 1));
+    drop(gd2);
+
+    // …and deleting it takes it out.
+    local.kubectl(&[
+        "delete",
+        "secret",
+        "-n",
+        "istio-system",
+        "istio-remote-secret-remote",
+    ]);
+    let (_, took) = wait_answer(&gd, "svc.r.global", Duration::from_secs(20), |a| {
+        a.is_none()
+    });
+    eprintln!("remote secret deleted → cluster withdrawn in {took:?}");
+    assert!(!readyz(&gd).1.contains("remote"), "{}", readyz(&gd).1);
+    one_vip(&gd, "svc.l.global");
+}
+
+/// The guard of write-back, straight against the API server: a status patch computed from an
+/// old resourceVersion is refused (409) once someone else wrote, and their value stays.
+fn guarded_patch_is_refused(c: &Cluster, ns: &str, name: &str) {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(c.admin_kubeconfig()).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let ar = globaldns::kube::crd::serviceentry_resource("v1");
+        let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
+        let before = api.get(name).await.unwrap();
+        let old_rv = before.metadata.resource_version.clone().unwrap();
+        // Another writer (Istio's allocator, say) sets status.addresses.
+        let theirs = serde_json::json!({"status": {"addresses": [{"value": "240.240.0.77", "host": "contested.wb.global"}]}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&theirs))
+            .await
+            .unwrap();
+        // globaldns's patch, computed from what it saw before: refused.
+        let ours = globaldns::kube::writeback::status_patch(
+            &old_rv,
+            &[("240.10.0.1".into(), "contested.wb.global".into())],
+        );
+        let err = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&ours))
+            .await
+            .expect_err("a stale guarded patch must fail");
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.is_conflict()),
+            "{err:?}"
+        );
+        let after = api.get(name).await.unwrap();
+        assert_eq!(
+            after.data["status"]["addresses"][0]["value"], "240.240.0.77",
+            "the other writer's value stays"
+        );
+    });
+}
+
+#[test]
+fn service_account_rbac_write_back_and_manifests() {
+    let _g = serial();
+    let c1 = Cluster::up("c1");
+    c1.ensure_namespace("globaldns");
+    c1.ensure_namespace("istio-system");
+    c1.ensure_namespace("wb");
+
+    // deploy/: every non-workload object applies (server-side dry run first, then for real), and
+    // the kustomization builds and dry-runs as a whole.
+    let deploy = Path::new(ROOT).join("deploy");
+    for f in [
+        "namespace.yaml",
+        "vipclaim-crd.yaml",
+        "serviceaccount.yaml",
+        "rbac.yaml",
+        "rbac-writeback.yaml",
+    ] {
+        let p = deploy.join(f).display().to_string();
+        c1.kubectl(&["apply", "--dry-run=server", "-f", &p]);
+    }
+    // Workloads: the 1.20 test apiserver predates Service.internalTrafficPolicy (1.21+), so
+    // client-side validation would reject that field; the server accepts the objects.
+    for f in ["service.yaml", "daemonset.yaml"] {
+        let p = deploy.join(f).display().to_string();
+        c1.kubectl(&["apply", "--dry-run=server", "--validate=false", "-f", &p]);
+    }
+    c1.kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "--validate=false",
+        "-k",
+        &deploy.display().to_string(),
+    ]);
+    for f in ["serviceaccount.yaml", "rbac.yaml"] {
+        c1.apply_file(&deploy.join(f));
+    }
+
+    // What the ServiceAccount may do (deploy/rbac.yaml only).
+    let sa = "system:serviceaccount:globaldns:globaldns";
+    let can = |args: &[&str]| -> String {
+        let mut a = vec!["auth", "can-i"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--as", sa]);
+        let out = c1.kubectl_output(&a, None);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        can(&["watch", "serviceentries.networking.istio.io", "-A"]),
+        "yes"
+    );
+    assert_eq!(
+        can(&["create", "vipclaims.globaldns.io", "-n", "globaldns"]),
+        "yes"
+    );
+    assert_eq!(
+        can(&["create", "vipclaims.globaldns.io", "-n", "default"]),
+        "no"
+    );
+    assert_eq!(can(&["list", "secrets", "-n", "istio-system"]), "yes");
+    assert_eq!(can(&["list", "secrets", "-n", "default"]), "no");
+    assert_eq!(
+        can(&["create", "serviceentries.networking.istio.io", "-n", "wb"]),
+        "no"
+    );
+    assert_eq!(
+        can(&["patch", "serviceentries.networking.istio.io", "-n", "wb"]),
+        "no"
+    );
+    assert_eq!(
+        can(&[
+            "patch",
+            "serviceentries.networking.istio.io",
+            "--subresource=status",
+            "-n",
+            "wb"
+        ]),
+        "no",
+        "no status write without the write-back role"
+    );
+
+    // globaldns as the ServiceAccount (not admin): sources, remote secrets, kube store.
+    let sa_kc = c1.sa_kubeconfig("globaldns", "globaldns");
+    let sa_flag = format!("c1={}", sa_kc.display());
+    c1.apply(&se("wb", "plain", &["plain.wb.global"], &[]));
+    let (_t, gd) = start(&[
+        "--cluster",
+        &sa_flag,
+        "--store",
+        "kube",
+        "--remote-secrets",
+        "--write-back",
+        "status",
+    ]);
+    let plain = one_vip(&gd, "plain.wb.global");
+    // Write-back asked for but not granted: nothing written, the server keeps working.
+    std::thread::sleep(Duration::from_millis(500));
+    let se_json = c1.get_json(&["serviceentry", "-n", "wb", "plain"]);
+    assert!(se_json["status"]["addresses"].is_null(), "{se_json}");
+    assert!(gd.log_contains("status write-back failed"));
+    drop(gd);
+
+    // With the optional write-back role: status.addresses gets the VIP.
+    c1.apply_file(&deploy.join("rbac-writeback.yaml"));
+    assert_eq!(
+        can(&[
+            "patch",
+            "serviceentries.networking.istio.io",
+            "--subresource=status",
+            "-n",
+            "wb"
+        ]),
+        "yes"
+    );
+    let (_t, gd) = start(&[
+        "--cluster",
+        &sa_flag,
+        "--store",
+        "kube",
+        "--write-back",
+        "status",
+    ]);
+    assert_eq!(
+        one_vip(&gd, "plain.wb.global"),
+        plain,
+        "same VIP from the store"
+    );
+    let status = eventually(Duration::from_secs(10), "status.addresses written", || {
+        let j = c1.get_json(&["serviceentry", "-n", "wb", "plain"]);
+        let a = j["status"]["addresses"].as_array()?.clone();
+        (!a.is_empty()).then_some(a)
+    });
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0]["value"], plain.to_string());
+    assert_eq!(status[0]["host"], "plain.wb.global");
+    // Written back, still served as the VIP (not read back as Istio's address).
+    std::thread::sleep(Duration::from_millis(300));
+    let d = debug_hosts(&gd);
+    assert_eq!(
+        d["hosts"]["plain.wb.global"]["addresses"][0]["source"],
+        "vip"
+    );
+    assert_eq!(one_vip(&gd, "plain.wb.global"), plain);
+
+    // An entry with its own address is never written; one whose status someone else wrote keeps it.
+    c1.apply(&se("wb", "own", &["own.wb.global"], &["10.7.7.7"]));
+    c1.apply(&se("wb", "contested", &["contested.wb.global"], &[]));
+    guarded_patch_is_refused(&c1, "wb", "contested");
+    let (a, _) = wait_answer(&gd, "contested.wb.global", Duration::from_secs(10), |a| {
+        a.as_deref() == Some(&["240.240.0.77".parse().unwrap()][..])
+    });
+    assert!(
+        a.is_some(),
+        "Istio's status address is served (prefer-istio-status)"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let j = c1.get_json(&["serviceentry", "-n", "wb", "contested"]);
+    assert_eq!(j["status"]["addresses"][0]["value"], "240.240.0.77");
+    assert_eq!(j["status"]["addresses"].as_array().unwrap().len(), 1);
+    let j = c1.get_json(&["serviceentry", "-n", "wb", "own"]);
+    assert!(j["status"]["addresses"].is_null(), "{j}");
+
+    // Without write-back, even with the role bound, nothing is written.
+    drop(gd);
+    c1.apply(&se("wb", "quiet", &["quiet.wb.global"], &[]));
+    let (_t3, gd3) = start(&["--cluster", &sa_flag, "--store", "kube"]);
+    one_vip(&gd3, "quiet.wb.global");
+    std::thread::sleep(Duration::from_millis(500));
+    let j = c1.get_json(&["serviceentry", "-n", "wb", "quiet"]);
+    assert!(j["status"]["addresses"].is_null(), "{j}");
+}
