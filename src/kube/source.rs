@@ -32,7 +32,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Events this close together are sent as one change (a `kubectl apply` of many objects).
 const SETTLE: Duration = Duration::from_millis(20);
 /// How often a cluster without the ServiceEntry CRD is asked again.
-const NO_CRD_RETRY: Duration = Duration::from_secs(30);
+const NO_CRD_RETRY: Duration = Duration::from_secs(10);
+/// How long the ServiceEntry API of a cluster that served it must be missing before its entries
+/// are withdrawn (the CRD was deleted, which deletes every ServiceEntry too).
+const NO_CRD_GRACE: Duration = Duration::from_secs(60);
 /// Bound on discovery requests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -217,6 +220,9 @@ pub async fn run(task: ClusterTask) {
     let mut synced = false;
     let mut backoff = Duration::from_millis(250);
     let mut first_attempt = true;
+    // Whether the ServiceEntry API was served at the last discovery, and since when it is not.
+    let mut served_before = false;
+    let mut gone_since: Option<Instant> = None;
     loop {
         if !first_attempt {
             tokio::time::sleep(backoff).await;
@@ -226,9 +232,22 @@ pub async fn run(task: ClusterTask) {
 
         let version = match discover(&task.client).await {
             Ok(Some(v)) => v,
+            Ok(None)
+                if served_before
+                    && gone_since.get_or_insert_with(Instant::now).elapsed() < NO_CRD_GRACE =>
+            {
+                // An apiserver that has just (re)started answers discovery before it has loaded
+                // its CRDs: that is no reason to withdraw what the cluster served a moment ago.
+                warn!(cluster = %task.name, "cluster no longer lists the ServiceEntry API; keeping its last-known entries");
+                task.set_stale(Some("ServiceEntry API not served".into()));
+                task.restarted();
+                continue;
+            }
             Ok(None) => {
                 // No ServiceEntry CRD: the cluster has no ServiceEntries (yet).
                 info!(cluster = %task.name, "cluster serves no networking.istio.io ServiceEntry; treating it as empty");
+                served_before = false;
+                gone_since = None;
                 let mut dirty = BTreeSet::new();
                 task.replace(&mut state, State::new(), &mut dirty);
                 if !task.flush(&state, &mut dirty) {
@@ -251,6 +270,8 @@ pub async fn run(task: ClusterTask) {
                 continue;
             }
         };
+        served_before = true;
+        gone_since = None;
         let ar = crd::serviceentry_resource(&version);
         if let Some(v) = &task.view {
             v.set_api(task.client.clone(), ar.clone());

@@ -221,6 +221,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Events that say something was only looked at (inotify's IN_OPEN, IN_ACCESS, IN_CLOSE_NOWRITE).
+fn ignorable(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
+}
+
 /// Starts the source on its own thread. Returns once the watch is set up; the first full scan
 /// follows, then `Synced`.
 pub fn spawn(
@@ -265,6 +271,9 @@ pub fn spawn(
                 let mut paths = Vec::new();
                 for ev in batch {
                     match ev {
+                        // Opening or reading a file or directory changes nothing, and the
+                        // rescan below reads them: counting those would loop forever.
+                        Ok(ev) if ignorable(&ev.kind) => {}
                         Ok(ev) => {
                             full |= ev.need_rescan();
                             paths.extend(ev.paths);
@@ -274,6 +283,9 @@ pub fn spawn(
                             full = true;
                         }
                     }
+                }
+                if paths.is_empty() && !full {
+                    continue;
                 }
                 debug!(?paths, full, "zones changed");
                 // Directories, and hidden paths (ConfigMap mounts swap a `..data` symlink), can

@@ -159,6 +159,19 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the server said last: the first thing to read.
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap();
+            let tail = &log[log.len().saturating_sub(60)..];
+            eprintln!(
+                "--- last {} log lines of globaldns ({}):",
+                tail.len(),
+                self.dns
+            );
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
