@@ -7,7 +7,8 @@
 #   --per-file M       ServiceEntry documents per file (default 500)
 #   --iterations I     propagation measurements (default 20)
 #   --timeout S        max wait for one change to become visible (default 30)
-#   --gd-args "..."    extra flags for `globaldns serve` (e.g. "--ttl 30")
+#   --gd-args "..."    flags for `globaldns serve` (default "--vip-range 240.10.0.0/15": 100,000
+#                      hosts do not fit the default /16, whose 65,024 usable addresses run out)
 #   --no-build         never run cargo; use the existing binary
 #   --wait-idle S      wait up to S seconds for idle CPUs before starting (default 0)
 #   --keep             keep the work directory
@@ -24,7 +25,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 source "$HERE/lib/common.sh"
 
-HOSTS=100000 CLUSTERS=10 PER_FILE=500 ITER=20 TIMEOUT=30 GD_ARGS="" BUILD=1 KEEP=0 WORK="" WAIT_IDLE=0
+HOSTS=100000 CLUSTERS=10 PER_FILE=500 ITER=20 TIMEOUT=30 GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK="" WAIT_IDLE=0
 while (($#)); do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;

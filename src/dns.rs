@@ -132,7 +132,7 @@ impl Handler {
                 answer.answers.iter().map(|c| c.as_ref()),
                 answer.authority.iter().copied(),
                 std::iter::empty(),
-                answer.additional.iter().copied(),
+                answer.additional.iter().map(|c| c.as_ref()),
             )
         };
         if request.protocol() == Protocol::Udp {

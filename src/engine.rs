@@ -197,6 +197,7 @@ impl Engine {
         let started = Instant::now();
         let merged = self.registry.merge(self.prefer_istio_status);
         let wanted = Snapshot::wanted_vips(&merged);
+        let merge_took = started.elapsed();
         let mut attempts = 0;
         let outcome = loop {
             let outcome = self
@@ -232,6 +233,7 @@ impl Engine {
                 }
             }
         };
+        let alloc_took = started.elapsed() - merge_took;
         self.log_outcome(&outcome);
         let prev = self.snapshot.load_full();
         let snap = Snapshot::build(
@@ -245,6 +247,7 @@ impl Engine {
         let serial = snap.serial;
         let hosts = snap.served_hosts();
         self.snapshot.store(Arc::new(snap));
+        release_freed_memory();
         self.health.set_published();
         let took = started.elapsed();
         self.metrics.snapshot_build.observe(took.as_secs_f64());
@@ -253,31 +256,70 @@ impl Engine {
             hosts,
             entries = self.registry.entry_count(),
             took_ms = took.as_millis() as u64,
+            merge_ms = merge_took.as_millis() as u64,
+            allocate_ms = alloc_took.as_millis() as u64,
             "snapshot published"
         );
         true
     }
 
     fn log_outcome(&self, outcome: &crate::alloc::Outcome) {
-        for (host, ip) in &outcome.allocated {
+        // A first load of 100,000 hosts must not write 100,000 lines: each kind is logged one
+        // line per host up to LOG_EACH, then once with the count.
+        let each = |n: usize| n.min(LOG_EACH);
+        for (host, ip) in &outcome.allocated[..each(outcome.allocated.len())] {
             info!(%host, %ip, "VIP allocated");
+        }
+        if outcome.allocated.len() > LOG_EACH {
+            info!(
+                more = outcome.allocated.len() - LOG_EACH,
+                total = outcome.allocated.len(),
+                "VIPs allocated (the rest: `globaldns allocations`, /debug/hosts)"
+            );
         }
         for (host, old, new) in &outcome.displaced {
             warn!(%host, %old, new = ?new, "auto VIP displaced by an address written in a ServiceEntry");
             self.metrics.vip_conflicts.inc();
         }
-        for (host, family) in &outcome.exhausted {
+        for (host, family) in &outcome.exhausted[..each(outcome.exhausted.len())] {
             error!(%host, family, "VIP range exhausted: host not served");
-            self.metrics.vip_exhausted.inc();
         }
-        for host in &outcome.released {
+        if outcome.exhausted.len() > LOG_EACH {
+            error!(
+                more = outcome.exhausted.len() - LOG_EACH,
+                total = outcome.exhausted.len(),
+                "VIP range exhausted: more hosts not served (widen --vip-range)"
+            );
+        }
+        self.metrics
+            .vip_exhausted
+            .inc_by(outcome.exhausted.len() as u64);
+        for host in &outcome.released[..each(outcome.released.len())] {
             info!(%host, hold_secs = self.allocator.hold_secs, "host gone; VIP held");
         }
-        for host in &outcome.reclaimed {
+        if outcome.released.len() > LOG_EACH {
+            info!(
+                more = outcome.released.len() - LOG_EACH,
+                "more hosts gone; VIPs held"
+            );
+        }
+        for host in &outcome.reclaimed[..each(outcome.reclaimed.len())] {
             info!(%host, "host back within its hold; VIP given back");
         }
-        for host in &outcome.expired {
+        if outcome.reclaimed.len() > LOG_EACH {
+            info!(
+                more = outcome.reclaimed.len() - LOG_EACH,
+                "more hosts back; VIPs given back"
+            );
+        }
+        for host in &outcome.expired[..each(outcome.expired.len())] {
             info!(%host, "hold expired; VIP freed");
+        }
+        if outcome.expired.len() > LOG_EACH {
+            info!(
+                more = outcome.expired.len() - LOG_EACH,
+                "more holds expired; VIPs freed"
+            );
         }
     }
 
@@ -300,6 +342,20 @@ impl Engine {
             .set(table.values().filter(|a| a.released_at.is_some()).count() as i64);
     }
 }
+
+/// Hands the pages freed with the previous snapshot back to the kernel. glibc keeps freed heap
+/// memory in its arenas, so without this the resident size after a rebuild stays at the peak of
+/// two snapshots side by side.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Per pass, how many hosts of one kind (allocated, exhausted, …) get a log line of their own.
+const LOG_EACH: usize = 50;
 
 /// Parses `--vip-range` values, refusing overlaps (one address must belong to one range).
 pub fn check_ranges(ranges: &[IpNet]) -> anyhow::Result<()> {
