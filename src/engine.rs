@@ -235,6 +235,7 @@ impl Engine {
         };
         let alloc_took = started.elapsed() - merge_took;
         self.log_outcome(&outcome);
+        let build_started = Instant::now();
         let prev = self.snapshot.load_full();
         let snap = Snapshot::build(
             &self.zone,
@@ -243,6 +244,7 @@ impl Engine {
             Some(&self.allocator),
             prev.loaded.then_some(&*prev),
         );
+        let build_took = build_started.elapsed();
         self.record_metrics(&snap);
         let serial = snap.serial;
         let hosts = snap.served_hosts();
@@ -258,6 +260,7 @@ impl Engine {
             took_ms = took.as_millis() as u64,
             merge_ms = merge_took.as_millis() as u64,
             allocate_ms = alloc_took.as_millis() as u64,
+            build_ms = build_took.as_millis() as u64,
             "snapshot published"
         );
         true

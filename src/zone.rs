@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use fnv::FnvBuildHasher;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{HINFO, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -202,10 +203,12 @@ pub struct Snapshot {
     pub generation: u64,
     /// Longest apex first, so the first zone_of match is the closest enclosing zone.
     apexes: Vec<Apex>,
-    nodes: HashMap<LowerName, Node>,
+    // FNV, not SipHash: the keys come from ServiceEntries, not from clients, and hashing names is
+    // much of both the rebuild and the lookup.
+    nodes: HashMap<LowerName, Node, FnvBuildHasher>,
     /// Keyed by the wildcard's parent: `*.bar.global` is stored under `bar.global`.
-    wildcards: HashMap<LowerName, Node>,
-    ents: HashSet<LowerName>,
+    wildcards: HashMap<LowerName, Node, FnvBuildHasher>,
+    ents: HashSet<LowerName, FnvBuildHasher>,
     ttl: u32,
     pub hosts: BTreeMap<String, HostReport>,
 }
@@ -311,9 +314,9 @@ impl Snapshot {
             serial,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             apexes,
-            nodes: HashMap::new(),
-            wildcards: HashMap::new(),
-            ents: HashSet::new(),
+            nodes: HashMap::default(),
+            wildcards: HashMap::default(),
+            ents: HashSet::default(),
             ttl,
             hosts,
         };

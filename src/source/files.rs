@@ -141,35 +141,29 @@ impl FileSource {
         let Some(key) = self.key_for(path) else {
             return;
         };
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound || path.is_dir() => {
+        let read = read_and_parse(path, &key.cluster, &self.zones, self.loaded.get(path));
+        self.apply(path, key, read);
+    }
+
+    /// Acts on what [`read_and_parse`] found for `path`.
+    fn apply(&mut self, path: &Path, key: SourceKey, read: Read) {
+        match read {
+            Read::Gone => {
                 if self.loaded.remove(path).is_some() {
                     info!(file = %path.display(), "file removed; its entries are withdrawn");
                     let _ = self.tx.send(SourceEvent::RemoveUnit(key));
                 }
-                return;
             }
-            Err(e) => {
+            Read::Unchanged => {}
+            Read::IoError(e) => {
                 error!(file = %path.display(), error = %e, "cannot read file; keeping its last good content");
                 self.metrics.parse_errors.get_or_create(&self.label()).inc();
-                return;
             }
-        };
-        let mut h = fnv::FnvHasher::default();
-        h.write(&bytes);
-        let hash = h.finish();
-        if self.loaded.get(path) == Some(&hash) {
-            return;
-        }
-        let text = String::from_utf8_lossy(&bytes);
-        match parse_text(
-            &text,
-            &path.display().to_string(),
-            &key.cluster,
-            &self.zones,
-        ) {
-            Ok((entries, problems)) => {
+            Read::Parsed {
+                hash,
+                entries,
+                problems,
+            } => {
                 for p in &problems {
                     warn!(object = %p.object, problem = %p.message, "invalid ServiceEntry skipped");
                 }
@@ -182,18 +176,46 @@ impl FileSource {
                 self.loaded.insert(path.to_path_buf(), hash);
                 let _ = self.tx.send(SourceEvent::Unit { key, entries });
             }
-            Err(e) => {
+            Read::SyntaxError(e) => {
                 error!(file = %path.display(), error = %e, "file does not parse; keeping its last good content");
                 self.metrics.parse_errors.get_or_create(&self.label()).inc();
             }
         }
     }
 
-    /// Walks the whole tree: loads what changed, withdraws what disappeared.
+    /// Walks the whole tree: loads what changed, withdraws what disappeared. Files are read and
+    /// parsed on every core (YAML parsing is most of a large tree's start-up time), then applied
+    /// in path order.
     fn rescan(&mut self) {
         let seen = yaml_files(&self.root);
-        for path in &seen {
-            self.refresh(path);
+        let work: Vec<(PathBuf, SourceKey, Option<u64>)> = seen
+            .iter()
+            .filter_map(|p| Some((p.clone(), self.key_for(p)?, self.loaded.get(p).copied())))
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(work.len().div_ceil(4))
+            .max(1);
+        let chunk = work.len().div_ceil(threads).max(1);
+        let zones = &self.zones;
+        let results: Vec<Read> = std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(p, k, h)| read_and_parse(p, &k.cluster, zones, h.as_ref()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("file parser thread"))
+                .collect()
+        });
+        for ((path, key, _), read) in work.into_iter().zip(results) {
+            self.apply(&path, key, read);
         }
         let gone: Vec<PathBuf> = self
             .loaded
@@ -204,6 +226,44 @@ impl FileSource {
         for path in gone {
             self.refresh(&path);
         }
+    }
+}
+
+/// What reading one file found.
+enum Read {
+    Gone,
+    /// Same bytes as the last good version.
+    Unchanged,
+    IoError(std::io::Error),
+    SyntaxError(String),
+    Parsed {
+        hash: u64,
+        entries: Vec<Entry>,
+        problems: Vec<Problem>,
+    },
+}
+
+/// Reads and parses one file; `last` is the content hash of its last good version.
+fn read_and_parse(path: &Path, cluster: &str, zones: &[String], last: Option<&u64>) -> Read {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || path.is_dir() => return Read::Gone,
+        Err(e) => return Read::IoError(e),
+    };
+    let mut h = fnv::FnvHasher::default();
+    h.write(&bytes);
+    let hash = h.finish();
+    if last == Some(&hash) {
+        return Read::Unchanged;
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    match parse_text(&text, &path.display().to_string(), cluster, zones) {
+        Ok((entries, problems)) => Read::Parsed {
+            hash,
+            entries,
+            problems,
+        },
+        Err(e) => Read::SyntaxError(e),
     }
 }
 
