@@ -248,11 +248,12 @@ impl Engine {
         self.record_metrics(&snap);
         let serial = snap.serial;
         let hosts = snap.served_hosts();
-        self.snapshot.store(Arc::new(snap));
-        release_freed_memory();
-        self.health.set_published();
+        // The metric first: whoever sees the new answers also sees how long they took.
         let took = started.elapsed();
         self.metrics.snapshot_build.observe(took.as_secs_f64());
+        self.snapshot.store(Arc::new(snap));
+        self.health.set_published();
+        release_freed_memory();
         info!(
             serial,
             hosts,
