@@ -5,13 +5,10 @@ mod common;
 use common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -19,46 +16,14 @@ const ROUNDS: usize = 25;
 const BATCH: usize = 50;
 const RANGE: &str = "240.10.0.0/16";
 
-/// One A question over UDP: Some(ip) / None (NXDOMAIN). Short timeout, retried.
+/// One A question over UDP: Some(ip) / None (NXDOMAIN).
 fn a_of(server: SocketAddr, host: &str) -> Option<Ipv4Addr> {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut q = Message::query();
-    q.add_query(Query::query(
-        Name::from_str(&format!("{host}.")).unwrap(),
-        RecordType::A,
-    ));
-    let bytes = q.to_vec().unwrap();
-    let mut buf = [0u8; 4096];
-    for _ in 0..10 {
-        sock.send_to(&bytes, server).unwrap();
-        while let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let Ok(m) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            if m.metadata.id != q.metadata.id {
-                continue;
-            }
-            return match m.metadata.response_code {
-                ResponseCode::NXDomain => None,
-                ResponseCode::NoError => {
-                    let ips: Vec<Ipv4Addr> = m
-                        .answers
-                        .iter()
-                        .filter_map(|r| match &r.data {
-                            RData::A(a) => Some(a.0),
-                            _ => None,
-                        })
-                        .collect();
-                    assert_eq!(ips.len(), 1, "{host}: one A record expected: {m:?}");
-                    Some(ips[0])
-                }
-                rc => panic!("{host}: unexpected rcode {rc:?}"),
-            };
-        }
+    let ips = common::udp_a(server, host)?;
+    assert_eq!(ips.len(), 1, "{host}: one A record expected: {ips:?}");
+    match ips[0] {
+        std::net::IpAddr::V4(v4) => Some(v4),
+        other => panic!("{host}: {other} is not IPv4"),
     }
-    panic!("no DNS answer from {server} for {host}");
 }
 
 /// Reads `allocations.json` and checks it the way the server must at start: documented format,

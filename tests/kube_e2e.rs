@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, query, Server, Transport};
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -72,6 +72,13 @@ struct Cluster {
 
 impl Cluster {
     fn up(name: &str) -> Cluster {
+        let crd = std::fs::read_to_string(Path::new(ROOT).join("tests/kube/serviceentry-crd.yaml"))
+            .unwrap();
+        Cluster::up_with_crd(name, &crd)
+    }
+
+    /// A cluster whose ServiceEntry CRD is `crd` (YAML or JSON).
+    fn up_with_crd(name: &str, crd: &str) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("kube-{name}-"))
             .tempdir()
@@ -91,7 +98,7 @@ impl Cluster {
             dir,
             name: name.to_string(),
         };
-        c.apply_file(&Path::new(ROOT).join("tests/kube/serviceentry-crd.yaml"));
+        c.apply(crd);
         c.apply_file(&Path::new(ROOT).join("deploy/vipclaim-crd.yaml"));
         for crd in [
             "serviceentries.networking.istio.io",
@@ -248,19 +255,7 @@ fn se(ns: &str, name: &str, hosts: &[&str], addresses: &[&str]) -> String {
 /// A records of `name` (sorted), or None for NXDOMAIN.
 fn a_records(server: &Server, name: &str) -> Option<Vec<IpAddr>> {
     let m = query(server.dns, Transport::Udp, name, RecordType::A);
-    if m.metadata.response_code == ResponseCode::NXDomain {
-        return None;
-    }
-    let mut v: Vec<IpAddr> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    Some(v)
+    (m.metadata.response_code != ResponseCode::NXDomain).then(|| common::a_addresses(&m))
 }
 
 /// Waits until `name` answers something satisfying `ok`; returns the answer and how long it took.
@@ -816,4 +811,64 @@ fn service_account_rbac_write_back_and_manifests() {
     std::thread::sleep(Duration::from_millis(500));
     let j = c1.get_json(&["serviceentry", "-n", "wb", "quiet"]);
     assert!(j["status"]["addresses"].is_null(), "{j}");
+}
+
+/// The test CRD without v1 (v1beta1 the storage version): a cluster with an Istio older than 1.22.
+fn crd_without_v1() -> String {
+    let text =
+        std::fs::read_to_string(Path::new(ROOT).join("tests/kube/serviceentry-crd.yaml")).unwrap();
+    let mut crd: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let versions = crd["spec"]["versions"].as_array_mut().unwrap();
+    versions.retain(|v| v["name"] != "v1");
+    for v in versions.iter_mut() {
+        v["storage"] = serde_json::Value::Bool(v["name"] == "v1beta1");
+    }
+    assert_eq!(versions.len(), 2, "v1beta1 and v1alpha3 remain");
+    crd.to_string()
+}
+
+#[test]
+fn a_cluster_without_v1_is_read_through_v1beta1() {
+    let _g = serial();
+    let old = Cluster::up_with_crd("old", &crd_without_v1());
+    let new = Cluster::up("new");
+    for c in [&old, &new] {
+        c.ensure_namespace("bar");
+    }
+    old.apply(
+        &se("bar", "legacy", &["legacy.bar.global"], &["10.7.0.1"])
+            .replace("networking.istio.io/v1\n", "networking.istio.io/v1beta1\n"),
+    );
+    new.apply(&se(
+        "bar",
+        "current",
+        &["current.bar.global"],
+        &["10.7.0.2"],
+    ));
+    let (_t, gd) = start(&["--cluster", &old.flag(), "--cluster", &new.flag()]);
+    let (a, _) = wait_answer(&gd, "legacy.bar.global", Duration::from_secs(20), |a| {
+        a.is_some()
+    });
+    assert_eq!(a, Some(vec!["10.7.0.1".parse().unwrap()]));
+    let (a, _) = wait_answer(&gd, "current.bar.global", Duration::from_secs(20), |a| {
+        a.is_some()
+    });
+    assert_eq!(a, Some(vec!["10.7.0.2".parse().unwrap()]));
+    // Each cluster through the newest version it serves, found by discovery.
+    assert!(
+        gd.log_contains("cluster synced cluster=old version=v1beta1 objects="),
+        "old cluster watched through v1beta1"
+    );
+    assert!(
+        gd.log_contains("cluster synced cluster=new version=v1 objects="),
+        "new cluster watched through v1"
+    );
+    // A change through the old version shows too.
+    old.apply(
+        &se("bar", "legacy", &["legacy.bar.global"], &["10.7.0.3"])
+            .replace("networking.istio.io/v1\n", "networking.istio.io/v1beta1\n"),
+    );
+    wait_answer(&gd, "legacy.bar.global", Duration::from_secs(5), |a| {
+        a.as_deref() == Some(&["10.7.0.3".parse().unwrap()][..])
+    });
 }

@@ -5,55 +5,16 @@ mod common;
 use common::*;
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::str::FromStr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::RecordType;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// The A/AAAA addresses of `host`: None on NXDOMAIN, Some(sorted addresses) on NOERROR.
+/// The A addresses of `host` over UDP: None on NXDOMAIN, Some(sorted addresses) on NOERROR.
 fn addrs(server: SocketAddr, host: &str) -> Option<Vec<IpAddr>> {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut q = Message::query();
-    q.add_query(Query::query(
-        Name::from_str(&format!("{host}.")).unwrap(),
-        RecordType::A,
-    ));
-    let bytes = q.to_vec().unwrap();
-    let mut buf = [0u8; 4096];
-    for _ in 0..10 {
-        sock.send_to(&bytes, server).unwrap();
-        while let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let Ok(m) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            if m.metadata.id != q.metadata.id {
-                continue;
-            }
-            return match m.metadata.response_code {
-                ResponseCode::NXDomain => None,
-                ResponseCode::NoError => {
-                    let mut v: Vec<IpAddr> = m
-                        .answers
-                        .iter()
-                        .filter_map(|r| match &r.data {
-                            RData::A(a) => Some(IpAddr::V4(a.0)),
-                            _ => None,
-                        })
-                        .collect();
-                    v.sort();
-                    Some(v)
-                }
-                rc => panic!("{host}: unexpected rcode {rc:?}"),
-            };
-        }
-    }
-    panic!("no DNS answer from {server} for {host}");
+    common::udp_a(server, host)
 }
 
 fn ipv(list: &[&str]) -> Option<Vec<IpAddr>> {
@@ -465,21 +426,7 @@ fn configmap_style_symlink_swap_is_picked_up() {
 /// A over TCP with the harness's hickory client (TCP answers never come from a UDP cache).
 fn addrs_tcp(server: SocketAddr, host: &str) -> Option<Vec<IpAddr>> {
     let m = query(server, Transport::Tcp, &format!("{host}."), RecordType::A);
-    match m.metadata.response_code {
-        ResponseCode::NXDomain => None,
-        _ => {
-            let mut v: Vec<IpAddr> = m
-                .answers
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(IpAddr::V4(a.0)),
-                    _ => None,
-                })
-                .collect();
-            v.sort();
-            Some(v)
-        }
-    }
+    common::a_answer(&m, host)
 }
 
 #[test]

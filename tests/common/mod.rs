@@ -364,3 +364,55 @@ pub fn testdata(name: &str) -> String {
     )
     .unwrap()
 }
+
+/// The A addresses in a response's answer section, sorted.
+pub fn a_addresses(m: &Message) -> Vec<std::net::IpAddr> {
+    let mut v: Vec<std::net::IpAddr> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The A addresses of `host` from a response: None on NXDOMAIN, Some(sorted) on NOERROR; any
+/// other rcode fails the test.
+pub fn a_answer(m: &Message, host: &str) -> Option<Vec<std::net::IpAddr>> {
+    use hickory_proto::op::ResponseCode;
+    match m.metadata.response_code {
+        ResponseCode::NXDomain => None,
+        ResponseCode::NoError => Some(a_addresses(m)),
+        rc => panic!("{host}: unexpected rcode {rc:?}"),
+    }
+}
+
+/// One A question for `host` over a plain UDP socket, as a stub resolver asks it: short timeout,
+/// retried. See [`a_answer`].
+pub fn udp_a(server: SocketAddr, host: &str) -> Option<Vec<std::net::IpAddr>> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut q = Message::query();
+    q.add_query(hickory_proto::op::Query::query(
+        Name::from_str(&format!("{host}.")).unwrap(),
+        RecordType::A,
+    ));
+    let bytes = q.to_vec().unwrap();
+    let mut buf = [0u8; 4096];
+    for _ in 0..10 {
+        sock.send_to(&bytes, server).unwrap();
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let Ok(m) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            if m.metadata.id == q.metadata.id {
+                return a_answer(&m, host);
+            }
+        }
+    }
+    panic!("no DNS answer from {server} for {host}");
+}
