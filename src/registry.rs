@@ -25,8 +25,8 @@ pub enum AddressKind {
     IstioStatus,
 }
 
-/// Each address with every (kind, object) that wrote it.
-pub type Origins = BTreeMap<IpAddr, BTreeSet<(AddressKind, ObjectRef)>>;
+/// Each address with every (kind, object) that wrote it (sorted, no duplicates).
+pub type Origins = BTreeMap<IpAddr, Vec<(AddressKind, ObjectRef)>>;
 
 /// Everything the sources say about one host.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -34,8 +34,10 @@ pub struct HostView {
     pub wildcard: bool,
     /// Addresses to serve with where each came from. Empty when the host relies on its VIP.
     pub addresses: Origins,
-    pub ports: BTreeSet<SrvPort>,
-    pub objects: BTreeSet<ObjectRef>,
+    /// Sorted, no duplicates (as every list here: sorted vectors, because a B-tree node per host
+    /// and set would be most of the memory of a 100,000-host merge).
+    pub ports: Vec<SrvPort>,
+    pub objects: Vec<ObjectRef>,
     /// No address of its own, and at least one listing entry allows auto-allocation.
     pub wants_vip: bool,
 }
@@ -94,13 +96,13 @@ impl Registry {
             for host in &entry.hosts {
                 let view = merged.hosts.entry(host.clone()).or_default();
                 view.wildcard = host.starts_with("*.");
-                view.objects.insert(entry.object.clone());
+                view.objects.push(entry.object.clone());
                 view.ports.extend(entry.ports.iter().cloned());
                 for ip in &entry.addresses {
                     view.addresses
                         .entry(*ip)
                         .or_default()
-                        .insert((AddressKind::Spec, entry.object.clone()));
+                        .push((AddressKind::Spec, entry.object.clone()));
                 }
                 for (ip, owner) in &entry.status_addresses {
                     if owner.as_deref().is_none_or(|o| o == host) {
@@ -109,7 +111,7 @@ impl Registry {
                             .or_default()
                             .entry(*ip)
                             .or_default()
-                            .insert((AddressKind::IstioStatus, entry.object.clone()));
+                            .push((AddressKind::IstioStatus, entry.object.clone()));
                     }
                 }
                 // Istio allocates for wildcards only with DYNAMIC_DNS; NONE without address is not
@@ -128,15 +130,24 @@ impl Registry {
         }
 
         for (host, view) in merged.hosts.iter_mut() {
+            sort_dedup(&mut view.objects);
+            sort_dedup(&mut view.ports);
             if view.addresses.is_empty() && prefer_istio_status {
                 if let Some(s) = status.remove(host.as_str()) {
                     view.addresses = s;
                 }
             }
+            view.addresses.values_mut().for_each(sort_dedup);
             view.wants_vip = view.addresses.is_empty() && allows_vip.contains(host.as_str());
         }
         merged
     }
+}
+
+fn sort_dedup<T: Ord>(v: &mut Vec<T>) {
+    v.sort_unstable();
+    v.dedup();
+    v.shrink_to_fit();
 }
 
 #[cfg(test)]

@@ -267,7 +267,7 @@ impl Snapshot {
                     wildcard: view.wildcard,
                     reason,
                     addresses,
-                    ports: view.ports.iter().cloned().collect(),
+                    ports: view.ports.clone(),
                     objects: view.objects.iter().map(|o| o.to_string()).collect(),
                 },
             );
