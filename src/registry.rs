@@ -96,7 +96,10 @@ impl Registry {
             for host in &entry.hosts {
                 let view = merged.hosts.entry(host.clone()).or_default();
                 view.wildcard = host.starts_with("*.");
+                // Exact capacities: almost every host is listed once (a first push would reserve 4).
+                view.objects.reserve_exact(1);
                 view.objects.push(entry.object.clone());
+                view.ports.reserve_exact(entry.ports.len());
                 view.ports.extend(entry.ports.iter().cloned());
                 for ip in &entry.addresses {
                     view.addresses
@@ -145,9 +148,10 @@ impl Registry {
 }
 
 fn sort_dedup<T: Ord>(v: &mut Vec<T>) {
-    v.sort_unstable();
-    v.dedup();
-    v.shrink_to_fit();
+    if v.len() > 1 {
+        v.sort_unstable();
+        v.dedup();
+    }
 }
 
 #[cfg(test)]
