@@ -23,22 +23,7 @@ use ipnet::IpNet;
 
 /// Starts a server on a copy of the fixture (plus `extra_files` as (relative path, body)).
 fn start_with(extra_flags: &[&str], extra_files: &[(&str, String)]) -> (tempfile::TempDir, Server) {
-    let (t, zones, state) = dirs();
-    write_file(&zones.join("main.yaml"), &testdata("answers/main.yaml"));
-    for c in ["c1", "c2"] {
-        std::fs::create_dir_all(zones.join(c)).unwrap();
-        write_file(
-            &zones.join(c).join("clusters.yaml"),
-            &testdata(&format!("answers/{c}/clusters.yaml")),
-        );
-    }
-    for (rel, body) in extra_files {
-        let p = zones.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        write_file(&p, body);
-    }
-    let s = Server::start(&zones, &state, extra_flags);
-    (t, s)
+    start_fixture(extra_flags, extra_files)
 }
 
 fn start(extra_flags: &[&str]) -> (tempfile::TempDir, Server) {

@@ -9,20 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 fn start_with(extra_flags: &[&str], extra_files: &[(&str, String)]) -> (tempfile::TempDir, Server) {
-    let (t, zones, state) = dirs();
-    write_file(&zones.join("main.yaml"), &testdata("answers/main.yaml"));
-    for c in ["c1", "c2"] {
-        std::fs::create_dir_all(zones.join(c)).unwrap();
-        write_file(
-            &zones.join(c).join("clusters.yaml"),
-            &testdata(&format!("answers/{c}/clusters.yaml")),
-        );
-    }
-    for (rel, body) in extra_files {
-        write_file(&zones.join(rel), body);
-    }
-    let s = Server::start(&zones, &state, extra_flags);
-    (t, s)
+    start_fixture(extra_flags, extra_files)
 }
 
 fn start(extra_flags: &[&str]) -> (tempfile::TempDir, Server) {

@@ -134,17 +134,7 @@ fn start_dnsmasq(upstream: SocketAddr) -> Dnsmasq {
 }
 
 fn start_server(extra: &[&str]) -> (tempfile::TempDir, Server) {
-    let (t, zones, state) = dirs();
-    write_file(&zones.join("main.yaml"), &testdata("answers/main.yaml"));
-    for c in ["c1", "c2"] {
-        std::fs::create_dir_all(zones.join(c)).unwrap();
-        write_file(
-            &zones.join(c).join("clusters.yaml"),
-            &testdata(&format!("answers/{c}/clusters.yaml")),
-        );
-    }
-    let s = Server::start(&zones, &state, extra);
-    (t, s)
+    start_fixture(extra, &[])
 }
 
 /// A recursive query (RD set) to the resolver.

@@ -416,3 +416,27 @@ pub fn udp_a(server: SocketAddr, host: &str) -> Option<Vec<std::net::IpAddr>> {
     }
     panic!("no DNS answer from {server} for {host}");
 }
+
+/// Starts a server on a copy of the answers fixture (`tests/data/answers`: `main.yaml` for cluster
+/// local, `c1/` and `c2/`), plus `extra_files` as (path relative to the zones dir, body).
+pub fn start_fixture(
+    extra_flags: &[&str],
+    extra_files: &[(&str, String)],
+) -> (tempfile::TempDir, Server) {
+    let (t, zones, state) = dirs();
+    write_file(&zones.join("main.yaml"), &testdata("answers/main.yaml"));
+    for c in ["c1", "c2"] {
+        std::fs::create_dir_all(zones.join(c)).unwrap();
+        write_file(
+            &zones.join(c).join("clusters.yaml"),
+            &testdata(&format!("answers/{c}/clusters.yaml")),
+        );
+    }
+    for (rel, body) in extra_files {
+        let p = zones.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write_file(&p, body);
+    }
+    let s = Server::start(&zones, &state, extra_flags);
+    (t, s)
+}
