@@ -29,6 +29,7 @@ use globaldns::{admin, dns, fastpath};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
+    let serving = matches!(cli.command, Command::Serve(_));
     let result = match cli.command {
         Command::Serve(a) => serve(*a),
         Command::Check(a) => check(a),
@@ -37,12 +38,25 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `globaldns allocations | head`: the reader has all it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
-            eprintln!("error: {e:#}");
+            if serving {
+                // The server's log may be JSON for a collector: the reason goes there.
+                error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn init_logging(format: LogFormat, filter: &str) {

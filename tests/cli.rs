@@ -423,6 +423,22 @@ fn allocations_prints_the_table_and_json_after_a_server_ran() {
         assert_eq!(held, h == hosts[2], "{h}: releasedAt: {v}");
     }
 
+    // Piped into a reader that stops early (`| head`): a quiet success, not an error message.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(BIN)
+        .args(["allocations", "--state-dir", &st])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "closed stdout: {}", out.status);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "closed stdout: no error"
+    );
+
     // An unreadable store is an error, never an empty table.
     std::fs::write(state.join("allocations.json"), "{\"format\": \"globald").unwrap();
     let bad = run(&["allocations", "--state-dir", &st], &[]);
