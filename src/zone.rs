@@ -232,7 +232,8 @@ impl Snapshot {
         prev: Option<&Snapshot>,
     ) -> Snapshot {
         let ttl = cfg.ttl;
-        let mut hosts = BTreeMap::new();
+        // Collected in order, then bulk-built: much cheaper than 100,000 B-tree inserts.
+        let mut hosts = Vec::with_capacity(merged.hosts.len());
         for (host, view) in &merged.hosts {
             let mut addresses: Vec<AddressReport> = view
                 .addresses
@@ -260,7 +261,7 @@ impl Snapshot {
                 _ if view.wants_vip => Some("no VIP could be allocated (range exhausted?)"),
                 _ => Some("no address and no VIP (resolution NONE, opt-out label, or wildcard without DYNAMIC_DNS)"),
             };
-            hosts.insert(
+            hosts.push((
                 host.clone(),
                 HostReport {
                     served: reason.is_none(),
@@ -270,8 +271,9 @@ impl Snapshot {
                     ports: view.ports.clone(),
                     objects: view.objects.iter().map(|o| o.to_string()).collect(),
                 },
-            );
+            ));
         }
+        let hosts: BTreeMap<String, HostReport> = hosts.into_iter().collect();
 
         let serial = match prev {
             Some(p) if p.hosts == hosts => p.serial,
@@ -358,7 +360,10 @@ impl Snapshot {
             return;
         };
         while name != apex && apex.zone_of(&name) {
-            self.ents.insert(name.clone());
+            // Chains are always inserted whole, so a name already present has its ancestors too.
+            if !self.ents.insert(name.clone()) {
+                break;
+            }
             name = name.base_name();
         }
     }
