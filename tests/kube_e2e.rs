@@ -47,16 +47,20 @@ fn serial() -> MutexGuard<'static, ()> {
     guard
 }
 
-/// Three consecutive free loopback ports (apiserver, etcd client, etcd peer).
+/// Three consecutive free loopback ports (apiserver, etcd client, etcd peer), below Linux's
+/// ephemeral range (32768–60999): a port there can be taken by any outgoing connection between
+/// this check and the servers' bind.
 fn free_ports() -> u16 {
+    const LOW: u16 = 20000;
+    const HIGH: u16 = 32000;
     static NEXT: Mutex<u16> = Mutex::new(0);
     let mut next = NEXT.lock().unwrap();
     if *next == 0 {
-        *next = 20000 + (std::process::id() % 2000) as u16 * 10;
+        *next = LOW + (std::process::id() % 1000) as u16 * 12;
     }
     loop {
         let p = *next;
-        *next = if p > 60000 { 20000 } else { p + 3 };
+        *next = if p + 6 > HIGH { LOW } else { p + 3 };
         if (p..p + 3).all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok()) {
             return p;
         }
@@ -84,14 +88,39 @@ impl Cluster {
             .tempdir()
             .unwrap();
         let dir = tmp.path().join("cluster");
-        let port = free_ports();
         let t = Instant::now();
-        run_ok(
-            Command::new(script("cluster.sh"))
-                .arg("up")
+        // A port can still be lost to another process between the check and the bind: then the
+        // apiserver or etcd exits at start, and the cluster is brought up again on others.
+        let mut attempt = 0;
+        let port = loop {
+            attempt += 1;
+            let port = free_ports();
+            let out = run(
+                Command::new(script("cluster.sh"))
+                    .arg("up")
+                    .arg(&dir)
+                    .arg(port.to_string()),
+                None,
+            );
+            if out.status.success() {
+                break port;
+            }
+            let mut why = String::from_utf8_lossy(&out.stderr).into_owned();
+            for log in ["etcd.log", "apiserver.log"] {
+                let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                for line in tail.into_iter().rev() {
+                    why.push_str(&format!("{log}: {line}\n"));
+                }
+            }
+            assert!(attempt < 3, "cluster {name} did not come up:\n{why}");
+            eprintln!("cluster {name} failed on port {port}, retrying:\n{why}");
+            let _ = Command::new(script("cluster.sh"))
+                .arg("down")
                 .arg(&dir)
-                .arg(port.to_string()),
-        );
+                .status();
+            let _ = std::fs::remove_dir_all(&dir);
+        };
         eprintln!("cluster {name} up on port {port} in {:?}", t.elapsed());
         let c = Cluster {
             _tmp: tmp,
