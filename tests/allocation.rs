@@ -8,7 +8,7 @@ use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -237,21 +237,7 @@ fn entries_yaml<'a>(hosts: impl IntoIterator<Item = &'a String>) -> String {
 
 /// Runs `globaldns serve` expecting it to refuse to start: (exit status, stderr).
 fn serve_must_fail(zones: &Path, state: &Path, extra: &[&str]) -> (ExitStatus, String) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .arg("--zones")
-        .arg(zones)
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(extra)
-        .env("GLOBALDNS_LOG", "info")
-        .env_remove("GLOBALDNS_LOG_FORMAT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_command(zones, state, extra).spawn().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();

@@ -33,6 +33,24 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
+/// `globaldns serve` on `zones`/`state`, free loopback ports, text logs on a piped stderr.
+pub fn serve_command(zones: &Path, state: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .arg("--zones")
+        .arg(zones)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(extra)
+        .env("GLOBALDNS_LOG", "info")
+        .env_remove("GLOBALDNS_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// A running `globaldns serve`. Killed on drop.
 pub struct Server {
     pub child: Child,
@@ -55,19 +73,7 @@ impl Server {
 
     /// Starts the server and waits for its listening line; Err(log) if it exits first.
     pub fn spawn(zones: &Path, state: &Path, extra: &[&str]) -> Result<Server, String> {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--zones")
-            .arg(zones)
-            .arg("--state-dir")
-            .arg(state)
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(extra)
-            .env("GLOBALDNS_LOG", "info")
-            .env_remove("GLOBALDNS_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+        let mut child = serve_command(zones, state, extra)
             .spawn()
             .expect("spawn globaldns");
         let log = Arc::new(Mutex::new(Vec::new()));
