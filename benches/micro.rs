@@ -1,6 +1,8 @@
 //! Micro-benchmarks: answering from wire bytes to wire bytes (positive, NODATA, NXDOMAIN; through
-//! the fast path's cache and through the general path), rebuilding the snapshot at 100k hosts, and
-//! allocating 100k hosts. Run: `cargo bench --bench micro`.
+//! the fast path's cache and through the general path); at 100k hosts: the first full pass
+//! (merge, allocate, build), one change (a file of 500 entries rewritten with one host more or
+//! less: merge, reconcile, re-render, publish), merging every host, and allocating 100k hosts.
+//! Run: `cargo bench --bench micro`.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -12,9 +14,13 @@ use globaldns::alloc::{Allocator, Table};
 use globaldns::dns::Handler;
 use globaldns::fastpath::{general, Responder};
 use globaldns::metrics::Metrics;
+use globaldns::pipeline::Pipeline;
 use globaldns::registry::{Merged, Registry, SourceKey};
 use globaldns::serviceentry::{Entry, ObjectRef, Resolution};
 use globaldns::zone::{Snapshot, ZoneConfig};
+
+/// Entries per unit (file), as in benches/gen-serviceentries.py.
+const PER_UNIT: usize = 500;
 use ipnet::IpNet;
 
 fn entries(n: usize) -> Vec<Entry> {
@@ -35,16 +41,36 @@ fn entries(n: usize) -> Vec<Entry> {
         .collect()
 }
 
-fn merged(n: usize) -> Merged {
+fn unit(i: usize) -> SourceKey {
+    SourceKey {
+        cluster: format!("c{}", i % 10),
+        unit: format!("file-{i}.yaml"),
+    }
+}
+
+fn registry(n: usize) -> Registry {
     let mut r = Registry::default();
-    r.set(
-        SourceKey {
-            cluster: "c".into(),
-            unit: "all".into(),
-        },
-        entries(n),
+    for (i, chunk) in entries(n).chunks(PER_UNIT).enumerate() {
+        r.set(unit(i), chunk.to_vec());
+    }
+    r
+}
+
+/// A pipeline with `n` hosts loaded and published.
+fn loaded(n: usize) -> (Pipeline, Snapshot) {
+    let mut p = Pipeline::new(
+        &cfg(),
+        &ranges(),
+        true,
+        Allocator::new(&ranges(), 60, Table::new()),
     );
-    r.merge(true)
+    for (i, chunk) in entries(n).chunks(PER_UNIT).enumerate() {
+        p.set_unit(unit(i), chunk.to_vec());
+    }
+    p.reconcile(1);
+    p.allocator.take_changes();
+    let snap = p.publish();
+    (p, snap)
 }
 
 fn ranges() -> Vec<IpNet> {
@@ -58,12 +84,6 @@ fn cfg() -> ZoneConfig {
         ns: vec![],
         ttl: 30,
     }
-}
-
-fn allocated(m: &Merged) -> Allocator {
-    let mut a = Allocator::new(&ranges(), 60, Table::new());
-    a.reconcile(&Snapshot::wanted_vips(m), &m.reserved, 1);
-    a
 }
 
 fn query(name: &str, qtype: u16) -> Vec<u8> {
@@ -81,9 +101,7 @@ fn query(name: &str, qtype: u16) -> Vec<u8> {
 }
 
 fn answering(c: &mut Criterion) {
-    let m = merged(10_000);
-    let a = allocated(&m);
-    let snap = Snapshot::build(&cfg(), &ranges(), &m, Some(&a), None);
+    let (_, snap) = loaded(10_000);
     let handler = Arc::new(Handler {
         snapshot: Arc::new(ArcSwap::from_pointee(snap)),
         metrics: Arc::new(Metrics::new()),
@@ -108,17 +126,41 @@ fn answering(c: &mut Criterion) {
     }
 }
 
-fn rebuild(c: &mut Criterion) {
-    let m = merged(100_000);
-    let a = allocated(&m);
-    let prev = Snapshot::build(&cfg(), &ranges(), &m, Some(&a), None);
+fn scale(c: &mut Criterion) {
     let mut g = c.benchmark_group("scale_100k");
     g.sample_size(10);
-    g.bench_function("snapshot_rebuild", |b| {
-        b.iter(|| Snapshot::build(&cfg(), &ranges(), &m, Some(&a), Some(&prev)))
+    g.bench_function("first_pass", |b| b.iter(|| loaded(100_000)));
+    let (mut p, mut snap) = loaded(100_000);
+    let base = entries(100_000);
+    let mut extra = false;
+    g.bench_function("one_change", |b| {
+        b.iter(|| {
+            // File 7 with one host more, then as it was: the server's cost of one edit.
+            let mut unit7 = base[7 * PER_UNIT..8 * PER_UNIT].to_vec();
+            extra = !extra;
+            if extra {
+                let mut e = unit7[0].clone();
+                e.hosts = vec!["added.ns-1.global".into()];
+                e.object.name = "added".into();
+                unit7.push(e);
+            }
+            p.set_unit(unit(7), unit7);
+            p.reconcile(1);
+            p.allocator.take_changes();
+            // The previous snapshot stays alive until the new one is in, as in the server.
+            snap = p.publish();
+        })
     });
-    g.bench_function("merge_registry", |b| b.iter(|| merged(100_000)));
-    let wanted: BTreeSet<String> = Snapshot::wanted_vips(&m);
+    assert!(snap.served_hosts() >= 100_000);
+    let r = registry(100_000);
+    g.bench_function("merge_registry", |b| b.iter(|| r.merge(true)));
+    let m: Merged = r.merge(true);
+    let wanted: BTreeSet<String> = m
+        .hosts
+        .iter()
+        .filter(|(_, v)| v.wants_vip)
+        .map(|(h, _)| h.clone())
+        .collect();
     g.bench_function("allocate", |b| {
         b.iter_batched(
             || Allocator::new(&ranges(), 60, Table::new()),
@@ -129,5 +171,5 @@ fn rebuild(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, answering, rebuild);
+criterion_group!(benches, answering, scale);
 criterion_main!(benches);

@@ -58,6 +58,6 @@ async fn hosts(State(s): State<AdminState>) -> impl IntoResponse {
     let snap = s.snapshot.load_full();
     Json(serde_json::json!({
         "serial": snap.serial,
-        "hosts": &snap.hosts,
+        "hosts": snap.hosts(),
     }))
 }

@@ -11,11 +11,11 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use tracing::{error, info, warn};
 
-use crate::alloc::{Allocator, Table};
+use crate::alloc::{Change, Table};
 use crate::metrics::{FamilyLabels, Metrics};
-use crate::registry::Registry;
+use crate::pipeline::Pipeline;
 use crate::source::SourceEvent;
-use crate::zone::{unix_now, Snapshot, ZoneConfig};
+use crate::zone::{unix_now, Snapshot};
 
 /// What a store says about a commit.
 #[derive(Debug)]
@@ -29,14 +29,14 @@ pub enum Commit {
 
 /// Persists the allocation table: the file store, or a store shared by many instances.
 pub trait Store: Send {
-    /// Makes `after` durable. `before` is the table as last committed, so that a shared store
-    /// can write only the difference (claims, holds, releases).
-    fn commit(&mut self, before: &Table, after: &Table) -> anyhow::Result<Commit>;
+    /// Makes `changes` durable (each host's allocation before and after; `table` is the whole
+    /// table after them). Returns only once they would survive a crash.
+    fn commit(&mut self, changes: &[Change], table: &Table) -> anyhow::Result<Commit>;
 }
 
 impl Store for crate::alloc::file_store::FileStore {
-    fn commit(&mut self, _before: &Table, after: &Table) -> anyhow::Result<Commit> {
-        self.save(after)?;
+    fn commit(&mut self, changes: &[Change], table: &Table) -> anyhow::Result<Commit> {
+        self.apply(changes, table)?;
         Ok(Commit::Done)
     }
 }
@@ -111,14 +111,8 @@ impl Health {
 }
 
 pub struct Engine {
-    pub zone: ZoneConfig,
-    pub ranges: Vec<IpNet>,
-    pub prefer_istio_status: bool,
-    pub registry: Registry,
-    pub allocator: Allocator,
+    pub pipeline: Pipeline,
     pub store: Box<dyn Store>,
-    /// The table as the store last accepted it; the allocator never runs ahead of it for long.
-    pub committed: Table,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -127,9 +121,9 @@ pub struct Engine {
 impl Engine {
     fn apply(&mut self, ev: SourceEvent) -> bool {
         match ev {
-            SourceEvent::Unit { key, entries } => self.registry.set(key, entries),
-            SourceEvent::RemoveUnit(key) => self.registry.remove(&key),
-            SourceEvent::RemoveCluster(c) => self.registry.remove_cluster(&c),
+            SourceEvent::Unit { key, entries } => self.pipeline.set_unit(key, entries),
+            SourceEvent::RemoveUnit(key) => self.pipeline.remove_unit(&key),
+            SourceEvent::RemoveCluster(c) => self.pipeline.remove_cluster(&c),
             SourceEvent::Synced(name) => {
                 self.health.synced(&name);
                 true
@@ -140,15 +134,14 @@ impl Engine {
 
     /// Takes a table written by another instance (seen through the store's watch) as the truth.
     fn adopt(&mut self, table: Table) -> bool {
-        if table == self.committed {
+        if table == *self.pipeline.allocator.table() {
             return false;
         }
-        if let Err(errors) = self.allocator.validate(&table) {
+        if let Err(errors) = self.pipeline.allocator.validate(&table) {
             error!(errors = %errors.join("; "), "shared allocation table fails validation; not adopting it");
             return false;
         }
-        self.allocator.replace_table(table.clone());
-        self.committed = table;
+        self.pipeline.adopt(table);
         true
     }
 
@@ -184,41 +177,32 @@ impl Engine {
     }
 
     fn hold_expired(&self) -> bool {
-        let now = unix_now();
-        self.allocator.table().values().any(|a| {
-            a.released_at
-                .is_some_and(|t| t + self.allocator.hold_secs <= now)
-        })
+        self.pipeline.holds_due(unix_now())
     }
 
-    /// One pass sources → registry → allocator → store → snapshot. Returns false when the table
-    /// could not be persisted: nothing new is published then, and the pass is retried.
+    /// One pass sources → registry → allocator → store → snapshot, over the hosts the changes
+    /// since the last pass touched. Returns false when the allocations could not be persisted:
+    /// nothing new is published then, and the pass is retried.
     pub fn rebuild(&mut self) -> bool {
         let started = Instant::now();
-        let merged = self.registry.merge(self.prefer_istio_status);
-        let wanted = Snapshot::wanted_vips(&merged);
-        let merge_took = started.elapsed();
+        let hosts = self.pipeline.pending();
         let mut attempts = 0;
         let outcome = loop {
-            let outcome = self
-                .allocator
-                .reconcile(&wanted, &merged.reserved, unix_now());
-            if !outcome.changed {
+            let outcome = self.pipeline.reconcile(unix_now());
+            let changes = self.pipeline.allocator.take_changes();
+            if changes.is_empty() {
                 break outcome;
             }
-            match self.store.commit(&self.committed, self.allocator.table()) {
-                Ok(Commit::Done) => {
-                    self.committed = self.allocator.table().clone();
-                    break outcome;
-                }
+            match self.store.commit(&changes, self.pipeline.allocator.table()) {
+                Ok(Commit::Done) => break outcome,
                 Ok(Commit::Conflict(theirs)) if attempts < MAX_CONFLICT_RETRIES => {
                     attempts += 1;
                     warn!(
                         attempts,
                         "another instance claimed first; adopting its table and retrying"
                     );
-                    self.allocator.replace_table(theirs.clone());
-                    self.committed = theirs;
+                    self.pipeline.allocator.rollback(&changes);
+                    self.pipeline.adopt(theirs);
                 }
                 result => {
                     let why = match result {
@@ -228,38 +212,33 @@ impl Engine {
                     error!(error = %why, "cannot persist allocations; not publishing new VIPs, will retry");
                     self.metrics.store_errors.inc();
                     // Memory must not run ahead of the store: the next pass starts from what is durable.
-                    self.allocator.replace_table(self.committed.clone());
+                    self.pipeline.allocator.rollback(&changes);
                     return false;
                 }
             }
         };
-        let alloc_took = started.elapsed() - merge_took;
+        let alloc_took = started.elapsed();
         self.log_outcome(&outcome);
         let build_started = Instant::now();
-        let prev = self.snapshot.load_full();
-        let snap = Snapshot::build(
-            &self.zone,
-            &self.ranges,
-            &merged,
-            Some(&self.allocator),
-            prev.loaded.then_some(&*prev),
-        );
+        let snap = self.pipeline.publish();
         let build_took = build_started.elapsed();
         self.record_metrics(&snap);
         let serial = snap.serial;
-        let hosts = snap.served_hosts();
+        let served = snap.served_hosts();
         // The metric first: whoever sees the new answers also sees how long they took.
         let took = started.elapsed();
         self.metrics.snapshot_build.observe(took.as_secs_f64());
         self.snapshot.store(Arc::new(snap));
         self.health.set_published();
-        release_freed_memory();
+        if hosts > 1000 {
+            release_freed_memory();
+        }
         info!(
             serial,
-            hosts,
-            entries = self.registry.entry_count(),
+            hosts = served,
+            touched = hosts,
+            entries = self.pipeline.registry.entry_count(),
             took_ms = took.as_millis() as u64,
-            merge_ms = merge_took.as_millis() as u64,
             allocate_ms = alloc_took.as_millis() as u64,
             build_ms = build_took.as_millis() as u64,
             "snapshot published"
@@ -299,7 +278,7 @@ impl Engine {
             .vip_exhausted
             .inc_by(outcome.exhausted.len() as u64);
         for host in &outcome.released[..each(outcome.released.len())] {
-            info!(%host, hold_secs = self.allocator.hold_secs, "host gone; VIP held");
+            info!(%host, hold_secs = self.pipeline.allocator.hold_secs, "host gone; VIP held");
         }
         if outcome.released.len() > LOG_EACH {
             info!(
@@ -331,9 +310,9 @@ impl Engine {
         let m = &self.metrics;
         let served = snap.served_hosts();
         m.hosts_served.set(served as i64);
-        m.hosts_unserved.set((snap.hosts.len() - served) as i64);
+        m.hosts_unserved.set((snap.host_count() - served) as i64);
         m.zone_serial.set(i64::from(snap.serial));
-        let table = self.allocator.table();
+        let table = self.pipeline.allocator.table();
         let v4 = table.values().filter(|a| a.ipv4.is_some()).count();
         let v6 = table.values().filter(|a| a.ipv6.is_some()).count();
         m.vips_allocated

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod fastpath;
 pub mod kube;
 pub mod metrics;
+pub mod pipeline;
 pub mod registry;
 pub mod serviceentry;
 pub mod source;

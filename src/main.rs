@@ -15,13 +15,13 @@ use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use globaldns::alloc::file_store::{self, FileStore};
-use globaldns::alloc::Allocator;
+use globaldns::alloc::{Allocator, Change};
 use globaldns::config::{
     AllocationsArgs, CheckArgs, Cli, Command, LogFormat, ServeArgs, ZonefileArgs,
 };
 use globaldns::engine::{check_ranges, Engine, Health, Store};
 use globaldns::metrics::Metrics;
-use globaldns::registry::Registry;
+use globaldns::pipeline::Pipeline;
 use globaldns::source::{files, SourceEvent};
 use globaldns::zone::{unix_now, Snapshot};
 use globaldns::{admin, dns, fastpath};
@@ -81,7 +81,7 @@ fn open_allocator(
     hold: Duration,
 ) -> Result<(FileStore, Allocator)> {
     check_ranges(ranges)?;
-    let store = FileStore::open(state_dir)?;
+    let mut store = FileStore::open(state_dir)?;
     let table = store.load()?;
     let allocator = Allocator::new(ranges, hold.as_secs(), table.clone());
     if let Err(errors) = allocator.validate(&table) {
@@ -136,14 +136,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             metrics.clone(),
         )?;
     }
-    let committed = allocator.table().clone();
     let engine = Engine {
-        committed,
-        zone: zone_cfg,
-        ranges,
-        prefer_istio_status: args.zone.prefer_istio_status,
-        registry: Registry::default(),
-        allocator,
+        pipeline: Pipeline::new(&zone_cfg, &ranges, args.zone.prefer_istio_status, allocator),
         store,
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
@@ -249,36 +243,33 @@ async fn shutdown_signal() {
 }
 
 /// One synchronous pass of the pipeline over a set of events: used by `check` and `zonefile`.
+/// Returns the snapshot and the allocations the pass changed (for the caller to persist).
 fn build_once(
     events: Vec<SourceEvent>,
     args: &globaldns::config::ZoneArgs,
-    allocator: &mut Allocator,
-) -> Snapshot {
-    let mut registry = Registry::default();
+    allocator: Allocator,
+) -> (Snapshot, Pipeline, Vec<Change>) {
+    let mut pipeline = Pipeline::new(
+        &args.zone_config(),
+        &args.vip_ranges,
+        args.prefer_istio_status,
+        allocator,
+    );
     for ev in events {
         match ev {
             SourceEvent::Unit { key, entries } => {
-                registry.set(key, entries);
+                pipeline.set_unit(key, entries);
             }
             SourceEvent::RemoveUnit(k) => {
-                registry.remove(&k);
+                pipeline.remove_unit(&k);
             }
             _ => {}
         }
     }
-    let merged = registry.merge(args.prefer_istio_status);
-    allocator.reconcile(
-        &Snapshot::wanted_vips(&merged),
-        &merged.reserved,
-        unix_now(),
-    );
-    Snapshot::build(
-        &args.zone_config(),
-        &args.vip_ranges,
-        &merged,
-        Some(allocator),
-        None,
-    )
+    pipeline.reconcile(unix_now());
+    let changes = pipeline.allocator.take_changes();
+    let snap = pipeline.publish();
+    (snap, pipeline, changes)
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {
@@ -288,7 +279,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         Some(d) => file_store::read_table(d)?,
         None => Default::default(),
     };
-    let mut allocator = Allocator::new(&args.zone.vip_ranges, 0, table);
+    let allocator = Allocator::new(&args.zone.vip_ranges, 0, table);
     let mut events = Vec::new();
     let mut problems = 0usize;
     let mut files_read = 0usize;
@@ -327,9 +318,9 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             }
         }
     }
-    let snap = build_once(events, &args.zone, &mut allocator);
+    let (snap, _, _) = build_once(events, &args.zone, allocator);
     let mut out = std::io::stdout().lock();
-    for (host, r) in &snap.hosts {
+    for (host, r) in snap.hosts() {
         let addrs: Vec<String> = r
             .addresses
             .iter()
@@ -367,7 +358,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         out,
         "# {} files, {} hosts ({} served), {} problems",
         files_read,
-        snap.hosts.len(),
+        snap.host_count(),
         snap.served_hosts(),
         problems
     )?;
@@ -405,7 +396,7 @@ fn allocations(args: AllocationsArgs) -> Result<ExitCode> {
 }
 
 fn zonefile(args: ZonefileArgs) -> Result<ExitCode> {
-    let (mut store, mut allocator) = open_allocator(
+    let (mut store, allocator) = open_allocator(
         &args.store.state_dir,
         &args.zone.vip_ranges,
         args.store.vip_hold,
@@ -415,10 +406,9 @@ fn zonefile(args: ZonefileArgs) -> Result<ExitCode> {
         args.zone.normalised_zones(),
         Arc::new(Metrics::new()),
     )?;
-    let before = allocator.table().clone();
-    let snap = build_once(events, &args.zone, &mut allocator);
-    if *allocator.table() != before {
-        store.commit(&before, allocator.table())?;
+    let (snap, pipeline, changes) = build_once(events, &args.zone, allocator);
+    if !changes.is_empty() {
+        store.commit(&changes, pipeline.allocator.table())?;
     }
     let mut out = std::io::stdout().lock();
     let apexes: BTreeSet<_> = snap.apex_names().into_iter().collect();

@@ -1,10 +1,12 @@
 //! Merges the entries of every source (files, clusters) into one view per host: which addresses it
 //! has and where each came from, its ports, and whether it needs a VIP from the allocator.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use fnv::FnvBuildHasher;
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::serviceentry::{Entry, ObjectRef, Resolution, SrvPort};
 
@@ -42,9 +44,28 @@ pub struct HostView {
     pub wants_vip: bool,
 }
 
+/// Where a host is listed: (unit slot, index of the entry in the unit).
+type Listing = (u32, u32);
+
+/// Every source's entries, indexed by host so that one host's view can be merged without
+/// looking at any other: a change to one file or object costs what that change touches.
 #[derive(Debug, Default)]
 pub struct Registry {
-    units: BTreeMap<SourceKey, Vec<Entry>>,
+    slots: HashMap<SourceKey, u32>,
+    units: Vec<Vec<Entry>>,
+    free: Vec<u32>,
+    index: HashMap<Box<str>, SmallVec<[Listing; 1]>, FnvBuildHasher>,
+    /// Every address written in any entry (spec or status), with how many entries write it.
+    reserved: HashMap<IpAddr, u32, FnvBuildHasher>,
+}
+
+/// What one change did: the hosts whose view may differ, and the addresses that became (or
+/// stopped being) written anywhere.
+#[derive(Debug, Default, PartialEq)]
+pub struct Delta {
+    pub hosts: Vec<String>,
+    pub reserved: Vec<IpAddr>,
+    pub unreserved: Vec<IpAddr>,
 }
 
 /// The merged view: hosts, plus every address written in any entry (these are reserved in the VIP
@@ -55,95 +76,198 @@ pub struct Merged {
     pub reserved: BTreeSet<IpAddr>,
 }
 
+fn written(e: &Entry) -> impl Iterator<Item = IpAddr> + '_ {
+    e.addresses
+        .iter()
+        .copied()
+        .chain(e.status_addresses.iter().map(|(ip, _)| *ip))
+}
+
 impl Registry {
-    /// Replaces a unit's entries; returns whether anything changed.
-    pub fn set(&mut self, key: SourceKey, entries: Vec<Entry>) -> bool {
-        match self.units.get(&key) {
-            Some(old) if *old == entries => false,
-            _ => {
-                self.units.insert(key, entries);
-                true
+    /// Replaces a unit's entries; None when nothing changed.
+    pub fn set(&mut self, key: SourceKey, entries: Vec<Entry>) -> Option<Delta> {
+        let mut d = Delta::default();
+        let slot = match self.slots.get(&key) {
+            Some(&s) if self.units[s as usize] == entries => return None,
+            Some(&s) => {
+                self.unlist(s, &mut d);
+                s
+            }
+            None => {
+                let s = self.free.pop().unwrap_or_else(|| {
+                    self.units.push(Vec::new());
+                    (self.units.len() - 1) as u32
+                });
+                self.slots.insert(key, s);
+                s
+            }
+        };
+        for (i, e) in entries.iter().enumerate() {
+            for h in &e.hosts {
+                match self.index.get_mut(h.as_str()) {
+                    Some(l) => l.push((slot, i as u32)),
+                    None => {
+                        let mut l = SmallVec::new();
+                        l.push((slot, i as u32));
+                        self.index.insert(h.as_str().into(), l);
+                    }
+                }
+                d.hosts.push(h.clone());
+            }
+            for ip in written(e) {
+                let n = self.reserved.entry(ip).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    d.reserved.push(ip);
+                }
+            }
+        }
+        self.units[slot as usize] = entries;
+        // An address written before and after the change was never free.
+        let both: Vec<IpAddr> = d
+            .unreserved
+            .iter()
+            .filter(|ip| d.reserved.contains(ip))
+            .copied()
+            .collect();
+        d.reserved.retain(|ip| !both.contains(ip));
+        d.unreserved.retain(|ip| !both.contains(ip));
+        Some(d)
+    }
+
+    fn unlist(&mut self, slot: u32, d: &mut Delta) {
+        let entries = std::mem::take(&mut self.units[slot as usize]);
+        for e in &entries {
+            for h in &e.hosts {
+                if let Some(l) = self.index.get_mut(h.as_str()) {
+                    l.retain(|(s, _)| *s != slot);
+                    if l.is_empty() {
+                        self.index.remove(h.as_str());
+                    }
+                }
+                d.hosts.push(h.clone());
+            }
+            for ip in written(e) {
+                if let Some(n) = self.reserved.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.reserved.remove(&ip);
+                        d.unreserved.push(ip);
+                    }
+                }
             }
         }
     }
 
-    pub fn remove(&mut self, key: &SourceKey) -> bool {
-        self.units.remove(key).is_some()
+    pub fn remove(&mut self, key: &SourceKey) -> Option<Delta> {
+        let slot = self.slots.remove(key)?;
+        let mut d = Delta::default();
+        self.unlist(slot, &mut d);
+        self.free.push(slot);
+        Some(d)
     }
 
     /// Removes every unit of a cluster (a cluster taken out of the configuration).
-    pub fn remove_cluster(&mut self, cluster: &str) -> bool {
-        let before = self.units.len();
-        self.units.retain(|k, _| k.cluster != cluster);
-        before != self.units.len()
+    pub fn remove_cluster(&mut self, cluster: &str) -> Option<Delta> {
+        let keys: Vec<SourceKey> = self
+            .slots
+            .keys()
+            .filter(|k| k.cluster == cluster)
+            .cloned()
+            .collect();
+        let mut total: Option<Delta> = None;
+        for k in keys {
+            if let Some(d) = self.remove(&k) {
+                let t = total.get_or_insert_with(Delta::default);
+                t.hosts.extend(d.hosts);
+                t.unreserved.extend(d.unreserved);
+            }
+        }
+        total
     }
 
     pub fn entry_count(&self) -> usize {
-        self.units.values().map(Vec::len).sum()
+        self.units.iter().map(Vec::len).sum()
     }
 
-    /// `prefer_istio_status`: serve Istio's `status.addresses` for hosts without `spec.addresses`.
-    pub fn merge(&self, prefer_istio_status: bool) -> Merged {
-        let mut merged = Merged::default();
-        let mut status: BTreeMap<&str, Origins> = BTreeMap::new();
-        let mut allows_vip: BTreeSet<&str> = BTreeSet::new();
+    pub fn host_count(&self) -> usize {
+        self.index.len()
+    }
 
-        for entry in self.units.values().flatten() {
-            merged.reserved.extend(entry.addresses.iter().copied());
-            merged
-                .reserved
-                .extend(entry.status_addresses.iter().map(|(ip, _)| *ip));
-            for host in &entry.hosts {
-                let view = merged.hosts.entry(host.clone()).or_default();
-                view.wildcard = host.starts_with("*.");
-                // Exact capacities: almost every host is listed once (a first push would reserve 4).
-                view.objects.reserve_exact(1);
-                view.objects.push(entry.object.clone());
-                view.ports.reserve_exact(entry.ports.len());
-                view.ports.extend(entry.ports.iter().cloned());
-                for ip in &entry.addresses {
-                    view.addresses
-                        .entry(*ip)
-                        .or_default()
-                        .push((AddressKind::Spec, entry.object.clone()));
-                }
+    /// Every host some entry lists (in no particular order).
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(|h| &**h)
+    }
+
+    pub fn is_reserved(&self, ip: &IpAddr) -> bool {
+        self.reserved.contains_key(ip)
+    }
+
+    pub fn reserved(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.reserved.keys().copied()
+    }
+
+    /// Everything the sources say about one host; None when no entry lists it.
+    /// `prefer_istio_status`: serve Istio's `status.addresses` for hosts without `spec.addresses`.
+    pub fn merge_host(&self, host: &str, prefer_istio_status: bool) -> Option<HostView> {
+        let listings = self.index.get(host)?;
+        let mut view = HostView {
+            wildcard: host.starts_with("*."),
+            ..Default::default()
+        };
+        let mut status = Origins::new();
+        let mut allows_vip = false;
+        view.objects.reserve_exact(listings.len());
+        for &(slot, i) in listings {
+            let entry = &self.units[slot as usize][i as usize];
+            view.objects.push(entry.object.clone());
+            view.ports.extend(entry.ports.iter().cloned());
+            for ip in &entry.addresses {
+                view.addresses
+                    .entry(*ip)
+                    .or_default()
+                    .push((AddressKind::Spec, entry.object.clone()));
+            }
+            if prefer_istio_status {
                 for (ip, owner) in &entry.status_addresses {
                     if owner.as_deref().is_none_or(|o| o == host) {
                         status
-                            .entry(host)
-                            .or_default()
                             .entry(*ip)
                             .or_default()
                             .push((AddressKind::IstioStatus, entry.object.clone()));
                     }
                 }
-                // Istio allocates for wildcards only with DYNAMIC_DNS; NONE without address is not
-                // served at all; the opt-out label wins for its own entry.
-                let vip_ok = entry.autoallocate
-                    && entry.addresses.is_empty()
-                    && match entry.resolution {
-                        Resolution::None => false,
-                        Resolution::DynamicDns => true,
-                        _ => !view.wildcard,
-                    };
-                if vip_ok {
-                    allows_vip.insert(host);
-                }
             }
+            // Istio allocates for wildcards only with DYNAMIC_DNS; NONE without address is not
+            // served at all; the opt-out label wins for its own entry.
+            allows_vip |= entry.autoallocate
+                && entry.addresses.is_empty()
+                && match entry.resolution {
+                    Resolution::None => false,
+                    Resolution::DynamicDns => true,
+                    _ => !view.wildcard,
+                };
         }
+        sort_dedup(&mut view.objects);
+        sort_dedup(&mut view.ports);
+        view.ports.shrink_to_fit();
+        if view.addresses.is_empty() {
+            view.addresses = status;
+        }
+        view.addresses.values_mut().for_each(sort_dedup);
+        view.wants_vip = view.addresses.is_empty() && allows_vip;
+        Some(view)
+    }
 
-        for (host, view) in merged.hosts.iter_mut() {
-            sort_dedup(&mut view.objects);
-            sort_dedup(&mut view.ports);
-            if view.addresses.is_empty() && prefer_istio_status {
-                if let Some(s) = status.remove(host.as_str()) {
-                    view.addresses = s;
-                }
-            }
-            view.addresses.values_mut().for_each(sort_dedup);
-            view.wants_vip = view.addresses.is_empty() && allows_vip.contains(host.as_str());
+    /// The view of every host at once (for tests and benchmarks; the server merges per host).
+    pub fn merge(&self, prefer_istio_status: bool) -> Merged {
+        Merged {
+            hosts: self
+                .hosts()
+                .filter_map(|h| Some((h.to_string(), self.merge_host(h, prefer_istio_status)?)))
+                .collect(),
+            reserved: self.reserved().collect(),
         }
-        merged
     }
 }
 
@@ -208,7 +332,7 @@ mod tests {
         assert_eq!(h.addresses[&"10.0.0.1".parse::<IpAddr>().unwrap()].len(), 2);
         assert!(!h.wants_vip);
         assert!(m.hosts["v.ns.global"].wants_vip);
-        assert!(r.remove_cluster("c2"));
+        assert!(r.remove_cluster("c2").is_some());
         assert_eq!(r.merge(true).hosts["h.ns.global"].addresses.len(), 1);
     }
 
@@ -238,5 +362,42 @@ mod tests {
         assert!(m.hosts["t.ns.global"].wants_vip);
         assert!(m.reserved.contains(&"240.240.0.5".parse().unwrap()));
         assert!(r.merge(false).hosts["s.ns.global"].wants_vip);
+    }
+
+    #[test]
+    fn deltas_name_touched_hosts_and_address_changes() {
+        let mut r = Registry::default();
+        let d = r
+            .set(
+                key("c", "a"),
+                vec![entry("c", "x", &["h.ns.global"], &["10.0.0.1"])],
+            )
+            .unwrap();
+        assert_eq!(d.hosts, vec!["h.ns.global".to_string()]);
+        assert_eq!(d.reserved, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        // The same content again is no change at all.
+        assert!(r
+            .set(
+                key("c", "a"),
+                vec![entry("c", "x", &["h.ns.global"], &["10.0.0.1"])]
+            )
+            .is_none());
+        // Moving the address to another host: both hosts touched, the address stays reserved.
+        let d = r
+            .set(
+                key("c", "a"),
+                vec![entry("c", "x", &["g.ns.global"], &["10.0.0.1"])],
+            )
+            .unwrap();
+        assert_eq!(
+            d.hosts,
+            vec!["h.ns.global".to_string(), "g.ns.global".to_string()]
+        );
+        assert!(d.reserved.is_empty() && d.unreserved.is_empty(), "{d:?}");
+        assert!(r.merge_host("h.ns.global", true).is_none());
+        let d = r.remove(&key("c", "a")).unwrap();
+        assert_eq!(d.unreserved, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(r.hosts().count(), 0);
+        assert!(!r.is_reserved(&"10.0.0.1".parse().unwrap()));
     }
 }

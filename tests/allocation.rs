@@ -188,33 +188,25 @@ struct Row {
     released: bool,
 }
 
-/// `STATE/allocations.json`, parsed per the documented format.
+/// The allocation table of `STATE`, parsed per the documented format (base + log).
 fn read_store(state: &Path) -> BTreeMap<String, Row> {
-    let path = state.join("allocations.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} does not parse: {e}\n{text}", path.display()));
-    assert_eq!(v["format"], "globaldns-allocations/v1", "{text}");
-    let mut out = BTreeMap::new();
-    for row in v["allocations"].as_array().expect("allocations array") {
-        let host = row["host"].as_str().expect("host").to_string();
-        let r = Row {
-            ipv4: row
-                .get("ipv4")
-                .and_then(|x| x.as_str())
-                .map(|x| x.parse().unwrap()),
-            ipv6: row
-                .get("ipv6")
-                .and_then(|x| x.as_str())
-                .map(|x| x.parse().unwrap()),
-            released: row.get("releasedAt").is_some_and(|x| !x.is_null()),
-        };
-        assert!(
-            out.insert(host.clone(), r).is_none(),
-            "{host} listed twice:\n{text}"
-        );
-    }
-    out
+    store_rows(state)
+        .into_iter()
+        .map(|(host, row)| {
+            let r = Row {
+                ipv4: row
+                    .get("ipv4")
+                    .and_then(|x| x.as_str())
+                    .map(|x| x.parse().unwrap()),
+                ipv6: row
+                    .get("ipv6")
+                    .and_then(|x| x.as_str())
+                    .map(|x| x.parse().unwrap()),
+                released: row.get("releasedAt").is_some_and(|x| !x.is_null()),
+            };
+            (host, r)
+        })
+        .collect()
 }
 
 fn metric0(s: &Server, name: &str) -> f64 {

@@ -26,24 +26,14 @@ fn a_of(server: SocketAddr, host: &str) -> Option<Ipv4Addr> {
     }
 }
 
-/// Reads `allocations.json` and checks it the way the server must at start: documented format,
-/// one row per host, one host per IP, every IP usable in the range. Returns host → (IPv4, held).
+/// Reads the store (`allocations.json` + `allocations.log`) and checks it the way the server
+/// must at start: documented format, one row per host, one host per IP, every IP usable in the
+/// range. Returns host → (IPv4, held).
 fn validated_store(state: &Path, round: usize) -> BTreeMap<String, (Ipv4Addr, bool)> {
-    let path = state.join("allocations.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
-        Err(e) => panic!("round {round}: {}: {e}", path.display()),
-    };
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!("round {round}: allocations.json does not parse after SIGKILL: {e}\n{text}")
-    });
-    assert_eq!(v["format"], "globaldns-allocations/v1", "round {round}");
     let net: ipnet::Ipv4Net = RANGE.parse().unwrap();
     let mut out = BTreeMap::new();
     let mut owners: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
-    for row in v["allocations"].as_array().expect("allocations array") {
-        let host = row["host"].as_str().expect("host").to_string();
+    for (host, row) in store_rows(state) {
         let ip: Ipv4Addr = row["ipv4"]
             .as_str()
             .and_then(|s| s.parse().ok())
@@ -60,10 +50,7 @@ fn validated_store(state: &Path, round: usize) -> BTreeMap<String, (Ipv4Addr, bo
             panic!("round {round}: {ip} held by {other} and {host}");
         }
         let held = row.get("releasedAt").is_some_and(|x| !x.is_null());
-        assert!(
-            out.insert(host.clone(), (ip, held)).is_none(),
-            "round {round}: {host} listed twice"
-        );
+        out.insert(host, (ip, held));
     }
     out
 }

@@ -16,7 +16,8 @@ use globaldns::alloc::{Allocator, Table};
 use globaldns::dns::Handler;
 use globaldns::fastpath::{general, shape, Responder};
 use globaldns::metrics::Metrics;
-use globaldns::registry::{Registry, SourceKey};
+use globaldns::pipeline::Pipeline;
+use globaldns::registry::SourceKey;
 use globaldns::source::files::parse_text;
 use globaldns::zone::{Snapshot, ZoneConfig};
 use rand::rngs::StdRng;
@@ -60,29 +61,28 @@ fn snapshot(yaml: &str) -> Snapshot {
     let zones = vec!["global".to_string()];
     let (entries, problems) = parse_text(yaml, "corpus.yaml", "local", &zones).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
-    let mut registry = Registry::default();
-    registry.set(
-        SourceKey {
-            cluster: "local".into(),
-            unit: "corpus.yaml".into(),
-        },
-        entries,
-    );
-    let merged = registry.merge(true);
     let ranges: Vec<ipnet::IpNet> = RANGES.iter().map(|r| r.parse().unwrap()).collect();
-    let mut alloc = Allocator::new(&ranges, 60, Table::new());
-    alloc.reconcile(&Snapshot::wanted_vips(&merged), &merged.reserved, 1);
     let cfg = ZoneConfig {
         zones,
         reverse_zones: vec![],
         ns: vec![],
         ttl: 30,
     };
-    Snapshot::build(&cfg, &ranges, &merged, Some(&alloc), None)
+    let alloc = Allocator::new(&ranges, 60, Table::new());
+    let mut pipeline = Pipeline::new(&cfg, &ranges, true, alloc);
+    pipeline.set_unit(
+        SourceKey {
+            cluster: "local".into(),
+            unit: "corpus.yaml".into(),
+        },
+        entries,
+    );
+    pipeline.reconcile(1);
+    pipeline.publish()
 }
 
 fn names(snap: &Snapshot) -> Vec<String> {
-    let mut v: Vec<String> = snap.hosts.keys().map(|h| h.replace('*', "x")).collect();
+    let mut v: Vec<String> = snap.hosts().keys().map(|h| h.replace('*', "x")).collect();
     v.extend(
         [
             "global",
@@ -102,7 +102,12 @@ fn names(snap: &Snapshot) -> Vec<String> {
         ]
         .map(String::from),
     );
-    for a in snap.hosts.values().flat_map(|h| &h.addresses).take(200) {
+    for a in snap
+        .hosts()
+        .into_values()
+        .flat_map(|h| &h.addresses)
+        .take(200)
+    {
         v.push(reverse(a.address));
     }
     v
@@ -307,7 +312,7 @@ fn udp_fast_path_equals_tcp_general_path_over_sockets_and_dig_agrees() {
         let t = dig(s.dns, &[name, "A", "+tcp"]);
         assert_eq!(u.status, "NOERROR", "{}", u.raw);
         assert_eq!(u.answer_data(), t.answer_data(), "{name}");
-        let vip = &snap.hosts[name].addresses[0].address;
+        let vip = &snap.host(name).unwrap().addresses[0].address;
         assert_eq!(
             u.answer_data(),
             vec![vip.to_string()],

@@ -1,8 +1,17 @@
 //! Crash-safe, human-readable file store for the allocation table (the embedded default).
 //!
-//! `STATE_DIR/allocations.json` is replaced atomically: write `allocations.json.tmp`, fsync it,
-//! rename it over the old file, fsync the directory. A crash at any instant leaves either the old
-//! or the new table, never a mix. A lock file keeps two servers off one state directory.
+//! Two files in `STATE_DIR`: `allocations.json`, the table as of its last compaction, replaced
+//! atomically (write `allocations.json.tmp`, fsync, rename over, fsync the directory); and
+//! `allocations.log`, one JSON line per host changed since, appended and fsynced before the
+//! change is served. The table is the base with the log's lines applied in order; each line is
+//! a host's whole new state, so applying a line twice changes nothing, and a crash between
+//! compaction and truncation of the log loses nothing. A change of a few hosts therefore costs
+//! a few hundred bytes and one fsync, whatever the size of the table; the log is folded into the
+//! base when it grows past a quarter of the table (and at start-up).
+//!
+//! A crash can cut only the log's last line, which was then never acknowledged: a last line
+//! without its newline is ignored (and dropped at the next compaction). Anything else that does
+//! not parse is refused, never repaired. A lock file keeps two servers off one state directory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -15,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::{Allocation, Table};
 
 pub const FILE_NAME: &str = "allocations.json";
+pub const LOG_NAME: &str = "allocations.log";
 const FORMAT: &str = "globaldns-allocations/v1";
 
 #[derive(Serialize, Deserialize)]
@@ -35,11 +45,18 @@ struct Row {
     /// RFC 3339, so that an operator reading the file sees when the hold started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     released_at: Option<String>,
+    /// Log lines only: the host's entry is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    removed: bool,
 }
 
 pub struct FileStore {
     dir: PathBuf,
     _lock: File,
+    /// Lines in the log since the base was written.
+    log_lines: usize,
+    /// Whether `allocations.json` exists (until it does, the whole table is written there).
+    has_base: bool,
 }
 
 impl FileStore {
@@ -64,6 +81,8 @@ impl FileStore {
         Ok(FileStore {
             dir: dir.to_path_buf(),
             _lock: lock,
+            log_lines: 0,
+            has_base: dir.join(FILE_NAME).exists(),
         })
     }
 
@@ -71,24 +90,59 @@ impl FileStore {
         self.dir.join(FILE_NAME)
     }
 
-    pub fn load(&self) -> Result<Table> {
-        read_table(&self.dir)
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(LOG_NAME)
     }
 
-    /// Writes the table durably; returns only once it would survive a crash.
-    pub fn save(&self, table: &Table) -> Result<()> {
-        let rows = table
-            .iter()
-            .map(|(host, a)| Row {
-                host: host.clone(),
-                ipv4: a.ipv4,
-                ipv6: a.ipv6,
-                released_at: a.released_at.map(|s| {
-                    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s))
-                        .to_string()
-                }),
-            })
-            .collect();
+    /// Reads the table (base + log). A non-empty log is folded into the base right away, so
+    /// that appends never follow a cut line.
+    pub fn load(&mut self) -> Result<Table> {
+        let table = read_table(&self.dir)?;
+        if fs::metadata(self.log_path()).is_ok_and(|m| m.len() > 0) {
+            self.save(&table)?;
+        }
+        Ok(table)
+    }
+
+    /// Makes `changes` durable: appended to the log, or, when the log has grown large, by
+    /// writing the whole `table` (the state after the changes) as the new base.
+    pub fn apply(&mut self, changes: &[super::Change], table: &Table) -> Result<()> {
+        if !self.has_base || self.log_lines + changes.len() > (table.len() / 4).max(1000) {
+            return self.save(table);
+        }
+        let mut text = Vec::with_capacity(changes.len() * 96);
+        for c in changes {
+            let line = match &c.after {
+                Some(a) => row(&c.host, a),
+                None => Row {
+                    removed: true,
+                    ..row(&c.host, &Allocation::default())
+                },
+            };
+            serde_json::to_writer(&mut text, &line)?;
+            text.push(b'\n');
+        }
+        let path = self.log_path();
+        let created = !path.exists();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        f.write_all(&text)
+            .and_then(|()| f.sync_data())
+            .with_context(|| format!("cannot append to {}", path.display()))?;
+        if created {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        self.log_lines += changes.len();
+        Ok(())
+    }
+
+    /// Writes the whole table as the new base and empties the log; returns only once it would
+    /// survive a crash.
+    pub fn save(&mut self, table: &Table) -> Result<()> {
+        let rows = table.iter().map(|(host, a)| row(host, a)).collect();
         let mut text = serde_json::to_vec_pretty(&OnDisk {
             format: FORMAT.into(),
             allocations: rows,
@@ -102,7 +156,42 @@ impl FileStore {
         drop(f);
         fs::rename(&tmp, self.path())?;
         File::open(&self.dir)?.sync_all()?;
+        // Only now that the base holds everything may the log go (replaying it would be harmless).
+        match fs::remove_file(self.log_path()) {
+            Ok(()) => File::open(&self.dir)?.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context("cannot remove the allocation log"),
+        }
+        self.log_lines = 0;
+        self.has_base = true;
         Ok(())
+    }
+}
+
+fn row(host: &str, a: &Allocation) -> Row {
+    Row {
+        host: host.to_string(),
+        ipv4: a.ipv4,
+        ipv6: a.ipv6,
+        released_at: a.released_at.map(|s| {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string()
+        }),
+        removed: false,
+    }
+}
+
+fn released_at(row: &Row, errors: &mut Vec<String>) -> Option<u64> {
+    match row.released_at.as_deref().map(humantime::parse_rfc3339) {
+        None => None,
+        Some(Ok(t)) => Some(
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        ),
+        Some(Err(e)) => {
+            errors.push(format!("{}: releasedAt: {e}", row.host));
+            None
+        }
     }
 }
 
@@ -132,23 +221,14 @@ pub fn read_table(dir: &Path) -> Result<Table> {
     let mut table = Table::new();
     let mut errors = Vec::new();
     for row in disk.allocations {
-        let released_at = match row.released_at.as_deref().map(humantime::parse_rfc3339) {
-            None => None,
-            Some(Ok(t)) => Some(
-                t.duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            ),
-            Some(Err(e)) => {
-                errors.push(format!("{}: releasedAt: {e}", row.host));
-                None
-            }
-        };
         let a = Allocation {
             ipv4: row.ipv4,
             ipv6: row.ipv6,
-            released_at,
+            released_at: released_at(&row, &mut errors),
         };
+        if row.removed {
+            errors.push(format!("{}: \"removed\" belongs in the log only", row.host));
+        }
         if table.insert(row.host.clone(), a).is_some() {
             errors.push(format!("{}: listed twice", row.host));
         }
@@ -160,7 +240,56 @@ pub fn read_table(dir: &Path) -> Result<Table> {
             errors.join("; ")
         );
     }
+    apply_log(dir, &mut table)?;
     Ok(table)
+}
+
+/// Applies `allocations.log` (if any) to the base table.
+fn apply_log(dir: &Path, table: &mut Table) -> Result<()> {
+    let path = dir.join(LOG_NAME);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    // Only complete lines count: a cut last line is an append that never returned.
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < bytes.len() {
+        tracing::warn!(
+            file = %path.display(),
+            bytes = bytes.len() - complete,
+            "allocation log ends in a cut line (a crash during an append that was never acknowledged); ignoring it"
+        );
+    }
+    let mut errors = Vec::new();
+    for (n, line) in bytes[..complete].split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Row>(line) {
+            Ok(l) if l.removed => {
+                table.remove(&l.host);
+            }
+            Ok(l) => {
+                let a = Allocation {
+                    ipv4: l.ipv4,
+                    ipv6: l.ipv6,
+                    released_at: released_at(&l, &mut errors),
+                };
+                table.insert(l.host, a);
+            }
+            Err(e) => errors.push(format!("line {}: {e}", n + 1)),
+        }
+    }
+    if !errors.is_empty() {
+        bail!(
+            "allocation log {} is not valid (refusing to start; fix or move the file — it is \
+             never rewritten automatically): {}",
+            path.display(),
+            errors.join("; ")
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -170,7 +299,7 @@ mod tests {
     #[test]
     fn round_trip_and_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
+        let mut store = FileStore::open(dir.path()).unwrap();
         assert!(
             FileStore::open(dir.path()).is_err(),
             "second opener must be refused"

@@ -4,10 +4,11 @@
 
 pub mod file_store;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use fnv::FnvBuildHasher;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -134,16 +135,21 @@ impl Pool {
 
     /// The deterministic choice: the hash's slot, then the following slots in order (wrapping),
     /// skipping unusable and taken addresses. None when the pool is full.
-    /// `used` is how many usable addresses of this pool `taken` holds (kept by the caller, so
-    /// that allocating n hosts stays O(n)).
-    pub fn choose(&self, host: &str, taken: &HashSet<IpAddr>, used: u128) -> Option<IpAddr> {
+    /// `used` is how many usable addresses of this pool are taken (kept by the caller, so that
+    /// a full pool is known without probing it).
+    pub fn choose(
+        &self,
+        host: &str,
+        taken: impl Fn(&IpAddr) -> bool,
+        used: u128,
+    ) -> Option<IpAddr> {
         if used >= self.usable {
             return None;
         }
         let start = u128::from(host_hash(host)) % self.total;
         (0..self.total.min(MAX_PROBES))
             .map(|i| self.addr_at((start + i) % self.total))
-            .find(|ip| self.usable(*ip) && !taken.contains(ip))
+            .find(|ip| self.usable(*ip) && !taken(ip))
     }
 }
 
@@ -161,32 +167,75 @@ pub struct Outcome {
     pub exhausted: Vec<(String, &'static str)>,
 }
 
+/// One host's allocation before and after a pass, for the stores (None: no entry).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub host: String,
+    pub before: Option<Allocation>,
+    pub after: Option<Allocation>,
+}
+
 pub struct Allocator {
     pub v4: Option<Pool>,
     pub v6: Option<Pool>,
     pub hold_secs: u64,
     table: Table,
+    /// Who holds each VIP of the table.
+    owners: HashMap<IpAddr, String, FnvBuildHasher>,
+    /// Addresses written in ServiceEntries: never handed out, and they displace an auto VIP.
+    reserved: HashSet<IpAddr, FnvBuildHasher>,
+    /// Usable addresses of each pool that are taken (a VIP or reserved).
+    used4: u128,
+    used6: u128,
+    /// Every host changed since the last `take_changes`, with its allocation before.
+    dirty: HashMap<String, Option<Allocation>>,
+    /// Hosts that want a VIP of some family and could not get one (pool full).
+    starved: BTreeSet<String>,
+    /// Whether addresses were freed since the starved hosts were last retried.
+    freed: bool,
 }
 
 impl Allocator {
     pub fn new(ranges: &[IpNet], hold_secs: u64, table: Table) -> Allocator {
         let (v4, v6): (Vec<IpNet>, Vec<IpNet>) =
             ranges.iter().partition(|r| matches!(r, IpNet::V4(_)));
-        Allocator {
+        let mut a = Allocator {
             v4: Pool::new(v4),
             v6: Pool::new(v6),
             hold_secs,
-            table,
-        }
+            table: Table::new(),
+            owners: HashMap::default(),
+            reserved: HashSet::default(),
+            used4: 0,
+            used6: 0,
+            dirty: HashMap::new(),
+            starved: BTreeSet::new(),
+            freed: false,
+        };
+        a.replace_table(table);
+        a
     }
 
     pub fn table(&self) -> &Table {
         &self.table
     }
 
-    /// Replaces the table (with one a store holds); the next reconcile works from it.
+    /// Replaces the table (with one a store holds); the next passes work from it.
     pub fn replace_table(&mut self, table: Table) {
+        for ip in std::mem::take(&mut self.owners).into_keys() {
+            self.count(ip, -1, true);
+        }
         self.table = table;
+        let ips: Vec<(IpAddr, String)> = self
+            .table
+            .iter()
+            .flat_map(|(h, a)| a.ips().map(move |ip| (ip, h.clone())))
+            .collect();
+        for (ip, host) in ips {
+            self.occupy(ip, host);
+        }
+        self.dirty.clear();
+        self.freed = true;
     }
 
     fn pool_for(&self, ip: IpAddr) -> Option<&Pool> {
@@ -194,6 +243,74 @@ impl Allocator {
             IpAddr::V4(_) => self.v4.as_ref(),
             IpAddr::V6(_) => self.v6.as_ref(),
         }
+    }
+
+    /// Keeps `used4`/`used6` right when `ip` becomes (or stops being) a VIP (`vip`) or reserved.
+    fn count(&mut self, ip: IpAddr, by: i8, vip: bool) {
+        // Taken already (or still) by the other kind: the count does not move.
+        let other = if vip {
+            self.reserved.contains(&ip)
+        } else {
+            self.owners.contains_key(&ip)
+        };
+        if other || !self.pool_for(ip).is_some_and(|p| p.usable(ip)) {
+            return;
+        }
+        let used = match ip {
+            IpAddr::V4(_) => &mut self.used4,
+            IpAddr::V6(_) => &mut self.used6,
+        };
+        if by > 0 {
+            *used += 1;
+        } else {
+            *used -= 1;
+        }
+    }
+
+    fn occupy(&mut self, ip: IpAddr, host: String) {
+        if !self.owners.contains_key(&ip) {
+            self.count(ip, 1, true);
+        }
+        self.owners.insert(ip, host);
+    }
+
+    fn vacate(&mut self, ip: IpAddr) {
+        if self.owners.remove(&ip).is_some() {
+            self.count(ip, -1, true);
+            self.freed = true;
+        }
+    }
+
+    fn taken(&self, ip: &IpAddr) -> bool {
+        self.owners.contains_key(ip) || self.reserved.contains(ip)
+    }
+
+    /// An address is now written in some ServiceEntry. Returns the host whose VIP it is, which
+    /// must be reconciled (its VIP is displaced).
+    pub fn reserve(&mut self, ip: IpAddr) -> Option<String> {
+        if self.reserved.contains(&ip) {
+            return None;
+        }
+        self.count(ip, 1, false);
+        self.reserved.insert(ip);
+        self.owners.get(&ip).cloned()
+    }
+
+    /// An address is no longer written anywhere: it may be handed out again.
+    pub fn unreserve(&mut self, ip: IpAddr) {
+        if self.reserved.remove(&ip) {
+            self.count(ip, -1, false);
+            self.freed = true;
+        }
+    }
+
+    /// The host's entry, remembering how it was before this pass changed it.
+    fn entry_mut(&mut self, host: &str) -> &mut Allocation {
+        if !self.dirty.contains_key(host) {
+            self.dirty
+                .insert(host.to_string(), self.table.get(host).cloned());
+        }
+        self.table.entry(host.to_string()).or_default()
     }
 
     /// Checks a loaded table against the configured ranges; names every bad entry.
@@ -221,8 +338,182 @@ impl Allocator {
         }
     }
 
-    /// Brings the table in line with the hosts that want a VIP now. `reserved` are addresses users
-    /// (or Istio) wrote anywhere; inside a pool they are never handed out and displace auto VIPs.
+    /// Brings one host in line: user addresses displace its auto VIPs, it is held when it no
+    /// longer wants a VIP, given its VIP back when it returns within the hold, and allocated
+    /// what it lacks. Callers reconcile hosts in sorted order, so that instances seeing the same
+    /// hosts agree.
+    pub fn reconcile_host(&mut self, host: &str, wants: bool, now: u64, out: &mut Outcome) {
+        // 1. User addresses win.
+        let displaced: Vec<IpAddr> = self
+            .table
+            .get(host)
+            .into_iter()
+            .flat_map(Allocation::ips)
+            .filter(|ip| self.reserved.contains(ip))
+            .collect();
+        for ip in &displaced {
+            let a = self.entry_mut(host);
+            match ip {
+                IpAddr::V4(_) => a.ipv4 = None,
+                IpAddr::V6(_) => a.ipv6 = None,
+            }
+            self.vacate(*ip);
+        }
+        // 2. Hold what disappeared, give back what returned.
+        match (self.table.get(host).map(|a| a.released_at.is_some()), wants) {
+            (Some(false), false) => {
+                self.entry_mut(host).released_at = Some(now);
+                out.released.push(host.to_string());
+            }
+            (Some(true), true) => {
+                self.entry_mut(host).released_at = None;
+                out.reclaimed.push(host.to_string());
+            }
+            _ => {}
+        }
+        // 3. Allocate what a wanted host lacks.
+        let mut starved = false;
+        if wants {
+            let (has4, has6) = self
+                .table
+                .get(host)
+                .map_or((false, false), |a| (a.ipv4.is_some(), a.ipv6.is_some()));
+            if !has4 && self.v4.is_some() {
+                let choice = self
+                    .v4
+                    .as_ref()
+                    .and_then(|p| p.choose(host, |ip| self.taken(ip), self.used4));
+                match choice {
+                    Some(ip @ IpAddr::V4(v4)) => {
+                        self.entry_mut(host).ipv4 = Some(v4);
+                        self.occupy(ip, host.to_string());
+                        out.allocated.push((host.to_string(), ip));
+                    }
+                    _ => {
+                        out.exhausted.push((host.to_string(), "IPv4"));
+                        starved = true;
+                    }
+                }
+            }
+            if !has6 && self.v6.is_some() {
+                let choice = self
+                    .v6
+                    .as_ref()
+                    .and_then(|p| p.choose(host, |ip| self.taken(ip), self.used6));
+                match choice {
+                    Some(ip @ IpAddr::V6(v6)) => {
+                        self.entry_mut(host).ipv6 = Some(v6);
+                        self.occupy(ip, host.to_string());
+                        out.allocated.push((host.to_string(), ip));
+                    }
+                    _ => {
+                        out.exhausted.push((host.to_string(), "IPv6"));
+                        starved = true;
+                    }
+                }
+            }
+        }
+        if starved {
+            self.starved.insert(host.to_string());
+        } else {
+            self.starved.remove(host);
+        }
+        // An entry with no address left is dropped (a held one too: nothing to hold).
+        if self
+            .table
+            .get(host)
+            .is_some_and(|a| a.ipv4.is_none() && a.ipv6.is_none())
+        {
+            self.entry_mut(host);
+            self.table.remove(host);
+        }
+        for old in displaced {
+            let new = self.table.get(host).and_then(|a| match old {
+                IpAddr::V4(_) => a.ipv4.map(IpAddr::V4),
+                IpAddr::V6(_) => a.ipv6.map(IpAddr::V6),
+            });
+            out.displaced.push((host.to_string(), old, new));
+        }
+    }
+
+    /// Whether some hold has run out.
+    pub fn holds_due(&self, now: u64) -> bool {
+        self.table.values().any(|a| {
+            a.released_at
+                .is_some_and(|t| t.saturating_add(self.hold_secs) <= now)
+        })
+    }
+
+    /// Forgets the hosts held long enough; their VIPs may be handed out again.
+    pub fn expire_holds(&mut self, now: u64, out: &mut Outcome) {
+        let hold = self.hold_secs;
+        let due: Vec<String> = self
+            .table
+            .iter()
+            .filter(|(_, a)| a.released_at.is_some_and(|t| t.saturating_add(hold) <= now))
+            .map(|(h, _)| h.clone())
+            .collect();
+        for host in due {
+            self.entry_mut(&host);
+            if let Some(a) = self.table.remove(&host) {
+                a.ips().for_each(|ip| self.vacate(ip));
+            }
+            out.expired.push(host);
+        }
+    }
+
+    /// The hosts to retry because addresses were freed since they last could not get a VIP.
+    pub fn take_retry(&mut self) -> Vec<String> {
+        if std::mem::take(&mut self.freed) {
+            self.starved.iter().cloned().collect()
+        } else {
+            vec![]
+        }
+    }
+
+    /// Reports each exhausted (host, family) once, and only if it is still unallocated (a retry
+    /// in the same pass may have found room).
+    pub fn settle(&self, out: &mut Outcome) {
+        out.exhausted.sort();
+        out.exhausted.dedup();
+        out.exhausted.retain(|(h, _)| self.starved.contains(h));
+    }
+
+    /// What changed since the last call, sorted by host; the caller makes it durable.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut changes: Vec<Change> = self
+            .dirty
+            .drain()
+            .filter_map(|(host, before)| {
+                let after = self.table.get(&host).cloned();
+                (before != after).then_some(Change {
+                    host,
+                    before,
+                    after,
+                })
+            })
+            .collect();
+        changes.sort_by(|a, b| a.host.cmp(&b.host));
+        changes
+    }
+
+    /// Undoes changes the store did not take: memory must not run ahead of the store.
+    pub fn rollback(&mut self, changes: &[Change]) {
+        for c in changes {
+            if let Some(a) = self.table.remove(&c.host) {
+                a.ips().for_each(|ip| self.vacate(ip));
+            }
+            if let Some(b) = &c.before {
+                b.ips().for_each(|ip| self.occupy(ip, c.host.clone()));
+                self.table.insert(c.host.clone(), b.clone());
+            }
+        }
+        self.dirty.clear();
+    }
+
+    /// One pass over every host: `wanted` are the hosts that want a VIP now, `reserved` every
+    /// address written anywhere. (The server reconciles only the hosts a change touches; this
+    /// is the same rules over everything, for tests and benchmarks.)
     pub fn reconcile(
         &mut self,
         wanted: &BTreeSet<String>,
@@ -230,94 +521,27 @@ impl Allocator {
         now: u64,
     ) -> Outcome {
         let mut out = Outcome::default();
-        let mut displaced_hosts = Vec::new();
-
-        // 1. User addresses win: drop auto VIPs that collide with one.
-        for (host, a) in self.table.iter_mut() {
-            if a.ipv4.is_some_and(|ip| reserved.contains(&IpAddr::V4(ip))) {
-                displaced_hosts.push((host.clone(), IpAddr::V4(a.ipv4.take().unwrap())));
-            }
-            if a.ipv6.is_some_and(|ip| reserved.contains(&IpAddr::V6(ip))) {
-                displaced_hosts.push((host.clone(), IpAddr::V6(a.ipv6.take().unwrap())));
-            }
+        let gone: Vec<IpAddr> = self
+            .reserved
+            .iter()
+            .filter(|ip| !reserved.contains(ip))
+            .copied()
+            .collect();
+        gone.into_iter().for_each(|ip| self.unreserve(ip));
+        for ip in reserved {
+            self.reserve(*ip);
         }
-        out.changed |= !displaced_hosts.is_empty();
-
-        // 2. Hold what disappeared, give back what returned, forget what was held long enough.
-        let hold = self.hold_secs;
-        self.table.retain(|host, a| {
-            let want = wanted.contains(host);
-            match a.released_at {
-                None if !want => {
-                    a.released_at = Some(now);
-                    out.released.push(host.clone());
-                }
-                Some(_) if want => {
-                    a.released_at = None;
-                    out.reclaimed.push(host.clone());
-                }
-                Some(at) if at.saturating_add(hold) <= now => {
-                    out.expired.push(host.clone());
-                    return false;
-                }
-                _ => {}
-            }
-            // An entry with nothing left (all displaced) and no longer wanted is dropped.
-            want || a.ipv4.is_some() || a.ipv6.is_some()
-        });
-        out.changed |=
-            !(out.released.is_empty() && out.reclaimed.is_empty() && out.expired.is_empty());
-
-        // 3. Allocate, in host order, so that instances seeing the same hosts agree.
-        let mut taken: HashSet<IpAddr> = self.table.values().flat_map(Allocation::ips).collect();
-        taken.extend(reserved.iter().copied());
-        let used_in = |pool: &Option<Pool>| {
-            pool.as_ref().map_or(0, |p| {
-                taken.iter().filter(|ip| p.usable(**ip)).count() as u128
-            })
-        };
-        let (mut used4, mut used6) = (used_in(&self.v4), used_in(&self.v6));
-        for host in wanted {
-            let entry = self.table.entry(host.clone()).or_default();
-            if entry.ipv4.is_none() {
-                if let Some(pool) = &self.v4 {
-                    match pool.choose(host, &taken, used4) {
-                        Some(IpAddr::V4(ip)) => {
-                            used4 += 1;
-                            entry.ipv4 = Some(ip);
-                            taken.insert(IpAddr::V4(ip));
-                            out.allocated.push((host.clone(), IpAddr::V4(ip)));
-                        }
-                        _ => out.exhausted.push((host.clone(), "IPv4")),
-                    }
-                }
-            }
-            if entry.ipv6.is_none() {
-                if let Some(pool) = &self.v6 {
-                    match pool.choose(host, &taken, used6) {
-                        Some(IpAddr::V6(ip)) => {
-                            used6 += 1;
-                            entry.ipv6 = Some(ip);
-                            taken.insert(IpAddr::V6(ip));
-                            out.allocated.push((host.clone(), IpAddr::V6(ip)));
-                        }
-                        _ => out.exhausted.push((host.clone(), "IPv6")),
-                    }
-                }
-            }
-            if entry.ipv4.is_none() && entry.ipv6.is_none() {
-                self.table.remove(host);
-            }
+        let hosts: BTreeSet<String> = self.table.keys().chain(wanted).cloned().collect();
+        self.take_retry(); // every host is reconciled below anyway
+        for host in &hosts {
+            self.reconcile_host(host, wanted.contains(host), now, &mut out);
         }
-        out.changed |= !out.allocated.is_empty();
-
-        for (host, old) in displaced_hosts {
-            let new = self.table.get(&host).and_then(|a| match old {
-                IpAddr::V4(_) => a.ipv4.map(IpAddr::V4),
-                IpAddr::V6(_) => a.ipv6.map(IpAddr::V6),
-            });
-            out.displaced.push((host, old, new));
+        self.expire_holds(now, &mut out);
+        for host in self.take_retry() {
+            self.reconcile_host(&host, wanted.contains(&host), now, &mut out);
         }
+        self.settle(&mut out);
+        out.changed = !self.take_changes().is_empty();
         out
     }
 

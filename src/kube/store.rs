@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use super::crd::{claim_name, VipClaim, VipClaimSpec};
 use super::source::{MAX_BACKOFF, WATCH_TIMEOUT_SECS};
 use super::Context;
-use crate::alloc::{Allocation, Table};
+use crate::alloc::{Allocation, Change, Table};
 use crate::engine::{Commit, Store};
 use crate::source::SourceEvent;
 
@@ -440,7 +440,8 @@ impl KubeStore {
         }
     }
 
-    async fn commit_async(&self, before: &Table, after: &Table) -> Result<Commit> {
+    /// `before`/`after`: the changed hosts only; `full`: the whole table after the changes.
+    async fn commit_async(&self, before: &Table, after: &Table, full: &Table) -> Result<Commit> {
         let had = claims_of(before);
         let want = claims_of(after);
         let mut deletes = Vec::new();
@@ -512,20 +513,29 @@ impl KubeStore {
             cache.last_sent = table.clone();
             return Ok(Commit::Conflict(table));
         }
-        if table != *after {
+        if table != *full {
             // Others' claims arrived meanwhile: the engine takes them after this commit.
             cache.last_sent = table.clone();
             let _ = self.ctx.tx.send(SourceEvent::StoreChanged(table));
         } else {
-            cache.last_sent = after.clone();
+            cache.last_sent = full.clone();
         }
         Ok(Commit::Done)
     }
 }
 
 impl Store for KubeStore {
-    fn commit(&mut self, before: &Table, after: &Table) -> Result<Commit> {
-        self.rt.block_on(self.commit_async(before, after))
+    fn commit(&mut self, changes: &[Change], table: &Table) -> Result<Commit> {
+        // Claims are diffed per host: only the changed hosts need comparing.
+        let side = |pick: fn(&Change) -> &Option<Allocation>| -> Table {
+            changes
+                .iter()
+                .filter_map(|c| Some((c.host.clone(), pick(c).clone()?)))
+                .collect()
+        };
+        let before = side(|c| &c.before);
+        let after = side(|c| &c.after);
+        self.rt.block_on(self.commit_async(&before, &after, table))
     }
 }
 

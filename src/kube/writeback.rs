@@ -154,7 +154,7 @@ fn desired(obj: &Obj, snap: &Snapshot, ranges: &[ipnet::IpNet]) -> Option<Vec<(S
     }
     let mut want = Vec::new();
     for host in &obj.hosts {
-        let Some(report) = snap.hosts.get(host) else {
+        let Some(report) = snap.host(host) else {
             continue;
         };
         for a in report.addresses.iter().filter(|a| a.source == "vip") {

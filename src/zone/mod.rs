@@ -1,25 +1,33 @@
 //! The immutable snapshot of everything answerable, and the lookup rules of DESIGN §3.
 //!
-//! Built off the hot path from the registry's merged view and the allocator's table, then swapped
-//! in atomically; queries only read it. Every lookup is a hash probe per label of the query name,
-//! so negative answers cost the same as positive ones whatever the zone size.
+//! The [`ZoneBuilder`] keeps the zone up to date host by host (a change touches only the names of
+//! the hosts it changes) and hands out snapshots; queries only read a snapshot, swapped in
+//! atomically. Names live in shards behind `Arc`s: a snapshot shares every shard a later change
+//! did not touch, so publishing after one change copies a few hundred names, not the zone. Every
+//! lookup is a hash probe per label of the query name, so negative answers cost the same as
+//! positive ones whatever the zone size.
+
+mod builder;
+pub mod key;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fnv::FnvBuildHasher;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{HINFO, NS, PTR, SOA, SRV};
+use hickory_proto::rr::rdata::{HINFO, PTR, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 use serde::Serialize;
+use smallvec::SmallVec;
 
-use crate::alloc::Allocator;
-use crate::registry::{AddressKind, Merged};
-use crate::serviceentry::{SrvPort, Transport};
+pub use builder::ZoneBuilder;
+use key::Key;
+
+use crate::registry::{AddressKind, HostView};
+use crate::serviceentry::SrvPort;
 
 /// What the snapshot is built with (from flags).
 #[derive(Clone, Debug)]
@@ -73,6 +81,7 @@ fn fqdn(s: &str) -> Option<Name> {
 #[derive(Debug)]
 pub struct Apex {
     pub name: LowerName,
+    key: Box<[u8]>,
     pub soa: Record,
     pub ns: Vec<Record>,
 }
@@ -85,8 +94,8 @@ enum Data {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
     /// `0 100 <port> <target>`.
-    Srv(u16, Arc<Name>),
-    Ptr(Arc<Name>),
+    Srv(u16, Key),
+    Ptr(Key),
 }
 
 impl Data {
@@ -103,8 +112,8 @@ impl Data {
         let rdata = match self {
             Data::A(ip) => RData::A((*ip).into()),
             Data::Aaaa(ip) => RData::AAAA((*ip).into()),
-            Data::Srv(port, target) => RData::SRV(SRV::new(0, 100, *port, (**target).clone())),
-            Data::Ptr(target) => RData::PTR(PTR((**target).clone())),
+            Data::Srv(port, target) => RData::SRV(SRV::new(0, 100, *port, key::to_name(target))),
+            Data::Ptr(target) => RData::PTR(PTR(key::to_name(target))),
         };
         Record::from_rdata(owner.clone(), ttl, rdata)
     }
@@ -118,18 +127,13 @@ const NODE_TYPES: [RecordType; 4] = [
     RecordType::PTR,
 ];
 
-#[derive(Debug, Default)]
+/// The data of one name. Most names hold one record: kept inline, without an allocation.
+#[derive(Clone, Debug, Default)]
 struct Node {
-    data: Vec<Data>,
+    data: SmallVec<[Data; 1]>,
 }
 
 impl Node {
-    fn push(&mut self, d: Data) {
-        if !self.data.contains(&d) {
-            self.data.push(d);
-        }
-    }
-
     fn records<'a>(
         &'a self,
         owner: &'a Name,
@@ -147,6 +151,28 @@ impl Node {
             .iter()
             .flat_map(move |t| self.records(owner, ttl, *t))
     }
+}
+
+/// How many shards the names are spread over: enough that one change copies only a few hundred
+/// names at 100,000 hosts, few enough that an empty zone costs little.
+const SHARDS: usize = 1024;
+const HOST_SHARDS: usize = 256;
+
+// FNV, not SipHash: the keys come from ServiceEntries, not from clients, and hashing names is
+// much of both the build and the lookup.
+#[derive(Clone, Debug, Default)]
+struct Shard {
+    nodes: HashMap<Key, Node, FnvBuildHasher>,
+    /// Keyed by the wildcard's parent: `*.bar.global` is stored under `bar.global`.
+    wildcards: HashMap<Key, Node, FnvBuildHasher>,
+    /// Empty non-terminals, each with how many names below it hold it up.
+    ents: HashMap<Key, u32, FnvBuildHasher>,
+}
+
+type HostShard = HashMap<Box<str>, HostReport, FnvBuildHasher>;
+
+fn shard_index(key: &[u8], shards: usize) -> usize {
+    (key::hash(key) as usize) & (shards - 1)
 }
 
 /// One address of a served host, with where it came from (for `/debug/hosts` and `check`).
@@ -169,6 +195,44 @@ pub struct HostReport {
     pub addresses: Vec<AddressReport>,
     pub ports: Vec<SrvPort>,
     pub objects: Vec<String>,
+}
+
+impl HostReport {
+    /// What is served for a host: the addresses the sources give it, else its VIPs.
+    pub fn new(view: &HostView, vips: impl Iterator<Item = IpAddr>) -> HostReport {
+        let mut addresses: Vec<AddressReport> = view
+            .addresses
+            .iter()
+            .map(|(ip, origins)| AddressReport {
+                address: *ip,
+                source: match origins.iter().next().map(|(k, _)| *k) {
+                    Some(AddressKind::IstioStatus) => "istio-status",
+                    _ => "spec",
+                },
+                objects: origins.iter().map(|(_, o)| o.to_string()).collect(),
+            })
+            .collect();
+        if view.wants_vip {
+            addresses.extend(vips.map(|ip| AddressReport {
+                address: ip,
+                source: "vip",
+                objects: vec![],
+            }));
+        }
+        let reason = match () {
+            _ if !addresses.is_empty() => None,
+            _ if view.wants_vip => Some("no VIP could be allocated (range exhausted?)"),
+            _ => Some("no address and no VIP (resolution NONE, opt-out label, or wildcard without DYNAMIC_DNS)"),
+        };
+        HostReport {
+            served: reason.is_none(),
+            wildcard: view.wildcard,
+            reason,
+            addresses,
+            ports: view.ports.clone(),
+            objects: view.objects.iter().map(|o| o.to_string()).collect(),
+        }
+    }
 }
 
 /// The answer to one question, before protocol concerns (EDNS, truncation) are applied.
@@ -203,215 +267,32 @@ pub struct Snapshot {
     pub generation: u64,
     /// Longest apex first, so the first zone_of match is the closest enclosing zone.
     apexes: Vec<Apex>,
-    // FNV, not SipHash: the keys come from ServiceEntries, not from clients, and hashing names is
-    // much of both the rebuild and the lookup.
-    nodes: HashMap<LowerName, Node, FnvBuildHasher>,
-    /// Keyed by the wildcard's parent: `*.bar.global` is stored under `bar.global`.
-    wildcards: HashMap<LowerName, Node, FnvBuildHasher>,
-    ents: HashSet<LowerName, FnvBuildHasher>,
+    shards: Vec<Arc<Shard>>,
+    hosts: Vec<Arc<HostShard>>,
     ttl: u32,
-    pub hosts: BTreeMap<String, HostReport>,
+    served: usize,
+    host_count: usize,
 }
 
 impl Snapshot {
-    /// An empty snapshot (used before the first load completes).
+    /// An empty snapshot (served as SERVFAIL before the first load completes).
     pub fn empty(cfg: &ZoneConfig, ranges: &[IpNet]) -> Snapshot {
         Snapshot {
             loaded: false,
-            ..Snapshot::build(cfg, ranges, &Merged::default(), None, None)
+            ..ZoneBuilder::new(cfg, ranges).snapshot()
         }
-    }
-
-    /// Builds the snapshot. The serial is `prev`'s when nothing answerable changed, otherwise it
-    /// increases (at least to the current unix time, so restarts do not go backwards).
-    pub fn build(
-        cfg: &ZoneConfig,
-        ranges: &[IpNet],
-        merged: &Merged,
-        alloc: Option<&Allocator>,
-        prev: Option<&Snapshot>,
-    ) -> Snapshot {
-        let ttl = cfg.ttl;
-        // Collected in order, then bulk-built: much cheaper than 100,000 B-tree inserts.
-        let mut hosts = Vec::with_capacity(merged.hosts.len());
-        for (host, view) in &merged.hosts {
-            let mut addresses: Vec<AddressReport> = view
-                .addresses
-                .iter()
-                .map(|(ip, origins)| AddressReport {
-                    address: *ip,
-                    source: match origins.iter().next().map(|(k, _)| *k) {
-                        Some(AddressKind::IstioStatus) => "istio-status",
-                        _ => "spec",
-                    },
-                    objects: origins.iter().map(|(_, o)| o.to_string()).collect(),
-                })
-                .collect();
-            if view.wants_vip {
-                if let Some(a) = alloc {
-                    addresses.extend(a.vips(host).map(|ip| AddressReport {
-                        address: ip,
-                        source: "vip",
-                        objects: vec![],
-                    }));
-                }
-            }
-            let reason = match () {
-                _ if !addresses.is_empty() => None,
-                _ if view.wants_vip => Some("no VIP could be allocated (range exhausted?)"),
-                _ => Some("no address and no VIP (resolution NONE, opt-out label, or wildcard without DYNAMIC_DNS)"),
-            };
-            hosts.push((
-                host.clone(),
-                HostReport {
-                    served: reason.is_none(),
-                    wildcard: view.wildcard,
-                    reason,
-                    addresses,
-                    ports: view.ports.clone(),
-                    objects: view.objects.iter().map(|o| o.to_string()).collect(),
-                },
-            ));
-        }
-        let hosts: BTreeMap<String, HostReport> = hosts.into_iter().collect();
-
-        let serial = match prev {
-            Some(p) if p.hosts == hosts => p.serial,
-            Some(p) => p.serial.wrapping_add(1).max(unix_now() as u32),
-            None => unix_now() as u32,
-        };
-
-        let ns_names = cfg.ns_names();
-        let mut apex_names: Vec<Name> = cfg.zones.iter().filter_map(|z| fqdn(z)).collect();
-        let mut reverse: Vec<Name> = ranges.iter().map(reverse_zone_for).collect();
-        reverse.extend(cfg.reverse_zones.iter().filter_map(|z| fqdn(z)));
-        for r in reverse {
-            if !apex_names.contains(&r) {
-                apex_names.push(r);
-            }
-        }
-        let mut apexes: Vec<Apex> = apex_names
-            .iter()
-            .map(|zone| {
-                let rname = Name::from_ascii("hostmaster")
-                    .unwrap()
-                    .append_domain(zone)
-                    .unwrap_or_else(|_| zone.clone());
-                let soa = SOA::new(ns_names[0].clone(), rname, serial, 3600, 600, 86400, ttl);
-                Apex {
-                    name: LowerName::new(zone),
-                    soa: Record::from_rdata(zone.clone(), ttl, RData::SOA(soa)),
-                    ns: ns_names
-                        .iter()
-                        .map(|n| Record::from_rdata(zone.clone(), ttl, RData::NS(NS(n.clone()))))
-                        .collect(),
-                }
-            })
-            .collect();
-        apexes.sort_by_key(|a| std::cmp::Reverse(a.name.num_labels()));
-
-        static GENERATION: AtomicU64 = AtomicU64::new(1);
-        let mut snap = Snapshot {
-            loaded: true,
-            serial,
-            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
-            apexes,
-            nodes: HashMap::default(),
-            wildcards: HashMap::default(),
-            ents: HashSet::default(),
-            ttl,
-            hosts,
-        };
-        // Name servers inside our zones exist (NODATA rather than NXDOMAIN for their addresses).
-        for ns in &ns_names {
-            if snap.zone_of(&LowerName::new(ns)).is_some() {
-                snap.add_node(ns.clone());
-            }
-        }
-        let reports = std::mem::take(&mut snap.hosts);
-        for (host, report) in reports.iter().filter(|(_, r)| r.served) {
-            snap.add_host(host, report);
-        }
-        snap.hosts = reports;
-        // Exact sizes: at 100,000 hosts, growth slack would be a third of the snapshot.
-        for node in snap.nodes.values_mut().chain(snap.wildcards.values_mut()) {
-            node.data.shrink_to_fit();
-        }
-        snap.nodes.shrink_to_fit();
-        snap.wildcards.shrink_to_fit();
-        snap.ents.shrink_to_fit();
-        snap
     }
 
     fn zone_of(&self, name: &LowerName) -> Option<&Apex> {
         self.apexes.iter().find(|a| a.name.zone_of(name))
     }
 
-    /// Creates the node for `name` and records its ancestors up to the apex as empty non-terminals.
-    fn add_node(&mut self, name: Name) -> &mut Node {
-        let lower = LowerName::new(&name);
-        self.add_ents(lower.base_name());
-        self.nodes.entry(lower).or_default()
+    fn shard(&self, key: &[u8]) -> &Shard {
+        &self.shards[shard_index(key, SHARDS)]
     }
 
-    /// Records `name` and its ancestors below the apex as empty non-terminals.
-    fn add_ents(&mut self, mut name: LowerName) {
-        let Some(apex) = self.zone_of(&name).map(|a| a.name.clone()) else {
-            return;
-        };
-        while name != apex && apex.zone_of(&name) {
-            // Chains are always inserted whole, so a name already present has its ancestors too.
-            if !self.ents.insert(name.clone()) {
-                break;
-            }
-            name = name.base_name();
-        }
-    }
-
-    fn add_host(&mut self, host: &str, report: &HostReport) {
-        let Some(name) = fqdn(host) else { return };
-        let node = if report.wildcard {
-            // `*.a.mix.global` makes `a.mix.global` exist, but only as an empty non-terminal: a
-            // shorter wildcard (`*.mix.global`) still covers it ("any name below, any depth"),
-            // exactly as for a name that is only the parent of an exact host.
-            let parent = LowerName::new(&name.base_name());
-            self.add_ents(parent.clone());
-            self.wildcards.entry(parent).or_default()
-        } else {
-            self.add_node(name.clone())
-        };
-        for a in &report.addresses {
-            node.push(match a.address {
-                IpAddr::V4(v4) => Data::A(v4),
-                IpAddr::V6(v6) => Data::Aaaa(v6),
-            });
-        }
-        if report.wildcard {
-            return;
-        }
-        // One copy of the name for every SRV and PTR that points at it.
-        let target = Arc::new(name.clone());
-        for p in &report.ports {
-            let proto = match p.transport {
-                Transport::Tcp => "_tcp",
-                Transport::Udp => "_udp",
-            };
-            let Ok(owner) =
-                Name::from_labels([format!("_{}", p.name).as_bytes(), proto.as_bytes()])
-                    .and_then(|n| n.append_domain(&name))
-            else {
-                continue;
-            };
-            self.add_node(owner)
-                .push(Data::Srv(p.number, target.clone()));
-        }
-        for a in &report.addresses {
-            let mut rev = Name::from(a.address);
-            rev.set_fqdn(true);
-            if self.zone_of(&LowerName::new(&rev)).is_some() {
-                self.add_node(rev).push(Data::Ptr(target.clone()));
-            }
-        }
+    fn node(&self, key: &[u8]) -> Option<&Node> {
+        self.shard(key).nodes.get(key)
     }
 
     /// Answers one question (name already lower-cased by the decoder).
@@ -437,24 +318,30 @@ impl Snapshot {
             }
             return ans;
         }
-
-        if let Some(node) = self.nodes.get(qname) {
+        let mut buf = [0u8; key::MAX];
+        let Some(len) = key::encode(qname, &mut buf) else {
+            ans.rcode = ResponseCode::NXDomain;
+            ans.authority.push(&apex.soa);
+            return ans;
+        };
+        let qkey = &buf[..len];
+        if let Some(node) = self.node(qkey) {
             self.answer_from(node, qname, qtype, apex, &mut ans);
             return ans;
         }
         // Longest wildcard first: walk up from the closest parent to the apex.
-        let mut parent = qname.base_name();
-        while apex.name.zone_of(&parent) {
-            if let Some(node) = self.wildcards.get(&parent) {
+        let mut parent = key::parent(qkey);
+        while let Some(p) = parent.filter(|p| p.len() >= apex.key.len()) {
+            if let Some(node) = self.shard(p).wildcards.get(p) {
                 self.answer_from(node, qname, qtype, apex, &mut ans);
                 return ans;
             }
-            if parent == apex.name {
+            if *p == *apex.key {
                 break;
             }
-            parent = parent.base_name();
+            parent = key::parent(p);
         }
-        if !self.ents.contains(qname) {
+        if !self.shard(qkey).ents.contains_key(qkey) {
             ans.rcode = ResponseCode::NXDomain;
         }
         ans.authority.push(&apex.soa);
@@ -489,10 +376,11 @@ impl Snapshot {
         if qtype == RecordType::SRV {
             for d in &node.data {
                 if let Data::Srv(_, target) = d {
-                    if let Some(t) = self.nodes.get(&LowerName::new(target)) {
+                    if let Some(t) = self.node(target) {
+                        let name = key::to_name(target);
                         for rtype in [RecordType::A, RecordType::AAAA] {
                             ans.additional
-                                .extend(t.records(target, self.ttl, rtype).map(Cow::Owned));
+                                .extend(t.records(&name, self.ttl, rtype).map(Cow::Owned));
                         }
                     }
                 }
@@ -508,16 +396,21 @@ impl Snapshot {
         let mut out = vec![apex.soa.clone()];
         out.extend(apex.ns.iter().cloned());
         // Only names whose closest enclosing zone is this one.
-        let mut names: Vec<(&LowerName, &Node, bool)> = self
-            .nodes
+        let mut names: Vec<(LowerName, &Node, bool)> = self
+            .shards
             .iter()
-            .map(|(n, node)| (n, node, false))
-            .chain(self.wildcards.iter().map(|(n, node)| (n, node, true)))
+            .flat_map(|s| {
+                s.nodes
+                    .iter()
+                    .map(|(k, n)| (k, n, false))
+                    .chain(s.wildcards.iter().map(|(k, n)| (k, n, true)))
+            })
+            .map(|(k, n, w)| (LowerName::new(&key::to_name(k)), n, w))
             .filter(|(n, _, _)| self.zone_of(n).is_some_and(|a| a.name == *zone))
             .collect();
-        names.sort_by(|a, b| a.0.cmp(b.0).then(a.2.cmp(&b.2)));
+        names.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
         for (name, node, wildcard) in names {
-            let mut owner = Name::from(name.clone());
+            let mut owner = Name::from(name);
             if wildcard {
                 // Stored under its parent: `*.bar.global` lives at `bar.global`.
                 owner = Name::from_labels([&b"*"[..]])
@@ -536,15 +429,23 @@ impl Snapshot {
     }
 
     pub fn served_hosts(&self) -> usize {
-        self.hosts.values().filter(|h| h.served).count()
+        self.served
     }
 
-    pub fn wanted_vips(merged: &Merged) -> BTreeSet<String> {
-        merged
-            .hosts
+    /// Every host the sources list, served or not.
+    pub fn host_count(&self) -> usize {
+        self.host_count
+    }
+
+    pub fn host(&self, host: &str) -> Option<&HostReport> {
+        self.hosts[shard_index(host.as_bytes(), HOST_SHARDS)].get(host)
+    }
+
+    /// Every host's report, sorted by host name (for `/debug/hosts` and `check`).
+    pub fn hosts(&self) -> BTreeMap<&str, &HostReport> {
+        self.hosts
             .iter()
-            .filter(|(_, v)| v.wants_vip)
-            .map(|(h, _)| h.clone())
+            .flat_map(|s| s.iter().map(|(h, r)| (&**h, r)))
             .collect()
     }
 }

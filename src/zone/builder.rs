@@ -1,0 +1,314 @@
+//! Keeps the zone's names in step with the hosts, one host at a time, and hands out snapshots.
+//!
+//! Every (owner, data) pair comes from exactly one host (a host's A/AAAA and SRV records live at
+//! names derived from its own, its PTR records point at it), so a host's old contributions can
+//! be taken out exactly and its new ones put in, without looking at any other host. Empty
+//! non-terminals are reference-counted by the names below them.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::{NS, SOA};
+use hickory_proto::rr::{LowerName, Name, RData, Record};
+use ipnet::IpNet;
+
+use super::key::{self, Key};
+use super::{
+    fqdn, reverse_zone_for, shard_index, unix_now, Apex, Data, HostReport, HostShard, Node, Shard,
+    Snapshot, ZoneConfig, HOST_SHARDS, SHARDS,
+};
+use crate::serviceentry::Transport;
+
+pub struct ZoneBuilder {
+    ttl: u32,
+    /// Longest first, so that the first match is the closest enclosing zone.
+    apexes: Vec<(Name, Box<[u8]>)>,
+    ns_names: Vec<Name>,
+    /// Name servers inside our zones: names that exist without data and are never removed.
+    pinned: Vec<Key>,
+    shards: Vec<Arc<Shard>>,
+    hosts: Vec<Arc<HostShard>>,
+    serial: Option<u32>,
+    changed: bool,
+    served: usize,
+    host_count: usize,
+}
+
+/// Where one piece of data lives: (under a wildcard?, owner, data).
+type Contribution = (bool, Key, Data);
+
+impl ZoneBuilder {
+    pub fn new(cfg: &ZoneConfig, ranges: &[IpNet]) -> ZoneBuilder {
+        let mut names: Vec<Name> = cfg.zones.iter().filter_map(|z| fqdn(z)).collect();
+        let mut reverse: Vec<Name> = ranges.iter().map(reverse_zone_for).collect();
+        reverse.extend(cfg.reverse_zones.iter().filter_map(|z| fqdn(z)));
+        for r in reverse {
+            if !names.contains(&r) {
+                names.push(r);
+            }
+        }
+        names.sort_by_key(|n| std::cmp::Reverse(n.num_labels()));
+        let apexes = names
+            .into_iter()
+            .filter_map(|n| key::of(&n).map(|k| (n, Box::from(&k[..]))))
+            .collect();
+        let mut b = ZoneBuilder {
+            ttl: cfg.ttl,
+            apexes,
+            ns_names: cfg.ns_names(),
+            pinned: vec![],
+            shards: (0..SHARDS).map(|_| Arc::default()).collect(),
+            hosts: (0..HOST_SHARDS).map(|_| Arc::default()).collect(),
+            serial: None,
+            changed: false,
+            served: 0,
+            host_count: 0,
+        };
+        // Name servers inside our zones exist (NODATA rather than NXDOMAIN for their addresses).
+        for ns in b.ns_names.clone() {
+            if let Some(k) = key::of(&ns) {
+                if b.apex_len(&k).is_some() && !b.pinned.contains(&k) {
+                    b.pinned.push(k.clone());
+                    b.create(false, &k);
+                }
+            }
+        }
+        b
+    }
+
+    /// The key length of the closest zone enclosing `key`, if any.
+    fn apex_len(&self, key: &[u8]) -> Option<usize> {
+        self.apexes
+            .iter()
+            .find(|(_, a)| key::is_at_or_below(key, a))
+            .map(|(_, a)| a.len())
+    }
+
+    pub fn report(&self, host: &str) -> Option<&HostReport> {
+        self.hosts[shard_index(host.as_bytes(), HOST_SHARDS)].get(host)
+    }
+
+    /// Sets (with None: removes) a host's report and its names. Returns whether anything changed.
+    pub fn set_host(&mut self, host: &str, report: Option<HostReport>) -> bool {
+        let idx = shard_index(host.as_bytes(), HOST_SHARDS);
+        if self.hosts[idx].get(host) == report.as_ref() {
+            return false;
+        }
+        let old = Arc::make_mut(&mut self.hosts[idx]).remove(host);
+        if let Some(old) = &old {
+            self.host_count -= 1;
+            self.served -= usize::from(old.served);
+            for (wild, k, d) in self.contributions(host, old) {
+                self.remove(wild, &k, &d);
+            }
+        }
+        if let Some(new) = report {
+            self.host_count += 1;
+            self.served += usize::from(new.served);
+            for (wild, k, d) in self.contributions(host, &new) {
+                self.add(wild, k, d);
+            }
+            Arc::make_mut(&mut self.hosts[idx]).insert(host.into(), new);
+        }
+        self.changed = true;
+        true
+    }
+
+    fn contributions(&self, host: &str, report: &HostReport) -> Vec<Contribution> {
+        let mut out = Vec::new();
+        if !report.served {
+            return out;
+        }
+        let Some(k) = fqdn(host).and_then(|n| key::of(&n)) else {
+            return out;
+        };
+        let addr = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => Data::A(v4),
+            IpAddr::V6(v6) => Data::Aaaa(v6),
+        };
+        if report.wildcard {
+            // `*.bar.global` is kept under `bar.global`.
+            let Some(parent) = key::parent(&k).map(Key::from) else {
+                return out;
+            };
+            out.extend(
+                report
+                    .addresses
+                    .iter()
+                    .map(|a| (true, parent.clone(), addr(a.address))),
+            );
+            return out;
+        }
+        out.extend(
+            report
+                .addresses
+                .iter()
+                .map(|a| (false, k.clone(), addr(a.address))),
+        );
+        for p in &report.ports {
+            let proto: &[u8] = match p.transport {
+                Transport::Tcp => b"_tcp",
+                Transport::Udp => b"_udp",
+            };
+            let label = format!("_{}", p.name);
+            if let Some(owner) =
+                key::child(proto, &k).and_then(|t| key::child(label.as_bytes(), &t))
+            {
+                out.push((false, owner, Data::Srv(p.number, k.clone())));
+            }
+        }
+        for a in &report.addresses {
+            let mut rev = Name::from(a.address);
+            rev.set_fqdn(true);
+            if let Some(rk) = key::of(&rev).filter(|rk| self.apex_len(rk).is_some()) {
+                out.push((false, rk, Data::Ptr(k.clone())));
+            }
+        }
+        out
+    }
+
+    /// Creates the node (or wildcard) `k` if needed; returns it.
+    fn create(&mut self, wild: bool, k: &Key) -> &mut Node {
+        let idx = shard_index(k, SHARDS);
+        let exists = {
+            let s = &self.shards[idx];
+            if wild {
+                s.wildcards.contains_key(&k[..])
+            } else {
+                s.nodes.contains_key(&k[..])
+            }
+        };
+        if !exists {
+            // A wildcard makes its parent exist; a node makes its ancestors exist.
+            let start = if wild { Some(&k[..]) } else { key::parent(k) };
+            self.adjust_ents(k, start, true);
+        }
+        let shard = Arc::make_mut(&mut self.shards[idx]);
+        let map = if wild {
+            &mut shard.wildcards
+        } else {
+            &mut shard.nodes
+        };
+        map.entry(k.clone()).or_default()
+    }
+
+    fn add(&mut self, wild: bool, k: Key, d: Data) {
+        let node = self.create(wild, &k);
+        if !node.data.contains(&d) {
+            node.data.push(d);
+        }
+    }
+
+    fn remove(&mut self, wild: bool, k: &Key, d: &Data) {
+        let pinned = !wild && self.pinned.contains(k);
+        let idx = shard_index(k, SHARDS);
+        let shard = Arc::make_mut(&mut self.shards[idx]);
+        let map = if wild {
+            &mut shard.wildcards
+        } else {
+            &mut shard.nodes
+        };
+        let Some(node) = map.get_mut(&k[..]) else {
+            return;
+        };
+        if let Some(i) = node.data.iter().position(|x| x == d) {
+            node.data.remove(i);
+        }
+        if node.data.is_empty() && !pinned {
+            map.remove(&k[..]);
+            let start = if wild { Some(&k[..]) } else { key::parent(k) };
+            self.adjust_ents(k, start, false);
+        }
+    }
+
+    /// Counts a name at `owner` in (or out of) every empty non-terminal from `start` up to, not
+    /// including, the apex of its zone.
+    fn adjust_ents(&mut self, owner: &[u8], start: Option<&[u8]>, up: bool) {
+        let Some(apex_len) = self.apex_len(owner) else {
+            return;
+        };
+        let mut next = start;
+        while let Some(name) = next.filter(|n| n.len() > apex_len) {
+            let shard = Arc::make_mut(&mut self.shards[shard_index(name, SHARDS)]);
+            match (shard.ents.get_mut(name), up) {
+                (Some(c), true) => *c += 1,
+                (None, true) => {
+                    shard.ents.insert(Key::from(name), 1);
+                }
+                (Some(c), false) => {
+                    *c -= 1;
+                    if *c == 0 {
+                        shard.ents.remove(name);
+                    }
+                }
+                (None, false) => {}
+            }
+            next = key::parent(name);
+        }
+    }
+
+    /// Gives back the growth slack of every shard (after a large load, e.g. the first).
+    pub fn compact(&mut self) {
+        for s in &mut self.shards {
+            let s = Arc::make_mut(s);
+            s.nodes.values_mut().for_each(|n| n.data.shrink_to_fit());
+            s.wildcards
+                .values_mut()
+                .for_each(|n| n.data.shrink_to_fit());
+            s.nodes.shrink_to_fit();
+            s.wildcards.shrink_to_fit();
+            s.ents.shrink_to_fit();
+        }
+        for h in &mut self.hosts {
+            Arc::make_mut(h).shrink_to_fit();
+        }
+    }
+
+    /// A snapshot of the zone as it is now. The serial increases when anything changed since the
+    /// last snapshot (at least to the current unix time, so restarts do not go backwards).
+    pub fn snapshot(&mut self) -> Snapshot {
+        let now = unix_now() as u32;
+        let serial = match self.serial {
+            None => now,
+            Some(s) if self.changed => s.wrapping_add(1).max(now),
+            Some(s) => s,
+        };
+        self.serial = Some(serial);
+        self.changed = false;
+        let ttl = self.ttl;
+        let ns = &self.ns_names;
+        let apexes = self
+            .apexes
+            .iter()
+            .map(|(zone, k)| {
+                let rname = Name::from_ascii("hostmaster")
+                    .unwrap()
+                    .append_domain(zone)
+                    .unwrap_or_else(|_| zone.clone());
+                let soa = SOA::new(ns[0].clone(), rname, serial, 3600, 600, 86400, ttl);
+                Apex {
+                    name: LowerName::new(zone),
+                    key: k.clone(),
+                    soa: Record::from_rdata(zone.clone(), ttl, RData::SOA(soa)),
+                    ns: ns
+                        .iter()
+                        .map(|n| Record::from_rdata(zone.clone(), ttl, RData::NS(NS(n.clone()))))
+                        .collect(),
+                }
+            })
+            .collect();
+        static GENERATION: AtomicU64 = AtomicU64::new(1);
+        Snapshot {
+            loaded: true,
+            serial,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            apexes,
+            shards: self.shards.clone(),
+            hosts: self.hosts.clone(),
+            ttl,
+            served: self.served,
+            host_count: self.host_count,
+        }
+    }
+}

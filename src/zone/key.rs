@@ -1,0 +1,113 @@
+//! Names as hash keys: the lower-cased wire-format labels without the root
+//! (`\x07httpbin\x03bar\x06global`). A suffix that starts at a label boundary is the key of an
+//! ancestor, so walking up towards the apex slices instead of allocating, and a key takes a
+//! fraction of the memory of a hickory `Name` (which keeps ~80 bytes inline).
+
+use std::hash::Hasher;
+use std::sync::Arc;
+
+use hickory_proto::rr::Name;
+
+/// A shared key: one allocation per name, also pointed at by the SRV and PTR data that target it.
+pub type Key = Arc<[u8]>;
+
+/// The longest key (a name is at most 255 bytes on the wire, root label included).
+pub const MAX: usize = 255;
+
+/// Writes the lower-cased labels of `name` into `buf`; None when they do not fit.
+pub fn encode(name: &Name, buf: &mut [u8; MAX]) -> Option<usize> {
+    let mut len = 0;
+    for label in name.iter() {
+        let end = len + 1 + label.len();
+        if end > MAX {
+            return None;
+        }
+        buf[len] = label.len() as u8;
+        for (d, s) in buf[len + 1..end].iter_mut().zip(label) {
+            *d = s.to_ascii_lowercase();
+        }
+        len = end;
+    }
+    Some(len)
+}
+
+pub fn of(name: &Name) -> Option<Key> {
+    let mut buf = [0u8; MAX];
+    encode(name, &mut buf).map(|n| Arc::from(&buf[..n]))
+}
+
+/// The key of the parent name; None for the root (the empty key).
+pub fn parent(key: &[u8]) -> Option<&[u8]> {
+    let first = usize::from(*key.first()?);
+    key.get(1 + first..)
+}
+
+/// Whether `key` is `ancestor` or below it (compared at label boundaries only).
+pub fn is_at_or_below(mut key: &[u8], ancestor: &[u8]) -> bool {
+    loop {
+        if key == ancestor {
+            return true;
+        }
+        if key.len() <= ancestor.len() {
+            return false;
+        }
+        match parent(key) {
+            Some(p) => key = p,
+            None => return false,
+        }
+    }
+}
+
+/// `label` prepended to `key` (None when too long or the label is not 1..=63 bytes).
+pub fn child(label: &[u8], key: &[u8]) -> Option<Key> {
+    if label.is_empty() || label.len() > 63 || 1 + label.len() + key.len() > MAX {
+        return None;
+    }
+    let mut v = Vec::with_capacity(1 + label.len() + key.len());
+    v.push(label.len() as u8);
+    v.extend(label.iter().map(u8::to_ascii_lowercase));
+    v.extend_from_slice(key);
+    Some(v.into())
+}
+
+/// The name a key stands for (fully qualified).
+pub fn to_name(key: &[u8]) -> Name {
+    let mut labels = Vec::new();
+    let mut k = key;
+    while let Some(p) = parent(k) {
+        labels.push(&k[1..k.len() - p.len()]);
+        k = p;
+    }
+    let mut name = Name::from_labels(labels).unwrap_or_else(|_| Name::root());
+    name.set_fqdn(true);
+    name
+}
+
+/// FNV-1a of the key: picks the shard a name lives in.
+pub fn hash(key: &[u8]) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(key);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_parent_and_ancestry() {
+        let name = Name::from_ascii("HttpBin.bar.global.").unwrap();
+        let k = of(&name).unwrap();
+        assert_eq!(&k[..], b"\x07httpbin\x03bar\x06global");
+        assert_eq!(to_name(&k).to_ascii(), "httpbin.bar.global.");
+        assert_eq!(parent(&k), Some(&b"\x03bar\x06global"[..]));
+        assert!(is_at_or_below(&k, b"\x06global"));
+        assert!(is_at_or_below(&k, &k));
+        assert!(!is_at_or_below(b"\x06global", &k));
+        // Same bytes, not at a label boundary: not an ancestor.
+        assert!(!is_at_or_below(b"\x08x\x06global", b"\x06global"));
+        assert_eq!(parent(b""), None);
+        let srv = child(b"_tcp", &k).unwrap();
+        assert_eq!(to_name(&srv).to_ascii(), "_tcp.httpbin.bar.global.");
+    }
+}
