@@ -335,4 +335,95 @@ mod tests {
         let body = fs::read(dir.path().join(FILE_NAME)).unwrap();
         assert!(body.ends_with(b"\"alloc"), "file must be left as it was");
     }
+
+    fn alloc(ip: &str) -> Allocation {
+        Allocation {
+            ipv4: Some(ip.parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    fn change(
+        host: &str,
+        before: Option<Allocation>,
+        after: Option<Allocation>,
+    ) -> super::super::Change {
+        super::super::Change {
+            host: host.into(),
+            before,
+            after,
+        }
+    }
+
+    #[test]
+    fn small_changes_append_to_the_log_and_replay_over_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::open(dir.path()).unwrap();
+        let mut t = Table::new();
+        t.insert("a.x.global".into(), alloc("240.10.0.1"));
+        // No base yet: the first commit writes it whole.
+        store
+            .apply(&[change("a.x.global", None, Some(alloc("240.10.0.1")))], &t)
+            .unwrap();
+        assert!(store.path().exists() && !store.log_path().exists());
+        let base = fs::read(store.path()).unwrap();
+        t.insert("b.x.global".into(), alloc("240.10.0.2"));
+        t.remove("a.x.global");
+        store
+            .apply(
+                &[
+                    change("a.x.global", Some(alloc("240.10.0.1")), None),
+                    change("b.x.global", None, Some(alloc("240.10.0.2"))),
+                ],
+                &t,
+            )
+            .unwrap();
+        assert_eq!(
+            fs::read(store.path()).unwrap(),
+            base,
+            "the base is not rewritten"
+        );
+        let log = fs::read_to_string(store.log_path()).unwrap();
+        assert_eq!(log.lines().count(), 2, "{log}");
+        assert!(log.contains("\"removed\":true"), "{log}");
+        assert_eq!(read_table(dir.path()).unwrap(), t);
+        drop(store);
+        // Opening folds the log into the base.
+        let mut store = FileStore::open(dir.path()).unwrap();
+        assert_eq!(store.load().unwrap(), t);
+        assert!(!store.log_path().exists());
+        assert_eq!(read_table(dir.path()).unwrap(), t);
+    }
+
+    #[test]
+    fn a_cut_last_line_is_ignored_and_a_bad_line_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::open(dir.path()).unwrap();
+        let mut t = Table::new();
+        t.insert("a.x.global".into(), alloc("240.10.0.1"));
+        store.save(&t).unwrap();
+        drop(store);
+        let log = dir.path().join(LOG_NAME);
+        fs::write(
+            &log,
+            "{\"host\":\"b.x.global\",\"ipv4\":\"240.10.0.2\"}\n{\"host\":\"c.x.gl",
+        )
+        .unwrap();
+        let got = read_table(dir.path()).unwrap();
+        assert_eq!(
+            got.len(),
+            2,
+            "the complete line counts, the cut one does not: {got:?}"
+        );
+        fs::write(
+            &log,
+            "{\"host\":\"b.x.global\",\"ipv4\":\"240.10.0.2\"}\nnot json\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", read_table(dir.path()).unwrap_err());
+        assert!(err.contains("line 2") && err.contains(LOG_NAME), "{err}");
+        let mut store = FileStore::open(dir.path()).unwrap();
+        assert!(store.load().is_err());
+        assert!(log.exists(), "a bad log is left as it was");
+    }
 }

@@ -195,8 +195,8 @@ impl ZoneBuilder {
 
     fn add(&mut self, wild: bool, k: Key, d: Data) {
         let node = self.create(wild, &k);
-        if !node.data.contains(&d) {
-            node.data.push(d);
+        if let Err(at) = node.data.binary_search(&d) {
+            node.data.insert(at, d);
         }
     }
 
@@ -212,7 +212,7 @@ impl ZoneBuilder {
         let Some(node) = map.get_mut(&k[..]) else {
             return;
         };
-        if let Some(i) = node.data.iter().position(|x| x == d) {
+        if let Ok(i) = node.data.binary_search(d) {
             node.data.remove(i);
         }
         if node.data.is_empty() && !pinned {

@@ -89,7 +89,9 @@ pub struct Apex {
 /// One piece of answerable data, without its owner (the node's name) or TTL (the zone's): a
 /// hickory `Record` is 272 bytes, this is 24, which at 100,000 hosts is the difference between
 /// a snapshot of hundreds of megabytes and one of tens. Records are made when answered.
-#[derive(Clone, Debug, PartialEq)]
+/// Ordered, and kept sorted within a node: the answer's record order is the same whatever order
+/// the hosts came in (on every replica, after any history of changes).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Data {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
