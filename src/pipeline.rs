@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 
 use crate::alloc::{Allocator, Outcome, Table};
-use crate::registry::{Delta, HostView, Registry, SourceKey};
+use crate::registry::{Delta, Registry, SourceKey};
 use crate::serviceentry::Entry;
 use crate::zone::{HostReport, Snapshot, ZoneBuilder, ZoneConfig};
 
@@ -19,8 +19,8 @@ pub struct Pipeline {
     prefer_istio_status: bool,
     /// Hosts whose view or allocation may have changed since the last publish.
     pending: BTreeSet<String>,
-    /// The pending hosts' views as last reconciled, for the publish that follows.
-    views: Vec<(String, Option<HostView>)>,
+    /// The pending hosts' reports as last reconciled, for the publish that follows.
+    reports: Vec<(String, Option<HostReport>)>,
     /// Nothing published yet: the first pass also covers every host of the stored table (one
     /// that no source lists any more must be put on hold).
     first: bool,
@@ -39,7 +39,7 @@ impl Pipeline {
             zone: ZoneBuilder::new(zone, ranges),
             prefer_istio_status,
             pending: BTreeSet::new(),
-            views: Vec::new(),
+            reports: Vec::new(),
             first: true,
         }
     }
@@ -103,13 +103,13 @@ impl Pipeline {
             self.pending.extend(self.allocator.table().keys().cloned());
         }
         self.pending.extend(self.allocator.take_retry());
-        self.views.clear();
-        self.views.reserve(self.pending.len());
+        self.allocator.expect(self.pending.len());
+        let mut views = Vec::with_capacity(self.pending.len());
         for host in &self.pending {
             let view = self.registry.merge_host(host, self.prefer_istio_status);
             let wants = view.as_ref().is_some_and(|v| v.wants_vip);
             self.allocator.reconcile_host(host, wants, now, &mut out);
-            self.views.push((host.clone(), view));
+            views.push((host.clone(), view));
         }
         if self.allocator.holds_due(now) {
             self.allocator.expire_holds(now, &mut out);
@@ -121,18 +121,29 @@ impl Pipeline {
             let wants = view.as_ref().is_some_and(|v| v.wants_vip);
             self.allocator.reconcile_host(&host, wants, now, &mut out);
             if self.pending.insert(host.clone()) {
-                self.views.push((host, view));
+                views.push((host, view));
             }
         }
         self.allocator.settle(&mut out);
+        // Reports are made only now that every VIP of the pass is known.
+        self.reports = views
+            .into_iter()
+            .map(|(host, view)| {
+                let report = view.map(|v| HostReport::new(v, self.allocator.vips(&host)));
+                (host, report)
+            })
+            .collect();
         out
     }
 
     /// Renders the reconciled hosts into the zone and returns the new snapshot.
     pub fn publish(&mut self) -> Snapshot {
-        let large = self.views.len() > 1000 && self.views.len() * 4 > self.registry.host_count();
-        for (host, view) in std::mem::take(&mut self.views) {
-            let report = view.map(|v| HostReport::new(&v, self.allocator.vips(&host)));
+        let n = self.reports.len();
+        let large = n > 1000 && n * 4 > self.registry.host_count();
+        if large {
+            self.zone.reserve(n);
+        }
+        for (host, report) in std::mem::take(&mut self.reports) {
             self.zone.set_host(&host, report);
         }
         self.pending.clear();

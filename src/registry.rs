@@ -8,7 +8,7 @@ use fnv::FnvBuildHasher;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::serviceentry::{Entry, ObjectRef, Resolution, SrvPort};
+use crate::serviceentry::{Entry, Resolution, SrvPort};
 
 /// Identifies one unit of source content: a file of the file source, or a cluster of the kube source.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -27,8 +27,9 @@ pub enum AddressKind {
     IstioStatus,
 }
 
-/// Each address with every (kind, object) that wrote it (sorted, no duplicates).
-pub type Origins = BTreeMap<IpAddr, Vec<(AddressKind, ObjectRef)>>;
+/// Each address with every (kind, object) that wrote it (sorted, no duplicates); objects as
+/// `cluster/namespace/name`, the form every report shows.
+pub type Origins = BTreeMap<IpAddr, Vec<(AddressKind, String)>>;
 
 /// Everything the sources say about one host.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -39,7 +40,8 @@ pub struct HostView {
     /// Sorted, no duplicates (as every list here: sorted vectors, because a B-tree node per host
     /// and set would be most of the memory of a 100,000-host merge).
     pub ports: Vec<SrvPort>,
-    pub objects: Vec<ObjectRef>,
+    /// `cluster/namespace/name` of every entry that lists the host.
+    pub objects: Vec<String>,
     /// No address of its own, and at least one listing entry allows auto-allocation.
     pub wants_vip: bool,
 }
@@ -220,13 +222,13 @@ impl Registry {
         view.objects.reserve_exact(listings.len());
         for &(slot, i) in listings {
             let entry = &self.units[slot as usize][i as usize];
-            view.objects.push(entry.object.clone());
+            let object = entry.object.to_string();
             view.ports.extend(entry.ports.iter().cloned());
             for ip in &entry.addresses {
                 view.addresses
                     .entry(*ip)
                     .or_default()
-                    .push((AddressKind::Spec, entry.object.clone()));
+                    .push((AddressKind::Spec, object.clone()));
             }
             if prefer_istio_status {
                 for (ip, owner) in &entry.status_addresses {
@@ -234,7 +236,7 @@ impl Registry {
                         status
                             .entry(*ip)
                             .or_default()
-                            .push((AddressKind::IstioStatus, entry.object.clone()));
+                            .push((AddressKind::IstioStatus, object.clone()));
                     }
                 }
             }
@@ -247,6 +249,7 @@ impl Registry {
                     Resolution::DynamicDns => true,
                     _ => !view.wildcard,
                 };
+            view.objects.push(object);
         }
         sort_dedup(&mut view.objects);
         sort_dedup(&mut view.ports);
@@ -281,7 +284,7 @@ fn sort_dedup<T: Ord>(v: &mut Vec<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serviceentry::Entry;
+    use crate::serviceentry::{Entry, ObjectRef};
 
     fn entry(cluster: &str, name: &str, hosts: &[&str], addrs: &[&str]) -> Entry {
         Entry {

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// One host's VIPs. `released_at` (unix seconds) is set while the host is gone and its VIPs held.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Allocation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,8 +187,8 @@ pub struct Allocator {
     /// Usable addresses of each pool that are taken (a VIP or reserved).
     used4: u128,
     used6: u128,
-    /// Every host changed since the last `take_changes`, with its allocation before.
-    dirty: HashMap<String, Option<Allocation>>,
+    /// Every host changed since the last `take_changes`: its allocation before, and now.
+    dirty: HashMap<String, (Option<Allocation>, Option<Allocation>)>,
     /// Hosts that want a VIP of some family and could not get one (pool full).
     starved: BTreeSet<String>,
     /// Whether addresses were freed since the starved hosts were last retried.
@@ -304,13 +304,22 @@ impl Allocator {
         }
     }
 
-    /// The host's entry, remembering how it was before this pass changed it.
-    fn entry_mut(&mut self, host: &str) -> &mut Allocation {
-        if !self.dirty.contains_key(host) {
-            self.dirty
-                .insert(host.to_string(), self.table.get(host).cloned());
+    /// Records a host's new entry, remembering how it was before this pass changed it.
+    fn remember(&mut self, host: &str, before: Option<Allocation>, after: Option<Allocation>) {
+        match self.dirty.get_mut(host) {
+            Some(d) => d.1 = after,
+            None => {
+                self.dirty.insert(host.to_string(), (before, after));
+            }
         }
-        self.table.entry(host.to_string()).or_default()
+    }
+
+    /// Makes room for a pass over `hosts` hosts (a first load touches every one).
+    pub fn expect(&mut self, hosts: usize) {
+        self.dirty.reserve(hosts);
+        if self.owners.is_empty() {
+            self.owners.reserve(hosts);
+        }
     }
 
     /// Checks a loaded table against the configured ranges; names every bad entry.
@@ -343,16 +352,13 @@ impl Allocator {
     /// what it lacks. Callers reconcile hosts in sorted order, so that instances seeing the same
     /// hosts agree.
     pub fn reconcile_host(&mut self, host: &str, wants: bool, now: u64, out: &mut Outcome) {
+        // Worked on a copy, written back once: the table is a B-tree keyed by strings, and
+        // this runs for every host of a first load.
+        let before = self.table.get(host).copied();
+        let mut a = before.unwrap_or_default();
         // 1. User addresses win.
-        let displaced: Vec<IpAddr> = self
-            .table
-            .get(host)
-            .into_iter()
-            .flat_map(Allocation::ips)
-            .filter(|ip| self.reserved.contains(ip))
-            .collect();
+        let displaced: Vec<IpAddr> = a.ips().filter(|ip| self.reserved.contains(ip)).collect();
         for ip in &displaced {
-            let a = self.entry_mut(host);
             match ip {
                 IpAddr::V4(_) => a.ipv4 = None,
                 IpAddr::V6(_) => a.ipv6 = None,
@@ -360,32 +366,30 @@ impl Allocator {
             self.vacate(*ip);
         }
         // 2. Hold what disappeared, give back what returned.
-        match (self.table.get(host).map(|a| a.released_at.is_some()), wants) {
-            (Some(false), false) => {
-                self.entry_mut(host).released_at = Some(now);
-                out.released.push(host.to_string());
+        if before.is_some() {
+            match (a.released_at.is_some(), wants) {
+                (false, false) => {
+                    a.released_at = Some(now);
+                    out.released.push(host.to_string());
+                }
+                (true, true) => {
+                    a.released_at = None;
+                    out.reclaimed.push(host.to_string());
+                }
+                _ => {}
             }
-            (Some(true), true) => {
-                self.entry_mut(host).released_at = None;
-                out.reclaimed.push(host.to_string());
-            }
-            _ => {}
         }
         // 3. Allocate what a wanted host lacks.
         let mut starved = false;
         if wants {
-            let (has4, has6) = self
-                .table
-                .get(host)
-                .map_or((false, false), |a| (a.ipv4.is_some(), a.ipv6.is_some()));
-            if !has4 && self.v4.is_some() {
+            if a.ipv4.is_none() && self.v4.is_some() {
                 let choice = self
                     .v4
                     .as_ref()
                     .and_then(|p| p.choose(host, |ip| self.taken(ip), self.used4));
                 match choice {
                     Some(ip @ IpAddr::V4(v4)) => {
-                        self.entry_mut(host).ipv4 = Some(v4);
+                        a.ipv4 = Some(v4);
                         self.occupy(ip, host.to_string());
                         out.allocated.push((host.to_string(), ip));
                     }
@@ -395,14 +399,14 @@ impl Allocator {
                     }
                 }
             }
-            if !has6 && self.v6.is_some() {
+            if a.ipv6.is_none() && self.v6.is_some() {
                 let choice = self
                     .v6
                     .as_ref()
                     .and_then(|p| p.choose(host, |ip| self.taken(ip), self.used6));
                 match choice {
                     Some(ip @ IpAddr::V6(v6)) => {
-                        self.entry_mut(host).ipv6 = Some(v6);
+                        a.ipv6 = Some(v6);
                         self.occupy(ip, host.to_string());
                         out.allocated.push((host.to_string(), ip));
                     }
@@ -415,20 +419,25 @@ impl Allocator {
         }
         if starved {
             self.starved.insert(host.to_string());
-        } else {
+        } else if !self.starved.is_empty() {
             self.starved.remove(host);
         }
         // An entry with no address left is dropped (a held one too: nothing to hold).
-        if self
-            .table
-            .get(host)
-            .is_some_and(|a| a.ipv4.is_none() && a.ipv6.is_none())
-        {
-            self.entry_mut(host);
-            self.table.remove(host);
+        let after = (a.ipv4.is_some() || a.ipv6.is_some()).then_some(a);
+        if after != before {
+            self.remember(host, before, after);
+            match (after, self.table.get_mut(host)) {
+                (Some(a), Some(slot)) => *slot = a,
+                (Some(a), None) => {
+                    self.table.insert(host.to_string(), a);
+                }
+                (None, _) => {
+                    self.table.remove(host);
+                }
+            }
         }
         for old in displaced {
-            let new = self.table.get(host).and_then(|a| match old {
+            let new = after.and_then(|a| match old {
                 IpAddr::V4(_) => a.ipv4.map(IpAddr::V4),
                 IpAddr::V6(_) => a.ipv6.map(IpAddr::V6),
             });
@@ -454,8 +463,8 @@ impl Allocator {
             .map(|(h, _)| h.clone())
             .collect();
         for host in due {
-            self.entry_mut(&host);
             if let Some(a) = self.table.remove(&host) {
+                self.remember(&host, Some(a), None);
                 a.ips().for_each(|ip| self.vacate(ip));
             }
             out.expired.push(host);
@@ -484,8 +493,7 @@ impl Allocator {
         let mut changes: Vec<Change> = self
             .dirty
             .drain()
-            .filter_map(|(host, before)| {
-                let after = self.table.get(&host).cloned();
+            .filter_map(|(host, (before, after))| {
                 (before != after).then_some(Change {
                     host,
                     before,
@@ -505,7 +513,7 @@ impl Allocator {
             }
             if let Some(b) = &c.before {
                 b.ips().for_each(|ip| self.occupy(ip, c.host.clone()));
-                self.table.insert(c.host.clone(), b.clone());
+                self.table.insert(c.host.clone(), *b);
             }
         }
         self.dirty.clear();

@@ -530,7 +530,7 @@ impl Store for KubeStore {
         let side = |pick: fn(&Change) -> &Option<Allocation>| -> Table {
             changes
                 .iter()
-                .filter_map(|c| Some((c.host.clone(), pick(c).clone()?)))
+                .filter_map(|c| Some((c.host.clone(), (*pick(c))?)))
                 .collect()
         };
         let before = side(|c| &c.before);

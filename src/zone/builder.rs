@@ -92,10 +92,22 @@ impl ZoneBuilder {
     /// Sets (with None: removes) a host's report and its names. Returns whether anything changed.
     pub fn set_host(&mut self, host: &str, report: Option<HostReport>) -> bool {
         let idx = shard_index(host.as_bytes(), HOST_SHARDS);
-        if self.hosts[idx].get(host) == report.as_ref() {
+        let shard = &self.hosts[idx];
+        if shard.get(host) == report.as_ref() {
             return false;
         }
-        let old = Arc::make_mut(&mut self.hosts[idx]).remove(host);
+        let added = report
+            .as_ref()
+            .map(|r| (r.served, self.contributions(host, r)));
+        let shard = Arc::make_mut(&mut self.hosts[idx]);
+        let old = match (report, shard.get_mut(host)) {
+            (Some(new), Some(slot)) => Some(std::mem::replace(slot, new)),
+            (Some(new), None) => {
+                shard.insert(host.into(), new);
+                None
+            }
+            (None, _) => shard.remove(host),
+        };
         if let Some(old) = &old {
             self.host_count -= 1;
             self.served -= usize::from(old.served);
@@ -103,16 +115,28 @@ impl ZoneBuilder {
                 self.remove(wild, &k, &d);
             }
         }
-        if let Some(new) = report {
+        if let Some((served, contributions)) = added {
             self.host_count += 1;
-            self.served += usize::from(new.served);
-            for (wild, k, d) in self.contributions(host, &new) {
+            self.served += usize::from(served);
+            for (wild, k, d) in contributions {
                 self.add(wild, k, d);
             }
-            Arc::make_mut(&mut self.hosts[idx]).insert(host.into(), new);
         }
         self.changed = true;
         true
+    }
+
+    /// Makes room for `hosts` more hosts (a first load), instead of growing every table in steps.
+    pub fn reserve(&mut self, hosts: usize) {
+        // About two names per host (its own and its PTR), one SRV name per port.
+        let per = (hosts * 2).div_ceil(SHARDS);
+        for s in &mut self.shards {
+            Arc::make_mut(s).nodes.reserve(per);
+        }
+        let per = hosts.div_ceil(HOST_SHARDS);
+        for h in &mut self.hosts {
+            Arc::make_mut(h).reserve(per);
+        }
     }
 
     fn contributions(&self, host: &str, report: &HostReport) -> Vec<Contribution> {
@@ -120,7 +144,7 @@ impl ZoneBuilder {
         if !report.served {
             return out;
         }
-        let Some(k) = fqdn(host).and_then(|n| key::of(&n)) else {
+        let Some(k) = key::of_host(host) else {
             return out;
         };
         let addr = |ip: IpAddr| match ip {
@@ -159,44 +183,54 @@ impl ZoneBuilder {
             }
         }
         for a in &report.addresses {
-            let mut rev = Name::from(a.address);
-            rev.set_fqdn(true);
-            if let Some(rk) = key::of(&rev).filter(|rk| self.apex_len(rk).is_some()) {
+            let rk = key::reverse(a.address);
+            if self.apex_len(&rk).is_some() {
                 out.push((false, rk, Data::Ptr(k.clone())));
             }
         }
         out
     }
 
-    /// Creates the node (or wildcard) `k` if needed; returns it.
-    fn create(&mut self, wild: bool, k: &Key) -> &mut Node {
-        let idx = shard_index(k, SHARDS);
-        let exists = {
-            let s = &self.shards[idx];
-            if wild {
-                s.wildcards.contains_key(&k[..])
-            } else {
-                s.nodes.contains_key(&k[..])
-            }
-        };
-        if !exists {
-            // A wildcard makes its parent exist; a node makes its ancestors exist.
-            let start = if wild { Some(&k[..]) } else { key::parent(k) };
-            self.adjust_ents(k, start, true);
-        }
-        let shard = Arc::make_mut(&mut self.shards[idx]);
+    /// Creates the node (or wildcard) `k` if needed.
+    fn create(&mut self, wild: bool, k: &Key) {
+        self.put(wild, k.clone(), None);
+    }
+
+    fn add(&mut self, wild: bool, k: Key, d: Data) {
+        self.put(wild, k, Some(d));
+    }
+
+    /// Adds `d` (if any) to the node `k`, creating it, and the empty non-terminals above it,
+    /// when it is new. One hash probe for the common case.
+    fn put(&mut self, wild: bool, k: Key, d: Option<Data>) {
+        use std::collections::hash_map::Entry;
+        let shard = Arc::make_mut(&mut self.shards[shard_index(&k, SHARDS)]);
         let map = if wild {
             &mut shard.wildcards
         } else {
             &mut shard.nodes
         };
-        map.entry(k.clone()).or_default()
-    }
-
-    fn add(&mut self, wild: bool, k: Key, d: Data) {
-        let node = self.create(wild, &k);
-        if let Err(at) = node.data.binary_search(&d) {
-            node.data.insert(at, d);
+        let fresh = match map.entry(k.clone()) {
+            Entry::Vacant(v) => {
+                v.insert(Node {
+                    data: d.into_iter().collect(),
+                });
+                true
+            }
+            Entry::Occupied(mut o) => {
+                if let Some(d) = d {
+                    let data = &mut o.get_mut().data;
+                    if let Err(at) = data.binary_search(&d) {
+                        data.insert(at, d);
+                    }
+                }
+                false
+            }
+        };
+        if fresh {
+            // A wildcard makes its parent exist; a node makes its ancestors exist.
+            let start = if wild { Some(&k[..]) } else { key::parent(&k) };
+            self.adjust_ents(&k, start, true);
         }
     }
 

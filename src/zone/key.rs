@@ -36,6 +36,58 @@ pub fn of(name: &Name) -> Option<Key> {
     encode(name, &mut buf).map(|n| Arc::from(&buf[..n]))
 }
 
+/// The key of a host as the registry holds it (lower-case, dots, no trailing dot); None when it
+/// is not a valid name. Cheaper than going through a `Name`, which matters at 100,000 hosts.
+pub fn of_host(host: &str) -> Option<Key> {
+    if host.is_empty() || host.len() + 1 > MAX {
+        return None;
+    }
+    let mut v = Vec::with_capacity(host.len() + 1);
+    for label in host.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return None;
+        }
+        v.push(label.len() as u8);
+        v.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    Some(v.into())
+}
+
+/// The key of an address's reverse name (`d.c.b.a.in-addr.arpa`, nibbles for IPv6).
+pub fn reverse(ip: std::net::IpAddr) -> Key {
+    let mut v = Vec::with_capacity(74);
+    let mut label = |s: &[u8]| {
+        v.push(s.len() as u8);
+        v.extend_from_slice(s);
+    };
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for o in a.octets().iter().rev() {
+                let digits = [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10];
+                let skip = if *o >= 100 {
+                    0
+                } else if *o >= 10 {
+                    1
+                } else {
+                    2
+                };
+                label(&digits[skip..]);
+            }
+            label(b"in-addr");
+        }
+        std::net::IpAddr::V6(a) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for o in a.octets().iter().rev() {
+                label(&[HEX[usize::from(o & 0xf)]]);
+                label(&[HEX[usize::from(o >> 4)]]);
+            }
+            label(b"ip6");
+        }
+    }
+    label(b"arpa");
+    v.into()
+}
+
 /// The key of the parent name; None for the root (the empty key).
 pub fn parent(key: &[u8]) -> Option<&[u8]> {
     let first = usize::from(*key.first()?);
@@ -107,6 +159,14 @@ mod tests {
         // Same bytes, not at a label boundary: not an ancestor.
         assert!(!is_at_or_below(b"\x08x\x06global", b"\x06global"));
         assert_eq!(parent(b""), None);
+        assert_eq!(of_host("httpbin.bar.global").unwrap(), k);
+        assert_eq!(of_host("bad..name"), None);
+        for ip in ["240.10.1.2", "fd00:10::ab:1"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut rev = Name::from(ip);
+            rev.set_fqdn(true);
+            assert_eq!(reverse(ip), of(&rev).unwrap(), "{ip}");
+        }
         let srv = child(b"_tcp", &k).unwrap();
         assert_eq!(to_name(&srv).to_ascii(), "_tcp.httpbin.bar.global.");
     }

@@ -201,17 +201,17 @@ pub struct HostReport {
 
 impl HostReport {
     /// What is served for a host: the addresses the sources give it, else its VIPs.
-    pub fn new(view: &HostView, vips: impl Iterator<Item = IpAddr>) -> HostReport {
+    pub fn new(view: HostView, vips: impl Iterator<Item = IpAddr>) -> HostReport {
         let mut addresses: Vec<AddressReport> = view
             .addresses
-            .iter()
+            .into_iter()
             .map(|(ip, origins)| AddressReport {
-                address: *ip,
-                source: match origins.iter().next().map(|(k, _)| *k) {
+                address: ip,
+                source: match origins.first().map(|(k, _)| *k) {
                     Some(AddressKind::IstioStatus) => "istio-status",
                     _ => "spec",
                 },
-                objects: origins.iter().map(|(_, o)| o.to_string()).collect(),
+                objects: origins.into_iter().map(|(_, o)| o).collect(),
             })
             .collect();
         if view.wants_vip {
@@ -231,8 +231,8 @@ impl HostReport {
             wildcard: view.wildcard,
             reason,
             addresses,
-            ports: view.ports.clone(),
-            objects: view.objects.iter().map(|o| o.to_string()).collect(),
+            ports: view.ports,
+            objects: view.objects,
         }
     }
 }
