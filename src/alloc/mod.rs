@@ -502,6 +502,10 @@ impl Allocator {
             })
             .collect();
         changes.sort_by(|a, b| a.host.cmp(&b.host));
+        if self.dirty.capacity() > 4096 {
+            // A first load's worth of room, not needed again.
+            self.dirty = HashMap::new();
+        }
         changes
     }
 

@@ -171,16 +171,20 @@ impl ZoneBuilder {
                 .map(|a| (false, k.clone(), addr(a.address))),
         );
         for p in &report.ports {
-            let proto: &[u8] = match p.transport {
-                Transport::Tcp => b"_tcp",
-                Transport::Udp => b"_udp",
-            };
-            let label = format!("_{}", p.name);
-            if let Some(owner) =
-                key::child(proto, &k).and_then(|t| key::child(label.as_bytes(), &t))
-            {
-                out.push((false, owner, Data::Srv(p.number, k.clone())));
+            let label = format!("_{}", p.name.to_ascii_lowercase());
+            // The SRV owner must be a valid name: a label of at most 63 bytes, 255 in all.
+            if label.len() > 63 || label.len() + 6 + k.len() > key::MAX {
+                continue;
             }
+            out.push((
+                false,
+                k.clone(),
+                Data::Srv {
+                    udp: p.transport == Transport::Udp,
+                    label: label.into_bytes().into(),
+                    port: p.number,
+                },
+            ));
         }
         for a in &report.addresses {
             let rk = key::reverse(a.address);
