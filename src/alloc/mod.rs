@@ -180,8 +180,9 @@ pub struct Allocator {
     pub v6: Option<Pool>,
     pub hold_secs: u64,
     table: Table,
-    /// Who holds each VIP of the table.
-    owners: HashMap<IpAddr, String, FnvBuildHasher>,
+    /// Every VIP of the table (who holds one is looked up in the table, which is rarely
+    /// needed: a host name per VIP here would be megabytes at 100,000 hosts).
+    vips: HashSet<IpAddr, FnvBuildHasher>,
     /// Addresses written in ServiceEntries: never handed out, and they displace an auto VIP.
     reserved: HashSet<IpAddr, FnvBuildHasher>,
     /// Usable addresses of each pool that are taken (a VIP or reserved).
@@ -204,7 +205,7 @@ impl Allocator {
             v6: Pool::new(v6),
             hold_secs,
             table: Table::new(),
-            owners: HashMap::default(),
+            vips: HashSet::default(),
             reserved: HashSet::default(),
             used4: 0,
             used6: 0,
@@ -222,17 +223,13 @@ impl Allocator {
 
     /// Replaces the table (with one a store holds); the next passes work from it.
     pub fn replace_table(&mut self, table: Table) {
-        for ip in std::mem::take(&mut self.owners).into_keys() {
+        for ip in std::mem::take(&mut self.vips) {
             self.count(ip, -1, true);
         }
         self.table = table;
-        let ips: Vec<(IpAddr, String)> = self
-            .table
-            .iter()
-            .flat_map(|(h, a)| a.ips().map(move |ip| (ip, h.clone())))
-            .collect();
-        for (ip, host) in ips {
-            self.occupy(ip, host);
+        let ips: Vec<IpAddr> = self.table.values().flat_map(Allocation::ips).collect();
+        for ip in ips {
+            self.occupy(ip);
         }
         self.dirty.clear();
         self.freed = true;
@@ -251,7 +248,7 @@ impl Allocator {
         let other = if vip {
             self.reserved.contains(&ip)
         } else {
-            self.owners.contains_key(&ip)
+            self.vips.contains(&ip)
         };
         if other || !self.pool_for(ip).is_some_and(|p| p.usable(ip)) {
             return;
@@ -267,22 +264,22 @@ impl Allocator {
         }
     }
 
-    fn occupy(&mut self, ip: IpAddr, host: String) {
-        if !self.owners.contains_key(&ip) {
+    fn occupy(&mut self, ip: IpAddr) {
+        if !self.vips.contains(&ip) {
             self.count(ip, 1, true);
+            self.vips.insert(ip);
         }
-        self.owners.insert(ip, host);
     }
 
     fn vacate(&mut self, ip: IpAddr) {
-        if self.owners.remove(&ip).is_some() {
+        if self.vips.remove(&ip) {
             self.count(ip, -1, true);
             self.freed = true;
         }
     }
 
     fn taken(&self, ip: &IpAddr) -> bool {
-        self.owners.contains_key(ip) || self.reserved.contains(ip)
+        self.vips.contains(ip) || self.reserved.contains(ip)
     }
 
     /// An address is now written in some ServiceEntry. Returns the host whose VIP it is, which
@@ -293,7 +290,13 @@ impl Allocator {
         }
         self.count(ip, 1, false);
         self.reserved.insert(ip);
-        self.owners.get(&ip).cloned()
+        if !self.vips.contains(&ip) {
+            return None;
+        }
+        self.table
+            .iter()
+            .find(|(_, a)| a.ips().any(|x| x == ip))
+            .map(|(h, _)| h.clone())
     }
 
     /// An address is no longer written anywhere: it may be handed out again.
@@ -317,8 +320,8 @@ impl Allocator {
     /// Makes room for a pass over `hosts` hosts (a first load touches every one).
     pub fn expect(&mut self, hosts: usize) {
         self.dirty.reserve(hosts);
-        if self.owners.is_empty() {
-            self.owners.reserve(hosts);
+        if self.vips.is_empty() {
+            self.vips.reserve(hosts);
         }
     }
 
@@ -390,7 +393,7 @@ impl Allocator {
                 match choice {
                     Some(ip @ IpAddr::V4(v4)) => {
                         a.ipv4 = Some(v4);
-                        self.occupy(ip, host.to_string());
+                        self.occupy(ip);
                         out.allocated.push((host.to_string(), ip));
                     }
                     _ => {
@@ -407,7 +410,7 @@ impl Allocator {
                 match choice {
                     Some(ip @ IpAddr::V6(v6)) => {
                         a.ipv6 = Some(v6);
-                        self.occupy(ip, host.to_string());
+                        self.occupy(ip);
                         out.allocated.push((host.to_string(), ip));
                     }
                     _ => {
@@ -516,7 +519,7 @@ impl Allocator {
                 a.ips().for_each(|ip| self.vacate(ip));
             }
             if let Some(b) = &c.before {
-                b.ips().for_each(|ip| self.occupy(ip, c.host.clone()));
+                b.ips().for_each(|ip| self.occupy(ip));
                 self.table.insert(c.host.clone(), *b);
             }
         }

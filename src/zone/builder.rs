@@ -86,32 +86,37 @@ impl ZoneBuilder {
     }
 
     pub fn report(&self, host: &str) -> Option<&HostReport> {
-        self.hosts[shard_index(host.as_bytes(), HOST_SHARDS)].get(host)
+        let k = key::of_host(host)?;
+        self.hosts[shard_index(&k, HOST_SHARDS)].get(&k[..])
     }
 
     /// Sets (with None: removes) a host's report and its names. Returns whether anything changed.
     pub fn set_host(&mut self, host: &str, report: Option<HostReport>) -> bool {
-        let idx = shard_index(host.as_bytes(), HOST_SHARDS);
-        let shard = &self.hosts[idx];
-        if shard.get(host) == report.as_ref() {
+        // Valid hosts always have a key; the registry holds no other.
+        let Some(k) = key::of_host(host) else {
+            return false;
+        };
+        let idx = shard_index(&k, HOST_SHARDS);
+        if self.hosts[idx].get(&k[..]) == report.as_ref() {
             return false;
         }
         let added = report
             .as_ref()
-            .map(|r| (r.served, self.contributions(host, r)));
+            .map(|r| (r.served, self.contributions(&k, r)));
         let shard = Arc::make_mut(&mut self.hosts[idx]);
-        let old = match (report, shard.get_mut(host)) {
+        let old = match (report, shard.get_mut(&k[..])) {
             (Some(new), Some(slot)) => Some(std::mem::replace(slot, new)),
             (Some(new), None) => {
-                shard.insert(host.into(), new);
+                // The same allocation as the host's node key and its PTR targets.
+                shard.insert(k.clone(), new);
                 None
             }
-            (None, _) => shard.remove(host),
+            (None, _) => shard.remove(&k[..]),
         };
         if let Some(old) = &old {
             self.host_count -= 1;
             self.served -= usize::from(old.served);
-            for (wild, k, d) in self.contributions(host, old) {
+            for (wild, k, d) in self.contributions(&k, old) {
                 self.remove(wild, &k, &d);
             }
         }
@@ -139,21 +144,18 @@ impl ZoneBuilder {
         }
     }
 
-    fn contributions(&self, host: &str, report: &HostReport) -> Vec<Contribution> {
+    fn contributions(&self, k: &Key, report: &HostReport) -> Vec<Contribution> {
         let mut out = Vec::new();
         if !report.served {
             return out;
         }
-        let Some(k) = key::of_host(host) else {
-            return out;
-        };
         let addr = |ip: IpAddr| match ip {
             IpAddr::V4(v4) => Data::A(v4),
             IpAddr::V6(v6) => Data::Aaaa(v6),
         };
         if report.wildcard {
             // `*.bar.global` is kept under `bar.global`.
-            let Some(parent) = key::parent(&k).map(Key::from) else {
+            let Some(parent) = key::parent(k).map(Key::from) else {
                 return out;
             };
             out.extend(

@@ -135,6 +135,20 @@ pub fn to_name(key: &[u8]) -> Name {
     name
 }
 
+/// The host name a key stands for, as the registry writes it (`httpbin.bar.global`).
+pub fn to_host(key: &[u8]) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut k = key;
+    while let Some(p) = parent(k) {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(&String::from_utf8_lossy(&k[1..k.len() - p.len()]));
+        k = p;
+    }
+    out
+}
+
 /// FNV-1a of the key: picks the shard a name lives in.
 pub fn hash(key: &[u8]) -> u64 {
     let mut h = fnv::FnvHasher::default();
@@ -160,6 +174,7 @@ mod tests {
         assert!(!is_at_or_below(b"\x08x\x06global", b"\x06global"));
         assert_eq!(parent(b""), None);
         assert_eq!(of_host("httpbin.bar.global").unwrap(), k);
+        assert_eq!(to_host(&k), "httpbin.bar.global");
         assert_eq!(of_host("bad..name"), None);
         for ip in ["240.10.1.2", "fd00:10::ab:1"] {
             let ip: std::net::IpAddr = ip.parse().unwrap();

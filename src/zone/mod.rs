@@ -207,7 +207,8 @@ struct Shard {
     ents: HashMap<Key, u32, FnvBuildHasher>,
 }
 
-type HostShard = HashMap<Box<str>, HostReport, FnvBuildHasher>;
+/// Keyed by the host's name key (shared with its node).
+type HostShard = HashMap<Key, HostReport, FnvBuildHasher>;
 
 fn shard_index(key: &[u8], shards: usize) -> usize {
     (key::hash(key) as usize) & (shards - 1)
@@ -523,14 +524,15 @@ impl Snapshot {
     }
 
     pub fn host(&self, host: &str) -> Option<&HostReport> {
-        self.hosts[shard_index(host.as_bytes(), HOST_SHARDS)].get(host)
+        let k = key::of_host(host)?;
+        self.hosts[shard_index(&k, HOST_SHARDS)].get(&k[..])
     }
 
     /// Every host's report, sorted by host name (for `/debug/hosts` and `check`).
-    pub fn hosts(&self) -> BTreeMap<&str, &HostReport> {
+    pub fn hosts(&self) -> BTreeMap<String, &HostReport> {
         self.hosts
             .iter()
-            .flat_map(|s| s.iter().map(|(h, r)| (&**h, r)))
+            .flat_map(|s| s.iter().map(|(k, r)| (key::to_host(k), r)))
             .collect()
     }
 }
