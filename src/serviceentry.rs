@@ -6,7 +6,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Label with which a ServiceEntry opts out of VIP auto-allocation (Istio's own label).
 pub const AUTOALLOCATE_LABEL: &str = "networking.istio.io/enable-autoallocate-ip";
@@ -40,10 +41,32 @@ pub struct ObjectMeta {
     pub name: String,
     #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_labels")]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
+}
+
+/// A label map that refuses a repeated key, as YAML does (serde's map would keep the last value).
+fn unique_labels<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Labels;
+    impl<'de> Visitor<'de> for Labels {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of labels")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut labels = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if labels.contains_key(&key) {
+                    return Err(de::Error::custom(format_args!("duplicate label {key:?}")));
+                }
+                labels.insert(key, value);
+            }
+            Ok(labels)
+        }
+    }
+    d.deserialize_map(Labels)
 }
 
 /// The part of `spec` globaldns reads; unknown fields are tolerated (ignored).
@@ -70,14 +93,46 @@ pub struct ServiceEntrySpec {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Port {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "port_number")]
     pub number: u32,
     #[serde(default)]
     pub protocol: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_port_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_port: Option<u32>,
+}
+
+/// A port number, quoted (`"8080"`, `"017"`) or not, as serde_saphyr has always read it.
+fn port_number<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    struct Number;
+    impl<'de> Visitor<'de> for Number {
+        type Value = u32;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a port number")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
+            v.parse()
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+        }
+    }
+    d.deserialize_any(Number)
+}
+
+fn optional_port_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    struct Number(#[serde(deserialize_with = "port_number")] u32);
+    Ok(Option::<Number>::deserialize(d)?.map(|n| n.0))
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -167,16 +222,108 @@ impl fmt::Display for Problem {
 /// Parses one YAML file's text: multi-document, `kind: List` and non-ServiceEntry documents allowed.
 /// A syntax error fails the whole file (the caller keeps the last good content); an object that does
 /// not fit the model is reported as a problem and skipped, the rest is kept.
+///
+/// Two parsers with the rules above: libyaml (`yaml_serde`, about 1.5 times as fast) for the usual
+/// file, and the budgeted `serde_saphyr` for what libyaml cannot be trusted with (see
+/// `fits_libyaml`). Both read YAML 1.2 booleans only: `namespace: n`, `no` or `off` stay strings.
 pub fn parse_yaml(text: &str, origin: &str) -> Result<Vec<Result<ServiceEntry, Problem>>, String> {
+    // A leading byte-order mark throws libyaml's columns off (every key after the first fails).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if !fits_libyaml(text) {
+        return parse_yaml_bounded(text, origin);
+    }
+    // The usual file holds ServiceEntries only: deserialised straight into the model. Anything else
+    // (lists, other kinds, an object that does not fit) takes the general path below, which reports
+    // problems object by object.
+    if let Ok(Some(entries)) = parse_service_entries(text) {
+        return Ok(entries.into_iter().map(Ok).collect());
+    }
+    let mut out = Vec::new();
+    for doc in yaml_serde::Deserializer::from_str(text) {
+        // Through yaml_serde's own tree, which refuses a repeated key as the bounded parser does.
+        let value = yaml_serde::Value::deserialize(doc)
+            .and_then(|v| serde_json::to_value(v).map_err(de::Error::custom))
+            .map_err(|e| format!("{origin}: YAML error: {e}"))?;
+        collect_objects(value, origin, &mut out);
+    }
+    Ok(out)
+}
+
+/// Flow nesting (`[`, `{`) handed to libyaml at most: its scanner's work per token grows with the
+/// nesting (100,000 nested `{a: ` take minutes); at these bounds the worst stays above 5 MB/s.
+const LIBYAML_MAX_FLOW_DEPTH: u32 = 16;
+/// Opening brackets in one document below which its nesting needs no closer look.
+const LIBYAML_MAX_DOC_BRACKETS: u32 = 32;
+
+/// Whether `text` can go to libyaml. It cannot bound alias expansion (billion laughs), does not
+/// apply merge keys and is slow on deep flow nesting: a file with an anchor (`&`) or `<<` goes to
+/// the bounded parser, and so does one with a document whose nesting could be deep. That bound is
+/// read on bytes, per document (between `---` or `...` lines), and holds when either the document
+/// has few opening brackets, or their running count (which over-counts inside scalars and could
+/// under-count only on a closing bracket inside a quoted scalar, comment or tag) stays shallow with
+/// no quote, `#` or `!` inside brackets. A file sent to the bounded path is parsed slower, and under
+/// serde_saphyr's budgets (1,024 documents, 250,000 nodes), which the libyaml path does without.
+fn fits_libyaml(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let (mut brackets, mut depth, mut shallow) = (0u32, 0u32, true);
+    let mut prev = b'\n';
+    for (i, &b) in bytes.iter().enumerate() {
+        if prev == b'\n' && is_document_marker(&bytes[i..]) {
+            // Nesting cannot carry over: a marker inside brackets is a syntax error for libyaml.
+            (brackets, depth, shallow) = (0, 0, true);
+        }
+        match b {
+            b'&' => return false,
+            b'<' if prev == b'<' => return false,
+            b'[' | b'{' => {
+                brackets += 1;
+                depth += 1;
+                shallow &= depth <= LIBYAML_MAX_FLOW_DEPTH;
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'"' | b'\'' | b'#' | b'!' if depth > 0 => shallow = false,
+            _ => {}
+        }
+        if !shallow && brackets > LIBYAML_MAX_DOC_BRACKETS {
+            return false;
+        }
+        prev = b;
+    }
+    true
+}
+
+/// `---` or `...` followed by a blank or the end: a document marker at the start of a line.
+fn is_document_marker(rest: &[u8]) -> bool {
+    (rest.starts_with(b"---") || rest.starts_with(b"..."))
+        && rest
+            .get(3)
+            .is_none_or(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
+/// Every document straight into the model; None when one is of another kind.
+fn parse_service_entries(text: &str) -> Result<Option<Vec<ServiceEntry>>, yaml_serde::Error> {
+    let mut out = Vec::new();
+    // The iterator yields one deserialiser per document; the first error (syntax included) ends it.
+    for doc in yaml_serde::Deserializer::from_str(text) {
+        match Option::<ServiceEntry>::deserialize(doc)? {
+            Some(se) if se.kind == "ServiceEntry" => out.push(se),
+            Some(_) => return Ok(None),
+            None => {}
+        }
+    }
+    Ok(Some(out))
+}
+
+/// [`parse_yaml`] with serde_saphyr, whose budgets bound alias expansion, nesting and size.
+fn parse_yaml_bounded(
+    text: &str,
+    origin: &str,
+) -> Result<Vec<Result<ServiceEntry, Problem>>, String> {
     // YAML 1.2 booleans only: under 1.1 rules `namespace: n` or `no` would turn into `false`.
     let options = serde_saphyr::Options {
         strict_booleans: true,
         ..Default::default()
     };
-    // The usual file holds ServiceEntries only: deserialised straight into the model it parses
-    // about twice as fast as through a generic tree (most of a large tree's start-up). Anything
-    // else (lists, other kinds, an object that does not fit) takes the general path below, which
-    // reports problems object by object.
     if let Ok(docs) =
         serde_saphyr::from_multiple_with_options::<Option<ServiceEntry>>(text, options.clone())
     {
@@ -197,7 +344,7 @@ pub fn parse_yaml(text: &str, origin: &str) -> Result<Vec<Result<ServiceEntry, P
 }
 
 fn collect_objects(
-    doc: serde_json::Value,
+    mut doc: serde_json::Value,
     origin: &str,
     out: &mut Vec<Result<ServiceEntry, Problem>>,
 ) {
@@ -205,8 +352,10 @@ fn collect_objects(
     match kind {
         _ if doc.is_null() => {}
         "List" | "ServiceEntryList" => {
-            if let Some(serde_json::Value::Array(items)) = doc.get("items") {
-                for item in items.clone() {
+            if let Some(serde_json::Value::Array(items)) =
+                doc.get_mut("items").map(serde_json::Value::take)
+            {
+                for item in items {
                     collect_objects(item, origin, out);
                 }
             }
@@ -526,6 +675,161 @@ metadata: {name: c}
     #[test]
     fn syntax_error_fails_the_file() {
         assert!(parse_yaml("kind: [unclosed", "x.yaml").is_err());
+    }
+
+    const SE_A: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n";
+
+    fn names(objs: &[Result<ServiceEntry, Problem>]) -> Vec<String> {
+        objs.iter()
+            .map(|o| match o {
+                Ok(se) => se.metadata.name.clone(),
+                Err(p) => format!("problem: {p}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn yaml_1_2_booleans_on_both_parsers() {
+        let block = format!(
+            "{SE_A}metadata:\n  name: no\n  namespace: n\n  labels:\n    a: off\n    b: yes\nspec:\n  hosts: [x.n.global]\n  location: on\n"
+        );
+        // The same document through the bounded parser (an anchor sends it there).
+        let anchored = block.replace("metadata:", "metadata: &m");
+        assert!(fits_libyaml(&block) && !fits_libyaml(&anchored));
+        for text in [&block, &anchored] {
+            let objs = parse_yaml(text, "f.yaml").unwrap();
+            let se = objs[0].as_ref().unwrap();
+            assert_eq!(se.metadata.name, "no");
+            assert_eq!(se.metadata.namespace.as_deref(), Some("n"));
+            assert_eq!(se.metadata.labels["a"], "off");
+            assert_eq!(se.metadata.labels["b"], "yes");
+            assert_eq!(se.spec.location.as_deref(), Some("on"));
+        }
+    }
+
+    #[test]
+    fn empty_documents_and_files() {
+        assert!(parse_yaml("", "f.yaml").unwrap().is_empty());
+        assert!(parse_yaml("# only a comment\n", "f.yaml")
+            .unwrap()
+            .is_empty());
+        let text = format!("---\n---\n{SE_A}metadata: {{name: a}}\n---\n...\n---\n# c\n");
+        assert_eq!(names(&parse_yaml(&text, "f.yaml").unwrap()), ["a"]);
+    }
+
+    #[test]
+    fn quoted_port_numbers_are_numbers() {
+        let text = format!(
+            "{SE_A}metadata: {{name: a}}\nspec:\n  hosts: [a.global]\n  ports:\n  - number: \"8080\"\n    name: http\n    targetPort: '017'\n  - number: 0x50\n    name: x\n"
+        );
+        for text in [text.clone(), text.replace("name: a", "name: &a a")] {
+            let objs = parse_yaml(&text, "f.yaml").unwrap();
+            let ports = &objs[0].as_ref().unwrap().spec.ports;
+            assert_eq!((ports[0].number, ports[0].target_port), (8080, Some(17)));
+            assert_eq!(ports[1].number, 80);
+        }
+        let bad = format!("{SE_A}metadata: {{name: a}}\nspec:\n  ports:\n  - number: http\n");
+        assert!(parse_yaml(&bad, "f.yaml").unwrap()[0].is_err());
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped() {
+        let text = format!("\u{feff}{SE_A}metadata: {{name: a}}\nspec: {{hosts: [a.global]}}\n");
+        assert_eq!(names(&parse_yaml(&text, "f.yaml").unwrap()), ["a"]);
+    }
+
+    #[test]
+    fn late_syntax_error_fails_the_whole_file() {
+        let text = format!("{SE_A}metadata: {{name: a}}\n---\n{SE_A}metadata: {{name: b\n");
+        let err = parse_yaml(&text, "dir/f.yaml").unwrap_err();
+        assert!(err.starts_with("dir/f.yaml: YAML error"), "{err}");
+    }
+
+    #[test]
+    fn repeated_keys_fail_the_file() {
+        for text in [
+            format!("{SE_A}metadata: {{name: a}}\nmetadata: {{name: b}}\n"),
+            format!("{SE_A}metadata:\n  name: a\n  labels:\n    x: '1'\n    x: '2'\n"),
+            "kind: List\nitems:\n- kind: ServiceEntry\n  kind: ServiceEntry\n".to_string(),
+        ] {
+            assert!(fits_libyaml(&text));
+            assert!(parse_yaml(&text, "f.yaml").is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn anchors_and_merge_keys_take_the_bounded_parser() {
+        let text = "kind: List\nitems:\n\
+            - {kind: ServiceEntry, metadata: &m {name: a}, spec: {hosts: [a.global]}}\n\
+            - kind: ServiceEntry\n  metadata:\n    <<: *m\n    namespace: x\n";
+        let objs = parse_yaml(text, "f.yaml").unwrap();
+        assert_eq!(names(&objs), ["a", "a"]);
+        assert_eq!(
+            objs[1].as_ref().unwrap().metadata.namespace.as_deref(),
+            Some("x")
+        );
+    }
+
+    #[test]
+    fn which_files_libyaml_gets() {
+        let se = |i: usize| {
+            format!("{SE_A}metadata: {{name: a{i}, labels: {{\"x\": \"y\"}}}}\nspec: {{hosts: [a.global]}}\n")
+        };
+        // Many documents, each with a few brackets (quoted scalars inside them or not).
+        let docs: Vec<String> = (0..1000).map(se).collect();
+        assert!(fits_libyaml(&docs.join("---\n")));
+        // One large document: its brackets counted, which quotes inside them make unreliable.
+        let list = |q: &str| {
+            let items: String = (0..300)
+                .map(|i| format!("- {{kind: ServiceEntry, metadata: {{name: {q}a{i}{q}}}}}\n"))
+                .collect();
+            format!("kind: List\nitems:\n{items}")
+        };
+        assert!(fits_libyaml(&list("")));
+        assert!(!fits_libyaml(&list("'")));
+        // Anchors and merge keys; deep nesting, spread over documents or hidden behind quotes.
+        assert!(!fits_libyaml("a: &x 1\n"));
+        assert!(!fits_libyaml("a: {<<: {b: 1}}\n"));
+        assert!(!fits_libyaml(&"[".repeat(300)));
+        assert!(!fits_libyaml(&"[\"]\", ".repeat(300)));
+        assert!(!fits_libyaml(&"{a: # }\n".repeat(300)));
+        assert!(fits_libyaml(&"[[[]]]\n---\n".repeat(300)));
+        // A `---` that is no marker does not reset the count.
+        assert!(!fits_libyaml(&format!(
+            "{}\n---x\n{}",
+            "[".repeat(200),
+            "[".repeat(200)
+        )));
+    }
+
+    #[test]
+    fn hostile_input_is_refused_quickly() {
+        let laughs =
+            "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n\
+            c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n\
+            e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n\
+            g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n";
+        let n = 200_000;
+        let texts = [
+            laughs.to_string(),
+            format!("{}{}", "[".repeat(n), "]".repeat(n)),
+            format!("{}1{}", "{a: ".repeat(n), "}".repeat(n)),
+            "[".repeat(n),
+            // Block nesting past the deserialiser's limit (128), without a bracket.
+            (0..200)
+                .map(|i| format!("{}- \n", "  ".repeat(i)))
+                .collect(),
+            format!("{SE_A}metadata: *nothing\n"),
+        ];
+        let start = std::time::Instant::now();
+        for text in &texts {
+            assert!(
+                parse_yaml(text, "h.yaml").is_err(),
+                "{}",
+                &text[..60.min(text.len())]
+            );
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]
