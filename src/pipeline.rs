@@ -3,12 +3,10 @@
 //! A change to one file or object costs what it touches, not the size of the mesh; the first
 //! load is the same pass with every host touched.
 
-use std::collections::BTreeSet;
-
 use ipnet::IpNet;
 
 use crate::alloc::{Allocator, Outcome, Table};
-use crate::registry::{Delta, Registry, SourceKey};
+use crate::registry::{Delta, HostView, Registry, SourceKey};
 use crate::serviceentry::Entry;
 use crate::zone::{HostReport, Snapshot, ZoneBuilder, ZoneConfig};
 
@@ -17,8 +15,9 @@ pub struct Pipeline {
     pub allocator: Allocator,
     zone: ZoneBuilder,
     prefer_istio_status: bool,
-    /// Hosts whose view or allocation may have changed since the last publish.
-    pending: BTreeSet<String>,
+    /// Hosts whose view or allocation may have changed since the last publish (in any order,
+    /// repeated: sorted and de-duplicated once per pass, cheaper than a set at a first load).
+    pending: Vec<String>,
     /// The pending hosts' reports as last reconciled, for the publish that follows.
     reports: Vec<(String, Option<HostReport>)>,
     /// Nothing published yet: the first pass also covers every host of the stored table (one
@@ -38,7 +37,7 @@ impl Pipeline {
             allocator,
             zone: ZoneBuilder::new(zone, ranges),
             prefer_istio_status,
-            pending: BTreeSet::new(),
+            pending: Vec::new(),
             reports: Vec::new(),
             first: true,
         }
@@ -68,7 +67,7 @@ impl Pipeline {
         for ip in d.reserved {
             // An address now written by a user displaces the auto VIP on it.
             if let Some(owner) = self.allocator.reserve(ip) {
-                self.pending.insert(owner);
+                self.pending.push(owner);
             }
         }
         self.pending.extend(d.hosts);
@@ -103,14 +102,17 @@ impl Pipeline {
             self.pending.extend(self.allocator.table().keys().cloned());
         }
         self.pending.extend(self.allocator.take_retry());
+        // Sorted: instances that see the same hosts allocate them in the same order and agree.
+        self.pending.sort_unstable();
+        self.pending.dedup();
         self.allocator.expect(self.pending.len());
-        let mut views = Vec::with_capacity(self.pending.len());
-        for host in &self.pending {
-            let view = self.registry.merge_host(host, self.prefer_istio_status);
+        let views = merge_all(&self.registry, &self.pending, self.prefer_istio_status);
+        for (host, view) in self.pending.iter().zip(&views) {
             let wants = view.as_ref().is_some_and(|v| v.wants_vip);
             self.allocator.reconcile_host(host, wants, now, &mut out);
-            views.push((host.clone(), view));
         }
+        let mut views: Vec<(String, Option<HostView>)> =
+            self.pending.iter().cloned().zip(views).collect();
         if self.allocator.holds_due(now) {
             self.allocator.expire_holds(now, &mut out);
         }
@@ -120,19 +122,14 @@ impl Pipeline {
             let view = self.registry.merge_host(&host, self.prefer_istio_status);
             let wants = view.as_ref().is_some_and(|v| v.wants_vip);
             self.allocator.reconcile_host(&host, wants, now, &mut out);
-            if self.pending.insert(host.clone()) {
+            if let Err(at) = self.pending.binary_search(&host) {
+                self.pending.insert(at, host.clone());
                 views.push((host, view));
             }
         }
         self.allocator.settle(&mut out);
         // Reports are made only now that every VIP of the pass is known.
-        self.reports = views
-            .into_iter()
-            .map(|(host, view)| {
-                let report = view.map(|v| HostReport::new(v, self.allocator.vips(&host)));
-                (host, report)
-            })
-            .collect();
+        self.reports = make_reports(views, &self.allocator);
         out
     }
 
@@ -160,10 +157,74 @@ impl Pipeline {
     }
 }
 
+/// Below this many hosts a pass runs on the calling thread only.
+const PARALLEL_FROM: usize = 20_000;
+
+/// Splits `items` in one chunk per core and maps each on its own thread (order kept). A first
+/// load is otherwise one core busy and the others idle, right after the parse kept them all busy.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if items.len() < PARALLEL_FROM || threads < 2 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("pipeline worker"))
+            .collect()
+    })
+}
+
+fn merge_all(
+    registry: &Registry,
+    hosts: &[String],
+    prefer_istio_status: bool,
+) -> Vec<Option<HostView>> {
+    par_map(hosts, |h| registry.merge_host(h, prefer_istio_status))
+}
+
+fn make_reports(
+    views: Vec<(String, Option<HostView>)>,
+    allocator: &Allocator,
+) -> Vec<(String, Option<HostReport>)> {
+    // Views are moved into the reports (no copies of their strings): each worker owns a chunk.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let report = |(host, view): (String, Option<HostView>)| {
+        let r = view.map(|v| HostReport::new(v, allocator.vips(&host)));
+        (host, r)
+    };
+    if views.len() < PARALLEL_FROM || threads < 2 {
+        return views.into_iter().map(report).collect();
+    }
+    let chunk = views.len().div_ceil(threads);
+    let mut parts: Vec<Vec<(String, Option<HostView>)>> = Vec::new();
+    let mut rest = views;
+    while rest.len() > chunk {
+        let tail = rest.split_off(chunk);
+        parts.push(std::mem::replace(&mut rest, tail));
+    }
+    parts.push(rest);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(report).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("pipeline worker"))
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::net::IpAddr;
 
     use hickory_proto::rr::{LowerName, Name, RecordType};
@@ -480,5 +541,30 @@ mod tests {
         let snap = p.publish();
         assert!(snap.host("h3.ns.global").unwrap().served);
         assert!(snap.host("h0.ns.global").is_none());
+    }
+
+    #[test]
+    fn parallel_stages_keep_the_order() {
+        let n = PARALLEL_FROM * 2 + 7;
+        let items: Vec<usize> = (0..n).collect();
+        assert_eq!(
+            par_map(&items, |i| i * 3),
+            items.iter().map(|i| i * 3).collect::<Vec<_>>()
+        );
+        let views: Vec<(String, Option<HostView>)> = (0..n)
+            .map(|i| {
+                (
+                    format!("h{i}.ns.global"),
+                    (i % 3 != 0).then(HostView::default),
+                )
+            })
+            .collect();
+        let alloc = Allocator::new(&ranges(), HOLD, Table::new());
+        let reports = make_reports(views, &alloc);
+        assert_eq!(reports.len(), n);
+        for (i, (host, r)) in reports.iter().enumerate() {
+            assert_eq!(*host, format!("h{i}.ns.global"));
+            assert_eq!(r.is_some(), i % 3 != 0, "{host}");
+        }
     }
 }

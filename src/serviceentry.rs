@@ -69,7 +69,8 @@ fn unique_labels<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Str
     d.deserialize_map(Labels)
 }
 
-/// The part of `spec` globaldns reads; unknown fields are tolerated (ignored).
+/// The part of `spec` globaldns reads; unknown fields are tolerated (ignored, never built:
+/// `endpoints` are most of a ServiceEntry's bytes, and globaldns answers with VIPs).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEntrySpec {
@@ -83,9 +84,6 @@ pub struct ServiceEntrySpec {
     pub location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<String>,
-    /// Kept opaque: globaldns answers with VIPs, never with endpoints.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub endpoints: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
 }
