@@ -188,15 +188,21 @@ impl Engine {
         let hosts = self.pipeline.pending();
         let mut attempts = 0;
         let mut commit_took = Duration::ZERO;
+        let mut reconcile_took = Duration::ZERO;
         let outcome = loop {
+            let reconcile_started = Instant::now();
             let outcome = self.pipeline.reconcile(unix_now());
+            reconcile_took += reconcile_started.elapsed();
             let changes = self.pipeline.allocator.take_changes();
             if changes.is_empty() {
                 break outcome;
             }
-            let commit_started = Instant::now();
-            let committed = self.store.commit(&changes, self.pipeline.allocator.table());
-            commit_took += commit_started.elapsed();
+            let store = &mut self.store;
+            let (committed, took) = self.pipeline.render_while(|table| {
+                let started = Instant::now();
+                (store.commit(&changes, table), started.elapsed())
+            });
+            commit_took += took;
             match committed {
                 Ok(Commit::Done) => break outcome,
                 Ok(Commit::Conflict(theirs)) if attempts < MAX_CONFLICT_RETRIES => {
@@ -221,7 +227,6 @@ impl Engine {
                 }
             }
         };
-        let alloc_took = started.elapsed();
         self.log_outcome(&outcome);
         let build_started = Instant::now();
         let snap = self.pipeline.publish();
@@ -243,7 +248,9 @@ impl Engine {
             touched = hosts,
             entries = self.pipeline.registry.entry_count(),
             took_ms = took.as_millis() as u64,
-            allocate_ms = (alloc_took - commit_took).as_millis() as u64,
+            // Merging and allocating; the durable write (while the zone is rendered); the rest
+            // of the rendering and the snapshot.
+            reconcile_ms = reconcile_took.as_millis() as u64,
             commit_ms = commit_took.as_millis() as u64,
             build_ms = build_took.as_millis() as u64,
             "snapshot published"

@@ -23,6 +23,8 @@ pub struct Pipeline {
     /// Nothing published yet: the first pass also covers every host of the stored table (one
     /// that no source lists any more must be put on hold).
     first: bool,
+    /// A large share of the hosts was rendered since the last publish (its tables are compacted).
+    large: bool,
 }
 
 impl Pipeline {
@@ -40,6 +42,7 @@ impl Pipeline {
             pending: Vec::new(),
             reports: Vec::new(),
             first: true,
+            large: false,
         }
     }
 
@@ -133,19 +136,29 @@ impl Pipeline {
         out
     }
 
-    /// Renders the reconciled hosts into the zone and returns the new snapshot.
+    /// Renders the reconciled hosts into the zone while `commit` makes the pass's allocations
+    /// durable on another thread (the fsync of a first load then costs no wall time); returns
+    /// what `commit` returned. Nothing is visible before [`Pipeline::publish`]: if the commit
+    /// fails, the hosts stay pending and the next pass renders them again from what is durable.
+    pub fn render_while<R: Send>(&mut self, commit: impl FnOnce(&Table) -> R + Send) -> R {
+        let table = self.allocator.table();
+        let reports = std::mem::take(&mut self.reports);
+        let zone = &mut self.zone;
+        let hosts = self.registry.host_count();
+        std::thread::scope(|scope| {
+            let committed = scope.spawn(move || commit(table));
+            self.large |= render(zone, reports, hosts);
+            committed.join().expect("store commit thread")
+        })
+    }
+
+    /// Renders what is left to render and returns the new snapshot.
     pub fn publish(&mut self) -> Snapshot {
-        let n = self.reports.len();
-        let large = n > 1000 && n * 4 > self.registry.host_count();
-        if large {
-            self.zone.reserve(n);
-        }
-        for (host, report) in std::mem::take(&mut self.reports) {
-            self.zone.set_host(&host, report);
-        }
+        let reports = std::mem::take(&mut self.reports);
+        self.large |= render(&mut self.zone, reports, self.registry.host_count());
         self.pending.clear();
         self.first = false;
-        if large {
+        if std::mem::take(&mut self.large) {
             self.zone.compact();
         }
         self.zone.snapshot()
@@ -155,6 +168,23 @@ impl Pipeline {
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
+}
+
+/// Applies reports to the zone; returns whether they were a large share of `hosts`.
+fn render(
+    zone: &mut ZoneBuilder,
+    reports: Vec<(String, Option<HostReport>)>,
+    hosts: usize,
+) -> bool {
+    let n = reports.len();
+    let large = n > 1000 && n * 4 > hosts;
+    if large {
+        zone.reserve(n);
+    }
+    for (host, report) in reports {
+        zone.set_host(&host, report);
+    }
+    large
 }
 
 /// Below this many hosts a pass runs on the calling thread only.

@@ -1172,3 +1172,56 @@ fn repeated_ipv4_ranges_form_one_pool() {
         .iter()
         .all(|r| got.iter().any(|ip| v4_range_contains(r, *ip))));
 }
+
+#[test]
+fn a_store_that_cannot_write_publishes_nothing_new_until_it_can() {
+    // Persist before answering: while the allocation log cannot be written, a new host gets no
+    // answer (its VIP was never durable), hosts already served keep theirs, and the pass is
+    // retried until the store takes it.
+    let (_t, zones, state) = dirs();
+    let old = "kept.durable.global".to_string();
+    let new = "waits.durable.global".to_string();
+    write_file(&zones.join("a.yaml"), &entries_yaml([&old]));
+    let s = Server::start(&zones, &state, &[]);
+    let old_vip = eventually(Duration::from_secs(5), "first host served", || {
+        a_of(s.dns, &old)
+    });
+    // A directory where the log must be appended: every append fails.
+    let log = state.join("allocations.log");
+    std::fs::create_dir(&log).unwrap();
+    write_file(&zones.join("b.yaml"), &entries_yaml([&new]));
+    eventually(Duration::from_secs(10), "the failed commit counted", || {
+        (metric0(&s, "globaldns_store_errors_total") >= 1.0).then_some(())
+    });
+    assert_eq!(
+        a_of(s.dns, &new),
+        None,
+        "a VIP that is not durable must not be answered"
+    );
+    assert_eq!(
+        a_of(s.dns, &old),
+        Some(old_vip),
+        "what was served stays served"
+    );
+    assert!(
+        !read_store_dir_has(&state, &new),
+        "nothing about the new host is on disk"
+    );
+    std::fs::remove_dir(&log).unwrap();
+    // Retried on the engine's beat (every 5 s), without any further source event.
+    let new_vip = eventually(
+        Duration::from_secs(15),
+        "new host served once the store works",
+        || a_of(s.dns, &new),
+    );
+    assert_eq!(
+        read_store(&state)[&new].ipv4,
+        Some(new_vip),
+        "served VIP is the stored one"
+    );
+    assert_eq!(a_of(s.dns, &old), Some(old_vip));
+}
+
+fn read_store_dir_has(state: &Path, host: &str) -> bool {
+    std::fs::read_to_string(state.join("allocations.json")).is_ok_and(|t| t.contains(host))
+}
