@@ -94,12 +94,15 @@ impl FileStore {
         self.dir.join(LOG_NAME)
     }
 
-    /// Reads the table (base + log). A non-empty log is folded into the base right away, so
-    /// that appends never follow a cut line.
+    /// Reads the table (base + log). A log that ends in a cut line is folded into the base right
+    /// away, so that appends never follow it; so is a long one. A short clean log is kept and
+    /// appended to (a restart then writes nothing).
     pub fn load(&mut self) -> Result<Table> {
-        let table = read_table(&self.dir)?;
-        if fs::metadata(self.log_path()).is_ok_and(|m| m.len() > 0) {
+        let (table, log) = read_table_and_log(&self.dir)?;
+        if log.cut || log.lines > (table.len() / 4).max(1000) {
             self.save(&table)?;
+        } else {
+            self.log_lines = log.lines;
         }
         Ok(table)
     }
@@ -198,10 +201,27 @@ fn released_at(row: &Row, errors: &mut Vec<String>) -> Option<u64> {
 /// Reads and parses the table without taking the lock (for `globaldns allocations`, and for
 /// `check`). A missing file is an empty table; anything unreadable is an error, never "empty".
 pub fn read_table(dir: &Path) -> Result<Table> {
+    read_table_and_log(dir).map(|(t, _)| t)
+}
+
+/// What the log held.
+#[derive(Default)]
+struct LogState {
+    lines: usize,
+    /// It ends in a line without its newline (an append a crash interrupted).
+    cut: bool,
+}
+
+fn read_table_and_log(dir: &Path) -> Result<(Table, LogState)> {
     let path = dir.join(FILE_NAME);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Table::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // No base yet (nothing ever committed), or only a log: the log alone is the table.
+            let mut table = Table::new();
+            let log = apply_log(dir, &mut table)?;
+            return Ok((table, log));
+        }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let disk: OnDisk = serde_json::from_slice(&bytes).with_context(|| {
@@ -240,16 +260,16 @@ pub fn read_table(dir: &Path) -> Result<Table> {
             errors.join("; ")
         );
     }
-    apply_log(dir, &mut table)?;
-    Ok(table)
+    let log = apply_log(dir, &mut table)?;
+    Ok((table, log))
 }
 
 /// Applies `allocations.log` (if any) to the base table.
-fn apply_log(dir: &Path, table: &mut Table) -> Result<()> {
+fn apply_log(dir: &Path, table: &mut Table) -> Result<LogState> {
     let path = dir.join(LOG_NAME);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LogState::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     // Only complete lines count: a cut last line is an append that never returned.
@@ -262,10 +282,12 @@ fn apply_log(dir: &Path, table: &mut Table) -> Result<()> {
         );
     }
     let mut errors = Vec::new();
+    let mut lines = 0;
     for (n, line) in bytes[..complete].split(|b| *b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }
+        lines += 1;
         match serde_json::from_slice::<Row>(line) {
             Ok(l) if l.removed => {
                 table.remove(&l.host);
@@ -289,7 +311,10 @@ fn apply_log(dir: &Path, table: &mut Table) -> Result<()> {
             errors.join("; ")
         );
     }
-    Ok(())
+    Ok(LogState {
+        lines,
+        cut: complete < bytes.len(),
+    })
 }
 
 #[cfg(test)]
@@ -388,10 +413,25 @@ mod tests {
         assert!(log.contains("\"removed\":true"), "{log}");
         assert_eq!(read_table(dir.path()).unwrap(), t);
         drop(store);
-        // Opening folds the log into the base.
+        // A short clean log is kept and appended to after a restart.
         let mut store = FileStore::open(dir.path()).unwrap();
         assert_eq!(store.load().unwrap(), t);
-        assert!(!store.log_path().exists());
+        assert_eq!(
+            fs::read(store.path()).unwrap(),
+            base,
+            "a restart writes nothing"
+        );
+        t.insert("c.x.global".into(), alloc("240.10.0.3"));
+        store
+            .apply(&[change("c.x.global", None, Some(alloc("240.10.0.3")))], &t)
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(store.log_path())
+                .unwrap()
+                .lines()
+                .count(),
+            3
+        );
         assert_eq!(read_table(dir.path()).unwrap(), t);
     }
 
