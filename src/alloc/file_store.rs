@@ -7,10 +7,10 @@
 //! a host's whole new state, so applying a line twice changes nothing, and a crash between
 //! compaction and truncation of the log loses nothing. A change of a few hosts therefore costs
 //! a few hundred bytes and one fsync, whatever the size of the table; the log is folded into the
-//! base when it grows past a quarter of the table (and at start-up).
+//! base when it grows past a quarter of the table, and at start-up when it ends in a cut line.
 //!
 //! A crash can cut only the log's last line, which was then never acknowledged: a last line
-//! without its newline is ignored (and dropped at the next compaction). Anything else that does
+//! without its newline is ignored, and the log folded into the base before anything is appended. Anything else that does
 //! not parse is refused, never repaired. A lock file keeps two servers off one state directory.
 
 use std::fs::{self, File, OpenOptions};
