@@ -238,10 +238,11 @@ impl Engine {
         let took = started.elapsed();
         self.metrics.snapshot_build.observe(took.as_secs_f64());
         self.snapshot.store(Arc::new(snap));
-        self.health.set_published();
         if hosts > 1000 {
+            // Before readiness: a first load should not be reported ready at its peak.
             release_freed_memory();
         }
+        self.health.set_published();
         info!(
             serial,
             hosts = served,

@@ -10,8 +10,8 @@
 //! base when it grows past a quarter of the table, and at start-up when it ends in a cut line.
 //!
 //! A crash can cut only the log's last line, which was then never acknowledged: a last line
-//! without its newline is ignored, and the log folded into the base before anything is appended. Anything else that does
-//! not parse is refused, never repaired. A lock file keeps two servers off one state directory.
+//! without its newline is ignored, and the log folded into the base before anything is
+//! appended. Anything else that does not parse is refused, never repaired. A lock file keeps two servers off one state directory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
