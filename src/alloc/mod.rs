@@ -398,37 +398,15 @@ impl Allocator {
         let mut starved = false;
         if wants {
             if a.ipv4.is_none() && self.v4.is_some() {
-                let choice = self
-                    .v4
-                    .as_ref()
-                    .and_then(|p| p.choose(host, |ip| self.taken(ip), self.used4));
-                match choice {
-                    Some(ip @ IpAddr::V4(v4)) => {
-                        a.ipv4 = Some(v4);
-                        self.occupy(ip);
-                        out.allocated.push((host.to_string(), ip));
-                    }
-                    _ => {
-                        out.exhausted.push((host.to_string(), "IPv4"));
-                        starved = true;
-                    }
+                match self.allocate(host, false, out) {
+                    Some(IpAddr::V4(v4)) => a.ipv4 = Some(v4),
+                    _ => starved = true,
                 }
             }
             if a.ipv6.is_none() && self.v6.is_some() {
-                let choice = self
-                    .v6
-                    .as_ref()
-                    .and_then(|p| p.choose(host, |ip| self.taken(ip), self.used6));
-                match choice {
-                    Some(ip @ IpAddr::V6(v6)) => {
-                        a.ipv6 = Some(v6);
-                        self.occupy(ip);
-                        out.allocated.push((host.to_string(), ip));
-                    }
-                    _ => {
-                        out.exhausted.push((host.to_string(), "IPv6"));
-                        starved = true;
-                    }
+                match self.allocate(host, true, out) {
+                    Some(IpAddr::V6(v6)) => a.ipv6 = Some(v6),
+                    _ => starved = true,
                 }
             }
         }
@@ -457,6 +435,26 @@ impl Allocator {
                 IpAddr::V6(_) => a.ipv6.map(IpAddr::V6),
             });
             out.displaced.push((host.to_string(), old, new));
+        }
+    }
+
+    /// Takes the host's deterministic choice in the IPv4 (or IPv6) pool; None when it is full.
+    fn allocate(&mut self, host: &str, v6: bool, out: &mut Outcome) -> Option<IpAddr> {
+        let (pool, used, family) = if v6 {
+            (self.v6.as_ref(), self.used6, "IPv6")
+        } else {
+            (self.v4.as_ref(), self.used4, "IPv4")
+        };
+        match pool.and_then(|p| p.choose(host, |ip| self.taken(ip), used)) {
+            Some(ip) => {
+                self.occupy(ip);
+                out.allocated.push((host.to_string(), ip));
+                Some(ip)
+            }
+            None => {
+                out.exhausted.push((host.to_string(), family));
+                None
+            }
         }
     }
 
