@@ -109,7 +109,7 @@ impl Pipeline {
         self.pending.sort_unstable();
         self.pending.dedup();
         self.allocator.expect(self.pending.len());
-        let views = merge_all(&self.registry, &self.pending, self.prefer_istio_status);
+        let views = merge_all(&self.registry, &mut self.pending, self.prefer_istio_status);
         for (host, view) in self.pending.iter().zip(&views) {
             let wants = view.as_ref().is_some_and(|v| v.wants_vip);
             self.allocator.reconcile_host(host, wants, now, &mut out);
@@ -192,16 +192,17 @@ const PARALLEL_FROM: usize = 20_000;
 
 /// Splits `items` in one chunk per core and maps each on its own thread (order kept). A first
 /// load is otherwise one core busy and the others idle, right after the parse kept them all busy.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// `f` gets `&mut`, so that it can move out of an item instead of copying it.
+fn par_map<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if items.len() < PARALLEL_FROM || threads < 2 {
-        return items.iter().map(f).collect();
+        return items.iter_mut().map(f).collect();
     }
     let chunk = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let parts: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .chunks_mut(chunk)
+            .map(|part| scope.spawn(|| part.iter_mut().map(&f).collect::<Vec<R>>()))
             .collect();
         parts
             .into_iter()
@@ -212,43 +213,22 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 
 fn merge_all(
     registry: &Registry,
-    hosts: &[String],
+    hosts: &mut [String],
     prefer_istio_status: bool,
 ) -> Vec<Option<HostView>> {
     par_map(hosts, |h| registry.merge_host(h, prefer_istio_status))
 }
 
+/// The reports of the reconciled hosts; each view is moved into its report.
 fn make_reports(
-    views: Vec<(String, Option<HostView>)>,
+    mut views: Vec<(String, Option<HostView>)>,
     allocator: &Allocator,
 ) -> Vec<(String, Option<HostReport>)> {
-    // Views are moved into the reports (no copies of their strings): each worker owns a chunk.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let report = |(host, view): (String, Option<HostView>)| {
-        let r = view.map(|v| HostReport::new(v, allocator.vips(&host)));
-        (host, r)
-    };
-    if views.len() < PARALLEL_FROM || threads < 2 {
-        return views.into_iter().map(report).collect();
-    }
-    let chunk = views.len().div_ceil(threads);
-    let mut parts: Vec<Vec<(String, Option<HostView>)>> = Vec::new();
-    let mut rest = views;
-    while rest.len() > chunk {
-        let tail = rest.split_off(chunk);
-        parts.push(std::mem::replace(&mut rest, tail));
-    }
-    parts.push(rest);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| scope.spawn(move || part.into_iter().map(report).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("pipeline worker"))
-            .collect()
-    })
+    let reports = par_map(&mut views, |(host, view)| {
+        view.take()
+            .map(|v| HostReport::new(v, allocator.vips(host)))
+    });
+    views.into_iter().map(|(h, _)| h).zip(reports).collect()
 }
 
 #[cfg(test)]
@@ -576,11 +556,9 @@ mod tests {
     #[test]
     fn parallel_stages_keep_the_order() {
         let n = PARALLEL_FROM * 2 + 7;
-        let items: Vec<usize> = (0..n).collect();
-        assert_eq!(
-            par_map(&items, |i| i * 3),
-            items.iter().map(|i| i * 3).collect::<Vec<_>>()
-        );
+        let mut items: Vec<usize> = (0..n).collect();
+        let expected: Vec<usize> = items.iter().map(|i| i * 3).collect();
+        assert_eq!(par_map(&mut items, |i| *i * 3), expected);
         let views: Vec<(String, Option<HostView>)> = (0..n)
             .map(|i| {
                 (
