@@ -316,6 +316,29 @@ fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// Linux's ephemeral port range (`net.ipv4.ip_local_port_range`), if it can be read.
+fn ephemeral_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse().ok());
+    Some((it.next()??, it.next()??))
+}
+
+/// Warns when the DNS port is one that outgoing sockets may be given: a client socket of the
+/// same user with SO_REUSEPORT (dig sets it) bound there joins our group and takes some of our
+/// queries (dig then reads its own query back, flags `ad` without `qr`).
+pub fn warn_if_ephemeral(port: u16) {
+    if let Some((low, high)) = ephemeral_range() {
+        if (low..=high).contains(&port) {
+            warn!(
+                port,
+                range = %format!("{low}-{high}"),
+                "the DNS port is in the ephemeral port range: a client socket of the same user \
+                 with SO_REUSEPORT can be bound to it and take queries; use a port outside it"
+            );
+        }
+    }
+}
+
 /// Binds `workers` SO_REUSEPORT UDP sockets on `addr` (port 0: the first one picks it).
 pub fn bind_reuseport(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::UdpSocket>> {
     let mut out = Vec::new();

@@ -228,7 +228,10 @@ async fn bind_fast(
         let udp = fastpath::bind_reuseport(addr, workers)?;
         let bound = udp[0].local_addr()?;
         match tokio::net::TcpListener::bind(bound).await {
-            Ok(tcp) => return Ok((udp, tcp)),
+            Ok(tcp) => {
+                fastpath::warn_if_ephemeral(bound.port());
+                return Ok((udp, tcp));
+            }
             Err(_) if addr.port() == 0 => continue,
             Err(e) => return Err(e).with_context(|| format!("cannot bind TCP {addr}")),
         }

@@ -576,11 +576,12 @@ fn serve_from_env(env: &[(&str, &str)]) -> EnvServer {
     for v in ENV_VARS {
         cmd.env_remove(v);
     }
+    let (dns, admin) = free_listen();
     let mut child = cmd
         .arg("serve")
         .envs(env.iter().copied())
-        .env("GLOBALDNS_LISTEN", "127.0.0.1:0")
-        .env("GLOBALDNS_ADMIN", "127.0.0.1:0")
+        .env("GLOBALDNS_LISTEN", dns)
+        .env("GLOBALDNS_ADMIN", admin)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -744,4 +745,48 @@ fn help_lists_the_flags() {
     ] {
         assert!(out.stdout.contains(env), "serve --help names {env}");
     }
+}
+
+/// Linux's ephemeral port range as the server reads it.
+fn ephemeral_range() -> (u16, u16) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let v: Vec<u16> = text
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    (v[0], v[1])
+}
+
+#[test]
+fn serve_warns_when_its_dns_port_is_in_the_ephemeral_range() {
+    let (low, high) = ephemeral_range();
+    let (_t, zones, state) = dirs();
+    write_file(
+        &zones.join("a.yaml"),
+        &se("a", "eph", &["a.eph.global"], &[], ""),
+    );
+    const WARNING: &str = "the DNS port is in the ephemeral port range";
+
+    // The harness's own port is below the range: no warning.
+    let quiet = Server::start(&zones, &state, &[]);
+    assert!(quiet.dns.port() < low, "harness port {}", quiet.dns);
+    assert!(!quiet.log_contains(WARNING), "{:?}", quiet.log);
+    drop(quiet);
+
+    // A second listener on port 0 gets one from the range, and the log names it.
+    let s = Server::start(&zones, &state, &["--listen", "127.0.0.1:0"]);
+    let log = s.log.lock().unwrap().join("\n");
+    let line = log
+        .lines()
+        .find(|l| l.contains(WARNING))
+        .unwrap_or_else(|| panic!("no warning for the port-0 listener:\n{log}"));
+    let port: u16 = line
+        .split("port=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("port in {line}"));
+    assert!((low..=high).contains(&port), "{line}");
+    assert_ne!(port, s.dns.port());
+    assert!(line.contains(&format!("range={low}-{high}")), "{line}");
 }

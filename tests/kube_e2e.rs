@@ -11,13 +11,13 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{eventually, query, Server, Transport};
+use common::{eventually, free_ports, query, Server, Transport};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -47,26 +47,6 @@ fn serial() -> MutexGuard<'static, ()> {
     guard
 }
 
-/// Three consecutive free loopback ports (apiserver, etcd client, etcd peer), below Linux's
-/// ephemeral range (32768–60999): a port there can be taken by any outgoing connection between
-/// this check and the servers' bind.
-fn free_ports() -> u16 {
-    const LOW: u16 = 20000;
-    const HIGH: u16 = 32000;
-    static NEXT: Mutex<u16> = Mutex::new(0);
-    let mut next = NEXT.lock().unwrap();
-    if *next == 0 {
-        *next = LOW + (std::process::id() % 1000) as u16 * 12;
-    }
-    loop {
-        let p = *next;
-        *next = if p + 6 > HIGH { LOW } else { p + 3 };
-        if (p..p + 3).all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok()) {
-            return p;
-        }
-    }
-}
-
 /// One throw-away cluster (etcd + kube-apiserver). Brought down on drop.
 struct Cluster {
     _tmp: tempfile::TempDir,
@@ -94,7 +74,7 @@ impl Cluster {
         let mut attempt = 0;
         let port = loop {
             attempt += 1;
-            let port = free_ports();
+            let port = free_ports(3);
             let out = run(
                 Command::new(script("cluster.sh"))
                     .arg("up")

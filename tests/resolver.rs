@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,17 +29,6 @@ impl Drop for Dnsmasq {
 impl Dnsmasq {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 
@@ -71,7 +60,7 @@ fn start_dnsmasq(upstream: SocketAddr) -> Dnsmasq {
     let dir = tempfile::tempdir().unwrap();
     let mut last_log = String::new();
     for _attempt in 0..5 {
-        let port = free_port();
+        let port = free_ports(1);
         let conf = dir.path().join("dnsmasq.conf");
         let log = dir.path().join("dnsmasq.log");
         let mut text = format!(

@@ -71,7 +71,8 @@ free_port() {
   "$PY" - <<'EOF'
 import socket, random
 for _ in range(200):
-    p = random.randint(20000, 60000)
+    # Below the ephemeral range (32768-60999): see tests/common free_ports.
+    p = random.randint(20000, 32000)
     try:
         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM); t.bind(("127.0.0.1", p))
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", p))

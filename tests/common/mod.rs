@@ -1,9 +1,9 @@
-//! Test harness: runs the real `globaldns` binary on loopback with ephemeral ports, and talks to it
-//! with real clients (hickory's client, `dig`, plain HTTP for the admin port).
+//! Test harness: runs the real `globaldns` binary on free loopback ports, and talks to it with real
+//! clients (hickory's client, `dig`, plain HTTP for the admin port).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -33,15 +33,51 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
+/// `n` consecutive loopback ports free for UDP and TCP, below Linux's ephemeral range
+/// (32768–60999), never handed out twice by one test process.
+///
+/// Not port 0: the server's UDP sockets share their port with SO_REUSEPORT, and so do dig's. A
+/// dig socket (same user, wildcard address) whose ephemeral port lands on the server's port joins
+/// it and, being connected, reads its own query back (flags `ad`, no `qr`). Nothing picks a port
+/// below the range on its own.
+pub fn free_ports(n: u16) -> u16 {
+    const LOW: u16 = 20000;
+    const HIGH: u16 = 32000;
+    static NEXT: Mutex<u16> = Mutex::new(0);
+    let mut next = NEXT.lock().unwrap();
+    if *next == 0 {
+        // Test binaries run at once (nextest) start far apart.
+        *next = LOW + (std::process::id() % 997) as u16 * 12;
+    }
+    loop {
+        let p = *next;
+        *next = if p + 2 * n > HIGH { LOW } else { p + n };
+        // A plain bind fails while any socket holds the port, SO_REUSEPORT or not.
+        let free = |q: u16| {
+            UdpSocket::bind(("127.0.0.1", q)).is_ok() && TcpListener::bind(("127.0.0.1", q)).is_ok()
+        };
+        if (p..p + n).all(free) {
+            return p;
+        }
+    }
+}
+
+/// A `--listen`/`--admin` pair from [`free_ports`].
+pub fn free_listen() -> (String, String) {
+    let p = free_ports(2);
+    (format!("127.0.0.1:{p}"), format!("127.0.0.1:{}", p + 1))
+}
+
 /// `globaldns serve` on `zones`/`state`, free loopback ports, text logs on a piped stderr.
 pub fn serve_command(zones: &Path, state: &Path, extra: &[&str]) -> Command {
+    let (dns, admin) = free_listen();
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
         .arg("--zones")
         .arg(zones)
         .arg("--state-dir")
         .arg(state)
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--listen", &dns, "--admin", &admin])
         .args(extra)
         .env("GLOBALDNS_LOG", "info")
         .env_remove("GLOBALDNS_LOG_FORMAT")
