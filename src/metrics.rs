@@ -30,6 +30,13 @@ pub struct ClusterLabels {
     pub cluster: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub cluster: String,
+    /// written, conflict, failed or timeout.
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub queries: Family<QueryLabels, Counter>,
@@ -50,6 +57,8 @@ pub struct Metrics {
     pub source_last_sync: Family<ClusterLabels, Gauge>,
     pub source_objects: Family<ClusterLabels, Gauge>,
     pub watch_restarts: Family<ClusterLabels, Counter>,
+    pub status_writes: Family<WriteLabels, Counter>,
+    pub writeback_serial: Gauge,
 }
 
 impl Default for Metrics {
@@ -81,6 +90,8 @@ impl Metrics {
             source_last_sync: Family::default(),
             source_objects: Family::default(),
             watch_restarts: Family::default(),
+            status_writes: Family::default(),
+            writeback_serial: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -169,6 +180,16 @@ impl Metrics {
             "watch_restarts",
             "Watch restarts per cluster",
             m.watch_restarts.clone(),
+        );
+        r.register(
+            "status_writes",
+            "Write-back patches of status.addresses, by cluster and result",
+            m.status_writes.clone(),
+        );
+        r.register(
+            "writeback_checked_serial",
+            "Zone serial of the last snapshot write-back finished acting on",
+            m.writeback_serial.clone(),
         );
         Metrics { registry, ..m }
     }

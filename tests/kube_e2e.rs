@@ -410,11 +410,9 @@ fn two_clusters_one_server_propagation_and_outage() {
         a.is_none()
     });
     delays.push(("delete", t.elapsed()));
+    // A measurement, not a goal (the 5 s above is the test's bound): benches/scale.sh measures
+    // propagation for files; kubectl itself takes ~0.1–0.3 s of this.
     eprintln!("propagation (kubectl start → answer): {delays:?}");
-    for (what, d) in &delays {
-        // kubectl itself takes ~0.1–0.3 s of this.
-        assert!(*d < Duration::from_secs(1), "{what} took {d:?}");
-    }
 
     // c2 stops answering: its entries stay, /readyz names it stale.
     c2.stop_apiserver();
@@ -430,13 +428,18 @@ fn two_clusters_one_server_propagation_and_outage() {
     assert_eq!(one_vip(&gd, "echo.bar.global"), echo);
     assert_eq!(one_vip(&gd, "shared.bar.global"), shared);
     assert_eq!(gd.metric("globaldns_source_up{cluster=\"c2\"}"), Some(0.0));
-    assert!(
+    let restarts = || {
         gd.metric("globaldns_watch_restarts_total{cluster=\"c2\"}")
             .unwrap_or(0.0)
-            >= 1.0
-    );
-    std::thread::sleep(Duration::from_secs(2));
+    };
+    let before = restarts();
+    assert!(before >= 1.0);
+    // Two more failed attempts to reach c2 (backoff 0.5 s … 5 s): still served, nothing withdrawn.
+    eventually(Duration::from_secs(20), "c2's watch retried twice", || {
+        (restarts() >= before + 2.0).then_some(())
+    });
     assert_eq!(one_vip(&gd, "echo.bar.global"), echo, "no flapping");
+    assert_eq!(readyz(&gd).0, 200);
 
     // Back: the watch resumes and converges; a change shows.
     c2.start_apiserver();
@@ -745,8 +748,12 @@ fn service_account_rbac_write_back_and_manifests() {
         "status",
     ]);
     let plain = one_vip(&gd, "plain.wb.global");
-    // Write-back asked for but not granted: nothing written, the server keeps working.
-    std::thread::sleep(Duration::from_millis(500));
+    // Write-back asked for but not granted: the patch is refused, nothing written, the server
+    // keeps working.
+    eventually(Duration::from_secs(10), "a refused write-back", || {
+        (gd.metric("globaldns_status_writes_total{cluster=\"c1\",result=\"failed\"}")? >= 1.0)
+            .then_some(())
+    });
     let se_json = c1.get_json(&["serviceentry", "-n", "wb", "plain"]);
     assert!(se_json["status"]["addresses"].is_null(), "{se_json}");
     assert!(gd.log_contains("status write-back failed"));
@@ -785,14 +792,9 @@ fn service_account_rbac_write_back_and_manifests() {
     assert_eq!(status.len(), 1);
     assert_eq!(status[0]["value"], plain.to_string());
     assert_eq!(status[0]["host"], "plain.wb.global");
-    // Written back, still served as the VIP (not read back as Istio's address).
-    std::thread::sleep(Duration::from_millis(300));
-    let d = debug_hosts(&gd);
-    assert_eq!(
-        d["hosts"]["plain.wb.global"]["addresses"][0]["source"],
-        "vip"
+    assert!(
+        gd.metric("globaldns_status_writes_total{cluster=\"c1\",result=\"written\"}") >= Some(1.0)
     );
-    assert_eq!(one_vip(&gd, "plain.wb.global"), plain);
 
     // An entry with its own address is never written; one whose status someone else wrote keeps it.
     c1.apply(&se("wb", "own", &["own.wb.global"], &["10.7.7.7"]));
@@ -805,21 +807,38 @@ fn service_account_rbac_write_back_and_manifests() {
         a.is_some(),
         "Istio's status address is served (prefer-istio-status)"
     );
-    std::thread::sleep(Duration::from_secs(1));
+    writeback_settled(&gd);
     let j = c1.get_json(&["serviceentry", "-n", "wb", "contested"]);
     assert_eq!(j["status"]["addresses"][0]["value"], "240.240.0.77");
     assert_eq!(j["status"]["addresses"].as_array().unwrap().len(), 1);
     let j = c1.get_json(&["serviceentry", "-n", "wb", "own"]);
     assert!(j["status"]["addresses"].is_null(), "{j}");
 
-    // Without write-back, even with the role bound, nothing is written.
+    // Without write-back, even with the role bound, nothing is written: no write-back loop runs.
     drop(gd);
     c1.apply(&se("wb", "quiet", &["quiet.wb.global"], &[]));
     let (_t3, gd3) = start(&["--cluster", &sa_flag, "--store", "kube"]);
     one_vip(&gd3, "quiet.wb.global");
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(!gd3.log_contains("write-back of status.addresses enabled"));
+    assert_eq!(gd3.metric("globaldns_status_writes_total"), None);
     let j = c1.get_json(&["serviceentry", "-n", "wb", "quiet"]);
     assert!(j["status"]["addresses"].is_null(), "{j}");
+    // What was written back is read as the VIP it is, not as Istio's address, from the first load.
+    let d = debug_hosts(&gd3);
+    assert_eq!(
+        d["hosts"]["plain.wb.global"]["addresses"][0]["source"], "vip",
+        "{d}"
+    );
+    assert_eq!(one_vip(&gd3, "plain.wb.global"), plain);
+}
+
+/// Waits until write-back has acted on the snapshot being served (every object looked at, every
+/// patch finished).
+fn writeback_settled(gd: &Server) {
+    let serial = gd.metric("globaldns_zone_serial").expect("zone serial");
+    eventually(Duration::from_secs(10), "write-back caught up", || {
+        (gd.metric("globaldns_writeback_checked_serial")? >= serial).then_some(())
+    });
 }
 
 /// The test CRD without v1 (v1beta1 the storage version): a cluster with an Istio older than 1.22.

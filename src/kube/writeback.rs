@@ -19,6 +19,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use crate::metrics::WriteLabels;
 use crate::serviceentry::{normalise_name, parse_host_address};
 use crate::zone::Snapshot;
 
@@ -250,9 +251,7 @@ pub async fn run(views: Views, ctx: Arc<Context>) {
             }
         }
         tried.retain(|k, _| live.contains(k));
-        if jobs.is_empty() {
-            continue;
-        }
+        let metrics = &ctx.metrics;
         futures_util::stream::iter(jobs)
             .for_each_concurrent(PARALLEL, |(cluster, ns, name, api, obj, want)| async move {
                 let patch = status_patch(&obj.resource_version, &want);
@@ -261,23 +260,33 @@ pub async fn run(views: Views, ctx: Arc<Context>) {
                     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
                 )
                 .await;
-                match res {
+                let result = match res {
                     Ok(Ok(_)) => {
                         let values: Vec<&str> = want.iter().map(|(v, _)| v.as_str()).collect();
                         info!(%cluster, object = %format!("{ns}/{name}"), addresses = %values.join(","), "wrote VIPs to status.addresses");
+                        "written"
                     }
                     Ok(Err(kube::Error::Api(s))) if s.is_conflict() => {
                         debug!(%cluster, object = %format!("{ns}/{name}"), "status changed meanwhile; not overwritten, will look again");
+                        "conflict"
                     }
                     Ok(Err(e)) => {
                         warn!(%cluster, object = %format!("{ns}/{name}"), error = %e, "status write-back failed");
+                        "failed"
                     }
                     Err(_) => {
                         warn!(%cluster, object = %format!("{ns}/{name}"), "status write-back timed out");
+                        "timeout"
                     }
-                }
+                };
+                metrics
+                    .status_writes
+                    .get_or_create(&WriteLabels { cluster, result })
+                    .inc();
             })
             .await;
+        // Every object was looked at against this snapshot and every write has finished.
+        metrics.writeback_serial.set(i64::from(snap.serial));
     }
 }
 
