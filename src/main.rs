@@ -32,7 +32,18 @@ use globaldns::{admin, dns, fastpath};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. mimalloc asks for them on its arenas, and
+/// with the kernel's default `max_ptes_none` khugepaged fills a whole 2 MiB page around any live
+/// 4 KiB one: at 100,000 hosts that kept ~25 MiB of freed memory resident after the first load and
+/// grew RSS by ~2 MiB a minute while idle. Without them start-up was no slower (fewer bytes to
+/// zero), and answers come from a few MiB of hot data.
+fn no_transparent_huge_pages() {
+    // SAFETY: prctl with integer arguments only; a kernel without the option returns EINVAL.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
     let serving = matches!(cli.command, Command::Serve(_));

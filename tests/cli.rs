@@ -790,3 +790,20 @@ fn serve_warns_when_its_dns_port_is_in_the_ephemeral_range() {
     assert_ne!(port, s.dns.port());
     assert!(line.contains(&format!("range={low}-{high}")), "{line}");
 }
+
+#[test]
+fn serve_runs_without_transparent_huge_pages() {
+    // Huge pages kept freed memory resident around live data (see `no_transparent_huge_pages`).
+    let (_t, zones, state) = dirs();
+    write_file(
+        &zones.join("a.yaml"),
+        &se("a", "thp", &["a.thp.global"], &[], ""),
+    );
+    let s = Server::start(&zones, &state, &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("THP_enabled in /proc/PID/status (Linux ≥ 5.0)");
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
