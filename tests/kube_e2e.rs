@@ -246,18 +246,15 @@ fn run_ok(cmd: &mut Command) {
     );
 }
 
-/// A ServiceEntry (networking.istio.io/v1) as YAML.
+/// A ServiceEntry (networking.istio.io/v1) as YAML, namespace first (as kubectl's `-n` reads),
+/// with one HTTP port.
 fn se(ns: &str, name: &str, hosts: &[&str], addresses: &[&str]) -> String {
-    let list = |v: &[&str]| {
-        v.iter()
-            .map(|h| format!("\"{h}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  hosts: [{}]\n  addresses: [{}]\n  location: MESH_INTERNAL\n  resolution: DNS\n  ports:\n  - {{number: 8000, name: http, protocol: HTTP}}\n",
-        list(hosts),
-        list(addresses)
+    common::se(
+        name,
+        ns,
+        hosts,
+        addresses,
+        "  ports:\n  - {number: 8000, name: http, protocol: HTTP}\n",
     )
 }
 
