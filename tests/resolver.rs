@@ -68,6 +68,7 @@ fn start_dnsmasq(upstream: SocketAddr) -> Dnsmasq {
              server=/global/{ip}#{up}\n\
              server=/10.240.in-addr.arpa/{ip}#{up}\n\
              port={port}\n\
+             min-port=32768\n\
              listen-address=127.0.0.1\n\
              bind-interfaces\n\
              no-hosts\n\

@@ -34,32 +34,48 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 }
 
 /// `n` consecutive loopback ports free for UDP and TCP, below Linux's ephemeral range
-/// (32768–60999), never handed out twice by one test process.
+/// (`net.ipv4.ip_local_port_range`, usually from 32768), never handed out twice by one test
+/// process.
 ///
 /// Not port 0: the server's UDP sockets share their port with SO_REUSEPORT, and so do dig's. A
 /// dig socket (same user, wildcard address) whose ephemeral port lands on the server's port joins
-/// it and, being connected, reads its own query back (flags `ad`, no `qr`). Nothing picks a port
-/// below the range on its own.
+/// it and, being connected, reads its own query back (flags `ad`, no `qr`). The tests' other
+/// clients take ports from the ephemeral range too (hickory's with OS port selection, dnsmasq with
+/// `min-port`); a port can still be taken between this check and the server's bind by anything
+/// else, and [`Server::spawn`] then starts again on others.
 pub fn free_ports(n: u16) -> u16 {
-    const LOW: u16 = 20000;
-    const HIGH: u16 = 32000;
-    static NEXT: Mutex<u16> = Mutex::new(0);
+    const LOW: u32 = 20000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let high = (ephemeral - 1).min(32000);
+    let n32 = u32::from(n);
+    assert!(
+        high >= LOW + 100 * n32,
+        "the ephemeral port range starts at {ephemeral}: no room below it for test servers \
+         (set net.ipv4.ip_local_port_range to start above 32000)"
+    );
+    static NEXT: Mutex<u32> = Mutex::new(0);
     let mut next = NEXT.lock().unwrap();
     if *next == 0 {
         // Test binaries run at once (nextest) start far apart.
-        *next = LOW + (std::process::id() % 997) as u16 * 12;
+        *next = LOW + (std::process::id() * 12) % (high - LOW - n32);
     }
-    loop {
+    let span = high - LOW;
+    for _ in 0..span {
         let p = *next;
-        *next = if p + 2 * n > HIGH { LOW } else { p + n };
+        *next = if p + 2 * n32 > high { LOW } else { p + n32 };
         // A plain bind fails while any socket holds the port, SO_REUSEPORT or not.
-        let free = |q: u16| {
+        let free = |q: u32| {
+            let q = q as u16;
             UdpSocket::bind(("127.0.0.1", q)).is_ok() && TcpListener::bind(("127.0.0.1", q)).is_ok()
         };
-        if (p..p + n).all(free) {
-            return p;
+        if (p..p + n32).all(free) {
+            return p as u16;
         }
     }
+    panic!("no {n} free consecutive loopback ports in {LOW}–{high}");
 }
 
 /// A `--listen`/`--admin` pair from [`free_ports`].
@@ -107,8 +123,20 @@ impl Server {
         s
     }
 
-    /// Starts the server and waits for its listening line; Err(log) if it exits first.
+    /// Starts the server and waits for its listening line; Err(log) if it exits first. A port
+    /// lost between [`free_ports`]'s check and the server's bind means a new start on others.
     pub fn spawn(zones: &Path, state: &Path, extra: &[&str]) -> Result<Server, String> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Server::spawn_once(zones, state, extra) {
+                Err(log) if attempt < 5 && log.contains("cannot bind") => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn spawn_once(zones: &Path, state: &Path, extra: &[&str]) -> Result<Server, String> {
         let mut child = serve_command(zones, state, extra)
             .spawn()
             .expect("spawn globaldns");
@@ -257,8 +285,10 @@ pub fn query(server: SocketAddr, transport: Transport, name: &str, rtype: Record
     rt.block_on(async move {
         let mut client = match transport {
             Transport::Udp => {
-                let conn =
-                    UdpClientStream::builder(server, TokioRuntimeProvider::default()).build();
+                let conn = UdpClientStream::builder(server, TokioRuntimeProvider::default())
+                    // From the ephemeral range, apart from the servers' ports (free_ports).
+                    .with_os_port_selection(true)
+                    .build();
                 let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(conn);
                 tokio::spawn(bg);
                 client
