@@ -8,13 +8,14 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use globaldns::alloc::store::MemoryStore;
 use globaldns::alloc::{Allocator, Table};
 use globaldns::dns::Handler;
 use globaldns::fastpath::{general, Responder};
 use globaldns::metrics::Metrics;
 use globaldns::pipeline::Pipeline;
+use globaldns::published::Published;
 use globaldns::registry::{Merged, Registry, SourceKey};
 use globaldns::serviceentry::{Entry, ObjectRef, Resolution};
 use globaldns::zone::{Snapshot, ZoneConfig};
@@ -67,9 +68,7 @@ fn loaded(n: usize) -> (Pipeline, Snapshot) {
     for (i, chunk) in entries(n).chunks(PER_UNIT).enumerate() {
         p.set_unit(unit(i), chunk.to_vec());
     }
-    p.reconcile(1);
-    p.allocator.take_changes();
-    let snap = p.publish();
+    let snap = p.pass(1, &mut MemoryStore::default()).unwrap().snapshot;
     (p, snap)
 }
 
@@ -103,7 +102,7 @@ fn query(name: &str, qtype: u16) -> Vec<u8> {
 fn answering(c: &mut Criterion) {
     let (_, snap) = loaded(10_000);
     let handler = Arc::new(Handler {
-        snapshot: Arc::new(ArcSwap::from_pointee(snap)),
+        snapshot: Arc::new(Published::new(snap)),
         metrics: Arc::new(Metrics::new()),
         allow_transfer: vec![],
     });
@@ -131,6 +130,9 @@ fn scale(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("first_pass", |b| b.iter(|| loaded(100_000)));
     let (mut p, mut snap) = loaded(100_000);
+    let mut store = MemoryStore {
+        table: p.table().clone(),
+    };
     let base = entries(100_000);
     let mut extra = false;
     g.bench_function("one_change", |b| {
@@ -145,10 +147,8 @@ fn scale(c: &mut Criterion) {
                 unit7.push(e);
             }
             p.set_unit(unit(7), unit7);
-            p.reconcile(1);
-            p.allocator.take_changes();
             // The previous snapshot stays alive until the new one is in, as in the server.
-            snap = p.publish();
+            snap = p.pass(1, &mut store).unwrap().snapshot;
         })
     });
     assert!(snap.served_hosts() >= 100_000);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use crate::published::Published;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -10,15 +10,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
-use crate::engine::Health;
+use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::zone::Snapshot;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub snapshot: Arc<Published>,
 }
 
 pub fn router(state: AdminState) -> Router {

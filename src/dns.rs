@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::published::Published;
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
@@ -29,7 +29,7 @@ const AXFR_CHUNK: usize = 500;
 
 #[derive(Clone)]
 pub struct Handler {
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub snapshot: Arc<Published>,
     pub metrics: Arc<Metrics>,
     pub allow_transfer: Vec<IpNet>,
 }

@@ -2,27 +2,27 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use arc_swap::ArcSwap;
 use clap::Parser;
+use globaldns::published::Published;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use globaldns::alloc::file_store::{self, FileStore};
-use globaldns::alloc::{Allocator, Change};
+use globaldns::alloc::store::{self, check_ranges, MemoryStore, Store};
 use globaldns::config::{
     AllocationsArgs, CheckArgs, Cli, Command, LogFormat, ServeArgs, ZonefileArgs,
 };
-use globaldns::engine::{check_ranges, Engine, Health, Store};
+use globaldns::engine::{Engine, Input};
+use globaldns::health::Health;
 use globaldns::metrics::Metrics;
 use globaldns::pipeline::Pipeline;
-use globaldns::source::{files, SourceEvent};
+use globaldns::source::{files, Events, SourceEvent};
 use globaldns::zone::{unix_now, Snapshot};
 use globaldns::{admin, dns, fastpath};
 
@@ -91,57 +91,37 @@ fn init_logging(format: LogFormat, filter: &str) {
     }
 }
 
-/// Opens the state directory and checks its table against the ranges; refuses bad tables.
-fn open_allocator(
-    state_dir: &Path,
-    ranges: &[ipnet::IpNet],
-    hold: Duration,
-) -> Result<(FileStore, Allocator)> {
-    check_ranges(ranges)?;
-    let mut store = FileStore::open(state_dir)?;
-    let table = store.load()?;
-    let allocator = Allocator::new(ranges, hold.as_secs(), table.clone());
-    if let Err(errors) = allocator.validate(&table) {
-        bail!(
-            "allocation store {} fails validation (refusing to start; it is never repaired \
-             automatically):\n  {}",
-            store.path().display(),
-            errors.join("\n  ")
-        );
-    }
-    Ok((store, allocator))
-}
-
 fn serve(args: ServeArgs) -> Result<ExitCode> {
     let ranges = args.zone.vip_ranges.clone();
     let zone_cfg = args.zone.zone_config();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty(&zone_cfg, &ranges)));
+    let snapshot = Arc::new(Published::new(Snapshot::empty(&zone_cfg, &ranges)));
 
-    let (tx, rx) = mpsc::channel::<SourceEvent>();
+    let (tx, rx) = mpsc::channel::<Input>();
+    let events = Events::new(tx.clone());
     // --- Kubernetes (src/kube): cluster sources, the allocation store (the file store unless
     // --store kube), write-back. Without Kubernetes flags `kube` is None: the file-based server,
     // unchanged. With them, the file source runs too only when the --zones directory exists.
     let mut kube = globaldns::kube::start(
         &args.kube,
         globaldns::kube::Context {
-            tx: tx.clone(),
+            tx: events.clone(),
             metrics: metrics.clone(),
             health: health.clone(),
             zones: args.zone.normalised_zones(),
             ranges: ranges.clone(),
-            vip_hold: args.store.vip_hold,
             snapshot: snapshot.clone(),
         },
     )?;
-    let (store, allocator) = match kube.as_mut().and_then(|k| k.take_store()) {
+    let mut store: Box<dyn Store> = match kube.as_mut().and_then(|k| k.take_store()) {
         Some(kube_store) => kube_store,
-        None => {
-            let (s, a) = open_allocator(&args.store.state_dir, &ranges, args.store.vip_hold)?;
-            (Box::new(s) as Box<dyn Store>, a)
-        }
+        None => Box::new(FileStore::open(&args.store.state_dir)?),
     };
+    let allocator = store::open(store.as_mut(), &ranges, args.store.vip_hold.as_secs())?;
+    store.subscribe(Arc::new(move |table| {
+        let _ = tx.send(Input::StoreChanged(table));
+    }));
     let files_on = kube.is_none() || args.store.zones_dir.is_dir();
     // --- end Kubernetes ---
     if files_on {
@@ -149,7 +129,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         files::spawn(
             &args.store.zones_dir,
             args.zone.normalised_zones(),
-            tx,
+            events,
             metrics.clone(),
         )?;
     }
@@ -262,13 +242,15 @@ async fn shutdown_signal() {
     }
 }
 
-/// One synchronous pass of the pipeline over a set of events: used by `check` and `zonefile`.
-/// Returns the snapshot and the allocations the pass changed (for the caller to persist).
+/// One synchronous pass of the pipeline over a set of events, made durable in `store`: used by
+/// `check` (in memory) and `zonefile` (the state directory).
 fn build_once(
     events: Vec<SourceEvent>,
     args: &globaldns::config::ZoneArgs,
-    allocator: Allocator,
-) -> (Snapshot, Pipeline, Vec<Change>) {
+    store: &mut dyn Store,
+    hold_secs: u64,
+) -> Result<Snapshot> {
+    let allocator = store::open(store, &args.vip_ranges, hold_secs)?;
     let mut pipeline = Pipeline::new(
         &args.zone_config(),
         &args.vip_ranges,
@@ -286,10 +268,7 @@ fn build_once(
             _ => {}
         }
     }
-    pipeline.reconcile(unix_now());
-    let changes = pipeline.allocator.take_changes();
-    let snap = pipeline.publish();
-    (snap, pipeline, changes)
+    Ok(pipeline.pass(unix_now(), store)?.snapshot)
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {
@@ -299,7 +278,6 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         Some(d) => file_store::read_table(d)?,
         None => Default::default(),
     };
-    let allocator = Allocator::new(&args.zone.vip_ranges, 0, table);
     let mut events = Vec::new();
     let mut problems = 0usize;
     let mut files_read = 0usize;
@@ -338,7 +316,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             }
         }
     }
-    let (snap, _, _) = build_once(events, &args.zone, allocator);
+    let snap = build_once(events, &args.zone, &mut MemoryStore { table }, 0)?;
     let mut out = std::io::stdout().lock();
     for (host, r) in snap.hosts() {
         let addrs: Vec<String> = r
@@ -416,20 +394,19 @@ fn allocations(args: AllocationsArgs) -> Result<ExitCode> {
 }
 
 fn zonefile(args: ZonefileArgs) -> Result<ExitCode> {
-    let (mut store, allocator) = open_allocator(
-        &args.store.state_dir,
-        &args.zone.vip_ranges,
-        args.store.vip_hold,
-    )?;
+    check_ranges(&args.zone.vip_ranges)?;
+    let mut store = FileStore::open(&args.store.state_dir)?;
     let events = files::load_once(
         &args.store.zones_dir,
         args.zone.normalised_zones(),
         Arc::new(Metrics::new()),
     )?;
-    let (snap, pipeline, changes) = build_once(events, &args.zone, allocator);
-    if !changes.is_empty() {
-        store.commit(&changes, pipeline.allocator.table())?;
-    }
+    let snap = build_once(
+        events,
+        &args.zone,
+        &mut store,
+        args.store.vip_hold.as_secs(),
+    )?;
     let mut out = std::io::stdout().lock();
     let apexes: BTreeSet<_> = snap.apex_names().into_iter().collect();
     for apex in apexes {

@@ -1,18 +1,24 @@
-//! The data flow of DESIGN §6 as one incremental pass: source changes → registry (which hosts a
-//! change touches) → allocator (only those hosts) → zone builder (only their names) → snapshot.
-//! A change to one file or object costs what it touches, not the size of the mesh; the first
-//! load is the same pass with every host touched.
+//! The write transaction: source changes → registry (which hosts a change touches) → allocator
+//! (only those hosts) → store (durable) → zone builder (only their names) → snapshot, as one
+//! call, [`Pipeline::pass`]. The registry and the allocator are private to it: nothing else can
+//! publish a VIP the store has not made durable. A change to one file or object costs what it
+//! touches, not the size of the mesh; the first load is the same pass with every host touched.
 
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
 use ipnet::IpNet;
+use tracing::warn;
 
+use crate::alloc::store::{Commit, Store};
 use crate::alloc::{Allocator, Outcome, Table};
 use crate::registry::{Delta, HostView, Registry, SourceKey};
 use crate::serviceentry::Entry;
 use crate::zone::{HostReport, Snapshot, ZoneBuilder, ZoneConfig};
 
 pub struct Pipeline {
-    pub registry: Registry,
-    pub allocator: Allocator,
+    registry: Registry,
+    allocator: Allocator,
     zone: ZoneBuilder,
     prefer_istio_status: bool,
     /// Hosts whose view or allocation may have changed since the last publish (in any order,
@@ -77,8 +83,18 @@ impl Pipeline {
         true
     }
 
-    /// Takes a table another instance wrote as the truth; the hosts it changes are re-rendered.
-    pub fn adopt(&mut self, table: Table) {
+    /// Takes a table another instance wrote (seen through the store's watch) as the truth, once
+    /// it validates; the hosts it changes are rendered again. Returns whether anything changed.
+    pub fn adopt(&mut self, table: Table) -> Result<bool, Vec<String>> {
+        if table == *self.allocator.table() {
+            return Ok(false);
+        }
+        self.allocator.validate(&table)?;
+        self.take_table(table);
+        Ok(true)
+    }
+
+    fn take_table(&mut self, table: Table) {
         let mine = self.allocator.table();
         let differ: Vec<String> = mine
             .iter()
@@ -95,11 +111,68 @@ impl Pipeline {
         self.allocator.holds_due(now)
     }
 
-    /// Merges the pending hosts and brings their allocations in line. The allocator's changes
-    /// are then taken by the caller (`allocator.take_changes()`) and made durable before
-    /// [`Pipeline::publish`] shows them; on failure, `allocator.rollback` and the hosts stay
-    /// pending.
-    pub fn reconcile(&mut self, now: u64) -> Outcome {
+    /// One write transaction over the hosts the changes since the last pass touched: merge,
+    /// allocate, make the allocations durable in `store` (adopting a shared store's table and
+    /// trying again when another instance claimed first), render, and return the snapshot to
+    /// publish. On error nothing new is visible: the allocator is back at what is durable, the
+    /// hosts stay pending, and the next pass tries again.
+    pub fn pass(&mut self, now: u64, store: &mut dyn Store) -> Result<Pass> {
+        let started = Instant::now();
+        let touched = self.pending.len();
+        let (mut reconcile_took, mut commit_took) = (Duration::ZERO, Duration::ZERO);
+        let mut conflicts = 0;
+        let outcome = loop {
+            let reconcile_started = Instant::now();
+            let outcome = self.reconcile(now);
+            reconcile_took += reconcile_started.elapsed();
+            let changes = self.allocator.take_changes();
+            if changes.is_empty() {
+                break outcome;
+            }
+            let (committed, took) = self.render_while(|table| {
+                let started = Instant::now();
+                (store.commit(&changes, table), started.elapsed())
+            });
+            commit_took += took;
+            // Memory never runs ahead of the store: whatever failed is undone before anything
+            // else happens.
+            match committed {
+                Ok(Commit::Done) => break outcome,
+                Ok(Commit::Conflict(theirs)) if conflicts < MAX_CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    warn!(
+                        attempts = conflicts,
+                        "another instance claimed first; adopting its table and retrying"
+                    );
+                    self.allocator.rollback(&changes);
+                    self.take_table(theirs);
+                }
+                Ok(Commit::Conflict(_)) => {
+                    self.allocator.rollback(&changes);
+                    bail!("too many conflicting claims");
+                }
+                Err(e) => {
+                    self.allocator.rollback(&changes);
+                    return Err(e);
+                }
+            }
+        };
+        let build_started = Instant::now();
+        let snapshot = self.publish();
+        Ok(Pass {
+            snapshot,
+            outcome,
+            touched,
+            took: started.elapsed(),
+            reconcile: reconcile_took,
+            commit: commit_took,
+            build: build_started.elapsed(),
+        })
+    }
+
+    /// Merges the pending hosts and brings their allocations in line; the changes are then
+    /// made durable (`pass`) before `publish` shows them.
+    fn reconcile(&mut self, now: u64) -> Outcome {
         let mut out = Outcome::default();
         if self.first {
             self.pending.extend(self.allocator.table().keys().cloned());
@@ -140,7 +213,7 @@ impl Pipeline {
     /// durable on another thread (the fsync of a first load then costs no wall time); returns
     /// what `commit` returned. Nothing is visible before [`Pipeline::publish`]: if the commit
     /// fails, the hosts stay pending and the next pass renders them again from what is durable.
-    pub fn render_while<R: Send>(&mut self, commit: impl FnOnce(&Table) -> R + Send) -> R {
+    fn render_while<R: Send>(&mut self, commit: impl FnOnce(&Table) -> R + Send) -> R {
         let table = self.allocator.table();
         let reports = std::mem::take(&mut self.reports);
         let zone = &mut self.zone;
@@ -153,7 +226,7 @@ impl Pipeline {
     }
 
     /// Renders what is left to render and returns the new snapshot.
-    pub fn publish(&mut self) -> Snapshot {
+    fn publish(&mut self) -> Snapshot {
         let reports = std::mem::take(&mut self.reports);
         self.large |= render(&mut self.zone, reports, self.registry.host_count());
         self.pending.clear();
@@ -168,6 +241,38 @@ impl Pipeline {
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
+
+    /// ServiceEntries held, over every source.
+    pub fn entry_count(&self) -> usize {
+        self.registry.entry_count()
+    }
+
+    /// The allocation table as last made durable (or being made so by a pass).
+    pub fn table(&self) -> &Table {
+        self.allocator.table()
+    }
+
+    /// How long a VIP stays reserved after its host went away.
+    pub fn hold_secs(&self) -> u64 {
+        self.allocator.hold_secs
+    }
+}
+
+/// How many times one pass adopts a conflicting shared table before giving up until the next.
+const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// What one pass did, for the engine to publish, log and count.
+pub struct Pass {
+    pub snapshot: Snapshot,
+    pub outcome: Outcome,
+    /// Hosts the pass looked at.
+    pub touched: usize,
+    pub took: Duration,
+    /// Merging and allocating; the durable write (while the zone is rendered); the rest of the
+    /// rendering and the snapshot.
+    pub reconcile: Duration,
+    pub commit: Duration,
+    pub build: Duration,
 }
 
 /// Applies reports to the zone; returns whether they were a large share of `hosts`.

@@ -10,13 +10,14 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use common::*;
+use globaldns::alloc::store::MemoryStore;
 use globaldns::alloc::{Allocator, Table};
 use globaldns::dns::Handler;
 use globaldns::fastpath::{general, shape, Responder};
 use globaldns::metrics::Metrics;
 use globaldns::pipeline::Pipeline;
+use globaldns::published::Published;
 use globaldns::registry::SourceKey;
 use globaldns::source::files::parse_text;
 use globaldns::zone::{Snapshot, ZoneConfig};
@@ -77,8 +78,10 @@ fn snapshot(yaml: &str) -> Snapshot {
         },
         entries,
     );
-    pipeline.reconcile(1);
-    pipeline.publish()
+    pipeline
+        .pass(1, &mut MemoryStore::default())
+        .expect("in-memory pass")
+        .snapshot
 }
 
 fn names(snap: &Snapshot) -> Vec<String> {
@@ -195,7 +198,7 @@ const QTYPES: [u16; 11] = [1, 28, 33, 12, 6, 2, 255, 16, 15, 252, 65];
 fn fast_path_bytes_equal_general_path_bytes_in_process() {
     let snap = snapshot(&zone_yaml(400));
     let handler = Arc::new(Handler {
-        snapshot: Arc::new(ArcSwap::from_pointee(snap)),
+        snapshot: Arc::new(Published::new(snap)),
         metrics: Arc::new(Metrics::new()),
         allow_transfer: vec![],
     });

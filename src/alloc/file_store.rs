@@ -177,6 +177,19 @@ impl FileStore {
     }
 }
 
+impl super::store::Store for FileStore {
+    fn describe(&self) -> String {
+        self.path().display().to_string()
+    }
+    fn load(&mut self) -> Result<Table> {
+        FileStore::load(self)
+    }
+    fn commit(&mut self, changes: &[super::Change], table: &Table) -> Result<super::store::Commit> {
+        self.apply(changes, table)?;
+        Ok(super::store::Commit::Done)
+    }
+}
+
 /// The table as a JSON array of rows, serialised without collecting them first.
 struct Rows<'a>(&'a Table);
 

@@ -3,6 +3,7 @@
 //! that displace auto VIPs. The table is the only state globaldns keeps; stores persist it.
 
 pub mod file_store;
+pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hasher;

@@ -3,7 +3,7 @@
 //! VipClaim object per VIP) and the opt-in write-back of `status.addresses`.
 //!
 //! Everything here runs on a small tokio runtime of its own, apart from the DNS workers, and talks
-//! to the engine only through [`SourceEvent`]s and the [`Health`] it shares.
+//! to the engine only through source events and the [`Health`] it shares.
 
 pub mod clusters;
 pub mod crd;
@@ -13,21 +13,18 @@ pub mod writeback;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Duration;
 
+use crate::published::Published;
 use anyhow::{bail, Context as _, Result};
-use arc_swap::ArcSwap;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use tracing::info;
 
-use crate::alloc::Allocator;
-use crate::engine::{Health, Store};
+use crate::alloc::store::Store;
+use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::source::SourceEvent;
-use crate::zone::Snapshot;
+use crate::source::Events;
 
 /// Flags of the Kubernetes part (flattened into `serve`'s). With none of them set, globaldns runs
 /// exactly as the file-based server.
@@ -137,25 +134,24 @@ impl KubeArgs {
 
 /// What the Kubernetes part needs from the server.
 pub struct Context {
-    pub tx: Sender<SourceEvent>,
+    pub tx: Events,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     /// Served zones, normalised.
     pub zones: Vec<String>,
     pub ranges: Vec<IpNet>,
-    pub vip_hold: Duration,
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub snapshot: Arc<Published>,
 }
 
 /// The running Kubernetes part. Keep it alive for as long as the server runs.
 pub struct Kube {
     runtime: tokio::runtime::Runtime,
-    store: Option<(Box<dyn Store>, Allocator)>,
+    store: Option<Box<dyn Store>>,
 }
 
 impl Kube {
-    /// The kube store and its allocator (loaded and validated), when `--store kube`; taken once.
-    pub fn take_store(&mut self) -> Option<(Box<dyn Store>, Allocator)> {
+    /// The kube store, when `--store kube`; taken once.
+    pub fn take_store(&mut self) -> Option<Box<dyn Store>> {
         self.store.take()
     }
 }
@@ -183,7 +179,7 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
     if !args.enabled() {
         return Ok(None);
     }
-    crate::engine::check_ranges(&ctx.ranges)?;
+    crate::alloc::store::check_ranges(&ctx.ranges)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("kube")
@@ -258,23 +254,14 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
             let Some((name, client)) = pick(&args.store_cluster, "store")? else {
                 bail!("--store kube needs --in-cluster or a --cluster (see --store-cluster)");
             };
-            let (store, table) = store::KubeStore::open(
+            let store = store::KubeStore::new(
                 runtime.handle().clone(),
                 client,
                 &name,
                 &args.store_namespace,
                 ctx.clone(),
-            )?;
-            let allocator = Allocator::new(&ctx.ranges, ctx.vip_hold.as_secs(), table.clone());
-            if let Err(errors) = allocator.validate(&table) {
-                bail!(
-                    "kube allocation store (cluster {name}, namespace {}) fails validation \
-                     (refusing to start; it is never repaired automatically):\n  {}",
-                    args.store_namespace,
-                    errors.join("\n  ")
-                );
-            }
-            Some((Box::new(store) as Box<dyn Store>, allocator))
+            );
+            Some(Box::new(store) as Box<dyn Store>)
         }
     };
 

@@ -9,8 +9,8 @@
 //! - Hold / reclaim: patch `spec.releasedAt` guarded by the object's resourceVersion.
 //! - Free (hold expired, address displaced): delete with uid + resourceVersion preconditions, so
 //!   an object re-created or re-claimed meanwhile is never deleted.
-//! - Everyone's claims are watched; when the table changes under us, the engine gets a
-//!   [`SourceEvent::StoreChanged`].
+//! - Everyone's claims are watched; when the table changes under us, the subscriber (the engine)
+//!   is handed the new table.
 //! - Two instances that allocate the same new host at the same instant may each claim a different
 //!   address for it; every instance resolves that the same way (the lower address wins) and the
 //!   other claim is deleted.
@@ -32,9 +32,8 @@ use tracing::{debug, info, warn};
 use super::crd::{claim_name, VipClaim, VipClaimSpec};
 use super::source::{MAX_BACKOFF, WATCH_TIMEOUT_SECS};
 use super::Context;
+use crate::alloc::store::{Commit, Listener, Store};
 use crate::alloc::{Allocation, Change, Table};
-use crate::engine::{Commit, Store};
-use crate::source::SourceEvent;
 
 /// Concurrent API requests of one commit.
 const PARALLEL: usize = 16;
@@ -209,6 +208,9 @@ pub struct KubeStore {
     api: Api<VipClaim>,
     cache: Arc<Mutex<Cache>>,
     ctx: Arc<Context>,
+    cluster: String,
+    namespace: String,
+    listener: Option<Listener>,
 }
 
 fn api_err(e: &kube::Error) -> Option<&kube::core::Status> {
@@ -228,53 +230,23 @@ async fn bounded<T>(
 }
 
 impl KubeStore {
-    /// Lists the claims (the table the server starts from) and starts watching them.
-    pub fn open(
+    /// The store in `namespace` of the store cluster; nothing is read before [`Store::load`].
+    pub fn new(
         rt: tokio::runtime::Handle,
         client: Client,
         cluster: &str,
         namespace: &str,
         ctx: Arc<Context>,
-    ) -> Result<(KubeStore, Table)> {
-        let api: Api<VipClaim> = Api::namespaced(client, namespace);
-        let cache = Arc::new(Mutex::new(Cache::default()));
-        let mut last_err = None;
-        for attempt in 0..3 {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            match rt.block_on(list_all(&api)) {
-                Ok(objs) => {
-                    let mut c = cache.lock().unwrap();
-                    for o in &objs {
-                        c.apply(o);
-                    }
-                    last_err = None;
-                    break;
-                }
-                Err(e) => last_err = Some(e),
-            }
+    ) -> KubeStore {
+        KubeStore {
+            rt,
+            api: Api::namespaced(client, namespace),
+            cache: Arc::new(Mutex::new(Cache::default())),
+            ctx,
+            cluster: cluster.to_string(),
+            namespace: namespace.to_string(),
+            listener: None,
         }
-        if let Some(e) = last_err {
-            return Err(anyhow!(e)).with_context(|| {
-                format!("cannot list VipClaims in namespace {namespace} of store cluster {cluster} (is deploy/vipclaim-crd.yaml applied?)")
-            });
-        }
-        let (table, losers) = cache.lock().unwrap().table();
-        cache.lock().unwrap().last_sent = table.clone();
-        info!(%cluster, %namespace, hosts = table.len(), claims = cache.lock().unwrap().claims.len(), "kube allocation store loaded");
-        let store = KubeStore {
-            rt: rt.clone(),
-            api: api.clone(),
-            cache: cache.clone(),
-            ctx: ctx.clone(),
-        };
-        if !losers.is_empty() {
-            let api = api.clone();
-            rt.spawn(async move { delete_losers(&api, losers).await });
-        }
-        rt.spawn(watch(api, cache, ctx, format!("store/{cluster}")));
-        Ok((store, table))
     }
 
     async fn run(&self, op: Op) -> Result<OpResult> {
@@ -516,7 +488,9 @@ impl KubeStore {
         if table != *full {
             // Others' claims arrived meanwhile: the engine takes them after this commit.
             cache.last_sent = table.clone();
-            let _ = self.ctx.tx.send(SourceEvent::StoreChanged(table));
+            if let Some(listener) = &self.listener {
+                listener(table);
+            }
         } else {
             cache.last_sent = full.clone();
         }
@@ -525,6 +499,63 @@ impl KubeStore {
 }
 
 impl Store for KubeStore {
+    fn describe(&self) -> String {
+        format!(
+            "VipClaims in namespace {} of cluster {}",
+            self.namespace, self.cluster
+        )
+    }
+
+    /// Lists the claims (the table the server starts from), retrying a few times.
+    fn load(&mut self) -> Result<Table> {
+        let mut last_err = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            match self.rt.block_on(list_all(&self.api)) {
+                Ok(objs) => {
+                    let mut c = self.cache.lock().unwrap();
+                    for o in &objs {
+                        c.apply(o);
+                    }
+                    last_err = None;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if let Some(e) = last_err {
+            return Err(anyhow!(e)).with_context(|| {
+                format!(
+                    "cannot list VipClaims in namespace {} of store cluster {} (is deploy/vipclaim-crd.yaml applied?)",
+                    self.namespace, self.cluster
+                )
+            });
+        }
+        let mut cache = self.cache.lock().unwrap();
+        let (table, losers) = cache.table();
+        cache.last_sent = table.clone();
+        info!(cluster = %self.cluster, namespace = %self.namespace, hosts = table.len(), claims = cache.claims.len(), "kube allocation store loaded");
+        if !losers.is_empty() {
+            let api = self.api.clone();
+            self.rt
+                .spawn(async move { delete_losers(&api, losers).await });
+        }
+        Ok(table)
+    }
+
+    fn subscribe(&mut self, listener: Listener) {
+        self.listener = Some(listener.clone());
+        self.rt.spawn(watch(
+            self.api.clone(),
+            self.cache.clone(),
+            self.ctx.clone(),
+            format!("store/{}", self.cluster),
+            listener,
+        ));
+    }
+
     fn commit(&mut self, changes: &[Change], table: &Table) -> Result<Commit> {
         // Claims are diffed per host: only the changed hosts need comparing.
         let side = |pick: fn(&Change) -> &Option<Allocation>| -> Table {
@@ -573,7 +604,13 @@ async fn delete_losers(api: &Api<VipClaim>, losers: Vec<(String, Claim)>) {
 }
 
 /// Watches every claim; tells the engine when the table changed under it.
-async fn watch(api: Api<VipClaim>, cache: Arc<Mutex<Cache>>, ctx: Arc<Context>, name: String) {
+async fn watch(
+    api: Api<VipClaim>,
+    cache: Arc<Mutex<Cache>>,
+    ctx: Arc<Context>,
+    name: String,
+    listener: Listener,
+) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let cfg = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
@@ -586,7 +623,7 @@ async fn watch(api: Api<VipClaim>, cache: Arc<Mutex<Cache>>, ctx: Arc<Context>, 
                     Ok(n) => n,
                     Err(_) => {
                         deadline = None;
-                        publish(&api, &cache, &ctx).await;
+                        publish(&api, &cache, &listener).await;
                         continue;
                     }
                 },
@@ -611,7 +648,7 @@ async fn watch(api: Api<VipClaim>, cache: Arc<Mutex<Cache>>, ctx: Arc<Context>, 
                     }
                     ctx.health.set_stale(&name, None);
                     backoff = Duration::from_millis(250);
-                    publish(&api, &cache, &ctx).await;
+                    publish(&api, &cache, &listener).await;
                 }
                 Ok(watcher::Event::Apply(o)) => {
                     cache.lock().unwrap().apply(&o);
@@ -637,7 +674,7 @@ async fn watch(api: Api<VipClaim>, cache: Arc<Mutex<Cache>>, ctx: Arc<Context>, 
 }
 
 /// Sends the store's table to the engine when it differs from what the engine was last given.
-async fn publish(api: &Api<VipClaim>, cache: &Arc<Mutex<Cache>>, ctx: &Arc<Context>) {
+async fn publish(api: &Api<VipClaim>, cache: &Arc<Mutex<Cache>>, listener: &Listener) {
     let (table, losers) = cache.lock().unwrap().table();
     if !losers.is_empty() {
         delete_losers(api, losers).await;
@@ -649,7 +686,8 @@ async fn publish(api: &Api<VipClaim>, cache: &Arc<Mutex<Cache>>, ctx: &Arc<Conte
             "allocation store changed by another instance"
         );
         c.last_sent = table.clone();
-        let _ = ctx.tx.send(SourceEvent::StoreChanged(table));
+        drop(c);
+        listener(table);
     }
 }
 

@@ -158,7 +158,11 @@ fn desired(obj: &Obj, snap: &Snapshot, ranges: &[ipnet::IpNet]) -> Option<Vec<(S
         let Some(report) = snap.host(host) else {
             continue;
         };
-        for a in report.addresses.iter().filter(|a| a.source == "vip") {
+        for a in report
+            .addresses
+            .iter()
+            .filter(|a| a.source == crate::zone::AddressSource::Vip)
+        {
             want.push((a.address.to_string(), host.clone()));
         }
     }

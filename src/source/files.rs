@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, error, info, warn};
 
-use super::SourceEvent;
+use super::{Events, SourceEvent};
 use crate::metrics::{Metrics, SourceLabels};
 use crate::registry::SourceKey;
 use crate::serviceentry::{parse_yaml, Entry, Problem};
@@ -107,19 +107,25 @@ pub fn load_once(
     let mut source = FileSource {
         root: root.canonicalize()?,
         zones,
-        tx,
+        tx: Events::new(tx),
         metrics,
         loaded: HashMap::new(),
     };
     source.rescan();
     drop(source);
-    Ok(rx.into_iter().collect())
+    Ok(rx
+        .into_iter()
+        .filter_map(|input| match input {
+            crate::engine::Input::Source(ev) => Some(ev),
+            crate::engine::Input::StoreChanged(_) => None,
+        })
+        .collect())
 }
 
 struct FileSource {
     root: PathBuf,
     zones: Vec<String>,
-    tx: Sender<SourceEvent>,
+    tx: Events,
     metrics: Arc<Metrics>,
     /// Content hash of the last good version of each loaded file.
     loaded: HashMap<PathBuf, u64>,
@@ -289,12 +295,7 @@ fn ignorable(kind: &notify::EventKind) -> bool {
 
 /// Starts the source on its own thread. Returns once the watch is set up; the first full scan
 /// follows, then `Synced`.
-pub fn spawn(
-    root: &Path,
-    zones: Vec<String>,
-    tx: Sender<SourceEvent>,
-    metrics: Arc<Metrics>,
-) -> Result<()> {
+pub fn spawn(root: &Path, zones: Vec<String>, tx: Events, metrics: Arc<Metrics>) -> Result<()> {
     if !root.is_dir() {
         bail!("zones directory {} does not exist", root.display());
     }

@@ -4,8 +4,26 @@
 
 pub mod files;
 
+use std::sync::mpsc::Sender;
+
+use crate::engine::Input;
 use crate::registry::SourceKey;
 use crate::serviceentry::Entry;
+
+/// Where a source sends its events: the engine's input.
+#[derive(Clone, Debug)]
+pub struct Events(Sender<Input>);
+
+impl Events {
+    pub fn new(tx: Sender<Input>) -> Events {
+        Events(tx)
+    }
+
+    /// False once the engine is gone (the process is stopping).
+    pub fn send(&self, ev: SourceEvent) -> bool {
+        self.0.send(Input::Source(ev)).is_ok()
+    }
+}
 
 #[derive(Debug)]
 pub enum SourceEvent {
@@ -17,6 +35,4 @@ pub enum SourceEvent {
     RemoveCluster(String),
     /// The named source has delivered its first full state.
     Synced(String),
-    /// A shared allocation store changed under us (another instance's claims).
-    StoreChanged(crate::alloc::Table),
 }

@@ -12,7 +12,7 @@ pub mod key;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use fnv::FnvBuildHasher;
@@ -20,14 +20,12 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{HINFO, PTR, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
-use serde::Serialize;
 use smallvec::SmallVec;
 
 pub use builder::ZoneBuilder;
 use key::Key;
 
-use crate::registry::{AddressKind, HostView};
-use crate::serviceentry::SrvPort;
+pub use crate::report::{AddressReport, AddressSource, HostReport};
 
 /// What the snapshot is built with (from flags).
 #[derive(Clone, Debug)]
@@ -212,68 +210,6 @@ type HostShard = HashMap<Key, HostReport, FnvBuildHasher>;
 
 fn shard_index(key: &[u8], shards: usize) -> usize {
     (key::hash(key) as usize) & (shards - 1)
-}
-
-/// One address of a served host, with where it came from (for `/debug/hosts` and `check`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct AddressReport {
-    pub address: IpAddr,
-    /// `vip`, `spec` or `istio-status`.
-    pub source: &'static str,
-    /// `cluster/namespace/name` of every object that wrote it (empty for VIPs).
-    pub objects: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct HostReport {
-    pub served: bool,
-    pub wildcard: bool,
-    /// Why a host is not served, when it is not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-    pub addresses: Vec<AddressReport>,
-    pub ports: Vec<SrvPort>,
-    pub objects: Vec<String>,
-}
-
-impl HostReport {
-    /// What is served for a host: the addresses the sources give it, else its VIPs.
-    pub fn new(view: HostView, vips: impl Iterator<Item = IpAddr>) -> HostReport {
-        let mut addresses: Vec<AddressReport> = view
-            .addresses
-            .into_iter()
-            .map(|(ip, origins)| AddressReport {
-                address: ip,
-                source: match origins.first().map(|(k, _)| *k) {
-                    Some(AddressKind::IstioStatus) => "istio-status",
-                    _ => "spec",
-                },
-                objects: origins.into_iter().map(|(_, o)| o).collect(),
-            })
-            .collect();
-        if view.wants_vip {
-            addresses.extend(vips.map(|ip| AddressReport {
-                address: ip,
-                source: "vip",
-                objects: vec![],
-            }));
-            // Kept as long as the host: no growth slack (100,000 of them).
-            addresses.shrink_to_fit();
-        }
-        let reason = match () {
-            _ if !addresses.is_empty() => None,
-            _ if view.wants_vip => Some("no VIP could be allocated (range exhausted?)"),
-            _ => Some("no address and no VIP (resolution NONE, opt-out label, or wildcard without DYNAMIC_DNS)"),
-        };
-        HostReport {
-            served: reason.is_none(),
-            wildcard: view.wildcard,
-            reason,
-            addresses,
-            ports: view.ports,
-            objects: view.objects,
-        }
-    }
 }
 
 /// The answer to one question, before protocol concerns (EDNS, truncation) are applied.

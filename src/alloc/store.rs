@@ -1,0 +1,96 @@
+//! Where the allocation table lives. One trait, one implementation per place: the file store
+//! (`alloc/file_store.rs`), the Kubernetes store shared by many instances (`kube/store.rs`), and
+//! an in-memory one for `check` and tests. Loading and validating happen here, once, for all.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use ipnet::IpNet;
+
+use super::{Allocator, Change, Table};
+
+/// What a store says about a commit.
+#[derive(Debug)]
+pub enum Commit {
+    /// The new table is durable (and, for a shared store, every new claim is ours).
+    Done,
+    /// Another instance claimed first: this is the store's table now. The pipeline adopts it and
+    /// reconciles again; it never overwrites the other claim.
+    Conflict(Table),
+}
+
+/// Called with the whole table when another instance changed a shared store.
+pub type Listener = Arc<dyn Fn(Table) + Send + Sync>;
+
+pub trait Store: Send {
+    /// Names the store in messages (`state/allocations.json`, `VipClaims in …`).
+    fn describe(&self) -> String;
+    /// The table as it is now; called once, before anything is served.
+    fn load(&mut self) -> Result<Table>;
+    /// Makes `changes` durable (each host's allocation before and after; `table` is the whole
+    /// table after them). Returns only once they would survive a crash.
+    fn commit(&mut self, changes: &[Change], table: &Table) -> Result<Commit>;
+    /// Starts reporting tables that other instances write. A store nobody else writes never
+    /// calls `listener`.
+    fn subscribe(&mut self, listener: Listener) {
+        let _ = listener;
+    }
+}
+
+/// Loads a store's table and checks it against the ranges: a table that breaks the allocation
+/// rules (two hosts on one address, an address outside the ranges) is refused, never repaired.
+pub fn open(store: &mut dyn Store, ranges: &[IpNet], hold_secs: u64) -> Result<Allocator> {
+    check_ranges(ranges)?;
+    let table = store.load()?;
+    let allocator = Allocator::new(ranges, hold_secs, table.clone());
+    if let Err(errors) = allocator.validate(&table) {
+        bail!(
+            "allocation store {} fails validation (refusing to start; it is never repaired \
+             automatically):\n  {}",
+            store.describe(),
+            errors.join("\n  ")
+        );
+    }
+    Ok(allocator)
+}
+
+/// Refuses overlapping `--vip-range` values (one address must belong to one range) and an
+/// empty set.
+pub fn check_ranges(ranges: &[IpNet]) -> Result<()> {
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            if a.contains(&b.network()) || b.contains(&a.network()) {
+                bail!("--vip-range {a} and {b} overlap");
+            }
+        }
+    }
+    if ranges.is_empty() {
+        bail!("at least one --vip-range is needed");
+    }
+    Ok(())
+}
+
+/// A table kept in memory only: `check` (which never writes) and tests.
+#[derive(Default)]
+pub struct MemoryStore {
+    pub table: Table,
+}
+
+impl Store for MemoryStore {
+    fn describe(&self) -> String {
+        "in memory".into()
+    }
+    fn load(&mut self) -> Result<Table> {
+        Ok(self.table.clone())
+    }
+    fn commit(&mut self, changes: &[Change], _table: &Table) -> Result<Commit> {
+        // Per change, as the file store's log: a commit costs what it changes.
+        for c in changes {
+            match c.after {
+                Some(a) => self.table.insert(c.host.clone(), a),
+                None => self.table.remove(&c.host),
+            };
+        }
+        Ok(Commit::Done)
+    }
+}

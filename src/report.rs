@@ -1,0 +1,93 @@
+//! What is served for one host and why: its addresses with where each came from, its ports, the
+//! objects that list it. Made by the pipeline from the merged view and the allocator's VIPs;
+//! rendered into the zone, shown by `/debug/hosts` and `check`, read by write-back.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::registry::{AddressKind, HostView};
+use crate::serviceentry::SrvPort;
+
+/// Where a served address came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressSource {
+    /// Allocated by globaldns.
+    Vip,
+    /// Written by a user in `spec.addresses`.
+    Spec,
+    /// Allocated by Istio, in `status.addresses`.
+    IstioStatus,
+}
+
+impl std::fmt::Display for AddressSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AddressSource::Vip => "vip",
+            AddressSource::Spec => "spec",
+            AddressSource::IstioStatus => "istio-status",
+        })
+    }
+}
+
+/// One address of a served host, with where it came from (for `/debug/hosts` and `check`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AddressReport {
+    pub address: IpAddr,
+    pub source: AddressSource,
+    /// `cluster/namespace/name` of every object that wrote it (empty for VIPs).
+    pub objects: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HostReport {
+    pub served: bool,
+    pub wildcard: bool,
+    /// Why a host is not served, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    pub addresses: Vec<AddressReport>,
+    pub ports: Vec<SrvPort>,
+    pub objects: Vec<String>,
+}
+
+impl HostReport {
+    /// What is served for a host: the addresses the sources give it, else its VIPs.
+    pub fn new(view: HostView, vips: impl Iterator<Item = IpAddr>) -> HostReport {
+        let mut addresses: Vec<AddressReport> = view
+            .addresses
+            .into_iter()
+            .map(|(ip, origins)| AddressReport {
+                address: ip,
+                source: match origins.first().map(|(k, _)| *k) {
+                    Some(AddressKind::IstioStatus) => AddressSource::IstioStatus,
+                    _ => AddressSource::Spec,
+                },
+                objects: origins.into_iter().map(|(_, o)| o).collect(),
+            })
+            .collect();
+        if view.wants_vip {
+            addresses.extend(vips.map(|ip| AddressReport {
+                address: ip,
+                source: AddressSource::Vip,
+                objects: vec![],
+            }));
+            // Kept as long as the host: no growth slack (100,000 of them).
+            addresses.shrink_to_fit();
+        }
+        let reason = match () {
+            _ if !addresses.is_empty() => None,
+            _ if view.wants_vip => Some("no VIP could be allocated (range exhausted?)"),
+            _ => Some("no address and no VIP (resolution NONE, opt-out label, or wildcard without DYNAMIC_DNS)"),
+        };
+        HostReport {
+            served: reason.is_none(),
+            wildcard: view.wildcard,
+            reason,
+            addresses,
+            ports: view.ports,
+            objects: view.objects,
+        }
+    }
+}
