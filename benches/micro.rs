@@ -13,6 +13,7 @@ use globaldns::alloc::store::MemoryStore;
 use globaldns::alloc::{Allocator, Table};
 use globaldns::dns::Handler;
 use globaldns::fastpath::{general, Responder};
+use globaldns::host_view::Rules;
 use globaldns::metrics::Metrics;
 use globaldns::pipeline::Pipeline;
 use globaldns::published::Published;
@@ -153,8 +154,8 @@ fn scale(c: &mut Criterion) {
     });
     assert!(snap.served_hosts() >= 100_000);
     let r = registry(100_000);
-    g.bench_function("merge_registry", |b| b.iter(|| r.merge(true)));
-    let m: Merged = r.merge(true);
+    g.bench_function("merge_registry", |b| b.iter(|| r.merge(&Rules::default())));
+    let m: Merged = r.merge(&Rules::default());
     let wanted: BTreeSet<String> = m
         .hosts
         .iter()

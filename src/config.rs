@@ -83,7 +83,12 @@ pub struct ZoneArgs {
         value_delimiter = ','
     )]
     pub reverse_zones: Vec<String>,
-    /// Serve Istio's status.addresses for hosts without spec.addresses.
+    /// The home cluster: answers are what its mesh knows (its own addresses for hosts it lists).
+    /// In file mode zones/*.yaml are cluster "local" and zones/NAME/ cluster NAME; in a cluster,
+    /// Istio's cluster ID of the cluster this instance serves.
+    #[arg(long, env = "GLOBALDNS_CLUSTER_NAME", default_value = "local")]
+    pub cluster_name: String,
+    /// Serve the home cluster's Istio status.addresses for hosts without spec.addresses.
     #[arg(long, env = "GLOBALDNS_PREFER_ISTIO_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
     pub prefer_istio_status: bool,
 }

@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use crate::alloc::store::Store;
 use crate::alloc::Table;
 use crate::health::Health;
-use crate::metrics::{FamilyLabels, Metrics};
+use crate::metrics::{FamilyLabels, KindLabels, Metrics};
 use crate::pipeline::Pipeline;
 use crate::published::Published;
 use crate::source::SourceEvent;
@@ -106,6 +106,21 @@ impl Engine {
             }
         };
         self.log_outcome(&pass.outcome);
+        for (host, entered) in &pass.spec_conflicts {
+            match entered {
+                Some(clusters) => {
+                    warn!(%host, %clusters, "clusters list different spec.addresses for this host; each instance answers its home cluster's")
+                }
+                None => info!(%host, "spec.addresses conflict resolved"),
+            }
+        }
+        let (spec, istio_status) = pass.conflicts;
+        for (kind, n) in [("spec", spec), ("istio-status", istio_status)] {
+            self.metrics
+                .host_conflicts
+                .get_or_create(&KindLabels { kind })
+                .set(n as i64);
+        }
         let snap = pass.snapshot;
         self.record_metrics(&snap);
         let serial = snap.serial;

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod engine;
 pub mod fastpath;
 pub mod health;
+pub mod host_view;
 pub mod kube;
 pub mod metrics;
 pub mod pipeline;

@@ -106,6 +106,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let mut kube = globaldns::kube::start(
         &args.kube,
         globaldns::kube::Context {
+            home: args.zone.cluster_name.clone(),
             tx: events.clone(),
             metrics: metrics.clone(),
             health: health.clone(),
@@ -134,7 +135,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         )?;
     }
     let engine = Engine {
-        pipeline: Pipeline::new(&zone_cfg, &ranges, args.zone.prefer_istio_status, allocator),
+        pipeline: Pipeline::new(&zone_cfg, &ranges, args.zone.prefer_istio_status, allocator)
+            .home_cluster(&args.zone.cluster_name),
         store,
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
@@ -256,7 +258,8 @@ fn build_once(
         &args.vip_ranges,
         args.prefer_istio_status,
         allocator,
-    );
+    )
+    .home_cluster(&args.cluster_name);
     for ev in events {
         match ev {
             SourceEvent::Unit { key, entries } => {
@@ -318,6 +321,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     }
     let snap = build_once(events, &args.zone, &mut MemoryStore { table }, 0)?;
     let mut out = std::io::stdout().lock();
+    let mut conflicts = 0usize;
     for (host, r) in snap.hosts() {
         let addrs: Vec<String> = r
             .addresses
@@ -351,6 +355,20 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             },
             r.objects.join(" ")
         )?;
+        if let Some(c) = &r.conflict {
+            conflicts += 1;
+            // A comment line: the host lines keep their four fields for scripts.
+            writeln!(out, "# conflict {host}: {}", conflict_line(c))?;
+        }
+    }
+    if conflicts > 0 {
+        // Not a problem of the files (the exit code says nothing of it): each instance answers
+        // its home cluster's addresses.
+        writeln!(
+            out,
+            "# {conflicts} hosts listed with different addresses by different clusters (home: {})",
+            args.zone.cluster_name
+        )?;
     }
     writeln!(
         out,
@@ -365,6 +383,36 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `spec, istio-status: local=[spec 10.0.0.1] west=[spec 10.0.0.2]`: the kinds, then what
+/// each listing cluster has.
+fn conflict_line(c: &globaldns::host_view::Conflict) -> String {
+    let kinds: Vec<&str> = [(c.spec, "spec"), (c.istio_status, "istio-status")]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect();
+    let clusters: Vec<String> = c
+        .clusters
+        .iter()
+        .map(|(name, a)| {
+            let list = |v: &[std::net::IpAddr]| {
+                v.iter()
+                    .map(|ip| ip.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let mut parts = Vec::new();
+            if !a.spec.is_empty() {
+                parts.push(format!("spec {}", list(&a.spec)));
+            }
+            if !a.istio_status.is_empty() {
+                parts.push(format!("istio-status {}", list(&a.istio_status)));
+            }
+            format!("{name}=[{}]", parts.join("; "))
+        })
+        .collect();
+    format!("{}: {}", kinds.join(", "), clusters.join(" "))
 }
 
 fn allocations(args: AllocationsArgs) -> Result<ExitCode> {

@@ -26,6 +26,11 @@ pub struct FamilyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterLabels {
     pub cluster: String,
 }
@@ -45,6 +50,7 @@ pub struct Metrics {
     pub hosts_unserved: Gauge,
     pub vips_allocated: Family<FamilyLabels, Gauge>,
     pub vips_held: Gauge,
+    pub host_conflicts: Family<KindLabels, Gauge>,
     pub vip_conflicts: Counter,
     pub vip_exhausted: Counter,
     pub parse_errors: Family<SourceLabels, Counter>,
@@ -78,6 +84,7 @@ impl Metrics {
             hosts_unserved: Gauge::default(),
             vips_allocated: Family::default(),
             vips_held: Gauge::default(),
+            host_conflicts: Family::default(),
             vip_conflicts: Counter::default(),
             vip_exhausted: Counter::default(),
             parse_errors: Family::default(),
@@ -119,6 +126,12 @@ impl Metrics {
             "vips_allocated",
             "VIPs in the allocation table, active and held",
             m.vips_allocated.clone(),
+        );
+        r.register(
+            "host_conflicts",
+            "Hosts whose clusters list different addresses (kind spec: hand-written; \
+             istio-status: Istio's per-cluster allocations)",
+            m.host_conflicts.clone(),
         );
         r.register(
             "vips_held",

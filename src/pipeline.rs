@@ -12,7 +12,8 @@ use tracing::warn;
 
 use crate::alloc::store::{Commit, Store};
 use crate::alloc::{Allocator, Outcome, Table};
-use crate::registry::{Delta, HostView, Registry, SourceKey};
+use crate::host_view::{Conflict, HostView, Rules};
+use crate::registry::{Delta, Registry, SourceKey};
 use crate::serviceentry::Entry;
 use crate::zone::{HostReport, Snapshot, ZoneBuilder, ZoneConfig};
 
@@ -20,7 +21,9 @@ pub struct Pipeline {
     registry: Registry,
     allocator: Allocator,
     zone: ZoneBuilder,
-    prefer_istio_status: bool,
+    rules: Rules,
+    /// Hosts in conflict among those rendered into the zone.
+    conflicts: Conflicts,
     /// Hosts whose view or allocation may have changed since the last publish (in any order,
     /// repeated: sorted and de-duplicated once per pass, cheaper than a set at a first load).
     pending: Vec<String>,
@@ -44,12 +47,22 @@ impl Pipeline {
             registry: Registry::default(),
             allocator,
             zone: ZoneBuilder::new(zone, ranges),
-            prefer_istio_status,
+            rules: Rules {
+                prefer_istio_status,
+                ..Rules::default()
+            },
+            conflicts: Conflicts::default(),
             pending: Vec::new(),
             reports: Vec::new(),
             first: true,
             large: false,
         }
+    }
+
+    /// The cluster whose view this pipeline answers (default `local`).
+    pub fn home_cluster(mut self, home: &str) -> Pipeline {
+        self.rules.home = home.to_string();
+        self
     }
 
     /// Replaces a unit's entries; returns whether anything changed.
@@ -162,6 +175,8 @@ impl Pipeline {
         Ok(Pass {
             snapshot,
             outcome,
+            conflicts: (self.conflicts.spec, self.conflicts.istio_status),
+            spec_conflicts: std::mem::take(&mut self.conflicts.changes),
             touched,
             took: started.elapsed(),
             reconcile: reconcile_took,
@@ -182,7 +197,7 @@ impl Pipeline {
         self.pending.sort_unstable();
         self.pending.dedup();
         self.allocator.expect(self.pending.len());
-        let views = merge_all(&self.registry, &mut self.pending, self.prefer_istio_status);
+        let views = merge_all(&self.registry, &mut self.pending, &self.rules);
         for (host, view) in self.pending.iter().zip(&views) {
             let wants = view.as_ref().is_some_and(|v| v.wants_vip);
             self.allocator.reconcile_host(host, wants, now, &mut out);
@@ -195,7 +210,7 @@ impl Pipeline {
         // Addresses freed in this pass (holds run out, VIPs displaced): hosts still waiting for
         // a VIP try again.
         for host in self.allocator.take_retry() {
-            let view = self.registry.merge_host(&host, self.prefer_istio_status);
+            let view = self.registry.merge_host(&host, &self.rules);
             let wants = view.as_ref().is_some_and(|v| v.wants_vip);
             self.allocator.reconcile_host(&host, wants, now, &mut out);
             if let Err(at) = self.pending.binary_search(&host) {
@@ -217,10 +232,11 @@ impl Pipeline {
         let table = self.allocator.table();
         let reports = std::mem::take(&mut self.reports);
         let zone = &mut self.zone;
+        let conflicts = &mut self.conflicts;
         let hosts = self.registry.host_count();
         std::thread::scope(|scope| {
             let committed = scope.spawn(move || commit(table));
-            self.large |= render(zone, reports, hosts);
+            self.large |= render(zone, conflicts, reports, hosts);
             committed.join().expect("store commit thread")
         })
     }
@@ -228,7 +244,8 @@ impl Pipeline {
     /// Renders what is left to render and returns the new snapshot.
     fn publish(&mut self) -> Snapshot {
         let reports = std::mem::take(&mut self.reports);
-        self.large |= render(&mut self.zone, reports, self.registry.host_count());
+        let hosts = self.registry.host_count();
+        self.large |= render(&mut self.zone, &mut self.conflicts, reports, hosts);
         self.pending.clear();
         self.first = false;
         if std::mem::take(&mut self.large) {
@@ -265,6 +282,10 @@ const MAX_CONFLICT_RETRIES: usize = 8;
 pub struct Pass {
     pub snapshot: Snapshot,
     pub outcome: Outcome,
+    /// Hosts whose clusters disagree, by kind: (spec, istio-status).
+    pub conflicts: (usize, usize),
+    /// Hosts that entered (with each cluster's addresses) or left (None) a spec conflict.
+    pub spec_conflicts: Vec<(String, Option<String>)>,
     /// Hosts the pass looked at.
     pub touched: usize,
     pub took: Duration,
@@ -275,9 +296,44 @@ pub struct Pass {
     pub build: Duration,
 }
 
+/// Hosts in conflict in the zone, kept as reports are replaced (counting them per publish would
+/// cost a walk over every host).
+#[derive(Default)]
+struct Conflicts {
+    spec: usize,
+    istio_status: usize,
+    /// Spec-conflict transitions since the last pass: (host, Some(addresses) entered / None left).
+    changes: Vec<(String, Option<String>)>,
+}
+
+impl Conflicts {
+    fn kinds(c: Option<&Conflict>) -> (bool, bool) {
+        c.map_or((false, false), |c| (c.spec, c.istio_status))
+    }
+
+    /// A host's report goes from one with conflict kinds `was` to one with `new`.
+    fn replace(&mut self, host: &str, was: (bool, bool), new: Option<&Conflict>) {
+        let is = Conflicts::kinds(new);
+        self.spec = self.spec + usize::from(is.0) - usize::from(was.0);
+        self.istio_status = self.istio_status + usize::from(is.1) - usize::from(was.1);
+        if was.0 != is.0 {
+            let detail = new.filter(|c| c.spec).map(|c| {
+                let per_cluster: Vec<String> = c
+                    .clusters
+                    .iter()
+                    .map(|(cluster, a)| format!("{cluster}={:?}", a.spec))
+                    .collect();
+                per_cluster.join(" ")
+            });
+            self.changes.push((host.to_string(), detail));
+        }
+    }
+}
+
 /// Applies reports to the zone; returns whether they were a large share of `hosts`.
 fn render(
     zone: &mut ZoneBuilder,
+    conflicts: &mut Conflicts,
     reports: Vec<(String, Option<HostReport>)>,
     hosts: usize,
 ) -> bool {
@@ -287,6 +343,11 @@ fn render(
         zone.reserve(n);
     }
     for (host, report) in reports {
+        let was = Conflicts::kinds(zone.report(&host).and_then(|r| r.conflict.as_deref()));
+        let new = report.as_ref().and_then(|r| r.conflict.as_deref());
+        if was != (false, false) || new.is_some() {
+            conflicts.replace(&host, was, new);
+        }
         zone.set_host(&host, report);
     }
     large
@@ -316,12 +377,8 @@ fn par_map<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut T) -> R + Sync) ->
     })
 }
 
-fn merge_all(
-    registry: &Registry,
-    hosts: &mut [String],
-    prefer_istio_status: bool,
-) -> Vec<Option<HostView>> {
-    par_map(hosts, |h| registry.merge_host(h, prefer_istio_status))
+fn merge_all(registry: &Registry, hosts: &mut [String], rules: &Rules) -> Vec<Option<HostView>> {
+    par_map(hosts, |h| registry.merge_host(h, rules))
 }
 
 /// The reports of the reconciled hosts; each view is moved into its report.

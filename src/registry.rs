@@ -1,5 +1,6 @@
-//! Merges the entries of every source (files, clusters) into one view per host: which addresses it
-//! has and where each came from, its ports, and whether it needs a VIP from the allocator.
+//! Every source's entries (files, clusters), indexed by host, and the addresses written anywhere
+//! (reserved in the VIP ranges). One host's view is merged from its listings by the rules of
+//! [`crate::host_view`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -8,42 +9,16 @@ use fnv::FnvBuildHasher;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::serviceentry::{Entry, Resolution, SrvPort};
+use crate::host_view::{self, HostView, Rules};
+use crate::serviceentry::Entry;
 
-/// Identifies one unit of source content: a file of the file source, or a cluster of the kube source.
+/// Identifies one unit of source content: a file of the file source, or a namespace of a cluster
+/// of the kube source.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct SourceKey {
     pub cluster: String,
     /// File path relative to the zones directory, or the cluster's watch name.
     pub unit: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AddressKind {
-    /// Written by a user in `spec.addresses`.
-    Spec,
-    /// Written by Istio's allocator in `status.addresses`.
-    IstioStatus,
-}
-
-/// Each address with every (kind, object) that wrote it (sorted, no duplicates); objects as
-/// `cluster/namespace/name`, the form every report shows.
-pub type Origins = BTreeMap<IpAddr, Vec<(AddressKind, String)>>;
-
-/// Everything the sources say about one host.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct HostView {
-    pub wildcard: bool,
-    /// Addresses to serve with where each came from. Empty when the host relies on its VIP.
-    pub addresses: Origins,
-    /// Sorted, no duplicates (as every list here: sorted vectors, because a B-tree node per host
-    /// and set would be most of the memory of a 100,000-host merge).
-    pub ports: Vec<SrvPort>,
-    /// `cluster/namespace/name` of every entry that lists the host.
-    pub objects: Vec<String>,
-    /// No address of its own, and at least one listing entry allows auto-allocation.
-    pub wants_vip: bool,
 }
 
 /// Where a host is listed: (unit slot, index of the entry in the unit).
@@ -218,82 +193,32 @@ impl Registry {
         self.reserved.keys().copied()
     }
 
-    /// Everything the sources say about one host; None when no entry lists it.
-    /// `prefer_istio_status`: serve Istio's `status.addresses` for hosts without `spec.addresses`.
-    pub fn merge_host(&self, host: &str, prefer_istio_status: bool) -> Option<HostView> {
+    /// What this instance answers for one host (see [`crate::host_view`]); None when no entry
+    /// lists it.
+    pub fn merge_host(&self, host: &str, rules: &Rules) -> Option<HostView> {
         let listings = self.index.get(host)?;
-        let mut view = HostView {
-            wildcard: host.starts_with("*."),
-            ..Default::default()
-        };
-        let mut status = Origins::new();
-        let mut allows_vip = false;
-        view.objects.reserve_exact(listings.len());
-        for &(slot, i) in listings {
-            let entry = &self.units[slot as usize][i as usize];
-            let object = entry.object.to_string();
-            view.ports.extend(entry.ports.iter().cloned());
-            for ip in &entry.addresses {
-                view.addresses
-                    .entry(*ip)
-                    .or_default()
-                    .push((AddressKind::Spec, object.clone()));
-            }
-            if prefer_istio_status {
-                for (ip, owner) in &entry.status_addresses {
-                    if owner.as_deref().is_none_or(|o| o == host) {
-                        status
-                            .entry(*ip)
-                            .or_default()
-                            .push((AddressKind::IstioStatus, object.clone()));
-                    }
-                }
-            }
-            // Istio allocates for wildcards only with DYNAMIC_DNS; NONE without address is not
-            // served at all; the opt-out label wins for its own entry.
-            allows_vip |= entry.autoallocate
-                && entry.addresses.is_empty()
-                && match entry.resolution {
-                    Resolution::None => false,
-                    Resolution::DynamicDns => true,
-                    _ => !view.wildcard,
-                };
-            view.objects.push(object);
-        }
-        sort_dedup(&mut view.objects);
-        sort_dedup(&mut view.ports);
-        view.ports.shrink_to_fit();
-        if view.addresses.is_empty() {
-            view.addresses = status;
-        }
-        view.addresses.values_mut().for_each(sort_dedup);
-        view.wants_vip = view.addresses.is_empty() && allows_vip;
-        Some(view)
+        let entries = listings
+            .iter()
+            .map(|&(slot, i)| &self.units[slot as usize][i as usize]);
+        host_view::merge(host, entries, rules)
     }
 
     /// The view of every host at once (for tests and benchmarks; the server merges per host).
-    pub fn merge(&self, prefer_istio_status: bool) -> Merged {
+    pub fn merge(&self, rules: &Rules) -> Merged {
         Merged {
             hosts: self
                 .hosts()
-                .filter_map(|h| Some((h.to_string(), self.merge_host(h, prefer_istio_status)?)))
+                .filter_map(|h| Some((h.to_string(), self.merge_host(h, rules)?)))
                 .collect(),
             reserved: self.reserved().collect(),
         }
     }
 }
 
-fn sort_dedup<T: Ord>(v: &mut Vec<T>) {
-    if v.len() > 1 {
-        v.sort_unstable();
-        v.dedup();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serviceentry::{Entry, ObjectRef};
+    use crate::serviceentry::{Entry, ObjectRef, Resolution};
 
     fn entry(cluster: &str, name: &str, hosts: &[&str], addrs: &[&str]) -> Entry {
         Entry {
@@ -338,14 +263,19 @@ mod tests {
             key("c2", "c"),
             vec![entry("c2", "z", &["v.ns.global"], &[])],
         );
-        let m = r.merge(true);
+        let m = r.merge(&Rules::default());
         let h = &m.hosts["h.ns.global"];
         assert_eq!(h.addresses.len(), 2);
         assert_eq!(h.addresses[&"10.0.0.1".parse::<IpAddr>().unwrap()].len(), 2);
         assert!(!h.wants_vip);
         assert!(m.hosts["v.ns.global"].wants_vip);
         assert!(r.remove_cluster("c2").is_some());
-        assert_eq!(r.merge(true).hosts["h.ns.global"].addresses.len(), 1);
+        assert_eq!(
+            r.merge(&Rules::default()).hosts["h.ns.global"]
+                .addresses
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -353,14 +283,14 @@ mod tests {
         let mut r = Registry::default();
         let mut w = entry("c", "w", &["*.ns.global"], &[]);
         r.set(key("c", "w"), vec![w.clone()]);
-        assert!(!r.merge(true).hosts["*.ns.global"].wants_vip);
+        assert!(!r.merge(&Rules::default()).hosts["*.ns.global"].wants_vip);
         w.resolution = Resolution::DynamicDns;
         r.set(key("c", "w"), vec![w]);
-        assert!(r.merge(true).hosts["*.ns.global"].wants_vip);
+        assert!(r.merge(&Rules::default()).hosts["*.ns.global"].wants_vip);
         let mut n = entry("c", "n", &["n.ns.global"], &[]);
         n.resolution = Resolution::None;
         r.set(key("c", "n"), vec![n]);
-        assert!(!r.merge(true).hosts["n.ns.global"].wants_vip);
+        assert!(!r.merge(&Rules::default()).hosts["n.ns.global"].wants_vip);
     }
 
     #[test]
@@ -369,11 +299,19 @@ mod tests {
         let mut e = entry("c", "s", &["s.ns.global", "t.ns.global"], &[]);
         e.status_addresses = vec![("240.240.0.5".parse().unwrap(), Some("s.ns.global".into()))];
         r.set(key("c", "s"), vec![e]);
-        let m = r.merge(true);
-        assert!(!m.hosts["s.ns.global"].wants_vip);
-        assert!(m.hosts["t.ns.global"].wants_vip);
+        let home = |prefer_istio_status| Rules {
+            home: "c".into(),
+            prefer_istio_status,
+        };
+        let m = r.merge(&home(true));
+        // The status address is served for the one host it names (the owner field).
+        assert_eq!(m.hosts["s.ns.global"].addresses.len(), 1);
+        assert!(!m.hosts["s.ns.global"].serves_vip());
+        assert!(m.hosts["t.ns.global"].serves_vip());
         assert!(m.reserved.contains(&"240.240.0.5".parse().unwrap()));
-        assert!(r.merge(false).hosts["s.ns.global"].wants_vip);
+        let m = r.merge(&home(false));
+        assert!(m.hosts["s.ns.global"].serves_vip());
+        assert!(m.hosts["s.ns.global"].addresses.is_empty());
     }
 
     #[test]
@@ -406,7 +344,7 @@ mod tests {
             vec!["h.ns.global".to_string(), "g.ns.global".to_string()]
         );
         assert!(d.reserved.is_empty() && d.unreserved.is_empty(), "{d:?}");
-        assert!(r.merge_host("h.ns.global", true).is_none());
+        assert!(r.merge_host("h.ns.global", &Rules::default()).is_none());
         let d = r.remove(&key("c", "a")).unwrap();
         assert_eq!(d.unreserved, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(r.hosts().count(), 0);

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::registry::{AddressKind, HostView};
+use crate::host_view::{AddressKind, Conflict, HostView, Rule};
 use crate::serviceentry::SrvPort;
 
 /// Where a served address came from.
@@ -50,11 +50,18 @@ pub struct HostReport {
     pub addresses: Vec<AddressReport>,
     pub ports: Vec<SrvPort>,
     pub objects: Vec<String>,
+    /// Which rule chose the addresses (`home-spec`, `home-istio-status`, `vip`, `mesh-spec`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
+    /// Clusters that list the host with different addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<Box<Conflict>>,
 }
 
 impl HostReport {
     /// What is served for a host: the addresses the sources give it, else its VIPs.
     pub fn new(view: HostView, vips: impl Iterator<Item = IpAddr>) -> HostReport {
+        let serves_vip = view.serves_vip();
         let mut addresses: Vec<AddressReport> = view
             .addresses
             .into_iter()
@@ -67,7 +74,7 @@ impl HostReport {
                 objects: origins.into_iter().map(|(_, o)| o).collect(),
             })
             .collect();
-        if view.wants_vip {
+        if serves_vip {
             addresses.extend(vips.map(|ip| AddressReport {
                 address: ip,
                 source: AddressSource::Vip,
@@ -78,7 +85,7 @@ impl HostReport {
         }
         let reason = match () {
             _ if !addresses.is_empty() => None,
-            _ if view.wants_vip => Some("no VIP could be allocated (range exhausted?)"),
+            _ if serves_vip => Some("no VIP could be allocated (range exhausted?)"),
             _ => Some("no address and no VIP (resolution NONE, opt-out label, or wildcard without DYNAMIC_DNS)"),
         };
         HostReport {
@@ -88,6 +95,8 @@ impl HostReport {
             addresses,
             ports: view.ports,
             objects: view.objects,
+            rule: view.rule,
+            conflict: view.conflict,
         }
     }
 }

@@ -269,8 +269,8 @@ fn check_directory_with_cluster_subdirectories() {
     let lines = check_lines(&out.stdout);
     let (addrs, ports, from) = &lines["shared.mesh.global"];
     assert_eq!(
-        addrs, "10.30.0.1 (spec), 10.30.0.2 (spec)",
-        "addresses are the union over clusters"
+        addrs, "10.30.0.1 (spec)",
+        "a host the home cluster lists: its addresses only"
     );
     assert_eq!(ports, "_http._tcp:80");
     assert_eq!(from, "local/mesh/shared west/mesh/shared");
@@ -284,6 +284,14 @@ fn check_directory_with_cluster_subdirectories() {
         summary(&out.stdout),
         "# 3 files, 3 hosts (3 served), 0 problems",
         "README.txt is not a YAML file"
+    );
+    // Seen from a cluster that does not list it: the union of the others' addresses.
+    let out = check(&[&data("tree")], &["--cluster-name", "east"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        check_lines(&out.stdout)["shared.mesh.global"].0,
+        "10.30.0.1 (spec), 10.30.0.2 (spec)",
+        "addresses are the union over the other clusters"
     );
 }
 

@@ -898,3 +898,90 @@ fn a_cluster_without_v1_is_read_through_v1beta1() {
         a.as_deref() == Some(&["10.7.0.3".parse().unwrap()][..])
     });
 }
+
+/// Sets `status.addresses` of a ServiceEntry through the status subresource, as Istio's
+/// allocator does.
+fn set_istio_status(c: &Cluster, ns: &str, name: &str, host: &str, address: &str) {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(c.admin_kubeconfig()).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let ar = globaldns::kube::crd::serviceentry_resource("v1");
+        let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
+        let status =
+            serde_json::json!({"status": {"addresses": [{"value": address, "host": host}]}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn each_instance_answers_its_home_clusters_istio_allocation() {
+    let _g = serial();
+    let c1 = Cluster::up("c1");
+    let c2 = Cluster::up("c2");
+    c1.ensure_namespace("globaldns");
+    for (c, allocated) in [(&c1, "240.240.0.5"), (&c2, "240.240.0.9")] {
+        c.ensure_namespace("bar");
+        c.apply(&se("bar", "httpbin", &["httpbin.bar.global"], &[]));
+        c.apply(&se("bar", "plain", &["plain.bar.global"], &[]));
+        // Each cluster's Istio allocated its own address for the same host.
+        set_istio_status(c, "bar", "httpbin", "httpbin.bar.global", allocated);
+    }
+    let (f1, f2) = (c1.flag(), c2.flag());
+    let shared = ["--cluster", &f1, "--cluster", &f2, "--store", "kube"];
+    let home = |name: &'static str, write_back: &'static str| {
+        let mut flags = shared.to_vec();
+        flags.extend(["--cluster-name", name, "--write-back", write_back]);
+        start(&flags)
+    };
+    let own = |s: &Server, ip: &str| {
+        let want: IpAddr = ip.parse().unwrap();
+        wait_answer(s, "httpbin.bar.global", Duration::from_secs(30), |a| {
+            a.as_deref() == Some(&[want][..])
+        });
+    };
+
+    // Write-back off: each instance answers its own cluster's allocation, never the other's,
+    // and both answer the one shared VIP for the host without addresses.
+    let (_ta, a) = home("c1", "off");
+    let (_tb, b) = home("c2", "off");
+    own(&a, "240.240.0.5");
+    own(&b, "240.240.0.9");
+    let vip = one_vip(&a, "plain.bar.global");
+    assert_eq!(one_vip(&b, "plain.bar.global"), vip);
+    assert_eq!(
+        debug_hosts(&a)["hosts"]["httpbin.bar.global"]["rule"],
+        "home-istio-status"
+    );
+    assert_eq!(
+        debug_hosts(&a)["hosts"]["httpbin.bar.global"]["conflict"]["istio_status"],
+        true
+    );
+    drop((a, b));
+
+    // Write-back on (both instances): the VIP is written into each cluster's status of the
+    // entry without an address; Istio's allocations are left alone and still answered per home.
+    let (_ta, a) = home("c1", "status");
+    let (_tb, b) = home("c2", "status");
+    for c in [&c1, &c2] {
+        eventually(Duration::from_secs(30), "VIP written back", || {
+            let se = c.get_json(&["serviceentry", "plain", "-n", "bar"]);
+            (se["status"]["addresses"][0]["value"] == vip.to_string()).then_some(())
+        });
+        let se = c.get_json(&["serviceentry", "httpbin", "-n", "bar"]);
+        assert_eq!(se["status"]["addresses"].as_array().unwrap().len(), 1);
+    }
+    own(&a, "240.240.0.5");
+    own(&b, "240.240.0.9");
+    assert_eq!(one_vip(&a, "plain.bar.global"), vip);
+    assert_eq!(one_vip(&b, "plain.bar.global"), vip);
+}

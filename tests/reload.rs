@@ -244,11 +244,7 @@ fn cluster_directories_created_at_runtime_are_picked_up() {
                 ),
             );
         },
-        || {
-            (addrs(s.dns, "ratings.mc.global") == ipv(&["10.3.0.1"])
-                && addrs(s.dns, shared) == ipv(&["10.3.0.10", "10.3.0.11"]))
-            .then_some(())
-        },
+        || (addrs(s.dns, "ratings.mc.global") == ipv(&["10.3.0.1"])).then_some(()),
     );
     let h = debug_hosts(&s);
     assert_eq!(
@@ -259,7 +255,13 @@ fn cluster_directories_created_at_runtime_are_picked_up() {
     assert_eq!(
         h["hosts"][shared]["objects"],
         serde_json::json!(["local/mc/shared", "west/mc/shared"]),
-        "top-level files belong to cluster local; the host's addresses are the union"
+        "top-level files belong to cluster local"
+    );
+    // Home (local) addresses are served; west's different ones make a visible conflict.
+    assert_eq!(addrs(s.dns, shared), ipv(&["10.3.0.10"]));
+    assert_eq!(
+        h["hosts"][shared]["conflict"]["clusters"]["west"]["spec"],
+        serde_json::json!(["10.3.0.11"])
     );
 
     // A nested directory tree in one go: cluster = first level.
@@ -297,7 +299,7 @@ fn cluster_directories_created_at_runtime_are_picked_up() {
         serde_json::json!(["north/mc/north"])
     );
 
-    // Removing a cluster directory withdraws its hosts (and its share of the union).
+    // Removing a cluster directory withdraws its hosts (and the conflict it made).
     within_a_second(
         "cluster directory removed",
         || std::fs::remove_dir_all(&west).unwrap(),
@@ -307,6 +309,7 @@ fn cluster_directories_created_at_runtime_are_picked_up() {
             .then_some(())
         },
     );
+    assert!(debug_hosts(&s)["hosts"][shared]["conflict"].is_null());
     assert_eq!(addrs(s.dns, "deep.mc.global"), ipv(&["10.3.0.2"]));
     assert_eq!(addrs(s.dns, "north.mc.global"), ipv(&["10.3.0.3"]));
 }

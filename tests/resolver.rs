@@ -370,3 +370,38 @@ fn resolver_caches_nodata_for_the_soa_minimum() {
         first.elapsed()
     );
 }
+
+/// Two clusters' resolvers, each forwarding to its own cluster's instance: the same name resolves
+/// to each cluster's own Istio allocation, as CoreDNS would hand it to that cluster's pods.
+#[test]
+fn each_clusters_resolver_gets_its_home_clusters_answer() {
+    let status = |host: &str, ip: &str| {
+        format!("status:\n  addresses:\n  - {{value: \"{ip}\", host: \"{host}\"}}\n")
+    };
+    let host = "istio.bar.global";
+    let files = [
+        (
+            "home.yaml",
+            se("istio", "bar", &[host], &[], &status(host, "240.240.0.5")),
+        ),
+        (
+            "west/home.yaml",
+            se("istio", "bar", &[host], &[], &status(host, "240.240.0.9")),
+        ),
+    ];
+    let (_tl, local) = start_fixture(&[], &files);
+    let (_tw, west) = start_fixture(&["--cluster-name", "west"], &files);
+    for (server, want) in [(&local, "240.240.0.5"), (&west, "240.240.0.9")] {
+        let r = start_dnsmasq(server.dns);
+        for round in ["forwarded", "cached"] {
+            let d = via(&r, &[host, "A"]);
+            assert_eq!(d.status, "NOERROR", "{round}:\n{}", d.raw);
+            assert_eq!(
+                sorted_data(&d),
+                vec![want.to_string()],
+                "{round}:\n{}",
+                d.raw
+            );
+        }
+    }
+}

@@ -33,9 +33,6 @@ pub struct KubeArgs {
     /// Watch the ServiceEntries of the cluster globaldns runs in (in-cluster service account).
     #[arg(long, env = "GLOBALDNS_IN_CLUSTER")]
     pub in_cluster: bool,
-    /// Name of the in-cluster cluster (use Istio's cluster ID).
-    #[arg(long, env = "GLOBALDNS_CLUSTER_NAME", default_value = "local")]
-    pub cluster_name: String,
     /// A cluster to watch, from a kubeconfig file: NAME=PATH[#CONTEXT] (repeatable).
     #[arg(
         long = "cluster",
@@ -123,9 +120,9 @@ impl KubeArgs {
     }
 
     /// The cluster "local" defaults refer to: the in-cluster one, else the first --cluster.
-    fn default_cluster(&self) -> Option<String> {
+    fn default_cluster(&self, home: &str) -> Option<String> {
         if self.in_cluster {
-            Some(self.cluster_name.clone())
+            Some(home.to_string())
         } else {
             self.clusters.first().map(|c| c.name.clone())
         }
@@ -134,6 +131,8 @@ impl KubeArgs {
 
 /// What the Kubernetes part needs from the server.
 pub struct Context {
+    /// The home cluster (`--cluster-name`): the in-cluster one's name.
+    pub home: String,
     pub tx: Events,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -191,7 +190,7 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
     // stop start-up here, with the file named).
     let mut configured = Vec::new();
     if args.in_cluster {
-        configured.push((args.cluster_name.clone(), clusters::ConfigSource::InCluster));
+        configured.push((ctx.home.clone(), clusters::ConfigSource::InCluster));
     }
     for c in &args.clusters {
         configured.push((
@@ -216,7 +215,7 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
         clients.insert(name.clone(), client);
     }
     let pick = |flag: &Option<String>, what: &str| -> Result<Option<(String, kube::Client)>> {
-        let Some(name) = flag.clone().or_else(|| args.default_cluster()) else {
+        let Some(name) = flag.clone().or_else(|| args.default_cluster(&ctx.home)) else {
             return Ok(None);
         };
         match clients.get(&name) {
