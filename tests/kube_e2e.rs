@@ -8,6 +8,8 @@
 //! 5 s each) and down, and timing assertions (propagation within a second) need a quiet machine.
 
 mod common;
+#[path = "support/store_battery.rs"]
+mod store_battery;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -768,9 +770,12 @@ fn service_account_rbac_write_back_and_manifests() {
         ]),
         "yes"
     );
+    // The instance runs for cluster c1's pods: c1 is its home (whose Istio status it serves).
     let (_t, gd) = start(&[
         "--cluster",
         &sa_flag,
+        "--cluster-name",
+        "c1",
         "--store",
         "kube",
         "--write-back",
@@ -984,4 +989,59 @@ fn each_instance_answers_its_home_clusters_istio_allocation() {
     own(&b, "240.240.0.9");
     assert_eq!(one_vip(&a, "plain.bar.global"), vip);
     assert_eq!(one_vip(&b, "plain.bar.global"), vip);
+}
+
+/// The store battery against the Kubernetes store (VipClaims) on a real apiserver.
+#[test]
+fn kube_store_keeps_every_commit() {
+    use globaldns::kube::store::KubeStore;
+    let _g = serial();
+    let c1 = Cluster::up("c1");
+    c1.ensure_namespace("globaldns");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let kubeconfig = c1.admin_kubeconfig();
+    let open = move |rt: &tokio::runtime::Runtime| -> Box<dyn globaldns::alloc::store::Store> {
+        let client = rt.block_on(async {
+            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            kube::Client::try_from(cfg).unwrap()
+        });
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let ranges: Vec<ipnet::IpNet> = vec![
+            "240.10.0.0/16".parse().unwrap(),
+            "fd00:10::/64".parse().unwrap(),
+        ];
+        let zone = globaldns::zone::ZoneConfig {
+            zones: vec!["global".into()],
+            reverse_zones: vec![],
+            ns: vec![],
+            ttl: 30,
+        };
+        let ctx = std::sync::Arc::new(globaldns::kube::Context {
+            home: "c1".into(),
+            tx: globaldns::source::Events::new(tx),
+            metrics: std::sync::Arc::new(globaldns::metrics::Metrics::new()),
+            health: std::sync::Arc::new(globaldns::health::Health::default()),
+            zones: vec!["global".into()],
+            snapshot: std::sync::Arc::new(globaldns::published::Published::new(
+                globaldns::zone::Snapshot::empty(&zone, &ranges),
+            )),
+            ranges,
+        });
+        Box::new(KubeStore::new(
+            rt.handle().clone(),
+            client,
+            "c1",
+            "globaldns",
+            ctx,
+        ))
+    };
+    let store = open(&rt);
+    store_battery::run(store, || open(&rt));
 }

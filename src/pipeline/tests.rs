@@ -1,0 +1,344 @@
+//! Incremental passes against full builds, holds, and the parallel stages.
+
+use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use hickory_proto::rr::{LowerName, Name, RecordType};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::serviceentry::{ObjectRef, Resolution, SrvPort, Transport};
+use crate::zone::Snapshot;
+
+const HOLD: u64 = 50;
+
+fn cfg() -> ZoneConfig {
+    ZoneConfig {
+        zones: vec!["global".into()],
+        reverse_zones: vec![],
+        ns: vec![],
+        ttl: 30,
+    }
+}
+
+fn ranges() -> Vec<IpNet> {
+    vec![
+        "240.10.0.0/16".parse().unwrap(),
+        "fd00:10::/64".parse().unwrap(),
+    ]
+}
+
+/// Host names that overlap on purpose: parents of other hosts, wildcards above hosts and
+/// above each other, names under the name servers' parent.
+fn host_pool() -> Vec<String> {
+    let mut v = Vec::new();
+    for i in 0..12 {
+        v.push(format!("s{i}.ns{}.global", i % 3));
+        v.push(format!("a.s{i}.ns{}.global", i % 3));
+        v.push(format!("*.s{i}.ns{}.global", i % 3));
+    }
+    v.extend(
+        [
+            "*.ns0.global",
+            "ns1.global",
+            "*.global",
+            "x.y.z.global",
+            "ns.global",
+        ]
+        .map(String::from),
+    );
+    v
+}
+
+fn random_entry(rng: &mut StdRng, unit: usize, n: usize, pool: &[String]) -> Entry {
+    let hosts: Vec<String> = (0..rng.random_range(1..=3))
+        .map(|_| pool[rng.random_range(0..pool.len())].clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let addresses: Vec<IpAddr> = match rng.random_range(0..6) {
+        // An address inside the VIP range: reserved, displaces whoever holds it.
+        0 => vec![format!(
+            "240.10.{}.{}",
+            rng.random_range(0..2),
+            rng.random_range(1..40)
+        )
+        .parse()
+        .unwrap()],
+        1 => vec!["10.0.0.1".parse().unwrap(), "fd00:99::1".parse().unwrap()],
+        _ => vec![],
+    };
+    let ports = (0..rng.random_range(0..3))
+        .map(|p| SrvPort {
+            name: format!("p{p}"),
+            transport: if rng.random_bool(0.8) {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            },
+            number: rng.random_range(80..90),
+        })
+        .collect();
+    Entry {
+        object: ObjectRef {
+            cluster: format!("c{}", unit % 2),
+            namespace: "ns".into(),
+            name: format!("u{unit}-e{n}"),
+        },
+        hosts,
+        addresses,
+        status_addresses: if rng.random_bool(0.1) {
+            vec![("240.240.0.7".parse().unwrap(), None)]
+        } else {
+            vec![]
+        },
+        ports,
+        resolution: match rng.random_range(0..5) {
+            0 => Resolution::None,
+            1 => Resolution::DynamicDns,
+            _ => Resolution::Dns,
+        },
+        autoallocate: rng.random_bool(0.9),
+    }
+}
+
+fn key(unit: usize) -> SourceKey {
+    SourceKey {
+        cluster: format!("c{}", unit % 2),
+        unit: format!("u{unit}.yaml"),
+    }
+}
+
+/// Everything a client can see: every record of every zone but the SOA (whose serial
+/// differs), and the answer to each type of question for many names.
+fn observable(snap: &Snapshot, names: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for apex in snap.apex_names() {
+        out.extend(
+            snap.zone_records(&apex)
+                .iter()
+                .skip(1)
+                .map(|r| r.to_string()),
+        );
+    }
+    for n in names {
+        let name = LowerName::new(&Name::from_ascii(n).unwrap());
+        for t in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::SRV,
+            RecordType::PTR,
+        ] {
+            let a = snap.lookup(&name, t);
+            out.push(format!(
+                "{n} {t}: {:?} {:?} +{} {:?}",
+                a.rcode,
+                a.answers.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                a.authority.len(),
+                a.additional
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>(),
+            ));
+        }
+    }
+    out
+}
+
+fn query_names(snap: &Snapshot, pool: &[String]) -> Vec<String> {
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    for h in pool {
+        let h = h.replace('*', "q");
+        let mut parts: Vec<&str> = h.split('.').collect();
+        names.insert(format!("deeper.{h}"));
+        names.insert(format!("_p0._tcp.{h}"));
+        names.insert(format!("_tcp.{h}"));
+        while parts.len() > 1 {
+            names.insert(parts.join("."));
+            parts.remove(0);
+        }
+    }
+    for r in snap.hosts().values() {
+        for a in &r.addresses {
+            let mut rev = Name::from(a.address);
+            rev.set_fqdn(true);
+            names.insert(rev.to_ascii());
+            names.insert(rev.base_name().to_ascii());
+        }
+    }
+    names.into_iter().collect()
+}
+
+#[test]
+fn incremental_passes_serve_what_a_full_build_serves() {
+    let pool = host_pool();
+    // (displaced, released, reclaimed, expired) over all runs: the rules were exercised.
+    let mut seen = [0usize; 4];
+    for seed in 0..12u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut p = Pipeline::new(
+            &cfg(),
+            &ranges(),
+            true,
+            Allocator::new(&ranges(), HOLD, Table::new()),
+        );
+        let mut units: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
+        let mut now = 1_000;
+        let mut snap = p.publish();
+        for _ in 0..80 {
+            let u = rng.random_range(0..8);
+            if rng.random_bool(0.2) {
+                units.remove(&u);
+                p.remove_unit(&key(u));
+            } else {
+                let mut entries: Vec<Entry> = (0..rng.random_range(1..5))
+                    .map(|n| random_entry(&mut rng, u, n, &pool))
+                    .collect();
+                // Now and then a user writes an address that is someone's VIP.
+                let vips: Vec<IpAddr> = p
+                    .allocator
+                    .table()
+                    .values()
+                    .filter_map(|a| a.ipv4.map(IpAddr::V4))
+                    .collect();
+                if !vips.is_empty() && rng.random_bool(0.3) {
+                    entries[0].addresses = vec![vips[rng.random_range(0..vips.len())]];
+                }
+                units.insert(u, entries.clone());
+                p.set_unit(key(u), entries);
+            }
+            if rng.random_bool(0.5) {
+                now += rng.random_range(0..30);
+                let out = p.reconcile(now);
+                for (n, v) in seen.iter_mut().zip([
+                    out.displaced.len(),
+                    out.released.len(),
+                    out.reclaimed.len(),
+                    out.expired.len(),
+                ]) {
+                    *n += v;
+                }
+                p.allocator.take_changes();
+                snap = p.publish();
+            }
+        }
+        p.reconcile(now);
+        p.allocator.take_changes();
+        snap = std::mem::replace(&mut snap, p.publish());
+        drop(snap);
+        let incremental = p.publish();
+
+        // The same sources and table from scratch: nothing to change, the same answers.
+        let mut full = Pipeline::new(
+            &cfg(),
+            &ranges(),
+            true,
+            Allocator::new(&ranges(), HOLD, p.allocator.table().clone()),
+        );
+        for (u, entries) in &units {
+            full.set_unit(key(*u), entries.clone());
+        }
+        full.reconcile(now);
+        assert_eq!(
+            full.allocator.take_changes(),
+            vec![],
+            "seed {seed}: the incremental table is not what a full pass keeps"
+        );
+        let fresh = full.publish();
+        assert_eq!(
+            incremental.hosts(),
+            fresh.hosts(),
+            "seed {seed}: host reports"
+        );
+        assert_eq!(
+            incremental.served_hosts(),
+            fresh.served_hosts(),
+            "seed {seed}"
+        );
+        let names = query_names(&fresh, &pool);
+        let (a, b) = (observable(&incremental, &names), observable(&fresh, &names));
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "seed {seed}");
+        }
+        assert_eq!(a.len(), b.len(), "seed {seed}");
+        assert!(
+            fresh.served_hosts() > 5,
+            "seed {seed}: too little served to compare"
+        );
+    }
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "(displaced, released, reclaimed, expired): {seen:?}"
+    );
+}
+
+#[test]
+fn a_host_waiting_for_a_vip_gets_one_when_a_hold_expires() {
+    let ranges: Vec<IpNet> = vec!["240.10.0.0/30".parse().unwrap()]; // 3 usable
+    let mut p = Pipeline::new(
+        &cfg(),
+        &ranges,
+        true,
+        Allocator::new(&ranges, 10, Table::new()),
+    );
+    let entry = |name: &str| Entry {
+        object: ObjectRef {
+            cluster: "c".into(),
+            namespace: "ns".into(),
+            name: name.into(),
+        },
+        hosts: vec![format!("{name}.ns.global")],
+        addresses: vec![],
+        status_addresses: vec![],
+        ports: vec![],
+        resolution: Resolution::Dns,
+        autoallocate: true,
+    };
+    p.set_unit(key(0), ["h0", "h1", "h2", "h3"].map(entry).to_vec());
+    let out = p.reconcile(100);
+    assert_eq!(out.exhausted, vec![("h3.ns.global".to_string(), "IPv4")]);
+    p.allocator.take_changes();
+    let snap = p.publish();
+    assert!(!snap.host("h3.ns.global").unwrap().served);
+    // h0 goes: held for 10 s, so h3 still waits.
+    p.set_unit(key(0), ["h1", "h2", "h3"].map(entry).to_vec());
+    let out = p.reconcile(105);
+    assert_eq!(out.released, vec!["h0.ns.global".to_string()]);
+    assert!(out.allocated.is_empty());
+    p.allocator.take_changes();
+    p.publish();
+    // The hold runs out on a pass without any source change: h3 gets the freed VIP.
+    assert!(p.holds_due(115));
+    let out = p.reconcile(115);
+    assert_eq!(out.expired, vec!["h0.ns.global".to_string()]);
+    assert_eq!(out.allocated.len(), 1, "{out:?}");
+    assert!(out.exhausted.is_empty(), "{out:?}");
+    p.allocator.take_changes();
+    let snap = p.publish();
+    assert!(snap.host("h3.ns.global").unwrap().served);
+    assert!(snap.host("h0.ns.global").is_none());
+}
+
+#[test]
+fn parallel_stages_keep_the_order() {
+    let n = PARALLEL_FROM * 2 + 7;
+    let mut items: Vec<usize> = (0..n).collect();
+    let expected: Vec<usize> = items.iter().map(|i| i * 3).collect();
+    assert_eq!(par_map(&mut items, |i| *i * 3), expected);
+    let views: Vec<(String, Option<HostView>)> = (0..n)
+        .map(|i| {
+            (
+                format!("h{i}.ns.global"),
+                (i % 3 != 0).then(HostView::default),
+            )
+        })
+        .collect();
+    let alloc = Allocator::new(&ranges(), HOLD, Table::new());
+    let reports = make_reports(views, &alloc);
+    assert_eq!(reports.len(), n);
+    for (i, (host, r)) in reports.iter().enumerate() {
+        assert_eq!(*host, format!("h{i}.ns.global"));
+        assert_eq!(r.is_some(), i % 3 != 0, "{host}");
+    }
+}
