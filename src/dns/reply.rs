@@ -2,7 +2,7 @@
 //! hickory-server or encoded to bytes for the fast path, with the same size rule on UDP.
 
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_proto::ProtoError;
 use hickory_server::net::xfer::Protocol;
@@ -41,6 +41,9 @@ impl<'s> Reply<'s> {
             Answer::empty(ResponseCode::FormErr)
         } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             Answer::empty(ResponseCode::BADVERS)
+        } else if !matches!(queries[0].query_class(), DNSClass::IN | DNSClass::ANY) {
+            // Only IN data is served: a question of another class is not for us (as Knot).
+            Answer::empty(ResponseCode::Refused)
         } else if !snapshot.loaded {
             // Before the first full load, an NXDOMAIN would be cached downstream: say SERVFAIL.
             Answer::empty(ResponseCode::ServFail)
