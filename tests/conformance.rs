@@ -5,9 +5,10 @@ mod common;
 
 use common::*;
 
-/// The two servers (fast path, hickory-server's UDP loop), on the answers fixture.
+/// The two servers (fast path, hickory-server's UDP loop), on the answers fixture. One fast-path
+/// worker: every query meets the same cache.
 fn servers() -> Vec<(&'static str, tempfile::TempDir, Server)> {
-    let (t1, fast) = start_fixture(&[], &[]);
+    let (t1, fast) = start_fixture(&["--udp-workers", "1"], &[]);
     let (t2, hickory) = start_fixture(&["--udp-fast-path", "false"], &[]);
     vec![("fast path", t1, fast), ("hickory loop", t2, hickory)]
 }
@@ -21,7 +22,9 @@ fn each_way(f: impl Fn(&str, &dyn Fn(&[&str]) -> Dig)) {
         for transport in TRANSPORTS {
             let what = format!("{server} {transport:?}");
             let ask = |args: &[&str]| {
-                let mut all = transport.to_vec();
+                // Without a cookie (an EDNS option): the fast path may answer from its cache.
+                let mut all = vec!["+nocookie"];
+                all.extend_from_slice(transport);
                 all.extend_from_slice(args);
                 let d = dig(s.dns, &all);
                 assert!(
@@ -71,5 +74,49 @@ fn classes_other_than_in_are_refused() {
         let d = ask(&["-c", "ANY", "-t", "A", "httpbin.bar.global"]);
         assert_eq!(d.status, "NOERROR", "{what} ANY:\n{}", d.raw);
         assert_eq!(d.answer.len(), 1, "{what} ANY:\n{}", d.raw);
+    });
+}
+
+/// The EDNS flags dig prints (`; EDNS: version: 0, flags: do; udp: 1232`).
+fn edns_flags(d: &Dig) -> String {
+    let line = d
+        .raw
+        .lines()
+        .find(|l| l.starts_with("; EDNS:"))
+        .unwrap_or_else(|| panic!("no OPT in the response:\n{}", d.raw));
+    line.split("flags:")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_do_bit_is_echoed_and_never_replayed_to_the_other_kind() {
+    each_way(|what, ask| {
+        for (name, rtype, status, answers) in [
+            ("httpbin.bar.global", "A", "NOERROR", 1),
+            ("httpbin.bar.global", "TXT", "NOERROR", 0),
+            ("nope.bar.global", "A", "NXDOMAIN", 0),
+        ] {
+            // Alternating, twice: each kind of answer is cached by the fast path on first use.
+            for dnssec in [false, true, false, true] {
+                let mut args = vec![name, rtype];
+                if dnssec {
+                    args.push("+dnssec");
+                }
+                let d = ask(&args);
+                let w = format!("{what} {name} {rtype} +dnssec={dnssec}");
+                assert_eq!(d.status, status, "{w}:\n{}", d.raw);
+                let expected = if dnssec { "do" } else { "" };
+                assert_eq!(edns_flags(&d), expected, "{w}:\n{}", d.raw);
+                // Unsigned: the same records either way, no RRSIG.
+                assert_eq!(d.answer.len(), answers, "{w}:\n{}", d.raw);
+                assert!(!d.raw.contains("RRSIG"), "{w}:\n{}", d.raw);
+            }
+        }
     });
 }

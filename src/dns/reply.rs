@@ -16,7 +16,7 @@ use crate::zone::{Answer, Snapshot};
 /// A response decided but not yet encoded.
 pub(super) struct Reply<'s> {
     meta: Metadata,
-    /// The response's OPT: our version 0, the client's payload size within our cap.
+    /// The response's OPT: our version 0, the client's payload size within our cap, its DO bit.
     edns: Option<Edns>,
     answer: Answer<'s>,
     /// The messages of a zone transfer (TCP only); empty otherwise.
@@ -31,7 +31,8 @@ impl<'s> Reply<'s> {
             let mut e = Edns::new();
             e.set_max_payload(clamp_payload(req.max_payload()));
             e.set_version(0);
-            e.set_dnssec_ok(false);
+            // RFC 3225 §3: DO is copied to the response (the zone stays unsigned).
+            e.set_dnssec_ok(req.flags().dnssec_ok);
             e
         });
         let mut transfer = vec![];

@@ -22,10 +22,12 @@ pub struct QueryShape {
     pub qtype: u16,
     /// 0 without EDNS; else the client's UDP size clamped as the general path clamps it.
     pub payload: u16,
+    /// The DNSSEC OK bit, which the response's OPT echoes.
+    pub dnssec_ok: bool,
 }
 
 /// Parses the cacheable shape of a query, writing the lower-cased question name + type + EDNS
-/// payload into `key`. None for anything the general path must see.
+/// payload + DO bit into `key`. None for anything the general path must see.
 pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
     key.clear();
     if packet.len() < HEADER_LEN + 5 {
@@ -65,6 +67,7 @@ pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
     if qclass != 1 || qtype == 251 || qtype == 252 {
         return None;
     }
+    let mut dnssec_ok = false;
     let payload = if count(10) == 1 {
         // OPT: root name, type 41, class = payload, TTL = ext-rcode/version/flags, RDLEN 0.
         let opt = packet.get(question_end..)?;
@@ -74,6 +77,7 @@ pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
         if opt[5] != 0 || opt[6] != 0 || opt[9..11] != [0, 0] {
             return None; // extended rcode bits, version > 0, or options
         }
+        dnssec_ok = opt[7] & 0x80 != 0;
         clamp_payload(u16::from_be_bytes([opt[3], opt[4]]))
     } else {
         if packet.len() != question_end {
@@ -83,10 +87,12 @@ pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
     };
     key.extend_from_slice(&tail[..2]);
     key.extend_from_slice(&payload.to_be_bytes());
+    key.push(u8::from(dnssec_ok));
     Some(QueryShape {
         question_end,
         qtype,
         payload,
+        dnssec_ok,
     })
 }
 

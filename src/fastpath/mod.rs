@@ -1,6 +1,6 @@
 //! The fast UDP path: one SO_REUSEPORT socket and thread per worker ([`socket`]), batched
 //! `recvmmsg`/`sendmmsg` ([`mmsg`]), and answers cached as wire bytes per (lower-case name,
-//! type, EDNS payload) for the current snapshot ([`cache`]), so that a hit only patches the ID,
+//! type, EDNS payload, DO bit) for the current snapshot ([`cache`]), so that a hit only patches the ID,
 //! the RD/CD bits and the question (its case).
 //!
 //! Every answer is first produced by the general path ([`Handler::wire`], the same rules
