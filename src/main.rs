@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use globaldns::published::Published;
 use tracing::{error, info};
@@ -173,7 +173,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                 let workers = args
                     .udp_workers
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-                let (udp, tcp) = bind_fast(*addr, workers).await?;
+                let (udp, tcp) = fastpath::bind(*addr, workers).await?;
                 bound.push(tcp.local_addr()?);
                 fastpath::spawn(udp, Arc::new(handler.clone()), stop_udp.clone())?;
                 servers.push(dns::tcp_server(handler.clone(), tcp));
@@ -209,30 +209,6 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Fast-path UDP sockets and the TCP listener on one port (with port 0, retried until the port the
-/// UDP sockets got is free for TCP too).
-async fn bind_fast(
-    addr: std::net::SocketAddr,
-    workers: usize,
-) -> Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener)> {
-    for _ in 0..20 {
-        let udp = fastpath::bind_reuseport(addr, workers)?;
-        let bound = udp[0].local_addr()?;
-        match tokio::net::TcpListener::bind(bound).await {
-            Ok(tcp) => {
-                fastpath::warn_if_ephemeral(bound.port());
-                return Ok((udp, tcp));
-            }
-            Err(_) if addr.port() == 0 => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot bind TCP {addr}")),
-        }
-    }
-    bail!(
-        "could not find a free port for UDP and TCP on {}",
-        addr.ip()
-    )
 }
 
 async fn shutdown_signal() {

@@ -14,9 +14,10 @@ use hickory_proto::rr::{LowerName, Name, RData, Record};
 use ipnet::IpNet;
 
 use super::key::{self, Key};
+use super::records::{Data, Node};
 use super::{
-    fqdn, reverse_zone_for, shard_index, unix_now, Apex, Data, HostReport, HostShard, Node, Shard,
-    Snapshot, ZoneConfig, HOST_SHARDS, SHARDS,
+    fqdn, reverse_zone_for, shard_index, unix_now, Apex, HostReport, HostShard, Shard, Snapshot,
+    ZoneConfig, HOST_SHARDS, SHARDS,
 };
 use crate::serviceentry::Transport;
 

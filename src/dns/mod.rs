@@ -1,0 +1,166 @@
+//! The DNS frontend: protocol rules (opcode, question count, EDNS, transfers) around the zone's
+//! answer engine, served by hickory-server over TCP (and UDP with `--udp-fast-path false`), and
+//! encoded to bytes for the UDP fast path by [`Handler::wire`].
+
+mod listen;
+mod reply;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_proto::op::{Header, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::RecordType;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+use ipnet::IpNet;
+
+pub use listen::{bind, bind_pair, server, tcp_server};
+use reply::{encode, Reply};
+
+use crate::metrics::{Metrics, QueryLabels};
+use crate::published::Published;
+
+/// The UDP payload size we advertise and never exceed (DNS flag day 2020).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// The UDP payload size a response may use for a client's EDNS size.
+pub fn clamp_payload(requested: u16) -> u16 {
+    requested.clamp(512, MAX_UDP_PAYLOAD)
+}
+
+#[derive(Clone)]
+pub struct Handler {
+    pub snapshot: Arc<Published>,
+    pub metrics: Arc<Metrics>,
+    pub allow_transfer: Vec<IpNet>,
+}
+
+/// A response as bytes, and the labels it counts under (None: not counted, as hickory-server
+/// does not count a request it cannot parse).
+pub struct Wire {
+    pub bytes: Vec<u8>,
+    pub counted: Option<(&'static str, &'static str)>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let start = Instant::now();
+        let snapshot = self.snapshot.load();
+        let udp = request.protocol() == Protocol::Udp;
+        let reply = Reply::decide(self, &snapshot, request);
+        let info = reply.send(&request.queries, udp, &mut response).await;
+        let transport = if udp { "udp" } else { "tcp" };
+        count_queries(
+            &self.metrics,
+            (reply.qtype, rcode_label(info.response_code)),
+            transport,
+            1,
+        );
+        self.metrics.latency.observe(start.elapsed().as_secs_f64());
+        info
+    }
+}
+
+impl Handler {
+    /// What hickory-server would send for this packet, encoded once (within the client's UDP
+    /// size over UDP), or None when it would send nothing (shorter than a header, or a
+    /// response). The fast path's only way to the general path. A transfer (TCP) gives its
+    /// last message: transfers are sent by hickory-server.
+    pub fn wire(&self, packet: &[u8], src: SocketAddr, udp: bool) -> Option<Wire> {
+        let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+        let Ok(request) = Request::from_bytes(packet.to_vec(), src, protocol) else {
+            // As hickory-server: drop without a header, FORMERR with one.
+            let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
+            let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+            let msg = MessageResponseBuilder::new(&queries, None)
+                .error_msg(&header.metadata, ResponseCode::FormErr);
+            let (bytes, _) = encode(msg, if udp { 512 } else { u16::MAX });
+            return Some(Wire {
+                bytes,
+                counted: None,
+            });
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return None;
+        }
+        let snapshot = self.snapshot.load();
+        let reply = Reply::decide(self, &snapshot, &request);
+        let (bytes, info) = reply.encode(&request.queries, udp);
+        Some(Wire {
+            bytes,
+            counted: Some((reply.qtype, rcode_label(info.response_code))),
+        })
+    }
+}
+
+/// Counts `n` answered queries of one kind: the one place queries are counted, for both the
+/// hickory-server handler and the fast path.
+pub fn count_queries(
+    metrics: &Metrics,
+    (qtype, rcode): (&'static str, &'static str),
+    transport: &'static str,
+    n: u64,
+) {
+    metrics
+        .queries
+        .get_or_create(&QueryLabels {
+            qtype,
+            rcode,
+            transport,
+        })
+        .inc_by(n);
+}
+
+pub fn qtype_label(t: RecordType) -> &'static str {
+    match t {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::SRV => "SRV",
+        RecordType::PTR => "PTR",
+        RecordType::SOA => "SOA",
+        RecordType::NS => "NS",
+        RecordType::ANY => "ANY",
+        RecordType::AXFR => "AXFR",
+        RecordType::IXFR => "IXFR",
+        RecordType::TXT => "TXT",
+        RecordType::CNAME => "CNAME",
+        RecordType::MX => "MX",
+        RecordType::HTTPS => "HTTPS",
+        RecordType::SVCB => "SVCB",
+        _ => "OTHER",
+    }
+}
+
+pub fn rcode_label(c: ResponseCode) -> &'static str {
+    match c {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::NotAuth => "NOTAUTH",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "OTHER",
+    }
+}
+
+/// The header hickory-server sends when a response cannot be sent or encoded: no question, no
+/// records.
+fn bare_header(id: u16, rcode: ResponseCode) -> Header {
+    let mut metadata = hickory_proto::op::Metadata::new(id, MessageType::Response, OpCode::Query);
+    metadata.response_code = rcode;
+    Header {
+        metadata,
+        counts: Default::default(),
+    }
+}

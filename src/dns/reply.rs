@@ -1,0 +1,280 @@
+//! One request's response: decided once ([`Reply::decide`]), then either sent through
+//! hickory-server or encoded to bytes for the fast path, with the same size rule on UDP.
+
+use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::ProtoError;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use tracing::warn;
+
+use super::{bare_header, clamp_payload, qtype_label, Handler};
+use crate::zone::{Answer, Snapshot};
+
+/// A response decided but not yet encoded.
+pub(super) struct Reply<'s> {
+    meta: Metadata,
+    /// The response's OPT: our version 0, the client's payload size within our cap, its DO bit.
+    edns: Option<Edns>,
+    answer: Answer<'s>,
+    /// The messages of a zone transfer (TCP only); empty otherwise.
+    transfer: Vec<Vec<Record>>,
+    pub qtype: &'static str,
+}
+
+impl<'s> Reply<'s> {
+    pub fn decide(handler: &Handler, snapshot: &'s Snapshot, request: &Request) -> Reply<'s> {
+        let queries = request.queries.queries();
+        let edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(clamp_payload(req.max_payload()));
+            e.set_version(0);
+            // RFC 3225 §3: DO is copied to the response (the zone stays unsigned).
+            e.set_dnssec_ok(req.flags().dnssec_ok);
+            e
+        });
+        let mut transfer = vec![];
+        let answer = if request.metadata.op_code != OpCode::Query {
+            Answer::empty(ResponseCode::NotImp)
+        } else if queries.len() != 1 {
+            Answer::empty(ResponseCode::FormErr)
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            Answer::empty(ResponseCode::BADVERS)
+        } else if !matches!(queries[0].query_class(), DNSClass::IN | DNSClass::ANY) {
+            // Only IN data is served: a question of another class is not for us (as Knot).
+            Answer::empty(ResponseCode::Refused)
+        } else if !snapshot.loaded {
+            // Before the first full load, an NXDOMAIN would be cached downstream: say SERVFAIL.
+            Answer::empty(ResponseCode::ServFail)
+        } else if matches!(queries[0].query_type(), RecordType::AXFR | RecordType::IXFR) {
+            let (answer, messages) = axfr(handler, snapshot, request);
+            transfer = messages;
+            answer
+        } else {
+            snapshot.lookup(queries[0].name(), queries[0].query_type())
+        };
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.response_code = answer.rcode;
+        meta.authoritative = answer.authoritative;
+        Reply {
+            meta,
+            edns,
+            answer,
+            transfer,
+            qtype: queries
+                .first()
+                .map_or("NONE", |q| qtype_label(q.query_type())),
+        }
+    }
+
+    fn builder<'q>(&'q self, queries: &'q Queries) -> MessageResponseBuilder<'q> {
+        MessageResponseBuilder::new(queries, self.edns.as_ref())
+    }
+
+    fn message<'r>(
+        &'r self,
+        queries: &'r Queries,
+    ) -> MessageResponse<
+        'r,
+        'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+    > {
+        self.builder(queries).build(
+            self.meta,
+            self.answer.answers.iter().map(|c| &**c),
+            self.answer.authority.iter().copied(),
+            std::iter::empty(),
+            self.answer.additional.iter(),
+        )
+    }
+
+    /// hickory's encoder would fill the answer section and drop the OPT for want of room; a
+    /// truncated answer must keep it (RFC 6891 §7). Like Knot and BIND: TC, empty sections,
+    /// OPT; the client retries over TCP.
+    fn truncated<'r>(
+        &'r self,
+        queries: &'r Queries,
+    ) -> MessageResponse<
+        'r,
+        'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+    > {
+        let mut meta = self.meta;
+        meta.truncation = true;
+        self.builder(queries).build_no_records(meta)
+    }
+
+    fn transfer_message<'r>(
+        &'r self,
+        queries: &'r Queries,
+        records: &'r [Record],
+    ) -> MessageResponse<
+        'r,
+        'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+        impl Iterator<Item = &'r Record> + Send + 'r,
+    > {
+        self.builder(queries).build(
+            self.meta,
+            records.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+            std::iter::empty(),
+        )
+    }
+
+    /// The size a response may take: the client's EDNS payload (clamped) or 512 on UDP.
+    fn limit(&self, udp: bool) -> u16 {
+        match (udp, &self.edns) {
+            (false, _) => u16::MAX,
+            (true, Some(e)) => e.max_payload(),
+            (true, None) => 512,
+        }
+    }
+
+    /// The response as bytes, encoded once unless it has to be truncated.
+    pub fn encode(&self, queries: &Queries, udp: bool) -> (Vec<u8>, ResponseInfo) {
+        let limit = self.limit(udp);
+        if let Some(last) = self.transfer.last() {
+            return encode(self.transfer_message(queries, last), limit);
+        }
+        match emit(self.message(queries), limit) {
+            Ok((bytes, info)) if !(udp && info.truncation) => (bytes, info),
+            Err(e) if !udp => servfail(self.meta.id, &e),
+            _ => encode(self.truncated(queries), limit),
+        }
+    }
+
+    /// Sends the response through hickory-server (which encodes it).
+    pub async fn send<R: ResponseHandler>(
+        &self,
+        queries: &Queries,
+        udp: bool,
+        response: &mut R,
+    ) -> ResponseInfo {
+        let id = self.meta.id;
+        if !self.transfer.is_empty() {
+            let mut info = None;
+            for records in &self.transfer {
+                info = Some(send(response, self.transfer_message(queries, records), id).await);
+            }
+            return info.expect("at least one message");
+        }
+        let fits = !udp
+            || emit(self.message(queries), self.limit(udp)).is_ok_and(|(_, info)| !info.truncation);
+        if fits {
+            send(response, self.message(queries), id).await
+        } else {
+            send(response, self.truncated(queries), id).await
+        }
+    }
+}
+
+/// AXFR (IXFR answered the same way) over TCP from `--allow-transfer` networks only: the
+/// answer's header and the transfer's messages.
+fn axfr<'s>(
+    handler: &Handler,
+    snapshot: &'s Snapshot,
+    request: &Request,
+) -> (Answer<'s>, Vec<Vec<Record>>) {
+    let allowed = request.protocol() == Protocol::Tcp
+        && handler
+            .allow_transfer
+            .iter()
+            .any(|n| n.contains(&request.src().ip()));
+    let messages = if allowed {
+        snapshot.axfr(request.queries.queries()[0].name())
+    } else {
+        vec![]
+    };
+    if messages.is_empty() {
+        // Not allowed, over UDP, or not the apex of a zone we serve.
+        let rcode = if allowed {
+            ResponseCode::NotAuth
+        } else {
+            ResponseCode::Refused
+        };
+        return (Answer::empty(rcode), vec![]);
+    }
+    let mut answer = Answer::empty(ResponseCode::NoError);
+    answer.authoritative = true;
+    (answer, messages)
+}
+
+fn emit<'a>(
+    msg: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    limit: u16,
+) -> Result<(Vec<u8>, ResponseInfo), ProtoError> {
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(limit);
+    let info = msg.destructive_emit(&mut encoder)?;
+    Ok((bytes, info))
+}
+
+/// `msg` within `limit` bytes, or the bare SERVFAIL hickory-server sends when it cannot be
+/// encoded.
+pub(super) fn encode<'a>(
+    msg: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    limit: u16,
+) -> (Vec<u8>, ResponseInfo) {
+    let id = msg.metadata().id;
+    emit(msg, limit).unwrap_or_else(|e| servfail(id, &e))
+}
+
+fn servfail(id: u16, error: &ProtoError) -> (Vec<u8>, ResponseInfo) {
+    warn!(%error, "error encoding a response");
+    let header = bare_header(id, ResponseCode::ServFail);
+    let mut bytes = Vec::with_capacity(12);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    // A header always encodes.
+    let _ = hickory_proto::serialize::binary::BinEncodable::emit(&header, &mut encoder);
+    (bytes, header.into())
+}
+
+/// Sends through hickory-server; when that fails, the header of what was meant (for metrics).
+async fn send<'a, R: ResponseHandler>(
+    response: &mut R,
+    msg: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    id: u16,
+) -> ResponseInfo {
+    let rcode = msg.metadata().response_code;
+    match response.send_response(msg).await {
+        Ok(info) => info,
+        Err(e) => {
+            warn!(error = %e, "failed to send a DNS response");
+            bare_header(id, rcode).into()
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The answer engine (README, "Answers"): a question resolves to one named [`Outcome`], and the outcome
+//! becomes the message sections in one place ([`Resolution::into_answer`]), the only one that
+//! puts the SOA in the authority section.
+
+use std::borrow::Cow;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, Record, RecordType};
+
+use super::key;
+use super::records::{proto_name, service_name, Rendered};
+use super::{Apex, Snapshot};
+
+/// What the zone says about one question (as Knot's `solve_answer` states).
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// Records of the type asked (never empty), with their additional data. `wildcard`: they
+    /// were synthesised from a wildcard (RFC 4592), owned by the query name all the same.
+    Answer {
+        records: Vec<Cow<'a, Record>>,
+        additional: Vec<Record>,
+        wildcard: bool,
+    },
+    /// The name exists (or is an empty non-terminal) without data of that type.
+    NoData,
+    /// No such name in the zone.
+    NxDomain,
+    /// Outside every zone served.
+    Refused,
+}
+
+impl<'a> Outcome<'a> {
+    fn rendered(r: Rendered, wildcard: bool) -> Self {
+        if r.records.is_empty() {
+            return Outcome::NoData;
+        }
+        Outcome::Answer {
+            records: r.records.into_iter().map(Cow::Owned).collect(),
+            additional: r.additional,
+            wildcard,
+        }
+    }
+
+    fn borrowed(records: impl IntoIterator<Item = &'a Record>) -> Self {
+        let records: Vec<_> = records.into_iter().map(Cow::Borrowed).collect();
+        if records.is_empty() {
+            return Outcome::NoData;
+        }
+        Outcome::Answer {
+            records,
+            additional: vec![],
+            wildcard: false,
+        }
+    }
+}
+
+/// An outcome and the zone it was found in (None when refused).
+#[derive(Debug)]
+pub struct Resolution<'a> {
+    pub apex: Option<&'a Apex>,
+    pub outcome: Outcome<'a>,
+}
+
+/// The answer to one question, as message sections, before protocol concerns (EDNS, truncation).
+#[derive(Debug)]
+pub struct Answer<'a> {
+    pub rcode: ResponseCode,
+    pub authoritative: bool,
+    pub answers: Vec<Cow<'a, Record>>,
+    pub authority: Vec<&'a Record>,
+    pub additional: Vec<Record>,
+}
+
+impl Answer<'_> {
+    /// No records: for errors and refusals.
+    pub fn empty(rcode: ResponseCode) -> Self {
+        Answer {
+            rcode,
+            authoritative: false,
+            answers: vec![],
+            authority: vec![],
+            additional: vec![],
+        }
+    }
+}
+
+impl<'a> Resolution<'a> {
+    /// The sections of the outcome: the one place the SOA goes to the authority section.
+    pub fn into_answer(self) -> Answer<'a> {
+        let Some(apex) = self.apex else {
+            return Answer::empty(ResponseCode::Refused);
+        };
+        let mut ans = Answer::empty(ResponseCode::NoError);
+        ans.authoritative = true;
+        match self.outcome {
+            Outcome::Answer {
+                records,
+                additional,
+                ..
+            } => {
+                ans.answers = records;
+                ans.additional = additional;
+            }
+            Outcome::NoData => ans.authority.push(&apex.soa),
+            Outcome::NxDomain => {
+                ans.rcode = ResponseCode::NXDomain;
+                ans.authority.push(&apex.soa);
+            }
+            Outcome::Refused => return Answer::empty(ResponseCode::Refused),
+        }
+        ans
+    }
+}
+
+impl Snapshot {
+    /// Answers one question as message sections.
+    pub fn lookup<'a>(&'a self, qname: &Name, qtype: RecordType) -> Answer<'a> {
+        self.resolve(qname, qtype).into_answer()
+    }
+
+    /// Resolves one question. Records are owned by `qname` as given.
+    pub fn resolve<'a>(&'a self, qname: &Name, qtype: RecordType) -> Resolution<'a> {
+        let Some(apex) = self.zone_of(qname) else {
+            return Resolution {
+                apex: None,
+                outcome: Outcome::Refused,
+            };
+        };
+        Resolution {
+            apex: Some(apex),
+            outcome: self.solve(apex, qname, qtype),
+        }
+    }
+
+    fn solve<'a>(&'a self, apex: &'a Apex, qname: &Name, qtype: RecordType) -> Outcome<'a> {
+        if apex.name.eq_ignore_root(qname) {
+            return match qtype {
+                RecordType::SOA | RecordType::ANY => Outcome::borrowed([&apex.soa]),
+                RecordType::NS => Outcome::borrowed(&apex.ns),
+                _ => Outcome::NoData,
+            };
+        }
+        let mut buf = [0u8; key::MAX];
+        let Some(len) = key::encode(qname, &mut buf) else {
+            return Outcome::NxDomain;
+        };
+        let qkey = &buf[..len];
+        if let Some(node) = self.node(qkey) {
+            return Outcome::rendered(node.answer(qname, self.ttl, qtype), false);
+        }
+        if let Some(service @ (label, udp, host)) = service_name(qkey) {
+            if let Some(node) = self.node(host).filter(|n| n.has_service(label, udp)) {
+                return Outcome::rendered(
+                    node.answer_service(service, qname, self.ttl, qtype),
+                    false,
+                );
+            }
+        }
+        // Longest wildcard first: walk up from the closest parent to the apex.
+        let mut parent = key::parent(qkey);
+        while let Some(p) = parent.filter(|p| p.len() >= apex.key.len()) {
+            if let Some(node) = self.shard(p).wildcards.get(p) {
+                return Outcome::rendered(node.answer(qname, self.ttl, qtype), true);
+            }
+            if *p == *apex.key {
+                break;
+            }
+            parent = key::parent(p);
+        }
+        if self.is_ent(qkey) {
+            Outcome::NoData
+        } else {
+            Outcome::NxDomain
+        }
+    }
+
+    /// An empty non-terminal: counted in the shards, or `_<proto>.<host>` of a host with ports.
+    fn is_ent(&self, qkey: &[u8]) -> bool {
+        self.shard(qkey).ents.contains_key(qkey)
+            || proto_name(qkey)
+                .and_then(|(udp, host)| Some(self.node(host)?.has_proto(udp)))
+                .unwrap_or(false)
+    }
+}

@@ -1,0 +1,122 @@
+//! Protocol conformance against Knot's and BIND's behaviour, through real sockets: the UDP fast
+//! path, hickory-server's UDP loop (`--udp-fast-path false`) and TCP, each asked with `dig`.
+
+mod common;
+
+use common::*;
+
+/// The two servers (fast path, hickory-server's UDP loop), on the answers fixture. One fast-path
+/// worker: every query meets the same cache.
+fn servers() -> Vec<(&'static str, tempfile::TempDir, Server)> {
+    let (t1, fast) = start_fixture(&["--udp-workers", "1"], &[]);
+    let (t2, hickory) = start_fixture(&["--udp-fast-path", "false"], &[]);
+    vec![("fast path", t1, fast), ("hickory loop", t2, hickory)]
+}
+
+/// Every way to ask one server: UDP and TCP.
+const TRANSPORTS: [&[&str]; 2] = [&[], &["+tcp"]];
+
+/// Runs dig over every server and transport; `f` gets a description and a dig runner.
+fn each_way(f: impl Fn(&str, &dyn Fn(&[&str]) -> Dig)) {
+    for (server, _t, s) in servers() {
+        for transport in TRANSPORTS {
+            let what = format!("{server} {transport:?}");
+            let ask = |args: &[&str]| {
+                // Without a cookie (an EDNS option): the fast path may answer from its cache.
+                let mut all = vec!["+nocookie"];
+                all.extend_from_slice(transport);
+                all.extend_from_slice(args);
+                let d = dig(s.dns, &all);
+                assert!(
+                    !d.status.is_empty(),
+                    "{what} dig {all:?}: no answer\n{}",
+                    d.raw
+                );
+                d
+            };
+            f(&what, &ask);
+        }
+    }
+}
+
+#[test]
+fn classes_other_than_in_are_refused() {
+    each_way(|what, ask| {
+        // Asked in IN first: a cached IN answer must not be replayed to another class.
+        for _ in 0..2 {
+            let d = ask(&["httpbin.bar.global", "A"]);
+            assert_eq!(d.status, "NOERROR", "{what}:\n{}", d.raw);
+            assert_eq!(d.answer.len(), 1, "{what}:\n{}", d.raw);
+            for class in ["CH", "HS", "NONE", "CLASS999"] {
+                for (name, rtype) in [
+                    ("httpbin.bar.global", "A"),
+                    ("global", "SOA"),
+                    ("nope.global", "A"),
+                ] {
+                    let d = ask(&["-c", class, "-t", rtype, name]);
+                    assert_eq!(d.status, "REFUSED", "{what} {class} {name}:\n{}", d.raw);
+                    assert!(d.answer.is_empty(), "{what} {class} {name}:\n{}", d.raw);
+                    assert!(d.authority.is_empty(), "{what} {class} {name}:\n{}", d.raw);
+                    assert!(
+                        !d.flags.iter().any(|f| f == "aa"),
+                        "{what} {class}:\n{}",
+                        d.raw
+                    );
+                    assert!(
+                        d.question[0].contains(class),
+                        "{what}: question echoed\n{}",
+                        d.raw
+                    );
+                }
+            }
+        }
+        // ANY (a query class only) is answered from IN.
+        let d = ask(&["-c", "ANY", "-t", "A", "httpbin.bar.global"]);
+        assert_eq!(d.status, "NOERROR", "{what} ANY:\n{}", d.raw);
+        assert_eq!(d.answer.len(), 1, "{what} ANY:\n{}", d.raw);
+    });
+}
+
+/// The EDNS flags dig prints (`; EDNS: version: 0, flags: do; udp: 1232`).
+fn edns_flags(d: &Dig) -> String {
+    let line = d
+        .raw
+        .lines()
+        .find(|l| l.starts_with("; EDNS:"))
+        .unwrap_or_else(|| panic!("no OPT in the response:\n{}", d.raw));
+    line.split("flags:")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_do_bit_is_echoed_and_never_replayed_to_the_other_kind() {
+    each_way(|what, ask| {
+        for (name, rtype, status, answers) in [
+            ("httpbin.bar.global", "A", "NOERROR", 1),
+            ("httpbin.bar.global", "TXT", "NOERROR", 0),
+            ("nope.bar.global", "A", "NXDOMAIN", 0),
+        ] {
+            // Alternating, twice: each kind of answer is cached by the fast path on first use.
+            for dnssec in [false, true, false, true] {
+                let mut args = vec![name, rtype];
+                if dnssec {
+                    args.push("+dnssec");
+                }
+                let d = ask(&args);
+                let w = format!("{what} {name} {rtype} +dnssec={dnssec}");
+                assert_eq!(d.status, status, "{w}:\n{}", d.raw);
+                let expected = if dnssec { "do" } else { "" };
+                assert_eq!(edns_flags(&d), expected, "{w}:\n{}", d.raw);
+                // Unsigned: the same records either way, no RRSIG.
+                assert_eq!(d.answer.len(), answers, "{w}:\n{}", d.raw);
+                assert!(!d.raw.contains("RRSIG"), "{w}:\n{}", d.raw);
+            }
+        }
+    });
+}
