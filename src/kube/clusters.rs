@@ -5,10 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hasher;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
@@ -16,7 +14,9 @@ use kube::{Api, Client, Config};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::{source, source_name, writeback, Context};
+use super::source::{self, Sent};
+use super::watch::{self, Plain, Reporter, Step, Watch};
+use super::{source_name, writeback, Context};
 use crate::metrics::ClusterLabels;
 use crate::source::SourceEvent;
 
@@ -58,17 +58,6 @@ pub async fn client_for(src: &ConfigSource) -> Result<Client> {
         }
     };
     Ok(Client::try_from(config)?)
-}
-
-/// What one cluster's watch has sent to the engine, shared across the tasks that successively
-/// watch it (a remote secret replaced while running), so that a new task can withdraw what the
-/// old one sent and the new one no longer sees.
-#[derive(Default)]
-pub struct Sent {
-    /// Units (namespaces) the engine holds for this cluster.
-    pub units: BTreeSet<String>,
-    /// Set when the cluster is taken out: nothing may be sent after its RemoveCluster.
-    pub closed: bool,
 }
 
 struct Running {
@@ -123,7 +112,10 @@ impl Manager {
                 Arc::new(Mutex::new(Sent::default()))
             }
         };
-        let view = self.views.as_ref().map(|v| v.for_cluster(name));
+        let view = self
+            .views
+            .as_ref()
+            .map(|v| v.for_cluster(name, client.clone()));
         let handle = self.rt.spawn(source::run(source::ClusterTask {
             name: name.to_string(),
             client,
@@ -269,61 +261,41 @@ pub async fn run_remote_secrets(
     manager: Arc<Manager>,
     fixed: BTreeSet<String>,
 ) {
-    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    let plain = Plain {
+        api: Api::<Secret>::namespaced(client, &namespace),
+        config: watcher::Config::default()
+            .labels(REMOTE_SECRET_LABEL)
+            .timeout(watch::WATCH_TIMEOUT_SECS),
+    };
+    let report = Reporter::new(SECRETS_SOURCE, manager.ctx.health.clone());
+    let mut watch = Watch::new(plain, report);
     let mut secrets: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut have: BTreeSet<String> = BTreeSet::new();
     let mut synced = false;
-    let mut backoff = Duration::from_millis(250);
-    let health = manager.ctx.health.clone();
-    loop {
-        let cfg = watcher::Config::default()
-            .labels(REMOTE_SECRET_LABEL)
-            .timeout(source::WATCH_TIMEOUT_SECS);
-        let mut stream = watcher(api.clone(), cfg).boxed();
-        let mut listing: Option<BTreeMap<String, BTreeMap<String, String>>> = None;
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Init) => listing = Some(BTreeMap::new()),
-                Ok(watcher::Event::InitApply(s)) => {
-                    if let Some(l) = listing.as_mut() {
-                        l.insert(
-                            s.metadata.name.clone().unwrap_or_default(),
-                            secret_clusters(&s),
-                        );
-                    }
-                }
-                Ok(watcher::Event::InitDone) => {
-                    secrets = listing.take().unwrap_or_default();
-                    reconcile(&manager, &desired(&secrets, &fixed), &mut have, !synced).await;
-                    if !synced {
-                        synced = true;
-                        let _ = manager
-                            .ctx
-                            .tx
-                            .send(SourceEvent::Synced(SECRETS_SOURCE.into()));
-                    }
-                    health.set_stale(SECRETS_SOURCE, None);
-                    backoff = Duration::from_millis(250);
-                }
-                Ok(watcher::Event::Apply(s)) => {
-                    secrets.insert(
-                        s.metadata.name.clone().unwrap_or_default(),
-                        secret_clusters(&s),
-                    );
-                    reconcile(&manager, &desired(&secrets, &fixed), &mut have, false).await;
-                }
-                Ok(watcher::Event::Delete(s)) => {
-                    secrets.remove(s.metadata.name.as_deref().unwrap_or_default());
-                    reconcile(&manager, &desired(&secrets, &fixed), &mut have, false).await;
-                }
-                Err(e) => {
-                    warn!(error = %e, %namespace, "remote secrets watch failed; keeping the clusters it named, retrying");
-                    health.set_stale(SECRETS_SOURCE, Some(format!("watch failed: {e}")));
-                    break;
-                }
+    let name = |s: &Secret| s.metadata.name.clone().unwrap_or_default();
+    while let Some(step) = watch.next().await {
+        let gated = match step {
+            Step::Replaced(list) => {
+                secrets = list.iter().map(|s| (name(s), secret_clusters(s))).collect();
+                !synced
             }
+            Step::Applied(s) => {
+                secrets.insert(name(&s), secret_clusters(&s));
+                false
+            }
+            Step::Deleted(s) => {
+                secrets.remove(&name(&s));
+                false
+            }
+            Step::Settled => continue,
+        };
+        reconcile(&manager, &desired(&secrets, &fixed), &mut have, gated).await;
+        if gated {
+            synced = true;
+            let _ = manager
+                .ctx
+                .tx
+                .send(SourceEvent::Synced(SECRETS_SOURCE.into()));
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(source::MAX_BACKOFF);
     }
 }

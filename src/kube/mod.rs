@@ -8,7 +8,9 @@
 pub mod clusters;
 pub mod crd;
 pub mod source;
+pub mod state;
 pub mod store;
+pub mod watch;
 pub mod writeback;
 
 use std::collections::BTreeSet;

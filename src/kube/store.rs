@@ -26,11 +26,10 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Precon
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use serde_json::json;
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::crd::{claim_name, VipClaim, VipClaimSpec};
-use super::source::{MAX_BACKOFF, WATCH_TIMEOUT_SECS};
+use super::watch::{Plain, Reporter, Step, Watch, WATCH_TIMEOUT_SECS};
 use super::Context;
 use crate::alloc::store::{Commit, Listener, Store};
 use crate::alloc::{Allocation, Change, Table};
@@ -39,8 +38,6 @@ use crate::alloc::{Allocation, Change, Table};
 const PARALLEL: usize = 16;
 /// Bound on one API request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Watch events this close together are one change.
-const SETTLE: Duration = Duration::from_millis(20);
 
 /// One claim as the store knows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -611,65 +608,35 @@ async fn watch(
     name: String,
     listener: Listener,
 ) {
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let cfg = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
-        let mut stream = watcher(api.clone(), cfg).boxed();
-        let mut listing: Option<Vec<VipClaim>> = None;
-        let mut deadline: Option<Instant> = None;
-        loop {
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, stream.next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        deadline = None;
-                        publish(&api, &cache, &listener).await;
-                        continue;
+    let plain = Plain {
+        api: api.clone(),
+        config: watcher::Config::default().timeout(WATCH_TIMEOUT_SECS),
+    };
+    let mut watch = Watch::new(plain, Reporter::new(&name, ctx.health.clone()));
+    while let Some(step) = watch.next().await {
+        match step {
+            Step::Replaced(objs) => {
+                {
+                    let mut c = cache.lock().unwrap();
+                    let mut fresh = Cache {
+                        last_sent: std::mem::take(&mut c.last_sent),
+                        ..Default::default()
+                    };
+                    for o in &objs {
+                        fresh.apply(o);
                     }
-                },
-                None => stream.next().await,
-            };
-            let Some(ev) = next else { break };
-            match ev {
-                Ok(watcher::Event::Init) => listing = Some(Vec::new()),
-                Ok(watcher::Event::InitApply(o)) => listing.get_or_insert_with(Vec::new).push(o),
-                Ok(watcher::Event::InitDone) => {
-                    let objs = listing.take().unwrap_or_default();
-                    {
-                        let mut c = cache.lock().unwrap();
-                        let mut fresh = Cache {
-                            last_sent: std::mem::take(&mut c.last_sent),
-                            ..Default::default()
-                        };
-                        for o in &objs {
-                            fresh.apply(o);
-                        }
-                        *c = fresh;
-                    }
-                    ctx.health.set_stale(&name, None);
-                    backoff = Duration::from_millis(250);
-                    publish(&api, &cache, &listener).await;
+                    *c = fresh;
                 }
-                Ok(watcher::Event::Apply(o)) => {
-                    cache.lock().unwrap().apply(&o);
-                    deadline.get_or_insert_with(|| Instant::now() + SETTLE);
-                }
-                Ok(watcher::Event::Delete(o)) => {
-                    if let Some(n) = o.metadata.name.as_deref() {
-                        cache.lock().unwrap().remove(n, o.metadata.uid.as_deref());
-                    }
-                    deadline.get_or_insert_with(|| Instant::now() + SETTLE);
-                }
-                Err(e) => {
-                    warn!(error = %e, "allocation store watch failed; retrying");
-                    ctx.health
-                        .set_stale(&name, Some(format!("watch failed: {e}")));
-                    break;
+                publish(&api, &cache, &listener).await;
+            }
+            Step::Applied(o) => cache.lock().unwrap().apply(&o),
+            Step::Deleted(o) => {
+                if let Some(n) = o.metadata.name.as_deref() {
+                    cache.lock().unwrap().remove(n, o.metadata.uid.as_deref());
                 }
             }
+            Step::Settled => publish(&api, &cache, &listener).await,
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

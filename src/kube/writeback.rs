@@ -6,32 +6,38 @@
 //! VIP ranges (Istio's allocator, a user) is left alone, and every patch carries the
 //! `resourceVersion` it was computed from, so a concurrent writer makes it fail (409) instead of
 //! being overwritten; the watch then brings the new state and the decision is taken again.
+//!
+//! Write-back keeps its own view of each cluster's objects, fed the steps of the cluster's watch,
+//! and is woken by every published snapshot and by every change the watches act on.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::crd;
+use super::watch::Step;
 use super::Context;
 use crate::metrics::WriteLabels;
 use crate::serviceentry::{normalise_name, parse_host_address};
 use crate::zone::Snapshot;
 
-/// How often the published snapshot and the watched objects are looked at.
-const POLL: Duration = Duration::from_millis(100);
 const PARALLEL: usize = 8;
 /// A failed write (not a conflict) is tried again after this long.
 const RETRY: Duration = Duration::from_secs(5);
 
 /// What write-back needs to know of one ServiceEntry.
 #[derive(Clone, Debug, PartialEq)]
-struct Obj {
+pub struct Obj {
+    /// The ServiceEntry version it was read at (the one the cluster serves).
+    version: String,
     resource_version: String,
     hosts: Vec<String>,
     has_spec_addresses: bool,
@@ -39,26 +45,9 @@ struct Obj {
     status: Vec<(String, Option<String>)>,
 }
 
-#[derive(Default)]
-struct ViewInner {
-    /// The cluster's client and the ServiceEntry version it serves.
-    api: Option<(kube::Client, ApiResource)>,
-    objects: BTreeMap<(String, String), Obj>,
-}
-
-/// One cluster's ServiceEntries, kept by its source for write-back.
-#[derive(Clone)]
-pub struct View {
-    inner: Arc<Mutex<ViewInner>>,
-    generation: Arc<AtomicU64>,
-}
-
-impl View {
-    pub fn set_api(&self, client: kube::Client, resource: ApiResource) {
-        self.inner.lock().unwrap().api = Some((client, resource));
-    }
-
-    pub fn upsert(&self, obj: &DynamicObject) {
+impl Obj {
+    /// From the object as read at `api_version` (`networking.istio.io/v1`).
+    pub fn from_object(obj: &DynamicObject, api_version: &str) -> Obj {
         let get = |p: &str| obj.data.pointer(p).and_then(|v| v.as_array());
         let strings = |p: &str| -> Vec<String> {
             get(p)
@@ -77,7 +66,11 @@ impl View {
                 ))
             })
             .collect();
-        let o = Obj {
+        Obj {
+            version: api_version
+                .rsplit_once('/')
+                .map_or(api_version, |(_, v)| v)
+                .to_string(),
             resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
             hosts: strings("/spec/hosts")
                 .iter()
@@ -85,33 +78,68 @@ impl View {
                 .collect(),
             has_spec_addresses: !strings("/spec/addresses").is_empty(),
             status,
-        };
-        let key = (
-            obj.metadata.namespace.clone().unwrap_or_default(),
-            obj.metadata.name.clone().unwrap_or_default(),
-        );
-        self.inner.lock().unwrap().objects.insert(key, o);
+        }
     }
+}
 
-    pub fn delete(&self, ns: &str, name: &str) {
-        self.inner
-            .lock()
-            .unwrap()
-            .objects
-            .remove(&(ns.to_string(), name.to_string()));
-    }
+pub type Key = (String, String);
 
-    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
-        self.inner
-            .lock()
-            .unwrap()
-            .objects
-            .retain(|(ns, name), _| keep(ns, name));
-    }
+#[derive(Default)]
+struct ViewInner {
+    client: Option<kube::Client>,
+    objects: BTreeMap<Key, Obj>,
+    /// Objects changed since write-back last looked; `all`: every one (a new list).
+    dirty: BTreeSet<Key>,
+    all: bool,
+}
 
-    /// Tells the write-back loop to look again.
-    pub fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
+/// An object of a cluster's watch, as far as write-back is concerned.
+pub trait Watched {
+    /// (namespace, name).
+    fn key(&self) -> Key;
+    /// What write-back needs of it (None: nothing, as for a deleted object).
+    fn take(&mut self) -> Option<Obj>;
+}
+
+/// One cluster's ServiceEntries as write-back sees them, fed the steps of the cluster's watch.
+#[derive(Clone)]
+pub struct View {
+    inner: Arc<Mutex<ViewInner>>,
+    changed: Arc<Notify>,
+}
+
+impl View {
+    /// Takes what write-back needs from a step of the cluster's watch; wakes write-back when the
+    /// step is one the source acts on (a full list, a settled batch).
+    pub fn apply(&self, step: &mut Step<impl Watched>) {
+        let mut v = self.inner.lock().unwrap();
+        match step {
+            Step::Replaced(list) => {
+                v.objects = list
+                    .iter_mut()
+                    .filter_map(|s| Some((s.key(), s.take()?)))
+                    .collect();
+                v.all = true;
+                v.dirty.clear();
+            }
+            Step::Applied(s) => {
+                let key = s.key();
+                match s.take() {
+                    Some(o) => v.objects.insert(key.clone(), o),
+                    None => v.objects.remove(&key),
+                };
+                v.dirty.insert(key);
+            }
+            Step::Deleted(s) => {
+                let key = s.key();
+                v.objects.remove(&key);
+                v.dirty.insert(key);
+            }
+            Step::Settled => {}
+        }
+        if matches!(step, Step::Replaced(_) | Step::Settled) {
+            self.changed.notify_one();
+        }
     }
 }
 
@@ -119,18 +147,19 @@ impl View {
 #[derive(Clone, Default)]
 pub struct Views {
     clusters: Arc<Mutex<BTreeMap<String, View>>>,
-    generation: Arc<AtomicU64>,
+    changed: Arc<Notify>,
 }
 
 impl Views {
-    pub fn for_cluster(&self, name: &str) -> View {
+    /// The view of `name`, patched through `client` (a cluster re-added gets its new client).
+    pub fn for_cluster(&self, name: &str, client: kube::Client) -> View {
         let mut c = self.clusters.lock().unwrap();
-        c.entry(name.to_string())
-            .or_insert_with(|| View {
-                inner: Arc::default(),
-                generation: self.generation.clone(),
-            })
-            .clone()
+        let view = c.entry(name.to_string()).or_insert_with(|| View {
+            inner: Arc::default(),
+            changed: self.changed.clone(),
+        });
+        view.inner.lock().unwrap().client = Some(client);
+        view.clone()
     }
 
     pub fn remove(&self, name: &str) {
@@ -192,106 +221,161 @@ pub fn status_patch(resource_version: &str, addresses: &[(String, String)]) -> s
     })
 }
 
-/// Watches the snapshot and the clusters' objects, and writes what is missing.
+/// (cluster, namespace, name, resourceVersion) of an object write-back tried to patch.
+type Tried = (String, String, String, String);
+
+/// One patch to send.
+struct Job {
+    cluster: String,
+    namespace: String,
+    name: String,
+    api: Api<DynamicObject>,
+    resource_version: String,
+    want: Vec<(String, String)>,
+}
+
+/// Writes what is missing: every object against each newly published snapshot, the objects a
+/// cluster's watch changed against the current one, and failed writes again when they are due.
 pub async fn run(views: Views, ctx: Arc<Context>) {
-    let mut last_snap: Option<Arc<Snapshot>> = None;
-    let mut last_gen = u64::MAX;
-    // (cluster, namespace, name, resourceVersion) tried, and when it may be tried again: a
-    // success or a conflict changes the resourceVersion; a failure (e.g. RBAC) is retried.
-    let mut tried: BTreeMap<(String, String, String, String), Instant> = BTreeMap::new();
-    let mut last_pass = Instant::now();
+    let mut published = ctx.snapshot.subscribe();
+    // When each object may be tried again: a success or a conflict changes the resourceVersion;
+    // a failure (e.g. RBAC) is retried after RETRY.
+    let mut tried: BTreeMap<Tried, Instant> = BTreeMap::new();
+    // The snapshot every object was last looked at against.
+    let mut checked: Option<u64> = None;
+    let mut retry_due = false;
     info!("write-back of status.addresses enabled");
     loop {
-        tokio::time::sleep(POLL).await;
+        published.borrow_and_update();
         let snap = ctx.snapshot.load_full();
-        let gen = views.generation.load(Ordering::Relaxed);
-        let unchanged =
-            gen == last_gen && last_snap.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snap));
-        if !snap.loaded || (unchanged && last_pass.elapsed() < RETRY) {
-            continue;
+        if snap.loaded {
+            let full = retry_due || checked != Some(snap.generation);
+            let jobs = collect(&views, &snap, &ctx.ranges, full, &mut tried);
+            write(jobs, &ctx).await;
+            if full {
+                checked = Some(snap.generation);
+            }
+            // Every object was looked at against this snapshot and every write has finished.
+            ctx.metrics.writeback_serial.set(i64::from(snap.serial));
         }
-        last_pass = Instant::now();
-        last_gen = gen;
-        last_snap = Some(snap.clone());
-
-        let clusters: Vec<(String, View)> = views
-            .clusters
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut jobs = Vec::new();
-        let mut live = BTreeSet::new();
-        for (cluster, view) in clusters {
-            let inner = view.inner.lock().unwrap();
-            let Some((client, resource)) = inner.api.clone() else {
-                continue;
-            };
-            for ((ns, name), obj) in &inner.objects {
-                let key = (
-                    cluster.clone(),
-                    ns.clone(),
-                    name.clone(),
-                    obj.resource_version.clone(),
-                );
-                live.insert(key.clone());
-                if tried.get(&key).is_some_and(|t| *t > Instant::now()) {
-                    continue;
-                }
-                if let Some(want) = desired(obj, &snap, &ctx.ranges) {
-                    tried.insert(key, Instant::now() + RETRY);
-                    let api: Api<DynamicObject> =
-                        Api::namespaced_with(client.clone(), ns, &resource);
-                    jobs.push((
-                        cluster.clone(),
-                        ns.clone(),
-                        name.clone(),
-                        api,
-                        obj.clone(),
-                        want,
-                    ));
+        let next_retry = tried.values().min().copied();
+        retry_due = false;
+        tokio::select! {
+            r = published.changed() => {
+                if r.is_err() {
+                    return;
                 }
             }
+            () = views.changed.notified() => {}
+            () = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now)), if next_retry.is_some() => {
+                retry_due = true;
+            }
         }
-        tried.retain(|k, _| live.contains(k));
-        let metrics = &ctx.metrics;
-        futures_util::stream::iter(jobs)
-            .for_each_concurrent(PARALLEL, |(cluster, ns, name, api, obj, want)| async move {
-                let patch = status_patch(&obj.resource_version, &want);
-                let res = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-                )
-                .await;
-                let result = match res {
-                    Ok(Ok(_)) => {
-                        let values: Vec<&str> = want.iter().map(|(v, _)| v.as_str()).collect();
-                        info!(%cluster, object = %format!("{ns}/{name}"), addresses = %values.join(","), "wrote VIPs to status.addresses");
-                        "written"
-                    }
-                    Ok(Err(kube::Error::Api(s))) if s.is_conflict() => {
-                        debug!(%cluster, object = %format!("{ns}/{name}"), "status changed meanwhile; not overwritten, will look again");
-                        "conflict"
-                    }
-                    Ok(Err(e)) => {
-                        warn!(%cluster, object = %format!("{ns}/{name}"), error = %e, "status write-back failed");
-                        "failed"
-                    }
-                    Err(_) => {
-                        warn!(%cluster, object = %format!("{ns}/{name}"), "status write-back timed out");
-                        "timeout"
-                    }
-                };
-                metrics
-                    .status_writes
-                    .get_or_create(&WriteLabels { cluster, result })
-                    .inc();
-            })
-            .await;
-        // Every object was looked at against this snapshot and every write has finished.
-        metrics.writeback_serial.set(i64::from(snap.serial));
     }
+}
+
+/// The patches to send: for every object (`full`, or a view that was listed again), else for the
+/// objects changed since the last pass.
+fn collect(
+    views: &Views,
+    snap: &Snapshot,
+    ranges: &[ipnet::IpNet],
+    full: bool,
+    tried: &mut BTreeMap<Tried, Instant>,
+) -> Vec<Job> {
+    let clusters: Vec<(String, View)> = views
+        .clusters
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let now = Instant::now();
+    let mut jobs = Vec::new();
+    let mut live = BTreeSet::new();
+    for (cluster, view) in clusters {
+        let mut v = view.inner.lock().unwrap();
+        let all = std::mem::take(&mut v.all) | full;
+        let dirty = std::mem::take(&mut v.dirty);
+        let Some(client) = v.client.clone() else {
+            continue;
+        };
+        let objects: Box<dyn Iterator<Item = (&Key, &Obj)>> = if all {
+            Box::new(v.objects.iter())
+        } else {
+            Box::new(dirty.iter().filter_map(|k| v.objects.get_key_value(k)))
+        };
+        for ((ns, name), obj) in objects {
+            let key = (
+                cluster.clone(),
+                ns.clone(),
+                name.clone(),
+                obj.resource_version.clone(),
+            );
+            if full {
+                live.insert(key.clone());
+            }
+            if tried.get(&key).is_some_and(|t| *t > now) {
+                continue;
+            }
+            if let Some(want) = desired(obj, snap, ranges) {
+                tried.insert(key, now + RETRY);
+                let resource = crd::serviceentry_resource(&obj.version);
+                jobs.push(Job {
+                    cluster: cluster.clone(),
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    api: Api::namespaced_with(client.clone(), ns, &resource),
+                    resource_version: obj.resource_version.clone(),
+                    want,
+                });
+            }
+        }
+    }
+    if full {
+        tried.retain(|k, _| live.contains(k));
+    }
+    // Absent means "may be tried": only future retries are kept (and waited for).
+    tried.retain(|_, t| *t > now);
+    jobs
+}
+
+async fn write(jobs: Vec<Job>, ctx: &Context) {
+    let metrics = &ctx.metrics;
+    futures_util::stream::iter(jobs)
+        .for_each_concurrent(PARALLEL, |job| async move {
+            let Job { cluster, namespace: ns, name, api, resource_version, want } = job;
+            let patch = status_patch(&resource_version, &want);
+            let res = tokio::time::timeout(
+                Duration::from_secs(10),
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await;
+            let result = match res {
+                Ok(Ok(_)) => {
+                    let values: Vec<&str> = want.iter().map(|(v, _)| v.as_str()).collect();
+                    info!(%cluster, object = %format!("{ns}/{name}"), addresses = %values.join(","), "wrote VIPs to status.addresses");
+                    "written"
+                }
+                Ok(Err(kube::Error::Api(s))) if s.is_conflict() => {
+                    debug!(%cluster, object = %format!("{ns}/{name}"), "status changed meanwhile; not overwritten, will look again");
+                    "conflict"
+                }
+                Ok(Err(e)) => {
+                    warn!(%cluster, object = %format!("{ns}/{name}"), error = %e, "status write-back failed");
+                    "failed"
+                }
+                Err(_) => {
+                    warn!(%cluster, object = %format!("{ns}/{name}"), "status write-back timed out");
+                    "timeout"
+                }
+            };
+            metrics
+                .status_writes
+                .get_or_create(&WriteLabels { cluster, result })
+                .inc();
+        })
+        .await;
 }
 
 #[cfg(test)]
