@@ -28,6 +28,8 @@ fn host(addresses: &[&str], ports: &[(&str, Transport, u16)], wildcard: bool) ->
             })
             .collect(),
         objects: vec![],
+        rule: None,
+        conflict: None,
     }
 }
 
