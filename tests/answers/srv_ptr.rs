@@ -23,18 +23,7 @@ fn srv_data(m: &Message) -> Vec<(u16, u16, u16, String)> {
 }
 
 fn additional_addrs(m: &Message, owner: &str) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = m
-        .additionals
-        .iter()
-        .filter(|r| r.name == name(owner))
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
+    record_addrs(m.additionals.iter().filter(|r| r.name == name(owner)))
 }
 
 #[test]

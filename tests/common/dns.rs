@@ -10,7 +10,7 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -78,11 +78,10 @@ pub fn udp_ask(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
     panic!("no DNS answer from {server} for {name} {rtype}");
 }
 
-/// The A and AAAA addresses in a response's answer section, sorted.
-pub fn answer_addrs(m: &Message) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = m
-        .answers
-        .iter()
+/// The addresses of the A and AAAA records among `records`, sorted.
+pub fn record_addrs<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = records
+        .into_iter()
         .filter_map(|r| match &r.data {
             RData::A(a) => Some(IpAddr::V4(a.0)),
             RData::AAAA(a) => Some(IpAddr::V6(a.0)),
@@ -93,26 +92,17 @@ pub fn answer_addrs(m: &Message) -> Vec<IpAddr> {
     v
 }
 
-/// The A addresses in a response's answer section, sorted.
-pub fn a_addresses(m: &Message) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
+/// The A and AAAA addresses in a response's answer section, sorted.
+pub fn answer_addrs(m: &Message) -> Vec<IpAddr> {
+    record_addrs(&m.answers)
 }
 
-/// The A addresses of `host` from a response: None on NXDOMAIN, Some(sorted) on NOERROR; any
-/// other rcode fails the test.
+/// The addresses of `host` from the response to its A question: None on NXDOMAIN, Some(sorted)
+/// on NOERROR; any other rcode fails the test.
 pub fn a_answer(m: &Message, host: &str) -> Option<Vec<IpAddr>> {
     match m.metadata.response_code {
         ResponseCode::NXDomain => None,
-        ResponseCode::NoError => Some(a_addresses(m)),
+        ResponseCode::NoError => Some(answer_addrs(m)),
         rc => panic!("{host}: unexpected rcode {rc:?}"),
     }
 }
@@ -124,7 +114,8 @@ pub fn udp_a(server: SocketAddr, host: &str) -> Option<Vec<IpAddr>> {
 
 /// One A question for `host` with hickory's client over `transport`. See [`a_answer`].
 pub fn query_a(server: SocketAddr, transport: Transport, host: &str) -> Option<Vec<IpAddr>> {
-    a_answer(&query(server, transport, host, RecordType::A), host)
+    let m = query(server, transport, &format!("{host}."), RecordType::A);
+    a_answer(&m, host)
 }
 
 /// The one A record of a VIP host over UDP: None on NXDOMAIN; anything but a single IPv4 address
