@@ -97,6 +97,15 @@ pub fn answer_addrs(m: &Message) -> Vec<IpAddr> {
     record_addrs(&m.answers)
 }
 
+/// The A addresses in a response's answer section, sorted.
+pub fn a_addresses(m: &Message) -> Vec<IpAddr> {
+    record_addrs(
+        m.answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::A),
+    )
+}
+
 /// The addresses of `host` from the response to its A question: None on NXDOMAIN, Some(sorted)
 /// on NOERROR; any other rcode fails the test.
 pub fn a_answer(m: &Message, host: &str) -> Option<Vec<IpAddr>> {
