@@ -6,7 +6,7 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -100,26 +100,6 @@ fn vip_in(field: &str) -> Ipv4Addr {
         .find_map(|a| a.strip_suffix(" (vip)"))
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no IPv4 VIP in {field:?}"))
-}
-
-fn a_of(server: SocketAddr, host: &str) -> Vec<Ipv4Addr> {
-    let m = query(server, Transport::Udp, &format!("{host}."), RecordType::A);
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect()
-}
-
-fn fnv1a64(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 fn copy_into(zones: &Path, file: &str) {
@@ -310,18 +290,18 @@ fn check_shows_the_servers_vips_with_state_dir_and_never_writes_it() {
     );
     let s = Server::start(&zones, &state, &[]);
     let x = eventually(Duration::from_secs(5), "squatter served", || {
-        a_of(s.dns, &squatter).first().copied()
+        a_of(s.dns, &squatter)
     });
     copy_into(&zones, "valid.yaml");
     let httpbin = eventually(Duration::from_secs(5), "httpbin served", || {
-        a_of(s.dns, "httpbin.bar.global").first().copied()
+        a_of(s.dns, "httpbin.bar.global")
     });
     assert_ne!(httpbin, x);
     std::fs::remove_file(zones.join("squat.yaml")).unwrap();
     eventually(Duration::from_secs(5), "squatter gone", || {
-        a_of(s.dns, &squatter).is_empty().then_some(())
+        a_of(s.dns, &squatter).is_none().then_some(())
     });
-    let resolver = a_of(s.dns, "resolver.infra.global")[0];
+    let resolver = a_of(s.dns, "resolver.infra.global").unwrap();
     let before = std::fs::read(state.join("allocations.json")).unwrap();
 
     // Without the state: a fresh allocation (httpbin on its preferred slot, the squatter's).
@@ -370,14 +350,12 @@ fn allocations_prints_the_table_and_json_after_a_server_ran() {
     let s = Server::start(&zones, &state, &[]);
     let mut vips = BTreeMap::new();
     for h in hosts {
-        let ip = eventually(Duration::from_secs(5), "served", || {
-            a_of(s.dns, h).first().copied()
-        });
+        let ip = eventually(Duration::from_secs(5), "served", || a_of(s.dns, h));
         vips.insert(h, ip);
     }
     std::fs::remove_file(zones.join("gone.yaml")).unwrap();
     eventually(Duration::from_secs(5), "gone withdrawn", || {
-        a_of(s.dns, hosts[2]).is_empty().then_some(())
+        a_of(s.dns, hosts[2]).is_none().then_some(())
     });
     let st = state.display().to_string();
 
@@ -485,13 +463,11 @@ fn zonefile_matches_what_the_server_answers() {
         "shared.mesh.global",
         "west-only.mesh.global",
     ];
-    let mut answers: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+    let mut answers: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
     for h in served {
-        let mut a = eventually(Duration::from_secs(5), "served", || {
-            let a = a_of(s.dns, h);
-            (!a.is_empty()).then_some(a)
+        let a = eventually(Duration::from_secs(5), "served", || {
+            udp_a(s.dns, h).filter(|a| !a.is_empty())
         });
-        a.sort();
         answers.insert(h, a);
     }
     let soa = dig(s.dns, &["global", "SOA"]);
@@ -533,7 +509,7 @@ fn zonefile_matches_what_the_server_answers() {
     assert_eq!(soa_fields[3..], live_soa[7..], "SOA timers");
 
     for (h, ips) in &answers {
-        let mut z: Vec<Ipv4Addr> = recs
+        let mut z: Vec<IpAddr> = recs
             .iter()
             .filter(|r| r.0 == format!("{h}.") && r.2 == "A")
             .map(|r| r.3.parse().unwrap())
@@ -556,7 +532,7 @@ fn zonefile_matches_what_the_server_answers() {
         "{global}"
     );
     // The VIP's PTR is in the reverse zone of the range.
-    let vip = answers["httpbin.bar.global"][0].octets();
+    let vip = v4_of(&answers["httpbin.bar.global"]).unwrap().octets();
     let ptr_owner = format!("{}.{}.10.240.in-addr.arpa.", vip[3], vip[2]);
     assert!(
         text.lines().any(|l| l.starts_with(&ptr_owner)

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,16 +15,6 @@ use rand::{Rng, SeedableRng};
 const ROUNDS: usize = 25;
 const BATCH: usize = 50;
 const RANGE: &str = "240.10.0.0/16";
-
-/// One A question over UDP: Some(ip) / None (NXDOMAIN).
-fn a_of(server: SocketAddr, host: &str) -> Option<Ipv4Addr> {
-    let ips = common::udp_a(server, host)?;
-    assert_eq!(ips.len(), 1, "{host}: one A record expected: {ips:?}");
-    match ips[0] {
-        std::net::IpAddr::V4(v4) => Some(v4),
-        other => panic!("{host}: {other} is not IPv4"),
-    }
-}
 
 /// Reads the store (`allocations.json` + `allocations.log`) and checks it the way the server
 /// must at start: documented format, one row per host, one host per IP, every IP usable in the
@@ -55,40 +45,6 @@ fn validated_store(state: &Path, round: usize) -> BTreeMap<String, (Ipv4Addr, bo
     out
 }
 
-fn batch_yaml(hosts: &[String]) -> String {
-    hosts
-        .iter()
-        .map(|h| {
-            let name = h.split('.').next().unwrap();
-            se(name, "burst", &[h.as_str()], &[], "")
-        })
-        .collect::<Vec<_>>()
-        .join("---\n")
-}
-
-fn served_vips(s: &Server) -> Option<BTreeMap<String, Ipv4Addr>> {
-    let (code, body) = s.get("/debug/hosts");
-    if code != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    let mut out = BTreeMap::new();
-    for (h, r) in v["hosts"].as_object()? {
-        if r["served"] != true {
-            continue;
-        }
-        let ip = r["addresses"]
-            .as_array()?
-            .iter()
-            .find(|a| a["source"] == "vip")?["address"]
-            .as_str()?
-            .parse()
-            .ok()?;
-        out.insert(h.clone(), ip);
-    }
-    Some(out)
-}
-
 #[test]
 fn sigkill_during_allocation_bursts_loses_no_served_vip() {
     let (_t, zones, state) = dirs();
@@ -112,7 +68,7 @@ fn sigkill_during_allocation_bursts_loses_no_served_vip() {
         let written = Instant::now();
         write_file(
             &zones.join(format!("batch-{round:02}.yaml")),
-            &batch_yaml(&hosts),
+            &entries_yaml(&hosts),
         );
         let mut seen_this_round = BTreeMap::new();
         let mut i = 0;
@@ -163,7 +119,11 @@ fn sigkill_during_allocation_bursts_loses_no_served_vip() {
             Duration::from_secs(10),
             "every host of every batch served after restart",
             || {
-                let v = served_vips(&s)?;
+                // Every served host with its IPv4 VIP; none yet for one of them: ask again.
+                let v: BTreeMap<String, Ipv4Addr> = served_vips(&s)?
+                    .into_iter()
+                    .map(|(h, vips)| Some((h, v4_of(&vips)?)))
+                    .collect::<Option<_>>()?;
                 (v.len() == all_hosts.len()).then_some(v)
             },
         );

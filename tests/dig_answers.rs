@@ -1,20 +1,10 @@
 //! The core answer rules of DESIGN §3 as an operator sees them: through the real `dig`, over UDP and
-//! TCP (`+tcp`). Same fixture as tests/answers.rs (`tests/data/answers/`).
+//! TCP (`+tcp`). Same fixture as tests/answers/ (`tests/data/answers/`).
 
 mod common;
 use common::*;
 
 use std::net::IpAddr;
-
-use ipnet::IpNet;
-
-fn start_with(extra_flags: &[&str], extra_files: &[(&str, String)]) -> (tempfile::TempDir, Server) {
-    start_fixture(extra_flags, extra_files)
-}
-
-fn start(extra_flags: &[&str]) -> (tempfile::TempDir, Server) {
-    start_with(extra_flags, &[])
-}
 
 /// The two ways to ask: plain (UDP) and `+tcp`.
 const MODES: [&[&str]; 2] = [&[], &["+tcp"]];
@@ -69,12 +59,6 @@ fn rows(section: &[Vec<String>]) -> Vec<(String, u32, String, String)> {
     v
 }
 
-fn sorted_data(d: &Dig) -> Vec<String> {
-    let mut v = d.answer_data();
-    v.sort();
-    v
-}
-
 fn positive(d: &Dig, owner: &str, rtype: &str, ttl: u32, what: &str) -> Vec<String> {
     assert_eq!(d.status, "NOERROR", "{what}:\n{}", d.raw);
     assert_aa(d, what);
@@ -107,15 +91,12 @@ fn negative(d: &Dig, status: &str, zone: &str, ttl: u32, what: &str) {
 }
 
 fn in_vip_range(a: &str) -> bool {
-    "240.10.0.0/16"
-        .parse::<IpNet>()
-        .unwrap()
-        .contains(&a.parse::<IpAddr>().unwrap())
+    vip_range().contains(&a.parse::<IpAddr>().unwrap())
 }
 
 #[test]
 fn dig_positive_answers() {
-    let (_t, s) = start(&[]);
+    let (_t, s) = fixture(&[]);
     let mut vips = Vec::new();
     for mode in MODES {
         let w = |x: &str| format!("{mode:?} {x}");
@@ -156,7 +137,7 @@ fn dig_positive_answers() {
 
 #[test]
 fn dig_negative_answers() {
-    let (_t, s) = start(&["--ttl", "12"]);
+    let (_t, s) = fixture(&["--ttl", "12"]);
     for mode in MODES {
         let w = |x: &str| format!("{mode:?} {x}");
         for (qname, rtype, status) in [
@@ -190,7 +171,7 @@ fn dig_negative_answers() {
 
 #[test]
 fn dig_wildcards() {
-    let (_t, s) = start(&[]);
+    let (_t, s) = fixture(&[]);
     for mode in MODES {
         let w = |x: &str| format!("{mode:?} {x}");
         let d = dig_in(&s, mode, &["deep.er.wild.global", "A"]);
@@ -221,7 +202,7 @@ fn dig_wildcards() {
 
 #[test]
 fn dig_apex_srv_ptr_any() {
-    let (_t, s) = start(&[]);
+    let (_t, s) = fixture(&[]);
     for mode in MODES {
         let w = |x: &str| format!("{mode:?} {x}");
         let d = dig_in(&s, mode, &["global", "SOA"]);
@@ -293,7 +274,7 @@ fn dig_apex_srv_ptr_any() {
 
 #[test]
 fn dig_question_keeps_its_case() {
-    let (_t, s) = start(&[]);
+    let (_t, s) = fixture(&[]);
     for mode in MODES {
         let d = dig_in(&s, mode, &["HttpBin.Bar.Global", "A"]);
         assert_eq!(d.question.len(), 1, "{mode:?}:\n{}", d.raw);
@@ -311,7 +292,7 @@ fn dig_question_keeps_its_case() {
 
 #[test]
 fn dig_opcodes_and_edns() {
-    let (_t, s) = start(&[]);
+    let (_t, s) = fixture(&[]);
     for mode in MODES {
         for op in ["status", "notify", "update"] {
             let opcode = format!("+opcode={op}");
@@ -348,7 +329,7 @@ fn dig_truncation_and_tcp() {
     let addrs: Vec<String> = (1..=60).map(|i| format!("10.60.0.{i}")).collect();
     let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let big = se("big", "bar", &["big.bar.global"], &refs, "");
-    let (_t, s) = start_with(&[], &[("big.yaml", big)]);
+    let (_t, s) = start_fixture(&[], &[("big.yaml", big)]);
     for args in [
         &["+bufsize=512", "+ignore"][..],
         &["+noedns", "+ignore"][..],
@@ -385,7 +366,7 @@ fn dig_truncation_and_tcp() {
 
 #[test]
 fn dig_tcp_equals_udp() {
-    let (_t, s) = start(&[]);
+    let (_t, s) = fixture(&[]);
     for args in [
         &["httpbin.bar.global", "A"][..],
         &["static.bar.global", "AAAA"][..],
@@ -431,7 +412,7 @@ fn axfr_records(raw: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn dig_axfr_refused_by_default() {
-    let (_t, s) = start(&[]);
+    let (_t, s) = fixture(&[]);
     let d = dig(s.dns, &["AXFR", "global"]);
     assert!(
         axfr_records(&d.raw).is_empty(),
@@ -443,7 +424,7 @@ fn dig_axfr_refused_by_default() {
 
 #[test]
 fn dig_axfr_with_allow_transfer() {
-    let (_t, s) = start(&["--allow-transfer", "127.0.0.0/8"]);
+    let (_t, s) = fixture(&["--allow-transfer", "127.0.0.0/8"]);
     let d = dig(s.dns, &["AXFR", "global"]);
     let recs = axfr_records(&d.raw);
     assert!(recs.len() > 10, "{}", d.raw);

@@ -19,9 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_ports, query, Server, Transport};
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
+use common::{debug_hosts, eventually, free_ports, host_vips, query_a, Server, Transport};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -260,12 +258,6 @@ fn se(ns: &str, name: &str, hosts: &[&str], addresses: &[&str]) -> String {
     )
 }
 
-/// A records of `name` (sorted), or None for NXDOMAIN.
-fn a_records(server: &Server, name: &str) -> Option<Vec<IpAddr>> {
-    let m = query(server.dns, Transport::Udp, name, RecordType::A);
-    (m.metadata.response_code != ResponseCode::NXDomain).then(|| common::a_addresses(&m))
-}
-
 /// Waits until `name` answers something satisfying `ok`; returns the answer and how long it took.
 fn wait_answer(
     server: &Server,
@@ -275,7 +267,7 @@ fn wait_answer(
 ) -> (Option<Vec<IpAddr>>, Duration) {
     let t = Instant::now();
     let a = eventually(timeout, &format!("answer for {name}"), || {
-        let a = a_records(server, name);
+        let a = query_a(server.dns, Transport::Udp, name);
         ok(&a).then_some(a)
     });
     (a, t.elapsed())
@@ -300,31 +292,9 @@ fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
     (t, s)
 }
 
-fn debug_hosts(server: &Server) -> serde_json::Value {
-    let (code, body) = server.get("/debug/hosts");
-    assert_eq!(code, 200);
-    serde_json::from_str(&body).unwrap()
-}
-
-/// host → its VIPs (addresses with source "vip"), from /debug/hosts.
-fn vips(server: &Server) -> BTreeMap<String, Vec<String>> {
-    let d = debug_hosts(server);
-    let hosts = d.get("hosts").unwrap_or(&d);
-    hosts
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(h, r)| {
-            let v = r["addresses"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|a| a["source"] == "vip")
-                .map(|a| a["address"].as_str().unwrap().to_string())
-                .collect();
-            (h.clone(), v)
-        })
-        .collect()
+/// host → its VIPs (addresses with source "vip"), every host of /debug/hosts.
+fn vips(server: &Server) -> BTreeMap<String, Vec<IpAddr>> {
+    host_vips(&debug_hosts(server), false)
 }
 
 fn readyz(server: &Server) -> (u16, String) {
@@ -527,7 +497,7 @@ fn two_instances_share_one_store() {
     );
     // 0 hosts with different VIPs (A and B agree), 0 duplicate VIPs.
     assert_eq!(va, vb);
-    let unique: BTreeSet<&String> = va.values().flatten().collect();
+    let unique: BTreeSet<&IpAddr> = va.values().flatten().collect();
     assert_eq!(unique.len(), total, "duplicate VIPs");
     // The store agrees: one claim per VIP, one per host, each the address served.
     let claims = eventually(Duration::from_secs(30), "store converged", || {
@@ -538,7 +508,7 @@ fn two_instances_share_one_store() {
     let mut hosts = BTreeSet::new();
     for c in &claims {
         let host = c["spec"]["host"].as_str().unwrap().to_string();
-        let addr = c["spec"]["address"].as_str().unwrap().to_string();
+        let addr: IpAddr = c["spec"]["address"].as_str().unwrap().parse().unwrap();
         assert_eq!(va[&host], vec![addr], "claim of {host}");
         assert!(hosts.insert(host), "host with two claims");
     }
@@ -567,7 +537,7 @@ fn remote_secrets_add_and_remove_clusters() {
         "istio-system",
     ]);
     one_vip(&gd, "svc.l.global");
-    assert_eq!(a_records(&gd, "svc.r.global"), None);
+    assert_eq!(query_a(gd.dns, Transport::Udp, "svc.r.global"), None);
 
     // A remote secret added at runtime brings its cluster in…
     let kubeconfig = std::fs::read_to_string(remote.admin_kubeconfig()).unwrap();
@@ -589,7 +559,7 @@ fn remote_secrets_add_and_remove_clusters() {
 
     // …a server started with the secret in place is ready only once that cluster listed…
     let (_t2, gd2) = start(&["--cluster", &local.flag(), "--remote-secrets"]);
-    assert!(a_records(&gd2, "svc.r.global").is_some_and(|v| v.len() == 1));
+    assert!(query_a(gd2.dns, Transport::Udp, "svc.r.global").is_some_and(|v| v.len() == 1));
     drop(gd2);
 
     // …and deleting it takes it out.

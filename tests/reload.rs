@@ -8,8 +8,6 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
-
 const SECOND: Duration = Duration::from_secs(1);
 
 /// The A addresses of `host` over UDP: None on NXDOMAIN, Some(sorted addresses) on NOERROR.
@@ -18,9 +16,7 @@ fn addrs(server: SocketAddr, host: &str) -> Option<Vec<IpAddr>> {
 }
 
 fn ipv(list: &[&str]) -> Option<Vec<IpAddr>> {
-    let mut v: Vec<IpAddr> = list.iter().map(|s| s.parse().unwrap()).collect();
-    v.sort();
-    Some(v)
+    Some(ips(list))
 }
 
 /// Runs `change`, then polls `check` with a 1 s deadline; asserts and returns the latency.
@@ -38,10 +34,6 @@ fn within_a_second<T>(
     (v, took)
 }
 
-fn metric0(s: &Server, name: &str) -> f64 {
-    s.metric(name).unwrap_or(0.0)
-}
-
 fn log_lines_with(s: &Server, needles: &[&str]) -> Vec<String> {
     s.log
         .lock()
@@ -52,15 +44,8 @@ fn log_lines_with(s: &Server, needles: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn debug_hosts(s: &Server) -> serde_json::Value {
-    let (code, body) = s.get("/debug/hosts");
-    assert_eq!(code, 200);
-    serde_json::from_str(&body).unwrap()
-}
-
 fn in_vip_range(ips: &[IpAddr]) -> bool {
-    let net: ipnet::IpNet = "240.10.0.0/16".parse().unwrap();
-    ips.len() == 1 && net.contains(&ips[0])
+    ips.len() == 1 && vip_range().contains(&ips[0])
 }
 
 #[test]
@@ -428,8 +413,7 @@ fn configmap_style_symlink_swap_is_picked_up() {
 
 /// A over TCP with the harness's hickory client (TCP answers never come from a UDP cache).
 fn addrs_tcp(server: SocketAddr, host: &str) -> Option<Vec<IpAddr>> {
-    let m = query(server, Transport::Tcp, &format!("{host}."), RecordType::A);
-    common::a_answer(&m, host)
+    query_a(server, Transport::Tcp, host)
 }
 
 #[test]

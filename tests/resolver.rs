@@ -123,10 +123,6 @@ fn start_dnsmasq(upstream: SocketAddr) -> Dnsmasq {
     panic!("dnsmasq did not come up:\n{last_log}");
 }
 
-fn start_server(extra: &[&str]) -> (tempfile::TempDir, Server) {
-    start_fixture(extra, &[])
-}
-
 /// A recursive query (RD set) to the resolver.
 fn via(r: &Dnsmasq, args: &[&str]) -> Dig {
     let mut all = vec!["+rec"];
@@ -141,15 +137,9 @@ fn via(r: &Dnsmasq, args: &[&str]) -> Dig {
     d
 }
 
-fn sorted_data(d: &Dig) -> Vec<String> {
-    let mut v = d.answer_data();
-    v.sort();
-    v
-}
-
 #[test]
 fn resolver_passes_positive_answers_through() {
-    let (_t, s) = start_server(&[]);
+    let (_t, s) = fixture(&[]);
     let r = start_dnsmasq(s.dns);
     let vip = dig(s.dns, &["httpbin.bar.global"]).answer_data();
     assert_eq!(vip.len(), 1);
@@ -202,7 +192,7 @@ fn resolver_passes_positive_answers_through() {
 
 #[test]
 fn resolver_keeps_nodata_and_nxdomain_apart() {
-    let (_t, s) = start_server(&[]);
+    let (_t, s) = fixture(&[]);
     let r = start_dnsmasq(s.dns);
     for (qname, rtype, status) in [
         ("only4.bar.global", "AAAA", "NOERROR"),
@@ -253,7 +243,7 @@ fn resolver_keeps_nodata_and_nxdomain_apart() {
 
 #[test]
 fn resolver_caches_nxdomain_for_the_soa_minimum() {
-    let (_t, s) = start_server(&["--ttl", "2"]);
+    let (_t, s) = fixture(&["--ttl", "2"]);
     let r = start_dnsmasq(s.dns);
     let host = "late.bar.global";
 
@@ -332,7 +322,7 @@ fn resolver_caches_nxdomain_for_the_soa_minimum() {
 
 #[test]
 fn resolver_caches_nodata_for_the_soa_minimum() {
-    let (_t, s) = start_server(&["--ttl", "2"]);
+    let (_t, s) = fixture(&["--ttl", "2"]);
     let r = start_dnsmasq(s.dns);
     let host = "only4.bar.global";
 
