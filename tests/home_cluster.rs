@@ -43,12 +43,6 @@ fn mesh(zones: &Path) {
     write_file(&zones.join("west/a.yaml"), &west.join("---\n"));
 }
 
-fn ips(list: &[&str]) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = list.iter().map(|s| s.parse().unwrap()).collect();
-    v.sort();
-    v
-}
-
 /// The A answer of `host` over UDP and TCP with hickory's client, and with dig; all must agree.
 fn answer(s: &Server, host: &str) -> Vec<IpAddr> {
     let udp = a_addresses(&query(s.dns, Transport::Udp, host, RecordType::A));
@@ -62,12 +56,9 @@ fn answer(s: &Server, host: &str) -> Vec<IpAddr> {
     udp
 }
 
-/// host → (served addresses, rule) from /debug/hosts.
+/// One host's report from /debug/hosts.
 fn debug_host(s: &Server, host: &str) -> serde_json::Value {
-    let (code, body) = s.get("/debug/hosts");
-    assert_eq!(code, 200);
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["hosts"][host].clone()
+    debug_hosts(s)["hosts"][host].clone()
 }
 
 fn vip_of(s: &Server, host: &str) -> IpAddr {
