@@ -137,6 +137,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub kube: crate::kube::KubeArgs,
     // --- end Kubernetes ---
+    #[command(flatten)]
+    pub transfer: TransferArgs,
     /// DNS address, UDP and TCP (repeatable; port 0 picks a free port, logged at start).
     #[arg(
         long = "listen",
@@ -148,13 +150,6 @@ pub struct ServeArgs {
     /// Admin HTTP address (metrics, health, debug).
     #[arg(long, env = "GLOBALDNS_ADMIN", default_value = "127.0.0.1:9153")]
     pub admin: SocketAddr,
-    /// Networks allowed to AXFR the zones (repeatable; default none).
-    #[arg(
-        long = "allow-transfer",
-        env = "GLOBALDNS_ALLOW_TRANSFER",
-        value_delimiter = ','
-    )]
-    pub allow_transfer: Vec<IpNet>,
     /// Answer UDP with the fast path (SO_REUSEPORT workers, batched syscalls, cached wire
     /// answers); false serves UDP with hickory-server's own loop, like TCP.
     #[arg(long, env = "GLOBALDNS_UDP_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
@@ -162,6 +157,48 @@ pub struct ServeArgs {
     /// UDP worker threads per --listen address for the fast path (default: one per CPU).
     #[arg(long, env = "GLOBALDNS_UDP_WORKERS")]
     pub udp_workers: Option<usize>,
+}
+
+/// Zone transfer: a primary's transfers and NOTIFYs, or a secondary's primaries.
+#[derive(Args, Debug, Clone)]
+pub struct TransferArgs {
+    /// Networks allowed to transfer the zones (AXFR/IXFR over TCP) and to send NOTIFY
+    /// (repeatable; default none).
+    #[arg(
+        long = "allow-transfer",
+        env = "GLOBALDNS_ALLOW_TRANSFER",
+        value_delimiter = ','
+    )]
+    pub allow_transfer: Vec<IpNet>,
+    /// Secondary mode: transfer the zones from this primary (HOST:PORT, repeatable) instead of
+    /// reading ServiceEntries; no Kubernetes access, no store.
+    #[arg(long = "primary", env = "GLOBALDNS_PRIMARY", value_delimiter = ',')]
+    pub primaries: Vec<SocketAddr>,
+    /// Secondary: how often the primaries' SOA serials are checked (besides NOTIFY).
+    #[arg(long, env = "GLOBALDNS_REFRESH", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub refresh: Duration,
+    /// Primary: also NOTIFY these secondaries (HOST:PORT, repeatable) of every new serial;
+    /// secondaries that transferred recently are notified without being listed.
+    #[arg(long = "notify", env = "GLOBALDNS_NOTIFY", value_delimiter = ',')]
+    pub notify: Vec<SocketAddr>,
+    /// TSIG key for transfers and NOTIFY, NAME:ALGORITHM:BASE64 (hmac-sha256/384/512). When set,
+    /// unsigned or badly signed transfers and NOTIFYs are refused.
+    #[arg(long, env = "GLOBALDNS_TSIG_KEY", conflicts_with = "tsig_key_file")]
+    pub tsig_key: Option<crate::tsig::TsigKey>,
+    /// The TSIG key from a file (the flag's form), e.g. a mounted Secret.
+    #[arg(long, env = "GLOBALDNS_TSIG_KEY_FILE")]
+    pub tsig_key_file: Option<PathBuf>,
+}
+
+impl TransferArgs {
+    /// The TSIG key of either flag.
+    pub fn key(&self) -> anyhow::Result<Option<crate::tsig::TsigKey>> {
+        match (&self.tsig_key, &self.tsig_key_file) {
+            (Some(k), _) => Ok(Some(k.clone())),
+            (None, Some(path)) => Ok(Some(crate::tsig::read_key_file(path)?)),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -17,4 +17,5 @@ pub mod registry;
 pub mod report;
 pub mod serviceentry;
 pub mod source;
+pub mod tsig;
 pub mod zone;

@@ -165,7 +165,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         let handler = dns::Handler {
             snapshot: snapshot.clone(),
             metrics: metrics.clone(),
-            allow_transfer: args.allow_transfer.clone(),
+            allow_transfer: args.transfer.allow_transfer.clone(),
         };
         let stop_udp = Arc::new(AtomicBool::new(false));
         for addr in &args.listen {
