@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::crd::{self, SERVICEENTRY_VERSIONS};
 use super::state::{ClusterState, Converter, Seen};
-use super::watch::{self, Events, Failure, Reporter, Start, Step, Watch};
+use super::watch::{self, Events, Failure, Reporter, Retry, Start, Step, Watch};
 use super::{source_name, writeback, Context};
 use crate::metrics::SourceLabels;
 use crate::source::SourceEvent;
@@ -178,7 +178,9 @@ pub async fn run(task: ClusterTask) {
     };
     let ctx = &task.ctx;
     let report = Reporter::cluster(&source, ctx.health.clone(), ctx.metrics.clone(), &task.name);
-    let mut watch = Watch::new(discovery, report);
+    // A frozen apiserver leaves the watch open and silent: the probe notices it.
+    let probe = watch::version_probe(task.client.clone(), watch::PROBE_EVERY, watch::PROBE_WITHIN);
+    let mut watch = Watch::build(discovery, report, Retry::default(), Some(probe));
     let invalid = ctx
         .metrics
         .invalid_objects
