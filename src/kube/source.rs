@@ -18,10 +18,11 @@ use kube::{Api, Client};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::context::{source_name, Context};
 use super::crd::{self, SERVICEENTRY_VERSIONS};
 use super::state::{ClusterState, Converter, Seen};
 use super::watch::{self, Events, Failure, Reporter, Retry, Start, Step, Watch};
-use super::{source_name, writeback, Context};
+use super::writeback;
 use crate::metrics::SourceLabels;
 use crate::source::SourceEvent;
 

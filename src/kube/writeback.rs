@@ -22,9 +22,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::context::Context;
 use super::crd;
 use super::watch::Step;
-use super::Context;
 use crate::metrics::WriteLabels;
 use crate::serviceentry::{normalise_name, parse_host_address};
 use crate::zone::Snapshot;
