@@ -365,30 +365,6 @@ async fn advance<K>(
 /// A check run alongside a watch: each item it yields is a failure that ends the current attempt.
 pub type Probe = BoxStream<'static, Failure>;
 
-/// How often a cluster's apiserver is asked for `/version`, and how long it has to answer.
-pub const PROBE_EVERY: Duration = Duration::from_secs(2);
-pub const PROBE_WITHIN: Duration = Duration::from_secs(3);
-
-/// An apiserver that stops answering without closing its connections (a stopped process, a
-/// network that drops packets) leaves a watch silent, not failed: asked for `/version` every
-/// `every`, one that does not answer within `within` fails the watch. Errors are not failures
-/// here: the watch itself fails on a refused or reset connection.
-pub fn version_probe(client: kube::Client, every: Duration, within: Duration) -> Probe {
-    stream::unfold(client, move |client| async move {
-        loop {
-            tokio::time::sleep(every).await;
-            if tokio::time::timeout(within, client.apiserver_version())
-                .await
-                .is_err()
-            {
-                let why = format!("not answering: no reply to GET /version within {within:?}");
-                return Some((Failure(why), client));
-            }
-        }
-    })
-    .boxed()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
