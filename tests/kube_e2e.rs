@@ -185,6 +185,22 @@ impl Cluster {
         );
     }
 
+    /// Sends SIGSTOP to the apiserver (its connections stay open, nothing answers) until the
+    /// guard is dropped (SIGCONT).
+    fn freeze(&self) -> Frozen<'_> {
+        self.signal_apiserver("STOP");
+        Frozen(self)
+    }
+
+    fn signal_apiserver(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.join("apiserver.pid")).unwrap();
+        run_ok(
+            Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(pid.trim()),
+        );
+    }
+
     /// A kubeconfig authenticating as ServiceAccount ns/sa (created if missing).
     fn sa_kubeconfig(&self, ns: &str, sa: &str) -> PathBuf {
         let out = self.dir.join(format!("sa-{ns}-{sa}.kubeconfig"));
@@ -204,6 +220,14 @@ impl Cluster {
         a.extend_from_slice(args);
         a.extend_from_slice(&["-o", "json"]);
         serde_json::from_str(&self.kubectl(&a)).unwrap()
+    }
+}
+
+struct Frozen<'a>(&'a Cluster);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.0.signal_apiserver("CONT");
     }
 }
 
@@ -383,7 +407,43 @@ fn two_clusters_one_server_propagation_and_outage() {
     // propagation for files; kubectl itself takes ~0.1–0.3 s of this.
     eprintln!("propagation (kubectl start → answer): {delays:?}");
 
+    // c2 freezes (SIGSTOP: the watch stays open, nothing answers): the probe notices, its
+    // entries stay; SIGCONT brings it back.
+    assert!(!readyz(&gd).1.contains("stale"));
+    let restarts = || {
+        gd.metric("globaldns_watch_restarts_total{cluster=\"c2\"}")
+            .unwrap_or(0.0)
+    };
+    let before = restarts();
+    let frozen = c2.freeze();
+    let t = Instant::now();
+    let why = eventually(Duration::from_secs(30), "frozen c2 reported stale", || {
+        let (_, body) = readyz(&gd);
+        body.lines()
+            .find(|l| l.starts_with("stale: cluster/c2"))
+            .map(String::from)
+    });
+    eprintln!("frozen apiserver noticed in {:?}: {why}", t.elapsed());
+    assert!(why.contains("not answering"), "{why}");
+    assert_eq!(readyz(&gd).0, 200);
+    assert_eq!(one_vip(&gd, "echo.bar.global"), echo);
+    assert_eq!(gd.metric("globaldns_source_up{cluster=\"c2\"}"), Some(0.0));
+    assert!(restarts() > before);
+    drop(frozen);
+    let t = Instant::now();
+    eventually(Duration::from_secs(30), "thawed c2 no longer stale", || {
+        (!readyz(&gd).1.contains("stale")).then_some(())
+    });
+    eprintln!("thawed apiserver back in {:?}", t.elapsed());
+    assert_eq!(gd.metric("globaldns_source_up{cluster=\"c2\"}"), Some(1.0));
+    c2.apply(&se("bar", "thawed", &["thawed.bar.global"], &["10.1.2.4"]));
+    wait_answer(&gd, "thawed.bar.global", Duration::from_secs(10), |a| {
+        a.as_deref() == Some(&["10.1.2.4".parse().unwrap()][..])
+    });
+    assert_eq!(one_vip(&gd, "echo.bar.global"), echo);
+
     // c2 stops answering: its entries stay, /readyz names it stale.
+    let at_stop = restarts();
     c2.stop_apiserver();
     eventually(Duration::from_secs(20), "c2 reported stale", || {
         let (_, body) = readyz(&gd);
@@ -397,12 +457,8 @@ fn two_clusters_one_server_propagation_and_outage() {
     assert_eq!(one_vip(&gd, "echo.bar.global"), echo);
     assert_eq!(one_vip(&gd, "shared.bar.global"), shared);
     assert_eq!(gd.metric("globaldns_source_up{cluster=\"c2\"}"), Some(0.0));
-    let restarts = || {
-        gd.metric("globaldns_watch_restarts_total{cluster=\"c2\"}")
-            .unwrap_or(0.0)
-    };
     let before = restarts();
-    assert!(before >= 1.0);
+    assert!(before > at_stop);
     // Two more failed attempts to reach c2 (backoff 0.5 s … 5 s): still served, nothing withdrawn.
     eventually(Duration::from_secs(20), "c2's watch retried twice", || {
         (restarts() >= before + 2.0).then_some(())

@@ -14,9 +14,10 @@ use kube::{Api, Client, Config};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use super::context::{source_name, Context};
 use super::source::{self, Sent};
 use super::watch::{self, Plain, Reporter, Step, Watch};
-use super::{source_name, writeback, Context};
+use super::writeback;
 use crate::metrics::ClusterLabels;
 use crate::source::SourceEvent;
 

@@ -6,6 +6,7 @@
 //! to the engine only through source events and the [`Health`] it shares.
 
 pub mod clusters;
+mod context;
 pub mod crd;
 pub mod source;
 pub mod state;
@@ -17,16 +18,13 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::published::Published;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, ValueEnum};
-use ipnet::IpNet;
 use tracing::info;
 
 use crate::alloc::store::Store;
-use crate::health::Health;
-use crate::metrics::Metrics;
-use crate::source::Events;
+
+pub use context::{source_name, Context};
 
 /// Flags of the Kubernetes part (flattened into `serve`'s). With none of them set, globaldns runs
 /// exactly as the file-based server.
@@ -131,19 +129,6 @@ impl KubeArgs {
     }
 }
 
-/// What the Kubernetes part needs from the server.
-pub struct Context {
-    /// The home cluster (`--cluster-name`): the in-cluster one's name.
-    pub home: String,
-    pub tx: Events,
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
-    /// Served zones, normalised.
-    pub zones: Vec<String>,
-    pub ranges: Vec<IpNet>,
-    pub snapshot: Arc<Published>,
-}
-
 /// The running Kubernetes part. Keep it alive for as long as the server runs.
 pub struct Kube {
     runtime: tokio::runtime::Runtime,
@@ -168,11 +153,6 @@ impl Drop for Kube {
         );
         rt.shutdown_background();
     }
-}
-
-/// Source name (for `/readyz` and the engine) of a cluster's watch.
-pub fn source_name(cluster: &str) -> String {
-    format!("cluster/{cluster}")
 }
 
 /// Starts everything the flags ask for. None when no Kubernetes flag is set.

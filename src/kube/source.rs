@@ -18,10 +18,11 @@ use kube::{Api, Client};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::context::{source_name, Context};
 use super::crd::{self, SERVICEENTRY_VERSIONS};
 use super::state::{ClusterState, Converter, Seen};
-use super::watch::{self, Events, Failure, Reporter, Start, Step, Watch};
-use super::{source_name, writeback, Context};
+use super::watch::{self, Events, Failure, Probe, Reporter, Retry, Start, Step, Watch};
+use super::writeback;
 use crate::metrics::SourceLabels;
 use crate::source::SourceEvent;
 
@@ -77,6 +78,30 @@ pub async fn discover(client: &Client) -> anyhow::Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+/// How often a cluster's apiserver is asked for `/version`, and how long it has to answer.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_WITHIN: Duration = Duration::from_secs(3);
+
+/// An apiserver that stops answering without closing its connections (a stopped process, a
+/// network that drops packets) leaves a watch silent, not failed: asked for `/version` every
+/// `every`, one that does not answer within `within` fails the watch. Errors are not failures
+/// here: the watch itself fails on a refused or reset connection.
+fn version_probe(client: Client, every: Duration, within: Duration) -> Probe {
+    stream::unfold(client, move |client| async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if tokio::time::timeout(within, client.apiserver_version())
+                .await
+                .is_err()
+            {
+                let why = format!("not answering: no reply to GET /version within {within:?}");
+                return Some((Failure(why), client));
+            }
+        }
+    })
+    .boxed()
 }
 
 /// One attempt at a cluster: discovery, then the watcher at the version found, its objects
@@ -178,7 +203,9 @@ pub async fn run(task: ClusterTask) {
     };
     let ctx = &task.ctx;
     let report = Reporter::cluster(&source, ctx.health.clone(), ctx.metrics.clone(), &task.name);
-    let mut watch = Watch::new(discovery, report);
+    // A frozen apiserver leaves the watch open and silent: the probe notices it.
+    let probe = version_probe(task.client.clone(), PROBE_EVERY, PROBE_WITHIN);
+    let mut watch = Watch::build(discovery, report, Retry::default(), Some(probe));
     let invalid = ctx
         .metrics
         .invalid_objects

@@ -28,9 +28,9 @@ use kube::{Api, Client, Resource};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use super::context::Context;
 use super::crd::{claim_name, VipClaim, VipClaimSpec};
 use super::watch::{Plain, Reporter, Step, Watch, WATCH_TIMEOUT_SECS};
-use super::Context;
 use crate::alloc::store::{Commit, Listener, Store};
 use crate::alloc::{Allocation, Change, Table};
 

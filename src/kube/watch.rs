@@ -247,11 +247,16 @@ pub struct Watch<K> {
 
 impl<K: Send + 'static> Watch<K> {
     pub fn new(start: impl Start<K>, report: Reporter) -> Watch<K> {
-        Watch::with_backoff(start, report, Retry::default())
+        Watch::build(start, report, Retry::default(), None)
     }
 
-    pub fn with_backoff(start: impl Start<K>, report: Reporter, backoff: Retry) -> Watch<K> {
-        let events = restarting(start)
+    pub fn build(
+        start: impl Start<K>,
+        report: Reporter,
+        backoff: Retry,
+        probe: Option<Probe>,
+    ) -> Watch<K> {
+        let events = restarting(start, probe)
             .filter(|r| std::future::ready(!matches!(r, Ok(watcher::Event::Init))))
             .backoff(backoff)
             .boxed();
@@ -314,31 +319,51 @@ impl<K: Send + 'static> Watch<K> {
     }
 }
 
-/// Attempt after attempt: a new one after a failure or when one ends.
+/// Attempt after attempt: a new one after a failure or when one ends. A failure of the probe
+/// ends the current attempt as a failure of its own would.
 fn restarting<K: Send + 'static>(
     start: impl Start<K>,
+    probe: Option<Probe>,
 ) -> impl futures_util::Stream<Item = Result<watcher::Event<K>, Failure>> + Send {
-    stream::unfold(
-        (start, None::<Events<K>>),
-        |(mut start, current)| async move {
-            let mut events = current;
-            loop {
-                let mut cur = match events.take() {
-                    Some(cur) => cur,
-                    None => match start.start().await {
-                        Ok(cur) => cur,
-                        Err(why) => return Some((Err(why), (start, None))),
-                    },
-                };
-                match cur.next().await {
-                    Some(Ok(ev)) => return Some((Ok(ev), (start, Some(cur)))),
-                    Some(Err(why)) => return Some((Err(why), (start, None))),
-                    None => {}
-                }
+    let state = (start, None::<Events<K>>, probe);
+    stream::unfold(state, |(mut start, mut current, mut probe)| async move {
+        let item = {
+            let advance = advance(&mut start, &mut current);
+            match probe.as_mut() {
+                None => advance.await,
+                Some(p) => tokio::select! {
+                    item = advance => item,
+                    Some(why) = p.next() => Err(why),
+                },
             }
-        },
-    )
+        };
+        if item.is_err() {
+            current = None;
+        }
+        Some((item, (start, current, probe)))
+    })
 }
+
+/// The next event of the current attempt, starting one when there is none.
+async fn advance<K>(
+    start: &mut impl Start<K>,
+    current: &mut Option<Events<K>>,
+) -> Result<watcher::Event<K>, Failure> {
+    loop {
+        let cur = match current {
+            Some(cur) => cur,
+            None => current.insert(start.start().await?),
+        };
+        match cur.next().await {
+            Some(Ok(ev)) => return Ok(ev),
+            Some(Err(why)) => return Err(why),
+            None => *current = None,
+        }
+    }
+}
+
+/// A check run alongside a watch: each item it yields is a failure that ends the current attempt.
+pub type Probe = BoxStream<'static, Failure>;
 
 #[cfg(test)]
 mod tests {
@@ -457,7 +482,8 @@ mod tests {
             Ok((vec![Event::Delete(cm("c"))], None)),
         ]));
         let report = Reporter::cluster("cluster/t", health.clone(), metrics.clone(), "t");
-        let mut w = Watch::with_backoff(script, report, Retry::new(Duration::ZERO, Duration::ZERO));
+        let no_wait = Retry::new(Duration::ZERO, Duration::ZERO);
+        let mut w = Watch::build(script, report, no_wait, None);
         let restarts = || {
             metrics
                 .watch_restarts
@@ -503,6 +529,44 @@ mod tests {
             w.next().now_or_never().is_none(),
             "the open watch has nothing more"
         );
+    }
+
+    /// Attempts that each list some objects, then stay open (a silent watch).
+    struct Silent(VecDeque<Vec<ConfigMap>>);
+
+    impl Start<ConfigMap> for Silent {
+        fn start(&mut self) -> BoxFuture<'_, Result<Events<ConfigMap>, Failure>> {
+            let objs = self.0.pop_front().unwrap_or_default();
+            let list = objs
+                .into_iter()
+                .map(Event::InitApply)
+                .chain([Event::InitDone]);
+            let events = stream::iter(list.map(Ok)).chain(stream::pending());
+            future::ready(Ok(events.boxed())).boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_probe_failure_ends_a_silent_attempt() {
+        let health = Arc::new(Health::default());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Failure>();
+        let probe = stream::unfold(rx, |mut rx| async { Some((rx.recv().await?, rx)) }).boxed();
+        let start = Silent(VecDeque::from([vec![cm("a")], vec![cm("a"), cm("b")]]));
+        let report = Reporter::new("cluster/t", health.clone());
+        let no_wait = Retry::new(Duration::ZERO, Duration::ZERO);
+        let mut w = Watch::build(start, report, no_wait, Some(probe));
+        assert_eq!(names(&w.next().await.unwrap()), "replaced[a]");
+        assert!(w.next().now_or_never().is_none(), "the attempt is silent");
+        assert!(!health.report().1.contains("stale"));
+        tx.send(Failure("not answering".into())).unwrap();
+        // The silent attempt is dropped: the next one lists again.
+        assert_eq!(names(&w.next().await.unwrap()), "replaced[a,b]");
+        assert!(health
+            .report()
+            .1
+            .contains("stale: cluster/t (not answering)"));
+        assert!(w.next().now_or_never().is_none());
+        assert!(!health.report().1.contains("stale"));
     }
 
     #[test]

@@ -22,9 +22,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::context::Context;
 use super::crd;
 use super::watch::Step;
-use super::Context;
 use crate::metrics::WriteLabels;
 use crate::serviceentry::{normalise_name, parse_host_address};
 use crate::zone::Snapshot;
@@ -381,6 +381,58 @@ async fn write(jobs: Vec<Job>, ctx: &Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct W(Key, Option<Obj>);
+
+    impl Watched for W {
+        fn key(&self) -> Key {
+            self.0.clone()
+        }
+        fn take(&mut self) -> Option<Obj> {
+            self.1.take()
+        }
+    }
+
+    fn w(name: &str, rv: &str) -> W {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
+            "metadata": {"name": name, "namespace": "n", "resourceVersion": rv},
+            "spec": {"hosts": ["A.n.global."]},
+            "status": {"addresses": [{"value": "240.10.0.1", "host": "a.n.global"}]},
+        }))
+        .unwrap();
+        let o = Obj::from_object(&obj, "networking.istio.io/v1beta1");
+        W(("n".into(), name.into()), Some(o))
+    }
+
+    #[tokio::test]
+    async fn views_follow_the_watch_and_say_what_changed() {
+        let views = Views::default();
+        // Never used: nothing is patched here.
+        let cfg = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+        let view = views.for_cluster("c", kube::Client::try_from(cfg).unwrap());
+        view.apply(&mut Step::Replaced(vec![w("a", "1"), w("b", "1")]));
+        {
+            let v = view.inner.lock().unwrap();
+            assert!(v.all && v.dirty.is_empty());
+            let a = &v.objects[&("n".to_string(), "a".to_string())];
+            assert_eq!(a.version, "v1beta1");
+            assert_eq!(a.hosts, ["a.n.global"]);
+            assert_eq!(a.status, [("240.10.0.1".into(), Some("a.n.global".into()))]);
+        }
+        view.inner.lock().unwrap().all = false;
+        view.apply(&mut Step::Applied(w("a", "2")));
+        view.apply(&mut Step::Deleted(W(("n".into(), "b".into()), None)));
+        view.apply(&mut Step::<W>::Settled);
+        let v = view.inner.lock().unwrap();
+        assert!(!v.all);
+        assert_eq!(v.dirty.len(), 2);
+        assert_eq!(v.objects.len(), 1);
+        assert_eq!(
+            v.objects[&("n".to_string(), "a".to_string())].resource_version,
+            "2"
+        );
+    }
 
     #[test]
     fn patch_is_guarded_by_resource_version() {
