@@ -106,6 +106,8 @@ fn answering(c: &mut Criterion) {
         snapshot: Arc::new(Published::new(snap)),
         metrics: Arc::new(Metrics::new()),
         allow_transfer: vec![],
+        transfers: Default::default(),
+        notify: None,
     });
     let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     let cases = [

@@ -10,12 +10,17 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base) # the binary only, no system service
+command -v knotd >/dev/null 2>&1 || missing+=(knot) # a real secondary and primary for the transfer tests
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   echo "== installing test tools: ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The tests run knotd themselves, on their own ports; the packaged service is not wanted.
+  if [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now knot.service >/dev/null 2>&1 || true
+  fi
 fi
 
 echo "== cargo fmt --check"

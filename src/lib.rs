@@ -11,6 +11,7 @@ pub mod health;
 pub mod host_view;
 pub mod kube;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod published;
 pub mod registry;

@@ -134,9 +134,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             metrics.clone(),
         )?;
     }
+    // A primary keeps a journal of changes for IXFR, and NOTIFYs its secondaries.
+    let transfers_on = !args.transfer.allow_transfer.is_empty() || !args.transfer.notify.is_empty();
+    let mut pipeline = Pipeline::new(&zone_cfg, &ranges, args.zone.prefer_istio_status, allocator)
+        .home_cluster(&args.zone.cluster_name);
+    if transfers_on {
+        pipeline.keep_journal();
+    }
     let engine = Engine {
-        pipeline: Pipeline::new(&zone_cfg, &ranges, args.zone.prefer_istio_status, allocator)
-            .home_cluster(&args.zone.cluster_name),
+        pipeline,
         store,
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
@@ -162,10 +168,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     runtime.block_on(async move {
         let mut servers = Vec::new();
         let mut bound = Vec::new();
+        let transfers = Arc::new(globaldns::notify::Transfers::new(metrics.clone()));
         let handler = dns::Handler {
             snapshot: snapshot.clone(),
             metrics: metrics.clone(),
             allow_transfer: args.transfer.allow_transfer.clone(),
+            transfers: transfers.clone(),
+            notify: None,
         };
         let stop_udp = Arc::new(AtomicBool::new(false));
         for addr in &args.listen {
@@ -182,6 +191,19 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                 bound.push(udp.local_addr()?);
                 servers.push(dns::server(handler.clone(), udp, tcp));
             }
+        }
+        if transfers_on {
+            tokio::spawn(
+                globaldns::notify::Notifier {
+                    published: snapshot.clone(),
+                    transfers,
+                    targets: args.transfer.notify.clone(),
+                    port: bound[0].port(),
+                    key: args.transfer.key()?,
+                    metrics: metrics.clone(),
+                }
+                .run(),
+            );
         }
         let admin_listener = tokio::net::TcpListener::bind(args.admin)
             .await

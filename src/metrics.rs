@@ -26,6 +26,13 @@ pub struct FamilyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransferLabels {
+    /// axfr or ixfr (transfers); notify-out or notify-in (NOTIFY).
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -64,6 +71,8 @@ pub struct Metrics {
     pub source_objects: Family<ClusterLabels, Gauge>,
     pub watch_restarts: Family<ClusterLabels, Counter>,
     pub status_writes: Family<WriteLabels, Counter>,
+    pub transfers_served: Family<TransferLabels, Counter>,
+    pub notifies: Family<TransferLabels, Counter>,
     pub writeback_serial: Gauge,
 }
 
@@ -98,6 +107,8 @@ impl Metrics {
             source_objects: Family::default(),
             watch_restarts: Family::default(),
             status_writes: Family::default(),
+            transfers_served: Family::default(),
+            notifies: Family::default(),
             writeback_serial: Gauge::default(),
             registry: Registry::default(),
         };
@@ -193,6 +204,16 @@ impl Metrics {
             "watch_restarts",
             "Watch restarts per cluster",
             m.watch_restarts.clone(),
+        );
+        r.register(
+            "transfers_served",
+            "Zone transfers asked of this server, by kind (axfr, ixfr) and result (served, refused)",
+            m.transfers_served.clone(),
+        );
+        r.register(
+            "notifies",
+            "NOTIFY messages by direction (notify-out: sent, unanswered; notify-in: accepted, refused)",
+            m.notifies.clone(),
         );
         r.register(
             "status_writes",

@@ -201,6 +201,8 @@ fn fast_path_bytes_equal_general_path_bytes_in_process() {
         snapshot: Arc::new(Published::new(snap)),
         metrics: Arc::new(Metrics::new()),
         allow_transfer: vec![],
+        transfers: Default::default(),
+        notify: None,
     });
     let names = names(&handler.snapshot.load());
     let mut rng = StdRng::seed_from_u64(20261125);

@@ -22,6 +22,7 @@ pub use listen::{bind, bind_pair, server, tcp_server};
 use reply::{encode, Reply};
 
 use crate::metrics::{Metrics, QueryLabels};
+use crate::notify::Transfers;
 use crate::published::Published;
 
 /// The UDP payload size we advertise and never exceed (DNS flag day 2020).
@@ -32,11 +33,19 @@ pub fn clamp_payload(requested: u16) -> u16 {
     requested.clamp(512, MAX_UDP_PAYLOAD)
 }
 
+/// Called with the zone named in an accepted NOTIFY (a secondary's refresh trigger).
+pub type OnNotify = Arc<dyn Fn(&hickory_proto::rr::Name) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Handler {
     pub snapshot: Arc<Published>,
     pub metrics: Arc<Metrics>,
     pub allow_transfer: Vec<IpNet>,
+    /// Transfers served and their recent clients (a primary NOTIFYs them).
+    pub transfers: Arc<Transfers>,
+    /// A secondary's NOTIFY receiver: the addresses NOTIFY is accepted from (its primaries) and
+    /// what it triggers. None: NOTIFY is not implemented here (NOTIMP).
+    pub notify: Option<(Vec<std::net::IpAddr>, OnNotify)>,
 }
 
 /// A response as bytes, and the labels it counts under (None: not counted, as hickory-server

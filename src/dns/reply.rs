@@ -2,7 +2,7 @@
 //! hickory-server or encoded to bytes for the fast path, with the same size rule on UDP.
 
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_proto::ProtoError;
 use hickory_server::net::xfer::Protocol;
@@ -36,7 +36,9 @@ impl<'s> Reply<'s> {
             e
         });
         let mut transfer = vec![];
-        let answer = if request.metadata.op_code != OpCode::Query {
+        let answer = if request.metadata.op_code == OpCode::Notify && handler.notify.is_some() {
+            notified(handler, snapshot, request)
+        } else if request.metadata.op_code != OpCode::Query {
             Answer::empty(ResponseCode::NotImp)
         } else if queries.len() != 1 {
             Answer::empty(ResponseCode::FormErr)
@@ -180,8 +182,46 @@ impl<'s> Reply<'s> {
     }
 }
 
-/// AXFR (IXFR answered the same way) over TCP from `--allow-transfer` networks only: the
-/// answer's header and the transfer's messages.
+/// A NOTIFY (RFC 1996) to a secondary: accepted from its primaries for a zone it serves, and
+/// answered NOERROR with the question echoed; it triggers a refresh of that zone.
+fn notified<'s>(handler: &Handler, snapshot: &'s Snapshot, request: &Request) -> Answer<'s> {
+    let Some((from, trigger)) = &handler.notify else {
+        return Answer::empty(ResponseCode::NotImp);
+    };
+    let queries = request.queries.queries();
+    let count = |result| {
+        handler
+            .metrics
+            .notifies
+            .get_or_create(&crate::metrics::TransferLabels {
+                kind: "notify-in",
+                result,
+            })
+            .inc();
+    };
+    if queries.len() != 1 {
+        count("refused");
+        return Answer::empty(ResponseCode::FormErr);
+    }
+    let zone = queries[0].name();
+    if !from.contains(&request.src().ip()) {
+        count("refused");
+        return Answer::empty(ResponseCode::Refused);
+    }
+    if !snapshot.apex_names().contains(zone) {
+        count("refused");
+        return Answer::empty(ResponseCode::NotAuth);
+    }
+    count("accepted");
+    trigger(&zone.into());
+    let mut answer = Answer::empty(ResponseCode::NoError);
+    answer.authoritative = true;
+    answer
+}
+
+/// AXFR and IXFR over TCP from `--allow-transfer` networks only: the answer's header and the
+/// transfer's messages. An IXFR is answered from the journal when it reaches back to the
+/// client's serial (in the request's authority section), else with the whole zone.
 fn axfr<'s>(
     handler: &Handler,
     snapshot: &'s Snapshot,
@@ -192,10 +232,25 @@ fn axfr<'s>(
             .allow_transfer
             .iter()
             .any(|n| n.contains(&request.src().ip()));
-    let messages = if allowed {
-        snapshot.axfr(request.queries.queries()[0].name())
-    } else {
+    let query = &request.queries.queries()[0];
+    let zone = query.name();
+    let mut kind = "axfr";
+    let messages = if !allowed {
         vec![]
+    } else if query.query_type() == RecordType::IXFR {
+        let client = request.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        });
+        match client.and_then(|serial| snapshot.ixfr(zone, serial)) {
+            Some(m) => {
+                kind = "ixfr";
+                m
+            }
+            None => snapshot.axfr(zone),
+        }
+    } else {
+        snapshot.axfr(zone)
     };
     if messages.is_empty() {
         // Not allowed, over UDP, or not the apex of a zone we serve.
@@ -204,8 +259,10 @@ fn axfr<'s>(
         } else {
             ResponseCode::Refused
         };
+        handler.transfers.refused(kind);
         return (Answer::empty(rcode), vec![]);
     }
+    handler.transfers.served(kind, request.src().ip());
     let mut answer = Answer::empty(ResponseCode::NoError);
     answer.authoritative = true;
     (answer, messages)

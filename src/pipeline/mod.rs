@@ -65,6 +65,11 @@ impl Pipeline {
         self
     }
 
+    /// Keeps a journal of the zone's changes from now on (for IXFR).
+    pub fn keep_journal(&mut self) {
+        self.zone.keep_journal();
+    }
+
     /// Replaces a unit's entries; returns whether anything changed.
     pub fn set_unit(&mut self, key: SourceKey, entries: Vec<Entry>) -> bool {
         let d = self.registry.set(key, entries);

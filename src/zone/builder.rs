@@ -13,6 +13,7 @@ use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 use ipnet::IpNet;
 
+use super::journal::{Item, Journal, Pending};
 use super::key::{self, Key};
 use super::records::{Data, Node};
 use super::{
@@ -34,6 +35,9 @@ pub struct ZoneBuilder {
     changed: bool,
     served: usize,
     host_count: usize,
+    /// What changed since the last snapshot, when a journal is kept (zone transfers served).
+    pending: Option<Pending>,
+    journal: Journal,
 }
 
 /// Where one piece of data lives: (under a wildcard?, owner, data).
@@ -65,6 +69,8 @@ impl ZoneBuilder {
             changed: false,
             served: 0,
             host_count: 0,
+            pending: None,
+            journal: Journal::default(),
         };
         // Name servers inside our zones exist (NODATA rather than NXDOMAIN for their addresses).
         for ns in b.ns_names.clone() {
@@ -119,17 +125,41 @@ impl ZoneBuilder {
             self.served -= usize::from(old.served);
             for (wild, k, d) in self.contributions(&k, old) {
                 self.remove(wild, &k, &d);
+                self.note(false, (wild, k, d));
             }
         }
         if let Some((served, contributions)) = added {
             self.host_count += 1;
             self.served += usize::from(served);
             for (wild, k, d) in contributions {
+                if self.pending.is_some() {
+                    self.note(true, (wild, k.clone(), d.clone()));
+                }
                 self.add(wild, k, d);
             }
         }
         self.changed = true;
         true
+    }
+
+    /// Keeps a journal of changes from now on, for IXFR.
+    pub fn keep_journal(&mut self) {
+        self.pending.get_or_insert_with(Pending::default);
+    }
+
+    /// Records one (owner, data) pair taken out or put in. Not before the first snapshot: a
+    /// first load has no serial to be a difference from.
+    fn note(&mut self, added: bool, item: Item) {
+        if self.serial.is_none() {
+            return;
+        }
+        if let Some(p) = &mut self.pending {
+            if added {
+                p.added(item);
+            } else {
+                p.removed(item);
+            }
+        }
     }
 
     /// Makes room for `hosts` more hosts (a first load), instead of growing every table in steps.
@@ -315,6 +345,12 @@ impl ZoneBuilder {
             Some(s) if self.changed => s.wrapping_add(1).max(now),
             Some(s) => s,
         };
+        if let Some(p) = &mut self.pending {
+            match self.serial {
+                Some(from) if from != serial => self.journal.push(p.take(from, serial)),
+                _ => p.clear(),
+            }
+        }
         self.serial = Some(serial);
         self.changed = false;
         let ttl = self.ttl;
@@ -350,6 +386,7 @@ impl ZoneBuilder {
             ttl,
             served: self.served,
             host_count: self.host_count,
+            journal: self.journal.clone(),
         }
     }
 }

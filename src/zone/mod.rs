@@ -9,6 +9,8 @@
 //! positive ones whatever the zone size.
 
 mod builder;
+mod ixfr;
+mod journal;
 pub mod key;
 mod lookup;
 #[cfg(test)]
@@ -126,6 +128,8 @@ pub struct Snapshot {
     ttl: u32,
     served: usize,
     host_count: usize,
+    /// Recent changes, for IXFR (empty unless the builder keeps a journal).
+    journal: journal::Journal,
 }
 
 impl Snapshot {

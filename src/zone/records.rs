@@ -47,7 +47,7 @@ impl Data {
     }
 
     /// The record, owned by `owner`; `node` is the key of the node holding it (the SRV target).
-    fn record(&self, owner: &Name, ttl: u32, node: &[u8]) -> Record {
+    pub(super) fn record(&self, owner: &Name, ttl: u32, node: &[u8]) -> Record {
         let rdata = match self {
             Data::A(ip) => RData::A((*ip).into()),
             Data::Aaaa(ip) => RData::AAAA((*ip).into()),
@@ -58,7 +58,7 @@ impl Data {
     }
 
     /// The owner of data kept on a node but answered below it (`_http._tcp.<node>` for SRV).
-    fn owner_below(&self, node: &Name) -> Option<Name> {
+    pub(super) fn owner_below(&self, node: &Name) -> Option<Name> {
         match self {
             Data::Srv { udp, label, .. } => {
                 let proto: &[u8] = if *udp { b"_udp" } else { b"_tcp" };

@@ -1,0 +1,253 @@
+//! A primary's zone transfers against real clients: `dig` (AXFR, IXFR from the journal, IXFR
+//! from a serial the journal no longer covers) and Knot DNS as a secondary (AXFR, then NOTIFY →
+//! IXFR after a change), answering the same as the primary.
+
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const ZONE: &str = "global";
+
+fn zones(dir: &Path) {
+    write_file(
+        &dir.join("a.yaml"),
+        &[
+            se(
+                "httpbin",
+                "bar",
+                &["httpbin.bar.global"],
+                &[],
+                "  ports:\n  - {number: 8000, name: http, protocol: HTTP}\n",
+            ),
+            se(
+                "static",
+                "bar",
+                &["static.bar.global"],
+                &["10.1.2.3", "fd00::5"],
+                "",
+            ),
+            // Wildcards get a VIP only with DYNAMIC_DNS (se() writes resolution DNS).
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: wild, namespace: wild}\nspec:\n  hosts: [\"*.wild.global\"]\n  location: MESH_INTERNAL\n  resolution: DYNAMIC_DNS\n".to_string(),
+        ]
+        .join("---\n"),
+    );
+}
+
+fn primary(zones_dir: &Path, state: &Path, extra: &[&str]) -> Server {
+    let mut flags = vec!["--allow-transfer", "127.0.0.0/8"];
+    flags.extend_from_slice(extra);
+    Server::start(zones_dir, state, &flags)
+}
+
+/// `dig AXFR`/`IXFR=N` answer records (every message), as (name, type, rdata) lines.
+fn transfer(server: SocketAddr, kind: &str) -> Vec<String> {
+    // dig prints a transfer's records without section headers: every line that is not a comment.
+    let d = dig(server, &[ZONE, kind, "+tcp"]);
+    d.raw
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| {
+            let r: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {}", r[0], r[3], r[4..].join(" "))
+        })
+        .collect()
+}
+
+fn serial(server: SocketAddr) -> u32 {
+    let d = dig(server, &[ZONE, "SOA"]);
+    d.answer[0][6].parse().unwrap()
+}
+
+#[test]
+fn ixfr_sends_the_difference_from_the_clients_serial() {
+    let (_t, dir, state) = dirs();
+    zones(&dir);
+    let s = primary(&dir, &state, &[]);
+    let axfr = transfer(s.dns, "AXFR");
+    assert!(axfr.first().unwrap().contains(" SOA "), "{axfr:?}");
+    assert!(
+        axfr.iter()
+            .any(|l| l.starts_with("static.bar.global. A 10.1.2.3")),
+        "{axfr:?}"
+    );
+    let old = serial(s.dns);
+
+    // One host added, one address changed.
+    write_file(
+        &dir.join("b.yaml"),
+        &se("new", "bar", &["new.bar.global"], &["10.9.9.9"], ""),
+    );
+    let a = std::fs::read_to_string(dir.join("a.yaml")).unwrap();
+    write_file(&dir.join("a.yaml"), &a.replace("10.1.2.3", "10.1.2.4"));
+    eventually(Duration::from_secs(5), "both changes served", || {
+        let d = dig(s.dns, &["static.bar.global"]);
+        let n = dig(s.dns, &["new.bar.global"]);
+        (d.answer_data() == ["10.1.2.4"] && n.answer_data() == ["10.9.9.9"]).then_some(())
+    });
+    let now = serial(s.dns);
+    assert_ne!(old, now);
+
+    let ixfr = transfer(s.dns, &format!("IXFR={old}"));
+    // RFC 1995: SOA(new), SOA(old), removed…, SOA(new), added…, SOA(new).
+    let soas: Vec<usize> = ixfr
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains(" SOA "))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(soas.len(), 4, "{ixfr:#?}");
+    assert!(ixfr[soas[1]].contains(&format!(" {old} ")), "{ixfr:#?}");
+    let removed = &ixfr[soas[1] + 1..soas[2]];
+    let added = &ixfr[soas[2] + 1..soas[3]];
+    assert!(
+        removed.contains(&"static.bar.global. A 10.1.2.3".to_string()),
+        "{ixfr:#?}"
+    );
+    assert!(
+        added.contains(&"static.bar.global. A 10.1.2.4".to_string()),
+        "{ixfr:#?}"
+    );
+    assert!(
+        added.contains(&"new.bar.global. A 10.9.9.9".to_string()),
+        "{ixfr:#?}"
+    );
+    // The reverse zone is separate: its PTR changes are not in global.'s difference.
+    assert!(!ixfr.iter().any(|l| l.contains(" PTR ")), "{ixfr:#?}");
+    assert!(
+        removed.len() + added.len() < axfr.len(),
+        "smaller than the zone"
+    );
+
+    // Up to date: our SOA alone. Unknown serial: the whole zone.
+    let same = transfer(s.dns, &format!("IXFR={now}"));
+    assert_eq!(same.len(), 1, "{same:?}");
+    let full = transfer(s.dns, "IXFR=12345");
+    assert_eq!(full.len(), transfer(s.dns, "AXFR").len(), "{full:#?}");
+    eventually(Duration::from_secs(5), "transfer metrics", || {
+        let ixfr = s.metric("globaldns_transfers_served_total{kind=\"ixfr\",result=\"served\"}")?;
+        (ixfr >= 2.0).then_some(())
+    });
+}
+
+/// A throw-away knotd: secondary of `primary` for `global.`, notified by it, on a free port.
+struct Knot {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Knot {
+    /// Knot on 127.0.0.1:`port` (from [`free_ports`], so that the primary can be told it first).
+    fn secondary_of(primary: SocketAddr, port: u16) -> Knot {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        for d in ["run", "db", "zones"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let conf = format!(
+            "server:\n    rundir: \"{d}/run\"\n    listen: 127.0.0.1@{port}\n    automatic-acl: on\n\
+             log:\n  - target: stderr\n    any: info\n\
+             database:\n    storage: \"{d}/db\"\n\
+             remote:\n  - id: primary\n    address: {ip}@{pport}\n\
+             zone:\n  - domain: {ZONE}\n    master: primary\n    file: \"{d}/zones/{ZONE}.zone\"\n    zonefile-sync: -1\n    journal-content: changes\n",
+            d = dir.display(),
+            ip = primary.ip(),
+            pport = primary.port(),
+        );
+        std::fs::write(dir.join("knot.conf"), conf).unwrap();
+        let child = Command::new("knotd")
+            .arg("-c")
+            .arg(dir.join("knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("knotd.log")).unwrap())
+            .spawn()
+            .expect("knotd is installed (the test command installs knot)");
+        Knot {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("knotd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- knotd log:\n{}", self.log());
+        }
+    }
+}
+
+/// What a resolver sees: rcode and sorted answer data, for a set of questions.
+fn answers(server: SocketAddr, questions: &[(&str, &str)]) -> Vec<String> {
+    questions
+        .iter()
+        .map(|(name, t)| {
+            let d = dig(server, &[name, t]);
+            let mut data = d.answer_data();
+            data.sort();
+            format!("{name} {t}: {} {data:?}", d.status)
+        })
+        .collect()
+}
+
+#[test]
+fn knot_follows_a_primary_by_notify_and_ixfr() {
+    let (_t, dir, state) = dirs();
+    zones(&dir);
+    // Knot's port is needed for --notify before the primary starts: reserve it first.
+    let knot_port = free_ports(1);
+    let s = primary(
+        &dir,
+        &state,
+        &["--notify", &format!("127.0.0.1:{knot_port}")],
+    );
+    let knot = Knot::secondary_of(s.dns, knot_port);
+    let questions = [
+        ("httpbin.bar.global", "A"),
+        ("static.bar.global", "AAAA"),
+        ("static.bar.global", "TXT"),
+        ("x.y.wild.global", "A"),
+        ("_http._tcp.httpbin.bar.global", "SRV"),
+        ("nope.bar.global", "A"),
+        ("bar.global", "A"),
+        ("new.bar.global", "A"),
+    ];
+    eventually(
+        Duration::from_secs(20),
+        "knot loaded the zone by AXFR",
+        || (answers(knot.addr, &questions) == answers(s.dns, &questions)).then_some(()),
+    );
+
+    write_file(
+        &dir.join("b.yaml"),
+        &se("new", "bar", &["new.bar.global"], &["10.9.9.9"], ""),
+    );
+    eventually(Duration::from_secs(20), "knot has the change", || {
+        let d = dig(knot.addr, &["new.bar.global"]);
+        (d.answer_data() == ["10.9.9.9"]).then_some(())
+    });
+    assert_eq!(answers(knot.addr, &questions), answers(s.dns, &questions));
+    eventually(Duration::from_secs(5), "IXFR and NOTIFY counted", || {
+        let ixfr = s.metric("globaldns_transfers_served_total{kind=\"ixfr\",result=\"served\"}")?;
+        let sent = s.metric("globaldns_notifies_total{kind=\"notify-out\",result=\"sent\"}")?;
+        (ixfr >= 1.0 && sent >= 1.0).then_some(())
+    });
+    assert!(
+        knot.log().to_ascii_lowercase().contains("ixfr"),
+        "knot transferred incrementally:\n{}",
+        knot.log()
+    );
+}
