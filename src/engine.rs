@@ -24,6 +24,8 @@ pub struct Engine {
     pub snapshot: Arc<Published>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// Keeps serials increasing across restarts (None: `check`-like uses, nothing kept).
+    pub serial_floor: Option<crate::serial_floor::SerialFloor>,
 }
 
 /// What the engine is told: a source's news, or a table another instance wrote to a shared store.
@@ -127,6 +129,9 @@ impl Engine {
         let served = snap.served_hosts();
         // The metric first: whoever sees the new answers also sees how long they took.
         self.metrics.snapshot_build.observe(pass.took.as_secs_f64());
+        if let Some(floor) = &mut self.serial_floor {
+            floor.cover(serial);
+        }
         self.snapshot.publish(snap);
         if pass.touched > 1000 {
             // Before readiness: a first load should not be reported ready at its peak.

@@ -141,7 +141,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     if transfers_on {
         pipeline.keep_journal();
     }
+    let serial_floor = globaldns::serial_floor::SerialFloor::open(&args.store.state_dir)?;
+    pipeline.serial_floor(serial_floor.floor());
     let engine = Engine {
+        serial_floor: Some(serial_floor),
         pipeline,
         store,
         snapshot: snapshot.clone(),

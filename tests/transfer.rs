@@ -251,3 +251,44 @@ fn knot_follows_a_primary_by_notify_and_ixfr() {
         knot.log()
     );
 }
+
+#[test]
+fn the_serial_never_goes_back_across_a_restart() {
+    let (_t, dir, state) = dirs();
+    zones(&dir);
+    let s = primary(&dir, &state, &[]);
+    // A burst of changes: one serial each, running ahead of the clock.
+    for i in 0..5 {
+        write_file(
+            &dir.join("b.yaml"),
+            &se(
+                "burst",
+                "bar",
+                &["burst.bar.global"],
+                &[&format!("10.8.0.{i}")],
+                "",
+            ),
+        );
+        eventually(Duration::from_secs(5), "change served", || {
+            (dig(s.dns, &["burst.bar.global"]).answer_data() == [format!("10.8.0.{i}")])
+                .then_some(())
+        });
+    }
+    let before = serial(s.dns);
+    s.kill9();
+    let s = primary(&dir, &state, &[]);
+    let after = serial(s.dns);
+    assert!(
+        after.wrapping_sub(before) as i32 > 0,
+        "serial {before} before the restart, {after} after"
+    );
+    let floor: u32 = std::fs::read_to_string(state.join("serial"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        floor > after,
+        "the stored floor {floor} is above what is served"
+    );
+}

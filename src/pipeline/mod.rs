@@ -65,6 +65,11 @@ impl Pipeline {
         self
     }
 
+    /// The first serial will be at least `floor`.
+    pub fn serial_floor(&mut self, floor: u32) {
+        self.zone.serial_floor(floor);
+    }
+
     /// Keeps a journal of the zone's changes from now on (for IXFR).
     pub fn keep_journal(&mut self) {
         self.zone.keep_journal();

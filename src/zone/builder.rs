@@ -38,6 +38,7 @@ pub struct ZoneBuilder {
     /// What changed since the last snapshot, when a journal is kept (zone transfers served).
     pending: Option<Pending>,
     journal: Journal,
+    floor: u32,
 }
 
 /// Where one piece of data lives: (under a wildcard?, owner, data).
@@ -71,6 +72,7 @@ impl ZoneBuilder {
             host_count: 0,
             pending: None,
             journal: Journal::default(),
+            floor: 0,
         };
         // Name servers inside our zones exist (NODATA rather than NXDOMAIN for their addresses).
         for ns in b.ns_names.clone() {
@@ -140,6 +142,11 @@ impl ZoneBuilder {
         }
         self.changed = true;
         true
+    }
+
+    /// The first serial will be at least `floor` (see `serial_floor`).
+    pub fn serial_floor(&mut self, floor: u32) {
+        self.floor = floor;
     }
 
     /// Keeps a journal of changes from now on, for IXFR.
@@ -341,7 +348,7 @@ impl ZoneBuilder {
     pub fn snapshot(&mut self) -> Snapshot {
         let now = unix_now() as u32;
         let serial = match self.serial {
-            None => now,
+            None => now.max(self.floor),
             Some(s) if self.changed => s.wrapping_add(1).max(now),
             Some(s) => s,
         };
