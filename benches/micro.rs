@@ -108,6 +108,7 @@ fn answering(c: &mut Criterion) {
         allow_transfer: vec![],
         transfers: Default::default(),
         notify: None,
+        key: None,
     });
     let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     let cases = [

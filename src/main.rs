@@ -178,6 +178,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             allow_transfer: args.transfer.allow_transfer.clone(),
             transfers: transfers.clone(),
             notify: None,
+            key: args.transfer.key()?.map(|k| k.signer()),
         };
         let stop_udp = Arc::new(AtomicBool::new(false));
         for addr in &args.listen {

@@ -203,6 +203,7 @@ fn fast_path_bytes_equal_general_path_bytes_in_process() {
         allow_transfer: vec![],
         transfers: Default::default(),
         notify: None,
+        key: None,
     });
     let names = names(&handler.snapshot.load());
     let mut rng = StdRng::seed_from_u64(20261125);

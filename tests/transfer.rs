@@ -144,16 +144,31 @@ struct Knot {
 impl Knot {
     /// Knot on 127.0.0.1:`port` (from [`free_ports`], so that the primary can be told it first).
     fn secondary_of(primary: SocketAddr, port: u16) -> Knot {
+        Knot::secondary_with_key(primary, port, None)
+    }
+
+    /// The same, transferring and accepting NOTIFY with a TSIG key `NAME:ALG:SECRET`.
+    fn secondary_with_key(primary: SocketAddr, port: u16, key: Option<&str>) -> Knot {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         for d in ["run", "db", "zones"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
+        let (keys, remote_key) = match key.map(|k| k.splitn(3, ':').collect::<Vec<_>>()) {
+            Some(k) => (
+                format!(
+                    "key:\n  - id: {}\n    algorithm: {}\n    secret: {}\n",
+                    k[0], k[1], k[2]
+                ),
+                format!("    key: {}\n", k[0]),
+            ),
+            None => (String::new(), String::new()),
+        };
         let conf = format!(
-            "server:\n    rundir: \"{d}/run\"\n    listen: 127.0.0.1@{port}\n    automatic-acl: on\n\
+            "{keys}server:\n    rundir: \"{d}/run\"\n    listen: 127.0.0.1@{port}\n    automatic-acl: on\n\
              log:\n  - target: stderr\n    any: info\n\
              database:\n    storage: \"{d}/db\"\n\
-             remote:\n  - id: primary\n    address: {ip}@{pport}\n\
+             remote:\n  - id: primary\n    address: {ip}@{pport}\n{remote_key}\
              zone:\n  - domain: {ZONE}\n    master: primary\n    file: \"{d}/zones/{ZONE}.zone\"\n    zonefile-sync: -1\n    journal-content: changes\n",
             d = dir.display(),
             ip = primary.ip(),
@@ -291,4 +306,84 @@ fn the_serial_never_goes_back_across_a_restart() {
         floor > after,
         "the stored floor {floor} is above what is served"
     );
+}
+
+const KEY: &str = "xfr-key:hmac-sha256:c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==";
+
+#[test]
+fn tsig_signs_transfers_and_notify_and_refuses_the_rest() {
+    let (_t, dir, state) = dirs();
+    zones(&dir);
+    // Enough hosts for a transfer of several messages: each is signed, chained to the last.
+    let many: Vec<String> = (0..700)
+        .map(|i| {
+            se(
+                &format!("m{i}"),
+                "many",
+                &[&format!("m{i}.many.global")],
+                &[&format!("10.7.{}.{}", i / 200, i % 200 + 1)],
+                "",
+            )
+        })
+        .collect();
+    write_file(&dir.join("many.yaml"), &many.join("---\n"));
+    let knot_port = free_ports(1);
+    let notify = format!("127.0.0.1:{knot_port}");
+    let s = primary(&dir, &state, &["--tsig-key", KEY, "--notify", &notify]);
+    let knot = Knot::secondary_with_key(s.dns, knot_port, Some(KEY));
+    eventually(
+        Duration::from_secs(20),
+        "knot loaded the zone with TSIG",
+        || {
+            (dig(knot.addr, &["static.bar.global", "A"]).answer_data() == ["10.1.2.3"])
+                .then_some(())
+        },
+    );
+    write_file(
+        &dir.join("b.yaml"),
+        &se("new", "bar", &["new.bar.global"], &["10.9.9.9"], ""),
+    );
+    eventually(
+        Duration::from_secs(20),
+        "knot has the change (signed NOTIFY, IXFR)",
+        || (dig(knot.addr, &["new.bar.global"]).answer_data() == ["10.9.9.9"]).then_some(()),
+    );
+
+    // dig with the key: a signed transfer; without it, or with another key: refused.
+    let k: Vec<&str> = KEY.splitn(3, ':').collect();
+    let signed = format!("{}:{}:{}", k[1], k[0], k[2]);
+    let good = transfer_with(s.dns, &["AXFR", "-y", &signed]);
+    assert!(
+        good.iter()
+            .any(|l| l.starts_with("new.bar.global. A 10.9.9.9")),
+        "{good:#?}"
+    );
+    let unsigned = dig(s.dns, &[ZONE, "AXFR", "+tcp"]);
+    assert!(
+        unsigned.raw.contains("REFUSED") || unsigned.raw.contains("Transfer failed"),
+        "{}",
+        unsigned.raw
+    );
+    let other = "hmac-sha256:xfr-key:b3RoZXItb3RoZXItb3RoZXItb3RoZXItb3RoZXI=";
+    let bad = dig(s.dns, &[ZONE, "AXFR", "+tcp", "-y", other]);
+    assert!(!bad.raw.contains("new.bar.global"), "{}", bad.raw);
+    eventually(Duration::from_secs(5), "refusals counted", || {
+        let refused =
+            s.metric("globaldns_transfers_served_total{kind=\"axfr\",result=\"refused\"}")?;
+        (refused >= 1.0).then_some(())
+    });
+}
+
+fn transfer_with(server: SocketAddr, args: &[&str]) -> Vec<String> {
+    let mut all = vec![ZONE, "+tcp"];
+    all.extend_from_slice(args);
+    let d = dig(server, &all);
+    d.raw
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| {
+            let r: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {}", r[0], r[3], r[4..].join(" "))
+        })
+        .collect()
 }

@@ -4,6 +4,7 @@
 
 mod listen;
 mod reply;
+mod tsig;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub struct Handler {
     /// A secondary's NOTIFY receiver: the addresses NOTIFY is accepted from (its primaries) and
     /// what it triggers. None: NOTIFY is not implemented here (NOTIMP).
     pub notify: Option<(Vec<std::net::IpAddr>, OnNotify)>,
+    /// TSIG key: signed requests are verified and answered signed; transfers and NOTIFY must
+    /// be signed when it is set.
+    pub key: Option<hickory_proto::rr::TSigner>,
 }
 
 /// A response as bytes, and the labels it counts under (None: not counted, as hickory-server

@@ -2,6 +2,7 @@
 //! hickory-server or encoded to bytes for the fast path, with the same size rule on UDP.
 
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::tsig::TSIG;
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_proto::ProtoError;
@@ -10,7 +11,9 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::warn;
 
+use super::tsig::{self, Signing, Verdict};
 use super::{bare_header, clamp_payload, qtype_label, Handler};
+use crate::zone::unix_now;
 use crate::zone::{Answer, Snapshot};
 
 /// A response decided but not yet encoded.
@@ -21,6 +24,8 @@ pub(super) struct Reply<'s> {
     answer: Answer<'s>,
     /// The messages of a zone transfer (TCP only); empty otherwise.
     transfer: Vec<Vec<Record>>,
+    /// The request was signed with our key: so is every message of the response.
+    signing: Option<Signing>,
     pub qtype: &'static str,
 }
 
@@ -36,8 +41,12 @@ impl<'s> Reply<'s> {
             e
         });
         let mut transfer = vec![];
-        let answer = if request.metadata.op_code == OpCode::Notify && handler.notify.is_some() {
-            notified(handler, snapshot, request)
+        let verdict = tsig::verify(handler.key.as_ref(), request, unix_now());
+        let signed = matches!(verdict, Verdict::Signed(_));
+        let answer = if matches!(verdict, Verdict::Bad) {
+            Answer::empty(tsig::BAD)
+        } else if request.metadata.op_code == OpCode::Notify && handler.notify.is_some() {
+            notified(handler, snapshot, request, signed)
         } else if request.metadata.op_code != OpCode::Query {
             Answer::empty(ResponseCode::NotImp)
         } else if queries.len() != 1 {
@@ -51,7 +60,7 @@ impl<'s> Reply<'s> {
             // Before the first full load, an NXDOMAIN would be cached downstream: say SERVFAIL.
             Answer::empty(ResponseCode::ServFail)
         } else if matches!(queries[0].query_type(), RecordType::AXFR | RecordType::IXFR) {
-            let (answer, messages) = axfr(handler, snapshot, request);
+            let (answer, messages) = axfr(handler, snapshot, request, signed);
             transfer = messages;
             answer
         } else {
@@ -65,6 +74,10 @@ impl<'s> Reply<'s> {
             edns,
             answer,
             transfer,
+            signing: match verdict {
+                Verdict::Signed(s) => Some(s),
+                _ => None,
+            },
             qtype: queries
                 .first()
                 .map_or("NONE", |q| qtype_label(q.query_type())),
@@ -135,6 +148,26 @@ impl<'s> Reply<'s> {
         )
     }
 
+    /// The TSIG records of the transfer's messages, chained (none when the request was not
+    /// signed, or signing failed: the transfer then goes out unsigned and the client rejects it).
+    fn sign_transfer(&self, queries: &Queries) -> Vec<Record<TSIG>> {
+        let Some(signing) = &self.signing else {
+            return vec![];
+        };
+        let bytes: Result<Vec<Vec<u8>>, ProtoError> = self
+            .transfer
+            .iter()
+            .map(|records| emit(self.transfer_message(queries, records), u16::MAX).map(|(b, _)| b))
+            .collect();
+        match bytes.and_then(|b| signing.sign_chain(&b)) {
+            Ok(sigs) => sigs,
+            Err(e) => {
+                warn!(error = %e, "cannot sign a transfer");
+                vec![]
+            }
+        }
+    }
+
     /// The size a response may take: the client's EDNS payload (clamped) or 512 on UDP.
     fn limit(&self, udp: bool) -> u16 {
         match (udp, &self.edns) {
@@ -149,6 +182,16 @@ impl<'s> Reply<'s> {
         let limit = self.limit(udp);
         if let Some(last) = self.transfer.last() {
             return encode(self.transfer_message(queries, last), limit);
+        }
+        if let Some(signing) = &self.signing {
+            // Signed: encoded once to be signed, then with the signature.
+            if let Ok((bytes, _)) = emit(self.message(queries), u16::MAX) {
+                if let Ok(mut sig) = signing.sign_chain(&[bytes]) {
+                    let mut msg = self.message(queries);
+                    msg.set_signature(Box::new(sig.remove(0)));
+                    return encode(msg, u16::MAX);
+                }
+            }
         }
         match emit(self.message(queries), limit) {
             Ok((bytes, info)) if !(udp && info.truncation) => (bytes, info),
@@ -166,11 +209,25 @@ impl<'s> Reply<'s> {
     ) -> ResponseInfo {
         let id = self.meta.id;
         if !self.transfer.is_empty() {
+            let mut signatures = self.sign_transfer(queries).into_iter();
             let mut info = None;
             for records in &self.transfer {
-                info = Some(send(response, self.transfer_message(queries, records), id).await);
+                let mut msg = self.transfer_message(queries, records);
+                if let Some(sig) = signatures.next() {
+                    msg.set_signature(Box::new(sig));
+                }
+                info = Some(send(response, msg, id).await);
             }
             return info.expect("at least one message");
+        }
+        if let Some(signing) = &self.signing {
+            if let Ok((bytes, _)) = emit(self.message(queries), u16::MAX) {
+                if let Ok(mut sig) = signing.sign_chain(&[bytes]) {
+                    let mut msg = self.message(queries);
+                    msg.set_signature(Box::new(sig.remove(0)));
+                    return send(response, msg, id).await;
+                }
+            }
         }
         let fits = !udp
             || emit(self.message(queries), self.limit(udp)).is_ok_and(|(_, info)| !info.truncation);
@@ -184,7 +241,12 @@ impl<'s> Reply<'s> {
 
 /// A NOTIFY (RFC 1996) to a secondary: accepted from its primaries for a zone it serves, and
 /// answered NOERROR with the question echoed; it triggers a refresh of that zone.
-fn notified<'s>(handler: &Handler, snapshot: &'s Snapshot, request: &Request) -> Answer<'s> {
+fn notified<'s>(
+    handler: &Handler,
+    snapshot: &'s Snapshot,
+    request: &Request,
+    signed: bool,
+) -> Answer<'s> {
     let Some((from, trigger)) = &handler.notify else {
         return Answer::empty(ResponseCode::NotImp);
     };
@@ -204,7 +266,8 @@ fn notified<'s>(handler: &Handler, snapshot: &'s Snapshot, request: &Request) ->
         return Answer::empty(ResponseCode::FormErr);
     }
     let zone = queries[0].name();
-    if !from.contains(&request.src().ip()) {
+    // From a primary, and signed when a key is configured.
+    if !from.contains(&request.src().ip()) || (handler.key.is_some() && !signed) {
         count("refused");
         return Answer::empty(ResponseCode::Refused);
     }
@@ -226,8 +289,11 @@ fn axfr<'s>(
     handler: &Handler,
     snapshot: &'s Snapshot,
     request: &Request,
+    signed: bool,
 ) -> (Answer<'s>, Vec<Vec<Record>>) {
+    // With a key, only signed transfers; from the allowed networks either way.
     let allowed = request.protocol() == Protocol::Tcp
+        && (handler.key.is_none() || signed)
         && handler
             .allow_transfer
             .iter()
