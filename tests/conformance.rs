@@ -120,3 +120,56 @@ fn the_do_bit_is_echoed_and_never_replayed_to_the_other_kind() {
         }
     });
 }
+
+#[test]
+fn answers_are_owned_by_the_query_spelling() {
+    each_way(|what, ask| {
+        for (spellings, rtype) in [
+            (
+                [
+                    "HttpBin.BAR.global",
+                    "httpbin.bar.global",
+                    "HTTPBIN.bar.GLOBAL",
+                ],
+                "A",
+            ),
+            (
+                ["X.y.Wild.GLOBAL", "x.y.wild.global", "X.Y.WILD.global"],
+                "A",
+            ),
+            (
+                [
+                    "HttpBin.BAR.global",
+                    "httpbin.bar.global",
+                    "hTTPBIN.bar.global",
+                ],
+                "ANY",
+            ),
+            (
+                [
+                    "_Http._TCP.httpbin.Bar.global",
+                    "_http._tcp.httpbin.bar.global",
+                    "_HTTP._tcp.HTTPBIN.bar.global",
+                ],
+                "SRV",
+            ),
+            (["GLOBAL", "global", "Global"], "SOA"),
+            (["GLOBAL", "global", "Global"], "NS"),
+        ] {
+            // Twice round: the second time the fast path answers from its cache.
+            for name in spellings.iter().chain(&spellings) {
+                let d = ask(&[name, rtype]);
+                let w = format!("{what} {name} {rtype}");
+                assert_eq!(d.status, "NOERROR", "{w}:\n{}", d.raw);
+                assert!(!d.answer.is_empty(), "{w}:\n{}", d.raw);
+                for row in &d.answer {
+                    assert_eq!(row[0], format!("{name}."), "{w}: owner\n{}", d.raw);
+                }
+            }
+        }
+        // Negative answers: the SOA in authority is the zone's own name.
+        let d = ask(&["Nope.BAR.Global", "A"]);
+        assert_eq!(d.status, "NXDOMAIN", "{what}:\n{}", d.raw);
+        assert_eq!(d.authority[0][0], "global.", "{what}:\n{}", d.raw);
+    });
+}

@@ -64,7 +64,8 @@ impl<'s> Reply<'s> {
             transfer = messages;
             answer
         } else {
-            snapshot.lookup(queries[0].name(), queries[0].query_type())
+            // The name as sent: answers are owned by the query's spelling.
+            snapshot.lookup(queries[0].original().name(), queries[0].query_type())
         };
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.response_code = answer.rcode;

@@ -26,8 +26,15 @@ pub struct QueryShape {
     pub dnssec_ok: bool,
 }
 
-/// Parses the cacheable shape of a query, writing the lower-cased question name + type + EDNS
-/// payload + DO bit into `key`. None for anything the general path must see.
+/// Types whose answers carry names in their data (SRV target, SOA and NS names at the apex, PTR
+/// target, the SOA of ANY at the apex), which hickory compresses against the owner's labels
+/// only when their case matches: the bytes depend on the query's case, so these are cached per
+/// spelling. The answers of every other type hold the query name only as owners (the first
+/// written out, the others pointing at it), which a hit rewrites in the query's spelling.
+const EXACT_CASE: [u16; 5] = [2, 6, 12, 33, 255];
+
+/// Parses the cacheable shape of a query, writing the question name (lower-cased, but as sent
+/// for [`EXACT_CASE`] types) + type + EDNS payload + DO bit into `key`. None for anything the general path must see.
 pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
     key.clear();
     if packet.len() < HEADER_LEN + 5 {
@@ -67,6 +74,9 @@ pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
     if qclass != 1 || qtype == 251 || qtype == 252 {
         return None;
     }
+    if EXACT_CASE.contains(&qtype) {
+        key[..i - HEADER_LEN].copy_from_slice(&packet[HEADER_LEN..i]);
+    }
     let mut dnssec_ok = false;
     let payload = if count(10) == 1 {
         // OPT: root name, type 41, class = payload, TTL = ext-rcode/version/flags, RDLEN 0.
@@ -100,6 +110,9 @@ pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
 struct Cached {
     bytes: Vec<u8>,
     rcode: &'static str,
+    /// Where answer owners are written out as the question name (in the case of the query that
+    /// filled the cache): a hit writes the query's spelling there.
+    owners: Box<[usize]>,
 }
 
 /// One worker's answering state: the cache and the snapshot it belongs to.
@@ -139,7 +152,7 @@ impl Responder {
         let shape = shape(packet, &mut self.key);
         if let Some(shape) = &shape {
             if let Some(cached) = self.cache.get(self.key.as_slice()) {
-                patch(&cached.bytes, packet, shape.question_end, out);
+                patch(cached, packet, shape.question_end, out);
                 let qtype = qtype_label(RecordType::from(shape.qtype));
                 *self.counts.entry((qtype, cached.rcode)).or_default() += 1;
                 return true;
@@ -154,14 +167,16 @@ impl Responder {
         // SERVFAIL (not loaded yet) must not outlive the moment; everything else depends only on
         // the key and the snapshot.
         let bytes = wire.bytes;
-        if let (Some(_), Some((_, rcode))) = (&shape, wire.counted) {
-            if bytes.len() > HEADER_LEN && bytes[3] & 0xF != 2 {
+        if let (Some(shape), Some((_, rcode))) = (&shape, wire.counted) {
+            let owners = owner_offsets(&bytes, shape.question_end);
+            if let Some(owners) = owners.filter(|_| bytes[3] & 0xF != 2) {
                 if self.cache.len() >= CACHE_MAX {
                     self.cache.clear();
                 }
                 let cached = Cached {
                     bytes: bytes.clone(),
                     rcode,
+                    owners: owners.into(),
                 };
                 self.cache.insert(self.key.clone(), cached);
             }
@@ -182,13 +197,128 @@ impl Responder {
     }
 }
 
-/// Cached answer → this query's answer: its ID, its RD and CD bits, its question bytes (case).
-fn patch(cached: &[u8], query: &[u8], question_end: usize, out: &mut Vec<u8>) {
-    out.extend_from_slice(cached);
+/// Cached answer → this query's answer: its ID, its RD and CD bits, its question bytes and the
+/// owners written as the question name (the query's case).
+fn patch(cached: &Cached, query: &[u8], question_end: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(&cached.bytes);
     out[0] = query[0];
     out[1] = query[1];
     // RD (0x01 of byte 2) and CD (0x10 of byte 3) are copied from the query.
     out[2] = (out[2] & !0x01) | (query[2] & 0x01);
     out[3] = (out[3] & !0x10) | (query[3] & 0x10);
     out[HEADER_LEN..question_end].copy_from_slice(&query[HEADER_LEN..question_end]);
+    let name = &query[HEADER_LEN..question_end - 4];
+    for &at in &cached.owners {
+        out[at..at + name.len()].copy_from_slice(name);
+    }
+}
+
+/// The offsets of the answer section's owners written out as the question name; None when the
+/// response is not one to cache (no question, or not parsed to its answers' ends).
+fn owner_offsets(response: &[u8], question_end: usize) -> Option<Vec<usize>> {
+    let name = response.get(HEADER_LEN..question_end.checked_sub(4)?)?;
+    let answers = u16::from_be_bytes([response[6], response[7]]);
+    let mut at = question_end;
+    let mut out = Vec::new();
+    for _ in 0..answers {
+        // Case only changes letters, never a length or pointer byte: a match is the same name.
+        if response
+            .get(at..at + name.len())?
+            .eq_ignore_ascii_case(name)
+        {
+            out.push(at);
+            at += name.len();
+        } else {
+            at = skip_name(response, at)?;
+        }
+        // Type, class, TTL, then RDLENGTH and the data.
+        let rdlen = response.get(at + 8..at + 10)?;
+        at += 10 + usize::from(u16::from_be_bytes([rdlen[0], rdlen[1]]));
+    }
+    (at <= response.len()).then_some(out)
+}
+
+/// The offset after the name at `at` (labels up to the root or a compression pointer).
+fn skip_name(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *bytes.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xC0 == 0xC0 => return Some(at + 2),
+            l if l > 63 => return None,
+            l => at += 1 + usize::from(l),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16, edns_flags: Option<u16>) -> Vec<u8> {
+        let mut p = vec![
+            0,
+            1,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u8::from(edns_flags.is_some()),
+        ];
+        for label in name.split('.') {
+            p.push(label.len() as u8);
+            p.extend_from_slice(label.as_bytes());
+        }
+        p.push(0);
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&[0, 1]);
+        if let Some(flags) = edns_flags {
+            p.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0]);
+            p.extend_from_slice(&flags.to_be_bytes());
+            p.extend_from_slice(&[0, 0]);
+        }
+        p
+    }
+
+    fn key(p: &[u8]) -> Vec<u8> {
+        let mut k = Vec::new();
+        shape(p, &mut k).expect("cacheable");
+        k
+    }
+
+    #[test]
+    fn keys_fold_case_but_for_names_in_data_and_split_on_the_do_bit() {
+        let a = |n: &str| key(&query(n, 1, None));
+        assert_eq!(a("HttpBin.bar.global"), a("httpbin.bar.global"));
+        let srv = |n: &str| key(&query(n, 33, None));
+        assert_ne!(srv("_http._tcp.H.global"), srv("_http._tcp.h.global"));
+        let edns = |flags| key(&query("h.global", 1, Some(flags)));
+        assert_ne!(edns(0x8000), edns(0));
+        // Other flag bits do not change the answer.
+        assert_eq!(edns(0x0001), edns(0));
+        let s = shape(&query("h.global", 1, Some(0x8000)), &mut Vec::new()).unwrap();
+        assert!(s.dnssec_ok);
+        assert_eq!(s.payload, 4096.min(crate::dns::MAX_UDP_PAYLOAD));
+    }
+
+    #[test]
+    fn owners_written_as_the_question_are_found_past_pointers() {
+        // Question h.global A IN; answers: h.global (written out), then a pointer to it.
+        let q = query("h.global", 1, None);
+        let mut r = q.clone();
+        r[7] = 2;
+        let owner = r.len();
+        r.extend_from_slice(&q[HEADER_LEN..q.len() - 4]);
+        r.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 240, 10, 0, 1]);
+        r.extend_from_slice(&[0xC0, owner as u8]);
+        r.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 240, 10, 0, 2]);
+        assert_eq!(owner_offsets(&r, q.len()), Some(vec![owner]));
+        // Cut short: not cached.
+        assert_eq!(owner_offsets(&r[..r.len() - 1], q.len()), None);
+    }
 }

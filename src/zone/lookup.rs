@@ -41,11 +41,21 @@ impl<'a> Outcome<'a> {
         }
     }
 
-    fn borrowed(records: impl IntoIterator<Item = &'a Record>) -> Self {
-        let records: Vec<_> = records.into_iter().map(Cow::Borrowed).collect();
-        if records.is_empty() {
+    /// Records of the apex, owned by the query's spelling of it.
+    fn at_apex(records: &'a [Record], qname: &Name) -> Self {
+        let Some(first) = records.first() else {
             return Outcome::NoData;
-        }
+        };
+        let records = if first.name.eq_case(qname) {
+            records.iter().map(Cow::Borrowed).collect()
+        } else {
+            let owned = |r: &Record| {
+                let mut r = r.clone();
+                r.name = qname.clone();
+                Cow::Owned(r)
+            };
+            records.iter().map(owned).collect()
+        };
         Outcome::Answer {
             records,
             additional: vec![],
@@ -118,7 +128,8 @@ impl Snapshot {
         self.resolve(qname, qtype).into_answer()
     }
 
-    /// Resolves one question. Records are owned by `qname` as given.
+    /// Resolves one question. Answers are owned by `qname` as spelled (the query's case, as
+    /// Knot and BIND answer), also when synthesised from a wildcard.
     pub fn resolve<'a>(&'a self, qname: &Name, qtype: RecordType) -> Resolution<'a> {
         let Some(apex) = self.zone_of(qname) else {
             return Resolution {
@@ -134,11 +145,12 @@ impl Snapshot {
 
     fn solve<'a>(&'a self, apex: &'a Apex, qname: &Name, qtype: RecordType) -> Outcome<'a> {
         if apex.name.eq_ignore_root(qname) {
-            return match qtype {
-                RecordType::SOA | RecordType::ANY => Outcome::borrowed([&apex.soa]),
-                RecordType::NS => Outcome::borrowed(&apex.ns),
-                _ => Outcome::NoData,
+            let records = match qtype {
+                RecordType::SOA | RecordType::ANY => std::slice::from_ref(&apex.soa),
+                RecordType::NS => &apex.ns[..],
+                _ => &[],
             };
+            return Outcome::at_apex(records, qname);
         }
         let mut buf = [0u8; key::MAX];
         let Some(len) = key::encode(qname, &mut buf) else {

@@ -163,3 +163,32 @@ fn every_kind_of_question_gets_its_outcome_and_sections() {
         assert_eq!(additional, expected_additional, "{what}");
     }
 }
+
+#[test]
+fn owners_take_the_query_spelling() {
+    use RecordType::*;
+    let snap = snapshot();
+    for (qname, qtype, owner_type) in [
+        ("HttpBin.BAR.global", A, A),
+        ("HttpBin.BAR.global", ANY, HINFO),
+        ("X.y.WILD.global", A, A),
+        ("_HTTP._tcp.HttpBin.bar.global", SRV, SRV),
+        ("1.1.10.240.IN-ADDR.arpa", PTR, PTR),
+        ("GLOBAL", SOA, SOA),
+        ("Global", NS, NS),
+        ("global", SOA, SOA),
+    ] {
+        let name = Name::from_ascii(format!("{qname}.")).unwrap();
+        let ans = snap.lookup(&name, qtype);
+        assert_eq!(ans.answers.len(), 1, "{qname} {qtype}");
+        let r = &ans.answers[0];
+        assert_eq!(r.record_type(), owner_type, "{qname} {qtype}");
+        assert!(r.name.eq_case(&name), "{qname} {qtype}: owner {}", r.name);
+    }
+    // The authority SOA stays the zone's own name.
+    let name = Name::from_ascii("Nope.BAR.global.").unwrap();
+    assert_eq!(
+        snap.lookup(&name, A).authority[0].name.to_ascii(),
+        "global."
+    );
+}
