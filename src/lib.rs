@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod published;
 pub mod registry;
 pub mod report;
+pub mod secondary;
 pub mod serviceentry;
 pub mod source;
 pub mod tsig;

@@ -98,6 +98,95 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let health = Arc::new(Health::default());
     let snapshot = Arc::new(Published::new(Snapshot::empty(&zone_cfg, &ranges)));
 
+    // Secondary mode: the zones come from --primary servers; no sources, store or engine.
+    let secondary = !args.transfer.primaries.is_empty();
+    let key = args.transfer.key()?;
+    // Held until exit: the Kubernetes sources run on its runtime.
+    let _kube = if secondary {
+        globaldns::secondary::check_args(&args)?;
+        None
+    } else {
+        start_primary(&args, &metrics, &health, &snapshot)?
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        // The lead's NOTIFY receiver wakes zones through this; the loops run on their own.
+        let _trigger = secondary.then(|| {
+            globaldns::secondary::start(globaldns::secondary::Context {
+                zone: zone_cfg.clone(),
+                ranges: ranges.clone(),
+                primaries: args.transfer.primaries.clone(),
+                key: key.clone(),
+                refresh: args.transfer.refresh,
+                metrics: metrics.clone(),
+                health: health.clone(),
+                published: snapshot.clone(),
+            })
+        });
+        let mut servers = Vec::new();
+        let mut bound = Vec::new();
+        let handler = dns::Handler {
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            allow_transfer: args.transfer.allow_transfer.clone(),
+        };
+        let stop_udp = Arc::new(AtomicBool::new(false));
+        for addr in &args.listen {
+            if args.udp_fast_path {
+                let workers = args
+                    .udp_workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                let (udp, tcp) = fastpath::bind(*addr, workers).await?;
+                bound.push(tcp.local_addr()?);
+                fastpath::spawn(udp, Arc::new(handler.clone()), stop_udp.clone())?;
+                servers.push(dns::tcp_server(handler.clone(), tcp));
+            } else {
+                let (udp, tcp) = dns::bind(*addr).await?;
+                bound.push(udp.local_addr()?);
+                servers.push(dns::server(handler.clone(), udp, tcp));
+            }
+        }
+        let admin_listener = tokio::net::TcpListener::bind(args.admin)
+            .await
+            .with_context(|| format!("cannot bind admin {}", args.admin))?;
+        let admin_addr = admin_listener.local_addr()?;
+        let state = admin::AdminState {
+            metrics,
+            health,
+            snapshot,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(admin_listener, state).await {
+                error!(error = %e, "admin server stopped");
+            }
+        });
+        let dns_list: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+        info!("listening dns={} admin={}", dns_list.join(","), admin_addr);
+
+        shutdown_signal().await;
+        info!("shutting down");
+        stop_udp.store(true, std::sync::atomic::Ordering::Relaxed);
+        for mut s in servers {
+            let _ = s.shutdown_gracefully().await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The primary's write side: sources (files, Kubernetes), the allocation store and the engine
+/// thread that turns their events into published snapshots.
+fn start_primary(
+    args: &ServeArgs,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    snapshot: &Arc<Published>,
+) -> Result<Option<globaldns::kube::Kube>> {
+    let ranges = args.zone.vip_ranges.clone();
+    let zone_cfg = args.zone.zone_config();
     let (tx, rx) = mpsc::channel::<Input>();
     let events = Events::new(tx.clone());
     // --- Kubernetes (src/kube): cluster sources, the allocation store (the file store unless
@@ -155,60 +244,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         );
         std::process::exit(70);
     });
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let mut servers = Vec::new();
-        let mut bound = Vec::new();
-        let handler = dns::Handler {
-            snapshot: snapshot.clone(),
-            metrics: metrics.clone(),
-            allow_transfer: args.transfer.allow_transfer.clone(),
-        };
-        let stop_udp = Arc::new(AtomicBool::new(false));
-        for addr in &args.listen {
-            if args.udp_fast_path {
-                let workers = args
-                    .udp_workers
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-                let (udp, tcp) = fastpath::bind(*addr, workers).await?;
-                bound.push(tcp.local_addr()?);
-                fastpath::spawn(udp, Arc::new(handler.clone()), stop_udp.clone())?;
-                servers.push(dns::tcp_server(handler.clone(), tcp));
-            } else {
-                let (udp, tcp) = dns::bind(*addr).await?;
-                bound.push(udp.local_addr()?);
-                servers.push(dns::server(handler.clone(), udp, tcp));
-            }
-        }
-        let admin_listener = tokio::net::TcpListener::bind(args.admin)
-            .await
-            .with_context(|| format!("cannot bind admin {}", args.admin))?;
-        let admin_addr = admin_listener.local_addr()?;
-        let state = admin::AdminState {
-            metrics,
-            health,
-            snapshot,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = admin::serve(admin_listener, state).await {
-                error!(error = %e, "admin server stopped");
-            }
-        });
-        let dns_list: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
-        info!("listening dns={} admin={}", dns_list.join(","), admin_addr);
-
-        shutdown_signal().await;
-        info!("shutting down");
-        stop_udp.store(true, std::sync::atomic::Ordering::Relaxed);
-        for mut s in servers {
-            let _ = s.shutdown_gracefully().await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(kube)
 }
 
 async fn shutdown_signal() {
