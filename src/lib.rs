@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod published;
 pub mod registry;
 pub mod report;
+pub mod secondary;
 pub mod serial_floor;
 pub mod serviceentry;
 pub mod source;

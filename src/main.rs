@@ -98,6 +98,124 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let health = Arc::new(Health::default());
     let snapshot = Arc::new(Published::new(Snapshot::empty(&zone_cfg, &ranges)));
 
+    // Secondary mode: the zones come from --primary servers; no sources, store or engine.
+    let secondary = !args.transfer.primaries.is_empty();
+    let key = args.transfer.key()?;
+    // A primary (anyone serving transfers) keeps a journal for IXFR and NOTIFYs its secondaries.
+    let transfers_on = !secondary
+        && (!args.transfer.allow_transfer.is_empty() || !args.transfer.notify.is_empty());
+    // Held until exit: the Kubernetes sources run on its runtime.
+    let _kube = if secondary {
+        globaldns::secondary::check_args(&args)?;
+        None
+    } else {
+        start_primary(&args, &metrics, &health, &snapshot, transfers_on)?
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        // The lead's NOTIFY receiver wakes zones through this; the loops run on their own.
+        let trigger = secondary.then(|| {
+            globaldns::secondary::start(globaldns::secondary::Context {
+                zone: zone_cfg.clone(),
+                ranges: ranges.clone(),
+                primaries: args.transfer.primaries.clone(),
+                key: key.clone(),
+                refresh: args.transfer.refresh,
+                metrics: metrics.clone(),
+                health: health.clone(),
+                published: snapshot.clone(),
+            })
+        });
+        let mut servers = Vec::new();
+        let mut bound = Vec::new();
+        let transfers = Arc::new(globaldns::notify::Transfers::new(metrics.clone()));
+        // A secondary accepts NOTIFY from its primaries: it refreshes the zone named at once.
+        let notify = trigger.map(|t| {
+            let from = args.transfer.primaries.iter().map(|p| p.ip()).collect();
+            let wake: dns::OnNotify = Arc::new(move |zone| {
+                t.notify(zone);
+            });
+            (from, wake)
+        });
+        let handler = dns::Handler {
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            allow_transfer: args.transfer.allow_transfer.clone(),
+            transfers: transfers.clone(),
+            notify,
+            key: key.as_ref().map(|k| k.signer()),
+        };
+        let stop_udp = Arc::new(AtomicBool::new(false));
+        for addr in &args.listen {
+            if args.udp_fast_path {
+                let workers = args
+                    .udp_workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                let (udp, tcp) = fastpath::bind(*addr, workers).await?;
+                bound.push(tcp.local_addr()?);
+                fastpath::spawn(udp, Arc::new(handler.clone()), stop_udp.clone())?;
+                servers.push(dns::tcp_server(handler.clone(), tcp));
+            } else {
+                let (udp, tcp) = dns::bind(*addr).await?;
+                bound.push(udp.local_addr()?);
+                servers.push(dns::server(handler.clone(), udp, tcp));
+            }
+        }
+        if transfers_on {
+            tokio::spawn(
+                globaldns::notify::Notifier {
+                    published: snapshot.clone(),
+                    transfers,
+                    targets: args.transfer.notify.clone(),
+                    port: bound[0].port(),
+                    key: key.clone(),
+                    metrics: metrics.clone(),
+                }
+                .run(),
+            );
+        }
+        let admin_listener = tokio::net::TcpListener::bind(args.admin)
+            .await
+            .with_context(|| format!("cannot bind admin {}", args.admin))?;
+        let admin_addr = admin_listener.local_addr()?;
+        let state = admin::AdminState {
+            metrics,
+            health,
+            snapshot,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(admin_listener, state).await {
+                error!(error = %e, "admin server stopped");
+            }
+        });
+        let dns_list: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+        info!("listening dns={} admin={}", dns_list.join(","), admin_addr);
+
+        shutdown_signal().await;
+        info!("shutting down");
+        stop_udp.store(true, std::sync::atomic::Ordering::Relaxed);
+        for mut s in servers {
+            let _ = s.shutdown_gracefully().await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The primary's write side: sources (files, Kubernetes), the allocation store and the engine
+/// thread that turns their events into published snapshots.
+fn start_primary(
+    args: &ServeArgs,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    snapshot: &Arc<Published>,
+    journal: bool,
+) -> Result<Option<globaldns::kube::Kube>> {
+    let ranges = args.zone.vip_ranges.clone();
+    let zone_cfg = args.zone.zone_config();
     let (tx, rx) = mpsc::channel::<Input>();
     let events = Events::new(tx.clone());
     // --- Kubernetes (src/kube): cluster sources, the allocation store (the file store unless
@@ -134,11 +252,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             metrics.clone(),
         )?;
     }
-    // A primary keeps a journal of changes for IXFR, and NOTIFYs its secondaries.
-    let transfers_on = !args.transfer.allow_transfer.is_empty() || !args.transfer.notify.is_empty();
     let mut pipeline = Pipeline::new(&zone_cfg, &ranges, args.zone.prefer_istio_status, allocator)
         .home_cluster(&args.zone.cluster_name);
-    if transfers_on {
+    if journal {
         pipeline.keep_journal();
     }
     let serial_floor = globaldns::serial_floor::SerialFloor::open(&args.store.state_dir)?;
@@ -164,77 +280,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         );
         std::process::exit(70);
     });
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let mut servers = Vec::new();
-        let mut bound = Vec::new();
-        let transfers = Arc::new(globaldns::notify::Transfers::new(metrics.clone()));
-        let handler = dns::Handler {
-            snapshot: snapshot.clone(),
-            metrics: metrics.clone(),
-            allow_transfer: args.transfer.allow_transfer.clone(),
-            transfers: transfers.clone(),
-            notify: None,
-            key: args.transfer.key()?.map(|k| k.signer()),
-        };
-        let stop_udp = Arc::new(AtomicBool::new(false));
-        for addr in &args.listen {
-            if args.udp_fast_path {
-                let workers = args
-                    .udp_workers
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-                let (udp, tcp) = fastpath::bind(*addr, workers).await?;
-                bound.push(tcp.local_addr()?);
-                fastpath::spawn(udp, Arc::new(handler.clone()), stop_udp.clone())?;
-                servers.push(dns::tcp_server(handler.clone(), tcp));
-            } else {
-                let (udp, tcp) = dns::bind(*addr).await?;
-                bound.push(udp.local_addr()?);
-                servers.push(dns::server(handler.clone(), udp, tcp));
-            }
-        }
-        if transfers_on {
-            tokio::spawn(
-                globaldns::notify::Notifier {
-                    published: snapshot.clone(),
-                    transfers,
-                    targets: args.transfer.notify.clone(),
-                    port: bound[0].port(),
-                    key: args.transfer.key()?,
-                    metrics: metrics.clone(),
-                }
-                .run(),
-            );
-        }
-        let admin_listener = tokio::net::TcpListener::bind(args.admin)
-            .await
-            .with_context(|| format!("cannot bind admin {}", args.admin))?;
-        let admin_addr = admin_listener.local_addr()?;
-        let state = admin::AdminState {
-            metrics,
-            health,
-            snapshot,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = admin::serve(admin_listener, state).await {
-                error!(error = %e, "admin server stopped");
-            }
-        });
-        let dns_list: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
-        info!("listening dns={} admin={}", dns_list.join(","), admin_addr);
-
-        shutdown_signal().await;
-        info!("shutting down");
-        stop_udp.store(true, std::sync::atomic::Ordering::Relaxed);
-        for mut s in servers {
-            let _ = s.shutdown_gracefully().await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(kube)
 }
 
 async fn shutdown_signal() {

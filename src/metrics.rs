@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
@@ -26,13 +27,6 @@ pub struct FamilyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TransferLabels {
-    /// axfr or ixfr (transfers); notify-out or notify-in (NOTIFY).
-    pub kind: &'static str,
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -47,6 +41,21 @@ pub struct WriteLabels {
     pub cluster: String,
     /// written, conflict, failed or timeout.
     pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransferLabels {
+    /// axfr or ixfr (transfers); notify-out or notify-in (NOTIFY).
+    pub kind: &'static str,
+    /// Transfers received (secondary): ok, full (an IXFR answered with the whole zone),
+    /// uptodate, refused, unreachable, invalid or older. Served (primary): served, refused.
+    /// NOTIFY: sent, unanswered, accepted, refused.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ZoneLabels {
+    pub zone: String,
 }
 
 pub struct Metrics {
@@ -74,6 +83,11 @@ pub struct Metrics {
     pub transfers_served: Family<TransferLabels, Counter>,
     pub notifies: Family<TransferLabels, Counter>,
     pub writeback_serial: Gauge,
+    pub transfers: Family<TransferLabels, Counter>,
+    pub secondary_serial: Family<ZoneLabels, Gauge>,
+    pub secondary_lag: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
+    pub secondary_stale: Family<ZoneLabels, Gauge>,
+    pub propagation: Histogram,
 }
 
 impl Default for Metrics {
@@ -110,6 +124,12 @@ impl Metrics {
             transfers_served: Family::default(),
             notifies: Family::default(),
             writeback_serial: Gauge::default(),
+            transfers: Family::default(),
+            secondary_serial: Family::default(),
+            secondary_lag: Family::default(),
+            secondary_stale: Family::default(),
+            // 1 ms … ~16 s.
+            propagation: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -224,6 +244,31 @@ impl Metrics {
             "writeback_checked_serial",
             "Zone serial of the last snapshot write-back finished acting on",
             m.writeback_serial.clone(),
+        );
+        r.register(
+            "transfers",
+            "Zone transfers from primaries (secondary mode), by kind and result",
+            m.transfers.clone(),
+        );
+        r.register(
+            "secondary_serial",
+            "SOA serial of the zone as loaded from a primary",
+            m.secondary_serial.clone(),
+        );
+        r.register(
+            "secondary_lag_seconds",
+            "Time since a primary's newer serial was seen and not yet loaded (0: up to date)",
+            m.secondary_lag.clone(),
+        );
+        r.register(
+            "secondary_stale",
+            "1 while no primary answers for the zone (the last loaded zone is served)",
+            m.secondary_stale.clone(),
+        );
+        r.register(
+            "propagation_seconds",
+            "From a NOTIFY or a newer serial seen to the new snapshot published",
+            m.propagation.clone(),
         );
         Metrics { registry, ..m }
     }

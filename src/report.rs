@@ -19,6 +19,8 @@ pub enum AddressSource {
     Spec,
     /// Allocated by Istio, in `status.addresses`.
     IstioStatus,
+    /// Transferred from a primary (secondary mode), which knows where it came from.
+    Primary,
 }
 
 impl std::fmt::Display for AddressSource {
@@ -27,6 +29,7 @@ impl std::fmt::Display for AddressSource {
             AddressSource::Vip => "vip",
             AddressSource::Spec => "spec",
             AddressSource::IstioStatus => "istio-status",
+            AddressSource::Primary => "primary",
         })
     }
 }

@@ -39,6 +39,8 @@ pub struct ZoneBuilder {
     pending: Option<Pending>,
     journal: Journal,
     floor: u32,
+    /// A secondary's zones: the primary's SOA and apex NS records, served as they came.
+    apex_overrides: Vec<(Name, Record, Vec<Record>)>,
 }
 
 /// Where one piece of data lives: (under a wildcard?, owner, data).
@@ -73,6 +75,7 @@ impl ZoneBuilder {
             pending: None,
             journal: Journal::default(),
             floor: 0,
+            apex_overrides: vec![],
         };
         // Name servers inside our zones exist (NODATA rather than NXDOMAIN for their addresses).
         for ns in b.ns_names.clone() {
@@ -326,6 +329,20 @@ impl ZoneBuilder {
         }
     }
 
+    /// Serves `soa` and `ns` (the primary's, as transferred) at the apex of `zone` instead of
+    /// the ones made from the flags: a secondary answers the primary's serial. False when `zone`
+    /// is not one of ours.
+    pub fn set_apex(&mut self, zone: &Name, soa: Record, ns: Vec<Record>) -> bool {
+        let zone = zone.to_lowercase();
+        if !self.apexes.iter().any(|(z, _)| *z == zone) {
+            return false;
+        }
+        self.apex_overrides.retain(|(z, _, _)| *z != zone);
+        self.apex_overrides.push((zone, soa, ns));
+        self.changed = true;
+        true
+    }
+
     /// Gives back the growth slack of every shard (after a large load, e.g. the first).
     pub fn compact(&mut self) {
         for s in &mut self.shards {
@@ -366,6 +383,14 @@ impl ZoneBuilder {
             .apexes
             .iter()
             .map(|(zone, k)| {
+                if let Some((_, soa, ns)) = self.apex_overrides.iter().find(|(z, _, _)| z == zone) {
+                    return Apex {
+                        name: LowerName::new(zone),
+                        key: k.clone(),
+                        soa: soa.clone(),
+                        ns: ns.clone(),
+                    };
+                }
                 let rname = Name::from_ascii("hostmaster")
                     .unwrap()
                     .append_domain(zone)

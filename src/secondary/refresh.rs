@@ -1,0 +1,294 @@
+//! The loop of one zone: every `--refresh` (or at once on a NOTIFY), ask every primary for its
+//! SOA, follow the one with the newest serial, IXFR from ours (AXFR when IXFR fails or we have
+//! nothing), and publish. A primary behind us is ignored; with every primary silent the last
+//! zone stays served and the zone is reported stale.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::join_all;
+use hickory_proto::rr::Name;
+use tracing::{debug, info, warn};
+
+use super::wire::{self, Ask, WireError};
+use super::zone_data::{self, newer, Received, ZoneData};
+use super::{Shared, ZoneWake};
+use crate::metrics::{TransferLabels, ZoneLabels};
+
+pub(super) struct ZoneLoop {
+    pub shared: Arc<Shared>,
+    pub zone: Name,
+    pub wake: Arc<ZoneWake>,
+    /// The health source name of the zone.
+    pub source: String,
+    /// The newest serial seen at a primary and not loaded yet, and since when.
+    pending: Option<(u32, Instant)>,
+    /// The serial last warned about per primary that is behind us (one line per serial).
+    behind: HashMap<SocketAddr, u32>,
+    /// Whether the last round found no primary answering (to log changes only).
+    was_stale: bool,
+}
+
+enum Failure {
+    /// Not worth an AXFR from the same primary (it is down).
+    Unreachable(String),
+    /// The IXFR failed otherwise: an AXFR may still work.
+    Other(String),
+}
+
+impl ZoneLoop {
+    pub fn new(shared: Arc<Shared>, zone: Name, wake: Arc<ZoneWake>) -> ZoneLoop {
+        let source = format!("primary {zone}");
+        ZoneLoop {
+            shared,
+            zone,
+            wake,
+            source,
+            pending: None,
+            behind: HashMap::new(),
+            was_stale: false,
+        }
+    }
+
+    fn labels(&self) -> ZoneLabels {
+        ZoneLabels {
+            zone: self.zone.to_ascii(),
+        }
+    }
+
+    fn count(&self, kind: &'static str, result: &'static str) {
+        self.shared
+            .metrics
+            .transfers
+            .get_or_create(&TransferLabels { kind, result })
+            .inc();
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            self.round().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.shared.refresh) => {}
+                _ = self.wake.notify.notified() => debug!(zone = %self.zone, "refresh on NOTIFY"),
+            }
+        }
+    }
+
+    /// One refresh: SOA queries, then a transfer from the newest primary that gives one.
+    async fn round(&mut self) {
+        let ours = self.shared.zone(&self.zone);
+        let ours_serial = ours.as_ref().map(|z| z.serial());
+        let key = self.shared.key.as_ref();
+        let zone = &self.zone;
+        let answers = join_all(
+            self.shared
+                .primaries
+                .iter()
+                .map(|p| async move { (*p, wire::soa(*p, zone, key).await) }),
+        )
+        .await;
+        let mut candidates: Vec<(Option<u32>, SocketAddr)> = Vec::new();
+        let mut errors = Vec::new();
+        for (p, answer) in answers {
+            match answer.map(|r| zone_data::serial_of(&r).unwrap_or(0)) {
+                Ok(s) if ours_serial.is_none_or(|o| newer(s, o)) => candidates.push((Some(s), p)),
+                Ok(s) => {
+                    if ours_serial.is_some_and(|o| newer(o, s))
+                        && self.behind.insert(p, s) != Some(s)
+                    {
+                        warn!(zone = %self.zone, primary = %p, serial = s, ours = ?ours_serial,
+                            "primary is behind us: ignored");
+                    }
+                }
+                Err(e) => errors.push(format!("{p}: {e}")),
+            }
+        }
+        let reachable = errors.len() < self.shared.primaries.len();
+        if !reachable && ours.is_none() {
+            // Nothing loaded yet and no SOA: try the transfers anyway, which says why they fail.
+            candidates = self.shared.primaries.iter().map(|p| (None, *p)).collect();
+        }
+        // Newest serial first (RFC 1982 order among those seen).
+        candidates.sort_by(|a, b| match (a.0, b.0) {
+            (Some(x), Some(y)) if newer(x, y) => std::cmp::Ordering::Less,
+            (Some(x), Some(y)) if newer(y, x) => std::cmp::Ordering::Greater,
+            _ => std::cmp::Ordering::Equal,
+        });
+        let notified = self.wake.at.lock().unwrap().take();
+        // Propagation of a change: not counted for the first load.
+        if let (Some(&(Some(s), _)), true) = (candidates.first(), ours.is_some()) {
+            if self.pending.is_none_or(|(p, _)| newer(s, p)) {
+                let since = self
+                    .pending
+                    .map(|(_, t)| t)
+                    .into_iter()
+                    .chain(notified)
+                    .min();
+                self.pending = Some((s, since.unwrap_or_else(Instant::now)));
+            }
+        }
+        for (_, primary) in candidates {
+            match self.transfer(primary, ours.as_deref()).await {
+                Ok(Some(z)) => {
+                    self.publish(primary, z);
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => errors.push(format!("{primary}: {e}")),
+            }
+        }
+        self.report(
+            reachable,
+            ours.is_some() || self.shared.zone(&self.zone).is_some(),
+            &errors,
+        );
+    }
+
+    /// Staleness, lag and the log line of what failed.
+    fn report(&mut self, reachable: bool, loaded: bool, errors: &[String]) {
+        let labels = self.labels();
+        let stale = !reachable && loaded;
+        if stale {
+            let why = format!("no primary answers: {}", errors.join("; "));
+            if !self.was_stale {
+                warn!(zone = %self.zone, "{why}; serving the last zone loaded");
+            }
+            self.shared.health.set_stale(&self.source, Some(why));
+        } else {
+            if self.was_stale {
+                info!(zone = %self.zone, "a primary answers again");
+            }
+            self.shared.health.set_stale(&self.source, None);
+            if !errors.is_empty() {
+                warn!(zone = %self.zone, loaded, "{}", errors.join("; "));
+            }
+        }
+        if !reachable && !loaded {
+            warn!(zone = %self.zone, "not loaded yet: {}", errors.join("; "));
+        }
+        self.was_stale = stale;
+        self.shared
+            .metrics
+            .secondary_stale
+            .get_or_create(&labels)
+            .set(i64::from(stale));
+        let lag = self.pending.map_or(0.0, |(_, t)| t.elapsed().as_secs_f64());
+        self.shared
+            .metrics
+            .secondary_lag
+            .get_or_create(&labels)
+            .set(lag);
+    }
+
+    /// IXFR from ours (AXFR from the same primary when that fails but the primary answers),
+    /// AXFR when we have nothing. Ok(None): nothing newer after all.
+    async fn transfer(
+        &self,
+        primary: SocketAddr,
+        ours: Option<&ZoneData>,
+    ) -> Result<Option<ZoneData>, String> {
+        if let Some(cur) = ours {
+            match self.ixfr(primary, cur).await {
+                Ok(z) => return Ok(z),
+                Err(Failure::Unreachable(e)) => return Err(e),
+                Err(Failure::Other(e)) => {
+                    info!(zone = %self.zone, %primary, "IXFR failed ({e}); trying AXFR");
+                }
+            }
+        }
+        let key = self.shared.key.as_ref();
+        let got = wire::exchange(primary, &self.zone, Ask::Axfr, key)
+            .await
+            .map_err(|e| {
+                self.count("axfr", e.label());
+                format!("AXFR: {e}")
+            })?;
+        let z = match zone_data::receive(&self.zone, got, None) {
+            Ok(Received::Full(z)) => z,
+            Ok(other) => {
+                self.count("axfr", "invalid");
+                return Err(format!("AXFR: not a full zone ({other:?})"));
+            }
+            Err(e) => {
+                self.count("axfr", "invalid");
+                return Err(format!("AXFR: {e}"));
+            }
+        };
+        if let Some(cur) = ours {
+            if !newer(z.serial(), cur.serial()) {
+                self.count("axfr", "older");
+                return Err(format!(
+                    "AXFR: serial {} is not newer than ours {}",
+                    z.serial(),
+                    cur.serial()
+                ));
+            }
+        }
+        self.count("axfr", "ok");
+        Ok(Some(z))
+    }
+
+    async fn ixfr(&self, primary: SocketAddr, cur: &ZoneData) -> Result<Option<ZoneData>, Failure> {
+        let key = self.shared.key.as_ref();
+        let got = match wire::exchange(primary, &self.zone, Ask::Ixfr(&cur.soa), key).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.count("ixfr", e.label());
+                return Err(match e {
+                    WireError::Io(_) => Failure::Unreachable(format!("IXFR: {e}")),
+                    _ => Failure::Other(e.to_string()),
+                });
+            }
+        };
+        let (z, result) = match zone_data::receive(&self.zone, got, Some(cur)) {
+            Ok(Received::Incremental(z)) => (z, "ok"),
+            Ok(Received::Full(z)) => (z, "full"),
+            Ok(Received::UpToDate) => {
+                self.count("ixfr", "uptodate");
+                return Ok(None);
+            }
+            Err(e) => {
+                self.count("ixfr", "invalid");
+                return Err(Failure::Other(e));
+            }
+        };
+        if !newer(z.serial(), cur.serial()) {
+            self.count("ixfr", "older");
+            return Err(Failure::Other(format!(
+                "serial {} is not newer than ours",
+                z.serial()
+            )));
+        }
+        self.count("ixfr", result);
+        Ok(Some(z))
+    }
+
+    fn publish(&mut self, primary: SocketAddr, z: ZoneData) {
+        let serial = z.serial();
+        let dropped = self.shared.dropped(&z);
+        if !dropped.is_empty() {
+            warn!(zone = %self.zone, %primary, ?dropped, "records of types globaldns does not serve: dropped");
+        }
+        self.shared.install(z);
+        info!(zone = %self.zone, %primary, serial, "loaded");
+        let labels = self.labels();
+        self.shared
+            .metrics
+            .secondary_serial
+            .get_or_create(&labels)
+            .set(i64::from(serial));
+        if let Some((_, since)) = self.pending.take() {
+            self.shared
+                .metrics
+                .propagation
+                .observe(since.elapsed().as_secs_f64());
+        }
+        self.shared
+            .metrics
+            .secondary_lag
+            .get_or_create(&labels)
+            .set(0.0);
+    }
+}

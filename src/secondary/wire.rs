@@ -1,0 +1,193 @@
+//! The client side of one exchange with a primary over TCP: a SOA query, an AXFR or an IXFR,
+//! TSIG-signed when a key is set, every response message verified (RFC 8945 §5.3: each message
+//! of a transfer chains on the MAC of the one before).
+//!
+//! Our own few lines rather than hickory's `Client::zone_transfer`: that one puts the IXFR's SOA
+//! under the SOA's MNAME instead of the zone (RFC 1995 §3 wants the zone), and its per-request
+//! channel drops messages a slow reader has not taken yet, which a large AXFR would hit.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType, TSigner};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Connecting, and each read or write: a primary silent for longer is treated as down.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an exchange failed; `label` is the `result` label of `globaldns_transfers_total`.
+#[derive(Debug)]
+pub enum WireError {
+    /// Could not connect, or the connection broke or went silent.
+    Io(String),
+    /// The primary answered with an error rcode (REFUSED, NOTAUTH for a bad key, NOTIMP…).
+    Rcode(ResponseCode),
+    /// The answer is not a valid DNS response to our query, or its TSIG does not verify.
+    Invalid(String),
+}
+
+impl WireError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            WireError::Io(_) => "unreachable",
+            WireError::Rcode(_) => "refused",
+            WireError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Io(e) => write!(f, "{e}"),
+            WireError::Rcode(r) => write!(f, "answered {r}"),
+            WireError::Invalid(e) => write!(f, "invalid answer: {e}"),
+        }
+    }
+}
+
+/// What to ask the primary for.
+pub enum Ask<'a> {
+    Soa,
+    Axfr,
+    /// An IXFR from our SOA (the zone's SOA record as we serve it).
+    Ixfr(&'a Record),
+}
+
+/// The zone's SOA as the primary answers it (a SOA query).
+pub async fn soa(
+    primary: SocketAddr,
+    zone: &Name,
+    key: Option<&TSigner>,
+) -> Result<Record, WireError> {
+    let records = exchange(primary, zone, Ask::Soa, key).await?;
+    records
+        .into_iter()
+        .find(|r| r.record_type() == RecordType::SOA && r.name == *zone)
+        .ok_or_else(|| WireError::Invalid("no SOA of the zone in the answer".into()))
+}
+
+/// Sends one query and returns the answer records of every response message, in order: for
+/// a transfer, until the message that ends it.
+pub async fn exchange(
+    primary: SocketAddr,
+    zone: &Name,
+    ask: Ask<'_>,
+    key: Option<&TSigner>,
+) -> Result<Vec<Record>, WireError> {
+    let qtype = match ask {
+        Ask::Soa => RecordType::SOA,
+        Ask::Axfr => RecordType::AXFR,
+        Ask::Ixfr(_) => RecordType::IXFR,
+    };
+    let mut msg = Message::query();
+    msg.metadata.recursion_desired = false;
+    msg.add_query(Query::query(zone.clone(), qtype));
+    if let Ask::Ixfr(soa) = ask {
+        // RFC 1995 §3: the client's SOA in the authority section, owned by the zone.
+        let mut soa = soa.clone();
+        soa.name = zone.clone();
+        msg.add_authority(soa);
+    }
+    let id = msg.metadata.id;
+    let mut verifier = match key {
+        Some(k) => msg
+            .finalize(k, crate::zone::unix_now())
+            .map_err(|e| WireError::Invalid(format!("cannot sign the query: {e}")))?,
+        None => None,
+    };
+    let query = msg
+        .to_vec()
+        .map_err(|e| WireError::Invalid(format!("cannot encode the query: {e}")))?;
+
+    let io = |what: &'static str| move |e: String| WireError::Io(format!("{primary}: {what}: {e}"));
+    let mut tcp = timeout(IO_TIMEOUT, TcpStream::connect(primary))
+        .await
+        .map_err(|_| io("connect")("timed out".into()))?
+        .map_err(|e| io("connect")(e.to_string()))?;
+    let mut framed = Vec::with_capacity(query.len() + 2);
+    framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+    framed.extend_from_slice(&query);
+    timeout(IO_TIMEOUT, tcp.write_all(&framed))
+        .await
+        .map_err(|_| io("write")("timed out".into()))?
+        .map_err(|e| io("write")(e.to_string()))?;
+
+    let mut end = End::default();
+    let mut out = Vec::new();
+    loop {
+        let mut len = [0u8; 2];
+        timeout(IO_TIMEOUT, tcp.read_exact(&mut len))
+            .await
+            .map_err(|_| io("read")("timed out".into()))?
+            .map_err(|e| io("read")(e.to_string()))?;
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        timeout(IO_TIMEOUT, tcp.read_exact(&mut buf))
+            .await
+            .map_err(|_| io("read")("timed out".into()))?
+            .map_err(|e| io("read")(e.to_string()))?;
+        let resp = Message::from_vec(&buf).map_err(|e| WireError::Invalid(e.to_string()))?;
+        if resp.metadata.id != id || resp.metadata.message_type != MessageType::Response {
+            return Err(WireError::Invalid("not a response to our query".into()));
+        }
+        // The error first: a primary that does not know our key answers NOTAUTH unsigned.
+        if resp.metadata.response_code != ResponseCode::NoError {
+            return Err(WireError::Rcode(resp.metadata.response_code));
+        }
+        if let Some(v) = verifier.as_mut() {
+            v.verify(&buf)
+                .map_err(|e| WireError::Invalid(format!("TSIG: {e}")))?;
+        }
+        let first = out.is_empty();
+        if first
+            && resp
+                .queries
+                .first()
+                .is_some_and(|q| q.name() != zone || q.query_type() != qtype)
+        {
+            return Err(WireError::Invalid(
+                "the answer is to another question".into(),
+            ));
+        }
+        let done =
+            qtype == RecordType::SOA || end.feed(&resp.answers, first && qtype == RecordType::IXFR);
+        out.extend(resp.answers);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// Finds the message that ends a transfer (RFC 5936 §2.2, RFC 1995 §4): the closing SOA is the
+/// opening one again, after an even number of SOAs (an IXFR's deltas hold two each, the last
+/// of which carries the new serial too).
+#[derive(Default)]
+struct End {
+    serial: Option<u32>,
+    soas: usize,
+}
+
+impl End {
+    /// Whether the transfer ends with these records. An IXFR answer of one SOA alone is the
+    /// primary saying we are up to date (RFC 1995 §2).
+    fn feed(&mut self, answers: &[Record], first_of_ixfr: bool) -> bool {
+        if first_of_ixfr && answers.len() == 1 && answers[0].record_type() == RecordType::SOA {
+            return true;
+        }
+        for r in answers {
+            if let RData::SOA(soa) = &r.data {
+                self.soas += 1;
+                match self.serial {
+                    None => self.serial = Some(soa.serial),
+                    // Records after it in the same message fail the caller's validation.
+                    Some(s) if s == soa.serial && self.soas.is_multiple_of(2) => return true,
+                    Some(_) => {}
+                }
+            }
+        }
+        false
+    }
+}

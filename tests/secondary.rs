@@ -1,0 +1,368 @@
+//! Secondary mode (`serve --primary`) against a real primary: Knot DNS serving the zone files
+//! `globaldns zonefile` writes. The secondary must answer what Knot answers, follow changes by
+//! IXFR, refuse to load with a wrong TSIG key, and keep serving (stale) while Knot is down.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const KEY: &str = "xfr:hmac-sha256:c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==";
+const WRONG_KEY: &str = "xfr:hmac-sha256:d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmc=";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// knotd as a throw-away primary on a loopback port (as benches/lib/knot.sh runs it), with a
+/// journal so that it serves IXFR for every zone-file change it reloads.
+struct Knot {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Knot {
+    /// Writes the config for `zones` ((apex, file)) and starts knotd.
+    fn start(dir: &Path, zones: &[(String, PathBuf)], key: Option<&str>) -> Knot {
+        for d in ["run", "db"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let port = free_ports(1);
+        let (key_conf, acl_key) = match key {
+            Some(k) => {
+                let mut parts = k.splitn(3, ':');
+                let (name, alg, secret) = (
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                );
+                (
+                    format!("key:\n  - id: {name}.\n    algorithm: {alg}\n    secret: {secret}\n"),
+                    format!("    key: {name}.\n"),
+                )
+            }
+            None => (String::new(), String::new()),
+        };
+        let mut conf = format!(
+            "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    \
+             tcp-workers: 1\n    background-workers: 1\nlog:\n  - target: stderr\n    any: info\n\
+             database:\n    storage: \"{db}\"\n{key_conf}acl:\n  - id: xfr\n    address: 127.0.0.0/8\n\
+             {acl_key}    action: transfer\ntemplate:\n  - id: default\n    zonefile-sync: -1\n    \
+             zonefile-load: difference-no-serial\n    journal-content: all\n    \
+             semantic-checks: off\n    acl: xfr\nzone:\n",
+            run = dir.join("run").display(),
+            db = dir.join("db").display(),
+        );
+        for (apex, file) in zones {
+            conf += &format!("  - domain: \"{apex}\"\n    file: \"{}\"\n", file.display());
+        }
+        std::fs::write(dir.join("knot.conf"), conf).unwrap();
+        let mut k = Knot {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        k.run(zones);
+        k
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Starts knotd on the written config and waits until it answers every zone's SOA.
+    fn run(&mut self, zones: &[(String, PathBuf)]) {
+        let log = std::fs::File::create(self.dir.join("knotd.log")).unwrap();
+        self.child = Some(
+            Command::new("knotd")
+                .arg("-c")
+                .arg(self.dir.join("knot.conf"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("knotd is installed (Debian package knot)"),
+        );
+        for (apex, _) in zones {
+            eventually(WAIT, &format!("knotd answers {apex} SOA"), || {
+                (dig(self.addr(), &[apex, "SOA"]).status == "NOERROR").then_some(())
+            });
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `knotc zone-reload`: Knot loads the changed files as a difference (an IXFR step).
+    fn reload(&self) {
+        let out = Command::new("knotc")
+            .arg("-c")
+            .arg(self.dir.join("knot.conf"))
+            .arg("zone-reload")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "knotc zone-reload: {out:?}");
+    }
+
+    fn serial(&self, zone: &str) -> u32 {
+        soa_serial(self.addr(), zone).expect("knotd answers its SOA")
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("knotd.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- knotd log (last 40 lines):");
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+fn soa_serial(server: SocketAddr, zone: &str) -> Option<u32> {
+    let d = dig(server, &[zone, "SOA"]);
+    d.answer
+        .first()
+        .and_then(|r| r.get(6))
+        .and_then(|s| s.parse().ok())
+}
+
+/// The test's ServiceEntries: the shipped zones/ (wildcard, dual-stack, SRV, two clusters).
+fn service_entries(zones: &Path) {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones");
+    for rel in ["examples.yaml", "httpbin.yaml", "west/reviews.yaml"] {
+        let to = zones.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(shipped.join(rel), to).unwrap();
+    }
+}
+
+/// `globaldns zonefile` on `zones`/`state`, split into one file per zone in `out`.
+fn write_zone_files(zones: &Path, state: &Path, out: &Path) -> Vec<(String, PathBuf)> {
+    let o = Command::new(BIN)
+        .args(["zonefile", "--zones"])
+        .arg(zones)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "zonefile: {o:?}");
+    let text = String::from_utf8(o.stdout).unwrap();
+    let mut files: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(apex) = line.strip_prefix("$ORIGIN ") {
+            files.push((apex.to_string(), String::new()));
+        }
+        let (_, body) = files.last_mut().expect("$ORIGIN first");
+        body.push_str(line);
+        body.push('\n');
+    }
+    std::fs::create_dir_all(out).unwrap();
+    files
+        .into_iter()
+        .map(|(apex, body)| {
+            let path = out.join(format!("{apex}zone"));
+            write_file(&path, &body);
+            (apex, path)
+        })
+        .collect()
+}
+
+/// (status, sorted answer data) of a question, as one server answers it.
+fn answer(server: SocketAddr, q: &[&str]) -> (String, Vec<String>) {
+    let d = dig(server, q);
+    (d.status.clone(), sorted_data(&d))
+}
+
+/// Questions whose answers must be the same at Knot and at the secondary.
+const QUESTIONS: &[&[&str]] = &[
+    &["global", "SOA"],
+    &["global", "NS"],
+    &["httpbin.bar.global", "A"],
+    &["httpbin.bar.global", "AAAA"],
+    &["echo.dual.global", "AAAA"],
+    &["x.y.wild.global", "A"],
+    &["_http._tcp.httpbin.bar.global", "SRV"],
+    &["_udp-echo._udp.echo.dual.global", "SRV"],
+    &["nope.bar.global", "A"],
+    &["bar.global", "A"],
+    &["-x", "240.10.169.218"],
+    &["10.240.in-addr.arpa", "SOA"],
+];
+
+fn secondary(t: &Path, knot: &Knot, extra: &[&str]) -> Result<Server, String> {
+    let primary = knot.addr().to_string();
+    let mut flags = vec!["--primary", &primary, "--refresh", "200ms"];
+    flags.extend_from_slice(extra);
+    Server::spawn(&t.join("unused-zones"), &t.join("unused-state"), &flags)
+}
+
+fn transfers(s: &Server, kind: &str, result: &str) -> f64 {
+    metric0(
+        s,
+        &format!("globaldns_transfers_total{{kind=\"{kind}\",result=\"{result}\"}}"),
+    )
+}
+
+fn sorted_axfr(server: SocketAddr, zone: &str) -> Vec<String> {
+    let d = dig(server, &[zone, "AXFR"]);
+    let mut v: Vec<String> = d
+        .raw
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| {
+            l.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn knot_primary_axfr_then_ixfr() {
+    let (t, zones, state) = dirs();
+    service_entries(&zones);
+    let files = write_zone_files(&zones, &state, &t.path().join("knot-zones"));
+    let knot = Knot::start(&t.path().join("knot"), &files, None);
+    let s = secondary(t.path(), &knot, &["--allow-transfer", "127.0.0.1/32"]).unwrap();
+    s.wait_ready();
+    assert_eq!(transfers(&s, "axfr", "ok"), files.len() as f64);
+
+    for q in QUESTIONS {
+        assert_eq!(answer(s.dns, q), answer(knot.addr(), q), "{q:?}");
+    }
+    // The whole zones, record for record (the reverse zone's PTRs derived, not copied).
+    for (apex, _) in &files {
+        let theirs = sorted_axfr(knot.addr(), apex);
+        assert!(theirs.len() > 2, "{apex}: {theirs:?}");
+        assert_eq!(sorted_axfr(s.dns, apex), theirs, "{apex}");
+    }
+
+    // A new host at the primary: Knot serves it as a delta, the secondary takes it by IXFR.
+    write_file(
+        &zones.join("new.yaml"),
+        &se("fresh", "new", &["fresh.new.global"], &["240.10.200.7"], ""),
+    );
+    let before = knot.serial("global");
+    write_zone_files(&zones, &state, &t.path().join("knot-zones"));
+    knot.reload();
+    eventually(WAIT, "knot serves the new serial", || {
+        (knot.serial("global") != before).then_some(())
+    });
+    let q: &[&str] = &["fresh.new.global", "A"];
+    eventually(WAIT, "the secondary answers the new host", || {
+        (answer(s.dns, q).1 == ["240.10.200.7"]).then_some(())
+    });
+    assert!(
+        transfers(&s, "ixfr", "ok") >= 1.0,
+        "{}",
+        s.get("/metrics").1
+    );
+    assert_eq!(soa_serial(s.dns, "global"), Some(knot.serial("global")));
+    eventually(WAIT, "the PTR of the new host", || {
+        (answer(s.dns, &["-x", "240.10.200.7"]).1 == ["fresh.new.global."]).then_some(())
+    });
+    for q in QUESTIONS {
+        assert_eq!(answer(s.dns, q), answer(knot.addr(), q), "{q:?}");
+    }
+    assert_eq!(
+        metric0(&s, "globaldns_secondary_serial{zone=\"global.\"}"),
+        f64::from(knot.serial("global"))
+    );
+}
+
+#[test]
+fn tsig_signed_transfers_and_a_wrong_key_refused() {
+    let (t, zones, state) = dirs();
+    service_entries(&zones);
+    let files = write_zone_files(&zones, &state, &t.path().join("knot-zones"));
+    let knot = Knot::start(&t.path().join("knot"), &files, Some(KEY));
+
+    let good = secondary(t.path(), &knot, &["--tsig-key", KEY]).unwrap();
+    good.wait_ready();
+    let q: &[&str] = &["httpbin.bar.global", "A"];
+    assert_eq!(answer(good.dns, q), answer(knot.addr(), q));
+
+    let bad = secondary(t.path(), &knot, &["--tsig-key", WRONG_KEY]).unwrap();
+    eventually(WAIT, "the wrong key's transfers counted as refused", || {
+        (transfers(&bad, "axfr", "refused") >= 2.0).then_some(())
+    });
+    let (code, body) = bad.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("pending: primary global."), "{body}");
+    assert_eq!(dig(bad.dns, q).status, "SERVFAIL");
+    assert_eq!(transfers(&bad, "axfr", "ok"), 0.0);
+}
+
+#[test]
+fn primary_down_serves_stale_then_catches_up() {
+    let (t, zones, state) = dirs();
+    service_entries(&zones);
+    let files = write_zone_files(&zones, &state, &t.path().join("knot-zones"));
+    let mut knot = Knot::start(&t.path().join("knot"), &files, None);
+    let s = secondary(t.path(), &knot, &[]).unwrap();
+    s.wait_ready();
+    let q: &[&str] = &["httpbin.bar.global", "A"];
+    let served = answer(s.dns, q);
+    assert_eq!(served.0, "NOERROR");
+
+    knot.kill9();
+    let body = eventually(WAIT, "/readyz names the zone stale", || {
+        let (code, body) = s.get("/readyz");
+        (code == 200 && body.contains("stale: primary global.")).then_some(body)
+    });
+    assert!(body.starts_with("ready"), "{body}");
+    assert_eq!(answer(s.dns, q), served, "the last zone is still served");
+    assert_eq!(
+        metric0(&s, "globaldns_secondary_stale{zone=\"global.\"}"),
+        1.0
+    );
+
+    // Back, with a change made meanwhile.
+    write_file(
+        &zones.join("new.yaml"),
+        &se("late", "new", &["late.new.global"], &["240.10.201.9"], ""),
+    );
+    write_zone_files(&zones, &state, &t.path().join("knot-zones"));
+    knot.run(&files);
+    eventually(WAIT, "the secondary catches up", || {
+        (answer(s.dns, &["late.new.global", "A"]).1 == ["240.10.201.9"]).then_some(())
+    });
+    eventually(WAIT, "no longer stale", || {
+        (!s.get("/readyz").1.contains("stale")).then_some(())
+    });
+    assert_eq!(
+        metric0(&s, "globaldns_secondary_stale{zone=\"global.\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn primary_with_kubernetes_flags_is_refused() {
+    let (t, zones, state) = dirs();
+    let _ = t;
+    let err = Server::spawn(
+        &zones,
+        &state,
+        &["--primary", "127.0.0.1:53", "--store", "kube"],
+    )
+    .err()
+    .expect("refused at start");
+    assert!(
+        err.contains("cannot be combined with Kubernetes flags"),
+        "{err}"
+    );
+}
