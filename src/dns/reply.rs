@@ -44,6 +44,12 @@ impl<'s> Reply<'s> {
         let verdict = tsig::verify(handler.key.as_ref(), request, unix_now());
         let signed = matches!(verdict, Verdict::Signed(_));
         let answer = if matches!(verdict, Verdict::Bad) {
+            // Counted where it matters: refused transfers.
+            match queries.first().map(|q| q.query_type()) {
+                Some(RecordType::AXFR) => handler.transfers.refused("axfr"),
+                Some(RecordType::IXFR) => handler.transfers.refused("ixfr"),
+                _ => {}
+            }
             Answer::empty(tsig::BAD)
         } else if request.metadata.op_code == OpCode::Notify && handler.notify.is_some() {
             notified(handler, snapshot, request, signed)

@@ -12,16 +12,20 @@ use std::time::{Duration, Instant};
 use super::{eventually, free_listen, BIN};
 
 /// `globaldns serve` on `zones`/`state`, free loopback ports, text logs on a piped stderr.
+/// With `--listen` and `--admin` in `extra` (a server restarted where its peers expect it), no
+/// free ports are added.
 pub fn serve_command(zones: &Path, state: &Path, extra: &[&str]) -> Command {
-    let (dns, admin) = free_listen();
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
         .arg("--zones")
         .arg(zones)
         .arg("--state-dir")
-        .arg(state)
-        .args(["--listen", &dns, "--admin", &admin])
-        .args(extra)
+        .arg(state);
+    if !extra.contains(&"--listen") {
+        let (dns, admin) = free_listen();
+        cmd.args(["--listen", &dns, "--admin", &admin]);
+    }
+    cmd.args(extra)
         .env("GLOBALDNS_LOG", "info")
         .env_remove("GLOBALDNS_LOG_FORMAT")
         .stdin(Stdio::null())

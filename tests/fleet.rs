@@ -1,0 +1,268 @@
+//! The fleet topology on one machine: a globaldns primary, three globaldns secondaries and a
+//! Knot secondary, all TSIG-signed. Changes reach every secondary; with the primary killed they
+//! keep answering and say they are stale; the primary back on its address, they catch up; a
+//! restarted secondary transfers the zone again; wrong keys and ACLs are refused; a secondary of
+//! two primaries converges on one answer set.
+
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const KEY: &str = "fleet:hmac-sha256:ZmxlZXQtZmxlZXQtZmxlZXQtZmxlZXQtZmxlZXQ=";
+
+fn zones(dir: &Path) {
+    write_file(
+        &dir.join("a.yaml"),
+        &[
+            se(
+                "httpbin",
+                "bar",
+                &["httpbin.bar.global"],
+                &[],
+                "  ports:\n  - {number: 8000, name: http, protocol: HTTP}\n",
+            ),
+            se("static", "bar", &["static.bar.global"], &["10.1.2.3"], ""),
+        ]
+        .join("---\n"),
+    );
+}
+
+const QUESTIONS: [(&str, &str); 6] = [
+    ("httpbin.bar.global", "A"),
+    ("static.bar.global", "A"),
+    ("_http._tcp.httpbin.bar.global", "SRV"),
+    ("nope.bar.global", "A"),
+    ("bar.global", "A"),
+    ("added.bar.global", "A"),
+];
+
+fn answers(server: SocketAddr) -> Vec<String> {
+    QUESTIONS
+        .iter()
+        .map(|(name, t)| {
+            let d = dig(server, &[name, t]);
+            let mut data = d.answer_data();
+            data.sort();
+            format!("{name} {t}: {} {data:?}", d.status)
+        })
+        .collect()
+}
+
+/// knotd as a TSIG secondary of `primary` on `port`.
+fn knot(dir: &Path, primary: SocketAddr, port: u16) -> Child {
+    for d in ["run", "db"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let k: Vec<&str> = KEY.splitn(3, ':').collect();
+    let conf = format!(
+        "key:\n  - id: {}\n    algorithm: {}\n    secret: {}\n\
+         server:\n    rundir: \"{d}/run\"\n    listen: 127.0.0.1@{port}\n    automatic-acl: on\n\
+         database:\n    storage: \"{d}/db\"\n\
+         remote:\n  - id: primary\n    address: {}@{}\n    key: {}\n\
+         zone:\n  - domain: global\n    master: primary\n    file: \"{d}/global.zone\"\n    zonefile-sync: -1\n    journal-content: changes\n",
+        k[0],
+        k[1],
+        k[2],
+        primary.ip(),
+        primary.port(),
+        k[0],
+        d = dir.display(),
+    );
+    std::fs::write(dir.join("knot.conf"), conf).unwrap();
+    Command::new("knotd")
+        .arg("-c")
+        .arg(dir.join("knot.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("knotd is installed (the test command installs knot)")
+}
+
+fn secondary(t: &Path, name: &str, primaries: &[&str], key: &str) -> Result<Server, String> {
+    let state = t.join(name);
+    let mut flags = vec!["--tsig-key", key, "--refresh", "1s"];
+    for p in primaries {
+        flags.extend(["--primary", p]);
+    }
+    let s = Server::spawn(&t.join("unused-zones"), &state, &flags)?;
+    Ok(s)
+}
+
+fn metric0(s: &Server, name: &str) -> f64 {
+    s.metric(name).unwrap_or(0.0)
+}
+
+#[test]
+fn primary_secondaries_and_knot_stay_in_step() {
+    let (t, dir, state) = dirs();
+    std::fs::create_dir_all(t.path().join("unused-zones")).unwrap();
+    zones(&dir);
+    let ports = free_ports(3);
+    let (pdns, padmin) = (
+        format!("127.0.0.1:{ports}"),
+        format!("127.0.0.1:{}", ports + 1),
+    );
+    let knot_addr = format!("127.0.0.1:{}", ports + 2);
+    let pflags = [
+        "--listen",
+        &pdns,
+        "--admin",
+        &padmin,
+        "--allow-transfer",
+        "127.0.0.0/8",
+        "--tsig-key",
+        KEY,
+        "--notify",
+        &knot_addr,
+    ];
+    let primary = Server::start(&dir, &state, &pflags);
+    let mut knotd = knot(&t.path().join("knot"), primary.dns, ports + 2);
+    let knot: SocketAddr = knot_addr.parse().unwrap();
+    let mut secs: Vec<Server> = (0..3)
+        .map(|i| {
+            let s = secondary(t.path(), &format!("s{i}"), &[&pdns], KEY).unwrap();
+            s.wait_ready();
+            s
+        })
+        .collect();
+    let want = answers(primary.dns);
+    for s in &secs {
+        assert_eq!(answers(s.dns), want, "secondary {}", s.dns);
+    }
+    eventually(Duration::from_secs(20), "knot loaded", || {
+        (answers(knot) == want).then_some(())
+    });
+
+    // A ServiceEntry change is answered by all.
+    write_file(
+        &dir.join("b.yaml"),
+        &se("added", "bar", &["added.bar.global"], &["10.9.9.1"], ""),
+    );
+    let want = eventually(Duration::from_secs(5), "primary has it", || {
+        let a = answers(primary.dns);
+        a[5].contains("10.9.9.1").then_some(a)
+    });
+    for s in &secs {
+        eventually(Duration::from_secs(10), "secondary has it", || {
+            (answers(s.dns) == want).then_some(())
+        });
+        assert!(
+            metric0(s, "globaldns_transfers_total{kind=\"ixfr\",result=\"ok\"}") >= 1.0,
+            "by IXFR"
+        );
+    }
+    eventually(Duration::from_secs(10), "knot has it", || {
+        (answers(knot) == want).then_some(())
+    });
+
+    // The primary killed: secondaries keep answering, and say they are stale.
+    primary.kill9();
+    for s in &secs {
+        assert_eq!(answers(s.dns), want);
+        eventually(Duration::from_secs(10), "stale in /readyz", || {
+            let (_, body) = s.get("/readyz");
+            body.contains("stale").then_some(())
+        });
+    }
+
+    // Back on its address: a new change reaches everyone, staleness clears.
+    let primary = Server::start(&dir, &state, &pflags);
+    write_file(
+        &dir.join("b.yaml"),
+        &se("added", "bar", &["added.bar.global"], &["10.9.9.2"], ""),
+    );
+    let want = eventually(Duration::from_secs(5), "primary has the new change", || {
+        let a = answers(primary.dns);
+        a[5].contains("10.9.9.2").then_some(a)
+    });
+    for s in &secs {
+        eventually(Duration::from_secs(15), "secondary caught up", || {
+            let (_, body) = s.get("/readyz");
+            (answers(s.dns) == want && !body.contains("stale")).then_some(())
+        });
+    }
+    eventually(Duration::from_secs(15), "knot caught up", || {
+        (answers(knot) == want).then_some(())
+    });
+
+    // A restarted secondary transfers the whole zone again.
+    let s0 = secs.remove(0);
+    s0.kill9();
+    let s0 = secondary(t.path(), "s0-again", &[&pdns], KEY).unwrap();
+    s0.wait_ready();
+    assert_eq!(answers(s0.dns), want);
+    assert!(
+        metric0(
+            &s0,
+            "globaldns_transfers_total{kind=\"axfr\",result=\"ok\"}"
+        ) >= 1.0
+    );
+
+    // A wrong key: refused by the primary, never ready, nothing served.
+    let bad = secondary(
+        t.path(),
+        "bad",
+        &[&pdns],
+        "fleet:hmac-sha256:d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmc=",
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "refused", || {
+        (metric0(
+            &bad,
+            "globaldns_transfers_total{kind=\"axfr\",result=\"refused\"}",
+        ) >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(bad.get("/readyz").0, 503);
+    assert!(
+        metric0(
+            &primary,
+            "globaldns_transfers_served_total{kind=\"axfr\",result=\"refused\"}"
+        ) >= 1.0
+    );
+
+    // A primary that allows no one here: refused too.
+    let (_t2, dir2, state2) = dirs();
+    zones(&dir2);
+    let closed = Server::start(
+        &dir2,
+        &state2,
+        &["--allow-transfer", "192.0.2.0/24", "--tsig-key", KEY],
+    );
+    let outside = secondary(t.path(), "outside", &[&closed.dns.to_string()], KEY).unwrap();
+    eventually(Duration::from_secs(10), "ACL refusal", || {
+        (metric0(
+            &outside,
+            "globaldns_transfers_total{kind=\"axfr\",result=\"refused\"}",
+        ) >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(outside.get("/readyz").0, 503);
+
+    // Two primaries (their serials differ): one answer set.
+    let (_t3, dir3, state3) = dirs();
+    zones(&dir3);
+    write_file(
+        &dir3.join("b.yaml"),
+        &se("added", "bar", &["added.bar.global"], &["10.9.9.2"], ""),
+    );
+    let second = Server::start(
+        &dir3,
+        &state3,
+        &["--allow-transfer", "127.0.0.0/8", "--tsig-key", KEY],
+    );
+    let both = secondary(t.path(), "both", &[&pdns, &second.dns.to_string()], KEY).unwrap();
+    both.wait_ready();
+    assert_eq!(answers(both.dns), want);
+    assert_eq!(
+        answers(second.dns),
+        want,
+        "the two primaries serve the same data"
+    );
+    let _ = knotd.kill();
+    let _ = knotd.wait();
+}
