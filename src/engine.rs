@@ -70,15 +70,22 @@ impl Engine {
         // events which change nothing (resyncs, rewritten comments) must not postpone expiry.
         const EXPIRY_CHECK: Duration = Duration::from_secs(5);
         let mut dirty = false;
+        // When the oldest change not yet published arrived (globaldns_propagation_seconds).
+        let mut since: Option<Instant> = None;
         let mut next_check = Instant::now() + EXPIRY_CHECK;
         loop {
             let wait = next_check.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(ev) => {
-                    dirty |= self.apply(ev);
+                    let arrived = Instant::now();
+                    let mut changed = self.apply(ev);
                     while let Ok(ev) = rx.try_recv() {
-                        dirty |= self.apply(ev);
+                        changed |= self.apply(ev);
                     }
+                    if changed {
+                        since.get_or_insert(arrived);
+                    }
+                    dirty |= changed;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -90,7 +97,15 @@ impl Engine {
             // Allocate only once every source delivered its full state: instances that see the
             // same hosts then allocate them in the same (sorted) order and agree.
             if dirty && self.health.all_synced() {
+                let first = !self.health.report().0;
                 dirty = !self.pass();
+                if let Some(t) = since.filter(|_| !dirty) {
+                    // Not the first load: that is start-up time, not propagation.
+                    if !first {
+                        self.metrics.propagation.observe(t.elapsed().as_secs_f64());
+                    }
+                    since = None;
+                }
             }
         }
     }

@@ -267,7 +267,8 @@ impl Metrics {
         );
         r.register(
             "propagation_seconds",
-            "From a NOTIFY or a newer serial seen to the new snapshot published",
+            "From a change seen (a file read, a watch event; on a secondary, a NOTIFY or a newer \
+             serial) to the snapshot with it published",
             m.propagation.clone(),
         );
         Metrics { registry, ..m }
