@@ -91,8 +91,13 @@ fn ixfr_sends_the_difference_from_the_clients_serial() {
     let now = serial(s.dns);
     assert_ne!(old, now);
     // The changes were timed from being seen to being served (the first load is not).
-    let timed = s.metric("globaldns_propagation_seconds_count").unwrap_or(0.0);
-    assert!((1.0..=2.0).contains(&timed), "{timed} propagations observed");
+    let timed = s
+        .metric("globaldns_propagation_seconds_count")
+        .unwrap_or(0.0);
+    assert!(
+        (1.0..=2.0).contains(&timed),
+        "{timed} propagations observed"
+    );
 
     let ixfr = transfer(s.dns, &format!("IXFR={old}"));
     // RFC 1995: SOA(new), SOA(old), removed…, SOA(new), added…, SOA(new).

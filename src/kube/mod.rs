@@ -5,6 +5,7 @@
 //! Everything here runs on a small tokio runtime of its own, apart from the DNS workers, and talks
 //! to the engine only through source events and the [`Health`] it shares.
 
+mod claims;
 pub mod clusters;
 mod context;
 pub mod crd;
