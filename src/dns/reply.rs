@@ -16,6 +16,20 @@ use super::{bare_header, clamp_payload, qtype_label, Handler};
 use crate::zone::unix_now;
 use crate::zone::{Answer, Snapshot};
 
+/// hickory's response type with its four record iterators, spelt once.
+macro_rules! response {
+    ($q:lifetime, $a:lifetime) => {
+        MessageResponse<
+            $q,
+            $a,
+            impl Iterator<Item = &$a Record> + Send + $a,
+            impl Iterator<Item = &$a Record> + Send + $a,
+            impl Iterator<Item = &$a Record> + Send + $a,
+            impl Iterator<Item = &$a Record> + Send + $a,
+        >
+    };
+}
+
 /// A response decided but not yet encoded.
 pub(super) struct Reply<'s> {
     meta: Metadata,
@@ -95,17 +109,7 @@ impl<'s> Reply<'s> {
         MessageResponseBuilder::new(queries, self.edns.as_ref())
     }
 
-    fn message<'r>(
-        &'r self,
-        queries: &'r Queries,
-    ) -> MessageResponse<
-        'r,
-        'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-    > {
+    fn message<'r>(&'r self, queries: &'r Queries) -> response!('r, 'r) {
         self.builder(queries).build(
             self.meta,
             self.answer.answers.iter().map(|c| &**c),
@@ -118,17 +122,7 @@ impl<'s> Reply<'s> {
     /// hickory's encoder would fill the answer section and drop the OPT for want of room; a
     /// truncated answer must keep it (RFC 6891 §7). Like Knot and BIND: TC, empty sections,
     /// OPT; the client retries over TCP.
-    fn truncated<'r>(
-        &'r self,
-        queries: &'r Queries,
-    ) -> MessageResponse<
-        'r,
-        'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-    > {
+    fn truncated<'r>(&'r self, queries: &'r Queries) -> response!('r, 'r) {
         let mut meta = self.meta;
         meta.truncation = true;
         self.builder(queries).build_no_records(meta)
@@ -138,14 +132,7 @@ impl<'s> Reply<'s> {
         &'r self,
         queries: &'r Queries,
         records: &'r [Record],
-    ) -> MessageResponse<
-        'r,
-        'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-        impl Iterator<Item = &'r Record> + Send + 'r,
-    > {
+    ) -> response!('r, 'r) {
         self.builder(queries).build(
             self.meta,
             records.iter(),
@@ -341,17 +328,7 @@ fn axfr<'s>(
     (answer, messages)
 }
 
-fn emit<'a>(
-    msg: MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-    limit: u16,
-) -> Result<(Vec<u8>, ResponseInfo), ProtoError> {
+fn emit<'a>(msg: response!('_, 'a), limit: u16) -> Result<(Vec<u8>, ResponseInfo), ProtoError> {
     let mut bytes = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut bytes);
     encoder.set_max_size(limit);
@@ -361,17 +338,7 @@ fn emit<'a>(
 
 /// `msg` within `limit` bytes, or the bare SERVFAIL hickory-server sends when it cannot be
 /// encoded.
-pub(super) fn encode<'a>(
-    msg: MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-    limit: u16,
-) -> (Vec<u8>, ResponseInfo) {
+pub(super) fn encode<'a>(msg: response!('_, 'a), limit: u16) -> (Vec<u8>, ResponseInfo) {
     let id = msg.metadata().id;
     emit(msg, limit).unwrap_or_else(|e| servfail(id, &e))
 }
@@ -389,14 +356,7 @@ fn servfail(id: u16, error: &ProtoError) -> (Vec<u8>, ResponseInfo) {
 /// Sends through hickory-server; when that fails, the header of what was meant (for metrics).
 async fn send<'a, R: ResponseHandler>(
     response: &mut R,
-    msg: MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
+    msg: response!('_, 'a),
     id: u16,
 ) -> ResponseInfo {
     let rcode = msg.metadata().response_code;
