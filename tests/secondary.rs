@@ -282,6 +282,71 @@ fn knot_primary_axfr_then_ixfr() {
         metric0(&s, "globaldns_secondary_serial{zone=\"global.\"}"),
         f64::from(knot.serial("global"))
     );
+    assert!(metric0(&s, "globaldns_propagation_seconds_count") >= 1.0);
+}
+
+#[test]
+fn two_primaries_the_newest_serial_is_followed() {
+    let (t, zones, state) = dirs();
+    service_entries(&zones);
+    let dir_a = t.path().join("a-zones");
+    let dir_b = t.path().join("b-zones");
+    let files_a = write_zone_files(&zones, &state, &dir_a);
+    let files_b = write_zone_files(&zones, &state, &dir_b);
+    let a = Knot::start(&t.path().join("knot-a"), &files_a, None);
+    let b = Knot::start(&t.path().join("knot-b"), &files_b, None);
+    // B moves ahead with a host A does not have (Knot steps the serial by one).
+    write_file(
+        &zones.join("new.yaml"),
+        &se("only", "b", &["only.b.global"], &["240.10.202.1"], ""),
+    );
+    write_zone_files(&zones, &state, &dir_b);
+    let old = a.serial("global");
+    b.reload();
+    eventually(WAIT, "B ahead", || {
+        (b.serial("global") != old).then_some(())
+    });
+
+    let pb = b.addr().to_string();
+    let s = secondary(t.path(), &a, &["--primary", &pb]).unwrap();
+    s.wait_ready();
+    let q: &[&str] = &["only.b.global", "A"];
+    assert_eq!(answer(s.dns, q).1, ["240.10.202.1"], "B's zone, the newest");
+    assert_eq!(soa_serial(s.dns, "global"), Some(b.serial("global")));
+    eventually(WAIT, "A's older serial logged as ignored", || {
+        s.log_contains("primary is behind us").then_some(())
+    });
+    assert_eq!(answer(s.dns, q).1, ["240.10.202.1"], "never back to A's");
+
+    // Now A moves ahead of B: followed, by AXFR (A's serials are not B's: an IXFR from B's
+    // serial would apply A's deltas to B's zone).
+    write_file(
+        &zones.join("new2.yaml"),
+        &se("later", "a", &["later.a.global"], &["240.10.203.1"], ""),
+    );
+    write_zone_files(&zones, &state, &dir_a);
+    a.reload();
+    eventually(WAIT, "A ahead of B", || {
+        (a.serial("global") != old).then_some(())
+    });
+    // A stepped once from `old`, as B did: same serial, not newer. One more step puts it ahead.
+    if a.serial("global") == b.serial("global") {
+        std::fs::remove_file(zones.join("new.yaml")).unwrap();
+        write_zone_files(&zones, &state, &dir_a);
+        a.reload();
+        eventually(WAIT, "A ahead of B", || {
+            (a.serial("global") != b.serial("global")).then_some(())
+        });
+    }
+    eventually(WAIT, "the secondary follows A", || {
+        (soa_serial(s.dns, "global") == Some(a.serial("global"))).then_some(())
+    });
+    assert_eq!(answer(s.dns, &["later.a.global", "A"]).1, ["240.10.203.1"]);
+    assert_eq!(
+        answer(s.dns, q),
+        answer(a.addr(), q),
+        "A's answer set, whole"
+    );
 }
 
 #[test]
