@@ -431,3 +431,148 @@ fn primary_with_kubernetes_flags_is_refused() {
         "{err}"
     );
 }
+
+/// What the scripted primary serves for `global.`: (serial, A records as (host, address)), and
+/// how it spoils its transfers.
+#[derive(Clone, Default)]
+struct Script {
+    serial: u32,
+    hosts: Vec<(&'static str, &'static str)>,
+    /// IXFR: a delta that deletes a record the secondary does not have.
+    bad_ixfr: bool,
+    /// AXFR: a record outside the zone.
+    bad_axfr: bool,
+}
+
+/// A primary made of a few lines, for transfers Knot would never send: answers SOA, AXFR and
+/// IXFR for any zone asked (only `global.` has records), one TCP message per answer.
+fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketAddr {
+    use hickory_proto::op::{Message, OpCode};
+    use hickory_proto::rr::rdata::{A, SOA};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut len = [0u8; 2];
+            if conn.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            if conn.read_exact(&mut buf).is_err() {
+                continue;
+            }
+            let q = Message::from_vec(&buf).unwrap();
+            let query = q.queries[0].clone();
+            let zone = query.name().clone();
+            let s = script.lock().unwrap().clone();
+            let n = |x: &str| Name::from_ascii(x).unwrap();
+            let soa = |serial: u32| {
+                Record::from_rdata(
+                    zone.clone(),
+                    30,
+                    RData::SOA(SOA::new(
+                        n("ns.global."),
+                        n("h.global."),
+                        serial,
+                        1,
+                        1,
+                        1,
+                        30,
+                    )),
+                )
+            };
+            let a = |host: &str, ip: &str| {
+                Record::from_rdata(n(host), 30, RData::A(A(ip.parse().unwrap())))
+            };
+            let global = zone == n("global.");
+            let mut full: Vec<Record> = vec![soa(s.serial)];
+            if global {
+                full.extend(s.hosts.iter().map(|(h, ip)| a(h, ip)));
+                if s.bad_axfr {
+                    full.push(a("outside.example.", "240.10.9.9"));
+                }
+            }
+            full.push(soa(s.serial));
+            let answers = match query.query_type() {
+                RecordType::SOA => vec![soa(s.serial)],
+                RecordType::IXFR if global && s.bad_ixfr => {
+                    let old = match &q.authorities[0].data {
+                        RData::SOA(o) => o.serial,
+                        _ => unreachable!(),
+                    };
+                    vec![
+                        soa(s.serial),
+                        soa(old),
+                        a("never-had.global.", "240.10.9.8"),
+                        soa(s.serial),
+                        soa(s.serial),
+                    ]
+                }
+                _ => full,
+            };
+            let mut m = Message::response(q.metadata.id, OpCode::Query);
+            m.metadata.authoritative = true;
+            m.add_query(query);
+            for r in answers {
+                m.add_answer(r);
+            }
+            let out = m.to_vec().unwrap();
+            let _ = conn.write_all(&(out.len() as u16).to_be_bytes());
+            let _ = conn.write_all(&out);
+        }
+    });
+    addr
+}
+
+#[test]
+fn invalid_transfers_fall_back_or_keep_the_last_good_zone() {
+    let (t, _zones, _state) = dirs();
+    let script = std::sync::Arc::new(std::sync::Mutex::new(Script {
+        serial: 10,
+        hosts: vec![("a.global.", "240.10.0.1")],
+        ..Default::default()
+    }));
+    let primary = scripted_primary(script.clone()).to_string();
+    let s = Server::spawn(
+        &t.path().join("z"),
+        &t.path().join("s"),
+        &["--primary", &primary, "--refresh", "100ms"],
+    )
+    .unwrap();
+    s.wait_ready();
+    assert_eq!(answer(s.dns, &["a.global", "A"]).1, ["240.10.0.1"]);
+
+    // A delta deleting what we do not have: the IXFR is refused, an AXFR brings the zone.
+    {
+        let mut sc = script.lock().unwrap();
+        sc.serial = 11;
+        sc.hosts.push(("b.global.", "240.10.0.2"));
+        sc.bad_ixfr = true;
+    }
+    eventually(WAIT, "b.global by AXFR after the bad IXFR", || {
+        (answer(s.dns, &["b.global", "A"]).1 == ["240.10.0.2"]).then_some(())
+    });
+    assert!(transfers(&s, "ixfr", "invalid") >= 1.0);
+    assert_eq!(soa_serial(s.dns, "global"), Some(11));
+
+    // Both spoiled: the last good zone stays, counted as invalid.
+    {
+        let mut sc = script.lock().unwrap();
+        sc.serial = 12;
+        sc.hosts.push(("c.global.", "240.10.0.3"));
+        sc.bad_axfr = true;
+    }
+    eventually(WAIT, "the invalid AXFR counted", || {
+        (transfers(&s, "axfr", "invalid") >= 2.0).then_some(())
+    });
+    assert_eq!(soa_serial(s.dns, "global"), Some(11));
+    assert_eq!(answer(s.dns, &["c.global", "A"]).0, "NXDOMAIN");
+    assert_eq!(answer(s.dns, &["b.global", "A"]).1, ["240.10.0.2"]);
+    assert_eq!(answer(s.dns, &["outside.example", "A"]).0, "REFUSED");
+    assert!(metric0(&s, "globaldns_secondary_lag_seconds{zone=\"global.\"}") > 0.0);
+    assert_eq!(s.get("/readyz").0, 200);
+}
