@@ -275,13 +275,103 @@ fn knot_primary_axfr_then_ixfr() {
     eventually(WAIT, "the PTR of the new host", || {
         (answer(s.dns, &["-x", "240.10.200.7"]).1 == ["fresh.new.global."]).then_some(())
     });
-    for q in QUESTIONS {
-        assert_eq!(answer(s.dns, q), answer(knot.addr(), q), "{q:?}");
-    }
+    // The reverse zone's SOA follows on its own loop.
+    eventually(WAIT, "every answer Knot's", || {
+        QUESTIONS
+            .iter()
+            .all(|q| answer(s.dns, q) == answer(knot.addr(), q))
+            .then_some(())
+    });
     assert_eq!(
         metric0(&s, "globaldns_secondary_serial{zone=\"global.\"}"),
         f64::from(knot.serial("global"))
     );
+    assert!(metric0(&s, "globaldns_propagation_seconds_count") >= 1.0);
+}
+
+/// Sets the SOA serial of zone files `write_zone_files` wrote (whose serial is the time they were
+/// written): Knot starts from the file's serial, then steps it by one per reload that changes.
+fn set_serial(files: &[(String, PathBuf)], serial: u32) {
+    for (_, path) in files {
+        let text = std::fs::read_to_string(path).unwrap();
+        let out: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let mut f: Vec<&str> = l.split_whitespace().collect();
+                let s = serial.to_string();
+                if f.get(3) == Some(&"SOA") {
+                    f[6] = &s;
+                    f.join(" ")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        write_file(path, &(out.join("\n") + "\n"));
+    }
+}
+
+#[test]
+fn two_primaries_the_newest_serial_is_followed() {
+    let (t, zones, state) = dirs();
+    service_entries(&zones);
+    let dir_a = t.path().join("a-zones");
+    let dir_b = t.path().join("b-zones");
+    let files_a = write_zone_files(&zones, &state, &dir_a);
+    let files_b = write_zone_files(&zones, &state, &dir_b);
+    set_serial(&files_a, 1000);
+    set_serial(&files_b, 1000);
+    let a = Knot::start(&t.path().join("knot-a"), &files_a, None);
+    let b = Knot::start(&t.path().join("knot-b"), &files_b, None);
+    // B moves ahead (1001) with a host A does not have.
+    write_file(
+        &zones.join("new.yaml"),
+        &se("only", "b", &["only.b.global"], &["240.10.202.1"], ""),
+    );
+    write_zone_files(&zones, &state, &dir_b);
+    b.reload();
+    eventually(WAIT, "B at 1001", || {
+        (b.serial("global") == 1001).then_some(())
+    });
+
+    let pb = b.addr().to_string();
+    let s = secondary(t.path(), &a, &["--primary", &pb]).unwrap();
+    s.wait_ready();
+    let q: &[&str] = &["only.b.global", "A"];
+    assert_eq!(answer(s.dns, q).1, ["240.10.202.1"], "B's zone, the newest");
+    assert_eq!(soa_serial(s.dns, "global"), Some(1001));
+    eventually(WAIT, "A's older serial logged as ignored", || {
+        s.log_contains("primary is behind us").then_some(())
+    });
+    assert_eq!(answer(s.dns, q).1, ["240.10.202.1"], "never back to A's");
+
+    // A at 1001 too, with other contents: not newer, nothing changes.
+    write_file(
+        &zones.join("new2.yaml"),
+        &se("later", "a", &["later.a.global"], &["240.10.203.1"], ""),
+    );
+    write_zone_files(&zones, &state, &dir_a);
+    a.reload();
+    eventually(WAIT, "A at 1001", || {
+        (a.serial("global") == 1001).then_some(())
+    });
+    // A at 1002: followed, by AXFR (A's serials are not B's: an IXFR from 1001 would apply A's
+    // delta to B's zone).
+    std::fs::remove_file(zones.join("new.yaml")).unwrap();
+    write_zone_files(&zones, &state, &dir_a);
+    a.reload();
+    eventually(WAIT, "the secondary follows A to 1002", || {
+        (soa_serial(s.dns, "global") == Some(1002)).then_some(())
+    });
+    assert_eq!(answer(s.dns, &["later.a.global", "A"]).1, ["240.10.203.1"]);
+    assert_eq!(answer(s.dns, q).0, "NXDOMAIN", "A's answer set, whole");
+    // The reverse zone follows on its own loop.
+    eventually(WAIT, "every answer A's", || {
+        QUESTIONS
+            .iter()
+            .all(|q| answer(s.dns, q) == answer(a.addr(), q))
+            .then_some(())
+    });
 }
 
 #[test]
@@ -365,4 +455,149 @@ fn primary_with_kubernetes_flags_is_refused() {
         err.contains("cannot be combined with Kubernetes flags"),
         "{err}"
     );
+}
+
+/// What the scripted primary serves for `global.`: (serial, A records as (host, address)), and
+/// how it spoils its transfers.
+#[derive(Clone, Default)]
+struct Script {
+    serial: u32,
+    hosts: Vec<(&'static str, &'static str)>,
+    /// IXFR: a delta that deletes a record the secondary does not have.
+    bad_ixfr: bool,
+    /// AXFR: a record outside the zone.
+    bad_axfr: bool,
+}
+
+/// A primary made of a few lines, for transfers Knot would never send: answers SOA, AXFR and
+/// IXFR for any zone asked (only `global.` has records), one TCP message per answer.
+fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketAddr {
+    use hickory_proto::op::{Message, OpCode};
+    use hickory_proto::rr::rdata::{A, SOA};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut len = [0u8; 2];
+            if conn.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            if conn.read_exact(&mut buf).is_err() {
+                continue;
+            }
+            let q = Message::from_vec(&buf).unwrap();
+            let query = q.queries[0].clone();
+            let zone = query.name().clone();
+            let s = script.lock().unwrap().clone();
+            let n = |x: &str| Name::from_ascii(x).unwrap();
+            let soa = |serial: u32| {
+                Record::from_rdata(
+                    zone.clone(),
+                    30,
+                    RData::SOA(SOA::new(
+                        n("ns.global."),
+                        n("h.global."),
+                        serial,
+                        1,
+                        1,
+                        1,
+                        30,
+                    )),
+                )
+            };
+            let a = |host: &str, ip: &str| {
+                Record::from_rdata(n(host), 30, RData::A(A(ip.parse().unwrap())))
+            };
+            let global = zone == n("global.");
+            let mut full: Vec<Record> = vec![soa(s.serial)];
+            if global {
+                full.extend(s.hosts.iter().map(|(h, ip)| a(h, ip)));
+                if s.bad_axfr {
+                    full.push(a("outside.example.", "240.10.9.9"));
+                }
+            }
+            full.push(soa(s.serial));
+            let answers = match query.query_type() {
+                RecordType::SOA => vec![soa(s.serial)],
+                RecordType::IXFR if global && s.bad_ixfr => {
+                    let old = match &q.authorities[0].data {
+                        RData::SOA(o) => o.serial,
+                        _ => unreachable!(),
+                    };
+                    vec![
+                        soa(s.serial),
+                        soa(old),
+                        a("never-had.global.", "240.10.9.8"),
+                        soa(s.serial),
+                        soa(s.serial),
+                    ]
+                }
+                _ => full,
+            };
+            let mut m = Message::response(q.metadata.id, OpCode::Query);
+            m.metadata.authoritative = true;
+            m.add_query(query);
+            for r in answers {
+                m.add_answer(r);
+            }
+            let out = m.to_vec().unwrap();
+            let _ = conn.write_all(&(out.len() as u16).to_be_bytes());
+            let _ = conn.write_all(&out);
+        }
+    });
+    addr
+}
+
+#[test]
+fn invalid_transfers_fall_back_or_keep_the_last_good_zone() {
+    let (t, _zones, _state) = dirs();
+    let script = std::sync::Arc::new(std::sync::Mutex::new(Script {
+        serial: 10,
+        hosts: vec![("a.global.", "240.10.0.1")],
+        ..Default::default()
+    }));
+    let primary = scripted_primary(script.clone()).to_string();
+    let s = Server::spawn(
+        &t.path().join("z"),
+        &t.path().join("s"),
+        &["--primary", &primary, "--refresh", "100ms"],
+    )
+    .unwrap();
+    s.wait_ready();
+    assert_eq!(answer(s.dns, &["a.global", "A"]).1, ["240.10.0.1"]);
+
+    // A delta deleting what we do not have: the IXFR is refused, an AXFR brings the zone.
+    {
+        let mut sc = script.lock().unwrap();
+        sc.serial = 11;
+        sc.hosts.push(("b.global.", "240.10.0.2"));
+        sc.bad_ixfr = true;
+    }
+    eventually(WAIT, "b.global by AXFR after the bad IXFR", || {
+        (answer(s.dns, &["b.global", "A"]).1 == ["240.10.0.2"]).then_some(())
+    });
+    assert!(transfers(&s, "ixfr", "invalid") >= 1.0);
+    assert_eq!(soa_serial(s.dns, "global"), Some(11));
+
+    // Both spoiled: the last good zone stays, counted as invalid.
+    {
+        let mut sc = script.lock().unwrap();
+        sc.serial = 12;
+        sc.hosts.push(("c.global.", "240.10.0.3"));
+        sc.bad_axfr = true;
+    }
+    eventually(WAIT, "the invalid AXFR counted", || {
+        (transfers(&s, "axfr", "invalid") >= 2.0).then_some(())
+    });
+    assert_eq!(soa_serial(s.dns, "global"), Some(11));
+    assert_eq!(answer(s.dns, &["c.global", "A"]).0, "NXDOMAIN");
+    assert_eq!(answer(s.dns, &["b.global", "A"]).1, ["240.10.0.2"]);
+    assert_eq!(answer(s.dns, &["outside.example", "A"]).0, "REFUSED");
+    assert!(metric0(&s, "globaldns_secondary_lag_seconds{zone=\"global.\"}") > 0.0);
+    assert_eq!(s.get("/readyz").0, 200);
 }

@@ -186,3 +186,94 @@ pub fn start(ctx: Context) -> Trigger {
         zones: Arc::new(wakes),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, OpCode};
+    use hickory_proto::rr::rdata::SOA;
+    use hickory_proto::rr::{RData, Record};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers every SOA/AXFR with an empty zone at `serial`.
+    async fn primary(serial: Arc<AtomicU32>) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let mut len = [0u8; 2];
+                c.read_exact(&mut len).await.unwrap();
+                let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                c.read_exact(&mut buf).await.unwrap();
+                let q = Message::from_vec(&buf).unwrap();
+                let zone = q.queries[0].name().clone();
+                let n = |s: &str| Name::from_ascii(s).unwrap();
+                let s = serial.load(Ordering::SeqCst);
+                let soa = Record::from_rdata(
+                    zone,
+                    30,
+                    RData::SOA(SOA::new(n("ns.global."), n("h.global."), s, 1, 1, 1, 30)),
+                );
+                let mut m = Message::response(q.metadata.id, OpCode::Query);
+                m.add_query(q.queries[0].clone());
+                m.add_answer(soa.clone());
+                if q.queries[0].query_type() != RecordType::SOA {
+                    m.add_answer(soa);
+                }
+                let out = m.to_vec().unwrap();
+                c.write_all(&(out.len() as u16).to_be_bytes())
+                    .await
+                    .unwrap();
+                c.write_all(&out).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_notify_refreshes_at_once() {
+        let serial = Arc::new(AtomicU32::new(5));
+        let cfg = ZoneConfig {
+            zones: vec!["global".into()],
+            reverse_zones: vec![],
+            ns: vec![],
+            ttl: 30,
+        };
+        let published = Arc::new(Published::new(crate::zone::Snapshot::empty(&cfg, &[])));
+        let mut changed = published.subscribe();
+        let trigger = start(Context {
+            zone: cfg,
+            ranges: vec![],
+            primaries: vec![primary(serial.clone()).await],
+            key: None,
+            // Never, within the test: only the NOTIFY can bring serial 6.
+            refresh: Duration::from_secs(3600),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            published: published.clone(),
+        });
+        // A broken wake-up fails here rather than hanging the test run.
+        let limit = Duration::from_secs(30);
+        tokio::time::timeout(limit, changed.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(published.load().apex_names().len(), 1);
+        let serial_of = |p: &Published| {
+            let snap = p.load_full();
+            let soa = snap.zone_records(&Name::from_ascii("global.").unwrap().into());
+            zone_data::serial_of(&soa[0])
+        };
+        assert_eq!(serial_of(&published), Some(5));
+
+        assert!(!trigger.notify(&Name::from_ascii("example.").unwrap()));
+        serial.store(6, Ordering::SeqCst);
+        assert!(trigger.notify(&Name::from_ascii("GLOBAL.").unwrap()));
+        tokio::time::timeout(limit, changed.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(serial_of(&published), Some(6));
+    }
+}

@@ -183,13 +183,13 @@ impl ZoneLoop {
     }
 
     /// IXFR from ours (AXFR from the same primary when that fails but the primary answers),
-    /// AXFR when we have nothing. Ok(None): nothing newer after all.
+    /// AXFR when we have nothing or ours came from another primary. Ok(None): nothing newer after all.
     async fn transfer(
         &self,
         primary: SocketAddr,
         ours: Option<&ZoneData>,
     ) -> Result<Option<ZoneData>, String> {
-        if let Some(cur) = ours {
+        if let Some(cur) = ours.filter(|c| c.from == Some(primary)) {
             match self.ixfr(primary, cur).await {
                 Ok(z) => return Ok(z),
                 Err(Failure::Unreachable(e)) => return Err(e),
@@ -265,7 +265,8 @@ impl ZoneLoop {
         Ok(Some(z))
     }
 
-    fn publish(&mut self, primary: SocketAddr, z: ZoneData) {
+    fn publish(&mut self, primary: SocketAddr, mut z: ZoneData) {
+        z.from = Some(primary);
         let serial = z.serial();
         let dropped = self.shared.dropped(&z);
         if !dropped.is_empty() {

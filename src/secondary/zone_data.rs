@@ -2,6 +2,7 @@
 //! before it replaces what we serve (RFC 5936 §2.2, RFC 1995 §4, serial arithmetic RFC 1982).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
@@ -9,6 +10,9 @@ use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 #[derive(Clone, Debug)]
 pub struct ZoneData {
     pub apex: Name,
+    /// The primary it came from: IXFR only from that one, since two primaries can give the same
+    /// serial to different contents (the replicas of a primary count serials on their own).
+    pub from: Option<SocketAddr>,
     pub soa: Record,
     /// Every record but the SOA, by owner and data (a delete matches whatever the TTL); the
     /// value is the TTL.
@@ -100,6 +104,7 @@ fn full(zone: &Name, soa: &Record, body: &[Record]) -> Result<ZoneData, String> 
     }
     Ok(ZoneData {
         apex: zone.clone(),
+        from: None,
         soa: soa.clone(),
         records,
     })
