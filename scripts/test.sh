@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test of globaldns on a fresh machine: installs the DNS tools the tests drive when they
-# are missing (dig, dnsmasq), then formatting, lints and the whole cargo test suite, including the
-# Kubernetes end-to-end tests (tests/kube_e2e.rs), whose first run on a machine installs etcd and
-# builds kube-apiserver from Debian's sources (scripts/kube/build-apiserver.sh, cached in
-# ~/.cache/globaldns; about 5 minutes on 2 cores).
+# are missing (dig, dnsmasq, Knot's knotd and kzonecheck, BIND's named-checkzone), then formatting,
+# lints and the whole cargo test suite, including the Kubernetes end-to-end tests
+# (tests/kube_e2e.rs), whose first run on a machine installs etcd and builds kube-apiserver from
+# Debian's sources (scripts/kube/build-apiserver.sh, cached in ~/.cache/globaldns; about 5
+# minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base) # the binary only, no system service
+command -v kzonecheck >/dev/null 2>&1 || missing+=(knot-dnssecutils)
+command -v named-checkzone >/dev/null 2>&1 || missing+=(bind9-utils)
+# knotd is in /usr/sbin, which a non-root PATH may lack.
+command -v knotd >/dev/null 2>&1 || [ -x /usr/sbin/knotd ] || missing+=(knot)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
