@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Runs every test of globaldns on a fresh machine: installs the DNS tools the tests drive when they
-# are missing (dig, dnsmasq), then formatting, lints and the whole cargo test suite, including the
-# Kubernetes end-to-end tests (tests/kube_e2e.rs), whose first run on a machine installs etcd and
-# builds kube-apiserver from Debian's sources (scripts/kube/build-apiserver.sh, cached in
-# ~/.cache/globaldns; about 5 minutes on 2 cores).
+# are missing (dig, dnsmasq, Knot's knotd and kzonecheck, BIND's named-checkzone), then formatting,
+# lints and the whole cargo test suite, including the Kubernetes end-to-end tests
+# (tests/kube_e2e.rs), whose first run on a machine installs etcd and builds kube-apiserver from
+# Debian's sources (scripts/kube/build-apiserver.sh, cached in ~/.cache/globaldns; about 5
+# minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base) # the binary only, no system service
-command -v knotd >/dev/null 2>&1 || missing+=(knot) # a real secondary and primary for the transfer tests
+command -v kzonecheck >/dev/null 2>&1 || missing+=(knot-dnssecutils)
+command -v named-checkzone >/dev/null 2>&1 || missing+=(bind9-utils)
+# knotd (a real primary and secondary for the transfer tests) is in /usr/sbin, which a non-root
+# PATH may lack: the tests find it through PATH, so it is added below.
+command -v knotd >/dev/null 2>&1 || [ -x /usr/sbin/knotd ] || missing+=(knot)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -22,6 +27,8 @@ if ((${#missing[@]})); then
     $sudo systemctl disable --now knot.service >/dev/null 2>&1 || true
   fi
 fi
+
+export PATH="$PATH:/usr/sbin:/sbin"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

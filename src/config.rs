@@ -1,15 +1,19 @@
 //! Command-line flags; every flag can also come from a `GLOBALDNS_*` environment variable
 //! (lists comma-separated), which is how the DaemonSet configures the server.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::serviceentry::normalise_name;
-use crate::zone::ZoneConfig;
+use crate::zone::{NameServer, ZoneConfig};
+
+/// `serve`'s default `--listen`; `zonefile` prints what a server listening there would serve.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -73,9 +77,11 @@ pub struct ZoneArgs {
     /// TTL of answers; also the SOA minimum (negative-caching TTL).
     #[arg(long, env = "GLOBALDNS_TTL", default_value_t = 30)]
     pub ttl: u32,
-    /// Name server names for SOA and NS (repeatable; default ns.<first zone>).
+    /// Name server for SOA and NS, NAME or NAME=ADDRESS (repeatable; repeat a name for more
+    /// addresses). A name inside a served zone needs an address (served as its A/AAAA, the glue
+    /// secondaries need). Default: ns.<first zone> with the --listen addresses (not 0.0.0.0/::).
     #[arg(long = "ns", env = "GLOBALDNS_NS", value_delimiter = ',')]
-    pub ns: Vec<String>,
+    pub ns: Vec<NsArg>,
     /// Extra reverse zone to serve PTR in (repeatable), besides those covering the VIP ranges.
     #[arg(
         long = "reverse-zone",
@@ -108,10 +114,91 @@ impl ZoneArgs {
                 .iter()
                 .map(|z| normalise_name(z))
                 .collect(),
-            ns: self.ns.iter().map(|n| normalise_name(n)).collect(),
+            ns: name_servers(&self.ns),
             ttl: self.ttl,
         }
     }
+
+    /// Without `--ns`: the default name server with the `listen` addresses as its glue (none
+    /// when every one is 0.0.0.0 or ::). Then refuses name servers a secondary could not load.
+    fn resolve_name_servers(&mut self, listen: &[SocketAddr]) -> anyhow::Result<()> {
+        if self.ns.is_empty() {
+            let name = format!(
+                "ns.{}",
+                self.normalised_zones()
+                    .first()
+                    .map_or("global", |z| z.as_str())
+            );
+            let mut ips: Vec<IpAddr> = listen.iter().map(|a| a.ip()).collect();
+            ips.retain(|ip| !ip.is_unspecified());
+            self.ns = if ips.is_empty() {
+                vec![NsArg {
+                    name,
+                    address: None,
+                }]
+            } else {
+                ips.into_iter()
+                    .map(|ip| NsArg {
+                        name: name.clone(),
+                        address: Some(ip),
+                    })
+                    .collect()
+            };
+        }
+        self.zone_config()
+            .check_name_servers(&self.vip_ranges)
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+/// One `--ns`: NAME or NAME=ADDRESS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NsArg {
+    pub name: String,
+    pub address: Option<IpAddr>,
+}
+
+impl FromStr for NsArg {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<NsArg, String> {
+        let (name, address) = match raw.split_once('=') {
+            Some((n, a)) => {
+                let ip = a
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{a:?} is not an IP address (NAME=ADDRESS)"))?;
+                (n, Some(ip))
+            }
+            None => (raw, None),
+        };
+        let name = normalise_name(name.trim());
+        if name.is_empty() || hickory_proto::rr::Name::from_ascii(&name).is_err() {
+            return Err(format!("{raw:?}: not a name server name"));
+        }
+        Ok(NsArg { name, address })
+    }
+}
+
+/// The `--ns` flags grouped by name, in first-seen order.
+fn name_servers(args: &[NsArg]) -> Vec<NameServer> {
+    let mut out: Vec<NameServer> = Vec::new();
+    for a in args {
+        let i = match out.iter().position(|s| s.name == a.name) {
+            Some(i) => i,
+            None => {
+                out.push(NameServer {
+                    name: a.name.clone(),
+                    addresses: vec![],
+                });
+                out.len() - 1
+            }
+        };
+        if let Some(ip) = a.address.filter(|ip| !out[i].addresses.contains(ip)) {
+            out[i].addresses.push(ip);
+        }
+    }
+    out
 }
 
 #[derive(Args, Debug, Clone)]
@@ -144,7 +231,7 @@ pub struct ServeArgs {
         long = "listen",
         env = "GLOBALDNS_LISTEN",
         value_delimiter = ',',
-        default_value = "127.0.0.1:5353"
+        default_value = DEFAULT_LISTEN
     )]
     pub listen: Vec<SocketAddr>,
     /// Admin HTTP address (metrics, health, debug).
@@ -157,6 +244,17 @@ pub struct ServeArgs {
     /// UDP worker threads per --listen address for the fast path (default: one per CPU).
     #[arg(long, env = "GLOBALDNS_UDP_WORKERS")]
     pub udp_workers: Option<usize>,
+}
+
+impl ServeArgs {
+    /// Settles the name servers before anything starts (see [`ZoneArgs::ns`]). A secondary
+    /// serves its primaries' NS records and glue: its own flags are not checked.
+    pub fn resolve_name_servers(&mut self) -> anyhow::Result<()> {
+        if !self.transfer.primaries.is_empty() {
+            return Ok(());
+        }
+        self.zone.resolve_name_servers(&self.listen)
+    }
 }
 
 /// Zone transfer: a primary's transfers and NOTIFYs, or a secondary's primaries.
@@ -231,4 +329,79 @@ pub struct ZonefileArgs {
     pub zone: ZoneArgs,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+impl ZonefileArgs {
+    /// As `serve` would with its default `--listen`.
+    pub fn resolve_name_servers(&mut self) -> anyhow::Result<()> {
+        let listen: SocketAddr = DEFAULT_LISTEN.parse().expect("a socket address");
+        self.zone.resolve_name_servers(&[listen])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["globaldns", "serve"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Serve(a) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn name_servers(args: &[&str]) -> anyhow::Result<Vec<NameServer>> {
+        let mut a = serve(args);
+        a.resolve_name_servers()?;
+        Ok(a.zone.zone_config().ns)
+    }
+
+    fn ns(name: &str, addrs: &[&str]) -> NameServer {
+        NameServer {
+            name: name.into(),
+            addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn ns_flags_name_servers_with_their_addresses() {
+        assert_eq!(
+            name_servers(&[
+                "--ns",
+                "NS1.Global.=10.0.0.53",
+                "--ns",
+                "ns2.example.net",
+                "--ns",
+                "ns1.global=fd00::53",
+            ])
+            .unwrap(),
+            [
+                ns("ns1.global", &["10.0.0.53", "fd00::53"]),
+                ns("ns2.example.net", &[]),
+            ]
+        );
+        assert!(Cli::try_parse_from(["globaldns", "serve", "--ns", "ns.global=nope"]).is_err());
+        assert!(Cli::try_parse_from(["globaldns", "serve", "--ns", "=10.0.0.1"]).is_err());
+    }
+
+    #[test]
+    fn the_default_name_server_takes_the_listen_addresses_or_is_refused() {
+        assert_eq!(
+            name_servers(&[]).unwrap(),
+            [ns("ns.global", &["127.0.0.1"])]
+        );
+        assert_eq!(
+            name_servers(&["--zone", "mesh", "--listen", "0.0.0.0:53,[::1]:53"]).unwrap(),
+            [ns("ns.mesh", &["::1"])]
+        );
+        let err = name_servers(&["--listen", "0.0.0.0:5353"]).unwrap_err();
+        assert!(err.to_string().contains("--ns ns.global=ADDRESS"), "{err}");
+        // An explicit in-zone name needs its own address, whatever --listen is.
+        assert!(name_servers(&["--ns", "ns1.global"]).is_err());
+        // A secondary serves its primaries' NS records: nothing to check.
+        let mut secondary = serve(&["--listen", "0.0.0.0:5353", "--primary", "10.0.0.1:53"]);
+        secondary.resolve_name_servers().unwrap();
+    }
 }

@@ -48,10 +48,10 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, &cli.log);
     let serving = matches!(cli.command, Command::Serve(_));
     let result = match cli.command {
-        Command::Serve(a) => serve(*a),
+        Command::Serve(mut a) => a.resolve_name_servers().and_then(|()| serve(*a)),
         Command::Check(a) => check(a),
         Command::Allocations(a) => allocations(a),
-        Command::Zonefile(a) => zonefile(a),
+        Command::Zonefile(mut a) => a.resolve_name_servers().and_then(|()| zonefile(a)),
     };
     match result {
         Ok(code) => code,

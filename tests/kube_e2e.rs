@@ -108,7 +108,7 @@ impl Cluster {
             name: name.to_string(),
         };
         c.apply(crd);
-        c.apply_file(&Path::new(ROOT).join("deploy/vipclaim-crd.yaml"));
+        c.apply_file(&Path::new(ROOT).join("deploy/base/vipclaim-crd.yaml"));
         for crd in [
             "serviceentries.networking.istio.io",
             "vipclaims.globaldns.io",
@@ -678,6 +678,71 @@ fn guarded_patch_is_refused(c: &Cluster, ns: &str, name: &str) {
     });
 }
 
+/// The manifests of deploy/ as the 1.20 test apiserver takes them. Two fields are newer than
+/// 1.20: PodDisruptionBudget `policy/v1` (1.21+; 1.20 serves only `policy/v1beta1`, the same
+/// fields, which 1.25 removed) is sent as `policy/v1beta1`; `Service.internalTrafficPolicy`
+/// (1.21+) would fail kubectl 1.20's client-side validation, so that is off (`--validate=false`)
+/// and the server drops the field.
+fn for_apiserver_1_20(yaml: &str) -> String {
+    yaml.replace(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget",
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget",
+    )
+}
+
+/// Dry-runs (server side) every manifest under `deploy` and every kustomization's build; fails
+/// on a YAML file left out. Returns what kubectl reported.
+fn dry_run_deploy(c: &Cluster, deploy: &Path) -> String {
+    let mut report = String::new();
+    let mut dry_run = |yaml: &str, what: &str| {
+        let args = ["apply", "--dry-run=server", "--validate=false", "-f", "-"];
+        let out = c.kubectl_output(&args, Some(&for_apiserver_1_20(yaml)));
+        assert!(
+            out.status.success(),
+            "dry run of {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        report.push_str(&String::from_utf8_lossy(&out.stdout));
+    };
+    let manifests = [
+        "rbac-writeback.yaml",
+        "base/namespace.yaml",
+        "base/vipclaim-crd.yaml",
+        "base/serviceaccount.yaml",
+        "base/rbac.yaml",
+        "all-in-one/service.yaml",
+        "all-in-one/daemonset.yaml",
+        "fleet/primary.yaml",
+        "fleet/secondary.yaml",
+        "fleet/tsig-secret.example.yaml",
+    ];
+    let kustomizations = ["base", "all-in-one", "fleet"];
+    let mut on_disk = BTreeSet::new();
+    for dir in ["", "base", "all-in-one", "fleet"] {
+        for e in std::fs::read_dir(deploy.join(dir)).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".yaml") && name != "kustomization.yaml" {
+                on_disk.insert(Path::new(dir).join(name).display().to_string());
+            }
+        }
+        assert_eq!(
+            deploy.join(dir).join("kustomization.yaml").exists(),
+            kustomizations.contains(&dir),
+            "kustomization in deploy/{dir}"
+        );
+    }
+    let listed: BTreeSet<String> = manifests.iter().map(|m| m.to_string()).collect();
+    assert_eq!(on_disk, listed, "every manifest of deploy/ is dry-run");
+    for m in manifests {
+        dry_run(&std::fs::read_to_string(deploy.join(m)).unwrap(), m);
+    }
+    for k in kustomizations {
+        let built = c.kubectl(&["kustomize", &deploy.join(k).display().to_string()]);
+        dry_run(&built, &format!("kustomization {k}"));
+    }
+    report
+}
+
 #[test]
 fn service_account_rbac_write_back_and_manifests() {
     let _g = serial();
@@ -686,37 +751,26 @@ fn service_account_rbac_write_back_and_manifests() {
     c1.ensure_namespace("istio-system");
     c1.ensure_namespace("wb");
 
-    // deploy/: every non-workload object applies (server-side dry run first, then for real), and
-    // the kustomization builds and dry-runs as a whole.
+    // deploy/, both topologies: every manifest applies with a server-side dry run, each
+    // kustomization builds (kubectl 1.20's own kustomize) and its output dry-runs as a whole.
     let deploy = Path::new(ROOT).join("deploy");
-    for f in [
-        "namespace.yaml",
-        "vipclaim-crd.yaml",
-        "serviceaccount.yaml",
-        "rbac.yaml",
-        "rbac-writeback.yaml",
+    let created = dry_run_deploy(&c1, &deploy);
+    for object in [
+        "daemonset.apps/globaldns created",
+        "deployment.apps/globaldns-primary created",
+        "poddisruptionbudget.policy/globaldns-primary created",
+        "service/globaldns-primary created",
+        "daemonset.apps/globaldns-secondary created",
+        "serviceaccount/globaldns-secondary created",
+        "secret/globaldns-tsig created",
     ] {
-        let p = deploy.join(f).display().to_string();
-        c1.kubectl(&["apply", "--dry-run=server", "-f", &p]);
+        assert!(created.contains(object), "{object} in:\n{created}");
     }
-    // Workloads: the 1.20 test apiserver predates Service.internalTrafficPolicy (1.21+), so
-    // client-side validation would reject that field; the server accepts the objects.
-    for f in ["service.yaml", "daemonset.yaml"] {
-        let p = deploy.join(f).display().to_string();
-        c1.kubectl(&["apply", "--dry-run=server", "--validate=false", "-f", &p]);
-    }
-    c1.kubectl(&[
-        "apply",
-        "--dry-run=server",
-        "--validate=false",
-        "-k",
-        &deploy.display().to_string(),
-    ]);
-    for f in ["serviceaccount.yaml", "rbac.yaml"] {
+    for f in ["base/serviceaccount.yaml", "base/rbac.yaml"] {
         c1.apply_file(&deploy.join(f));
     }
 
-    // What the ServiceAccount may do (deploy/rbac.yaml only).
+    // What the ServiceAccount may do (deploy/base/rbac.yaml only).
     let sa = "system:serviceaccount:globaldns:globaldns";
     let can = |args: &[&str]| -> String {
         let mut a = vec!["auth", "can-i"];
@@ -758,6 +812,23 @@ fn service_account_rbac_write_back_and_manifests() {
         "no",
         "no status write without the write-back role"
     );
+    // The secondaries' ServiceAccount (deploy/fleet/secondary.yaml) is granted nothing.
+    let secondary = "system:serviceaccount:globaldns:globaldns-secondary";
+    for args in [
+        &["watch", "serviceentries.networking.istio.io", "-A"][..],
+        &["list", "secrets", "-n", "istio-system"],
+        &["get", "vipclaims.globaldns.io", "-n", "globaldns"],
+    ] {
+        let mut a = vec!["auth", "can-i"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--as", secondary]);
+        let out = c1.kubectl_output(&a, None);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "no",
+            "{args:?}"
+        );
+    }
 
     // globaldns as the ServiceAccount (not admin): sources, remote secrets, kube store.
     let sa_kc = c1.sa_kubeconfig("globaldns", "globaldns");

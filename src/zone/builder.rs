@@ -17,8 +17,8 @@ use super::journal::{Item, Journal, Pending};
 use super::key::{self, Key};
 use super::records::{Data, Node};
 use super::{
-    fqdn, reverse_zone_for, shard_index, unix_now, Apex, HostReport, HostShard, Shard, Snapshot,
-    ZoneConfig, HOST_SHARDS, SHARDS,
+    apexes, shard_index, unix_now, Apex, HostReport, HostShard, Shard, Snapshot, ZoneConfig,
+    HOST_SHARDS, SHARDS,
 };
 use crate::serviceentry::Transport;
 
@@ -27,8 +27,10 @@ pub struct ZoneBuilder {
     /// Longest first, so that the first match is the closest enclosing zone.
     apexes: Vec<(Name, Box<[u8]>)>,
     ns_names: Vec<Name>,
-    /// Name servers inside our zones: names that exist without data and are never removed.
+    /// Name servers inside our zones: names that exist even without data, never removed.
     pinned: Vec<Key>,
+    /// Their addresses (`--ns NAME=ADDRESS`), which no host's removal takes away.
+    glue: Vec<(Key, Data)>,
     shards: Vec<Arc<Shard>>,
     hosts: Vec<Arc<HostShard>>,
     serial: Option<u32>,
@@ -48,15 +50,7 @@ type Contribution = (bool, Key, Data);
 
 impl ZoneBuilder {
     pub fn new(cfg: &ZoneConfig, ranges: &[IpNet]) -> ZoneBuilder {
-        let mut names: Vec<Name> = cfg.zones.iter().filter_map(|z| fqdn(z)).collect();
-        let mut reverse: Vec<Name> = ranges.iter().map(reverse_zone_for).collect();
-        reverse.extend(cfg.reverse_zones.iter().filter_map(|z| fqdn(z)));
-        for r in reverse {
-            if !names.contains(&r) {
-                names.push(r);
-            }
-        }
-        names.sort_by_key(|n| std::cmp::Reverse(n.num_labels()));
+        let names = apexes(cfg, ranges);
         let apexes = names
             .into_iter()
             .filter_map(|n| key::of(&n).map(|k| (n, Box::from(&k[..]))))
@@ -64,8 +58,9 @@ impl ZoneBuilder {
         let mut b = ZoneBuilder {
             ttl: cfg.ttl,
             apexes,
-            ns_names: cfg.ns_names(),
+            ns_names: vec![],
             pinned: vec![],
+            glue: vec![],
             shards: (0..SHARDS).map(|_| Arc::default()).collect(),
             hosts: (0..HOST_SHARDS).map(|_| Arc::default()).collect(),
             serial: None,
@@ -77,13 +72,24 @@ impl ZoneBuilder {
             floor: 0,
             apex_overrides: vec![],
         };
-        // Name servers inside our zones exist (NODATA rather than NXDOMAIN for their addresses).
-        for ns in b.ns_names.clone() {
-            if let Some(k) = key::of(&ns) {
-                if b.apex_len(&k).is_some() && !b.pinned.contains(&k) {
-                    b.pinned.push(k.clone());
-                    b.create(false, &k);
-                }
+        // Name servers inside our zones exist (NODATA rather than NXDOMAIN when they have no
+        // address of a type) and carry their glue.
+        for (ns, addresses) in cfg.ns_names() {
+            b.ns_names.push(ns.clone());
+            let Some(k) = key::of(&ns).filter(|k| b.apex_len(k).is_some()) else {
+                continue;
+            };
+            if !b.pinned.contains(&k) {
+                b.pinned.push(k.clone());
+                b.create(false, &k);
+            }
+            for ip in addresses {
+                let d = match ip {
+                    IpAddr::V4(v4) => Data::A(v4),
+                    IpAddr::V6(v6) => Data::Aaaa(v6),
+                };
+                b.glue.push((k.clone(), d.clone()));
+                b.add(false, k.clone(), d);
             }
         }
         b
@@ -283,6 +289,10 @@ impl ZoneBuilder {
 
     fn remove(&mut self, wild: bool, k: &Key, d: &Data) {
         let pinned = !wild && self.pinned.contains(k);
+        if pinned && self.glue.iter().any(|(g, gd)| g == k && gd == d) {
+            // A host at a name server's name with the same address: the glue stays.
+            return;
+        }
         let idx = shard_index(k, SHARDS);
         let shard = Arc::make_mut(&mut self.shards[idx]);
         let map = if wild {

@@ -19,6 +19,7 @@ mod records;
 mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use fnv::FnvBuildHasher;
@@ -40,23 +41,78 @@ pub struct ZoneConfig {
     pub zones: Vec<String>,
     /// Extra reverse zones (`--reverse-zone`), besides those covering the VIP ranges.
     pub reverse_zones: Vec<String>,
-    /// Name servers for SOA MNAME and the apex NS set.
-    pub ns: Vec<String>,
+    /// Name servers for SOA MNAME and the apex NS set (empty: `ns.<first zone>`, no address).
+    pub ns: Vec<NameServer>,
     pub ttl: u32,
 }
 
+/// A name server of the apex NS set, with its addresses: served (A/AAAA, transferred as glue)
+/// when the name is inside one of the zones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameServer {
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+}
+
 impl ZoneConfig {
-    fn ns_names(&self) -> Vec<Name> {
-        let names: Vec<String> = if self.ns.is_empty() {
-            vec![format!(
-                "ns.{}",
-                self.zones.first().map_or("global", |z| z.as_str())
-            )]
+    fn ns_names(&self) -> Vec<(Name, Vec<IpAddr>)> {
+        let servers: Vec<NameServer> = if self.ns.is_empty() {
+            vec![NameServer {
+                name: format!("ns.{}", self.zones.first().map_or("global", |z| z.as_str())),
+                addresses: vec![],
+            }]
         } else {
             self.ns.clone()
         };
-        names.iter().filter_map(|n| fqdn(n)).collect()
+        servers
+            .into_iter()
+            .filter_map(|s| fqdn(&s.name).map(|n| (n, s.addresses)))
+            .collect()
     }
+
+    /// Refuses name servers that would make the zones unloadable elsewhere: one inside a zone
+    /// without an address (no glue: BIND refuses the zone, Knot reports missing glue), or an
+    /// address for one outside every zone (it could not be served).
+    pub fn check_name_servers(&self, ranges: &[IpNet]) -> Result<(), String> {
+        let zones = apexes(self, ranges);
+        for (ns, addresses) in self.ns_names() {
+            let zone = zones.iter().find(|z| z.zone_of(&ns));
+            let bare = ns.to_ascii();
+            let bare = bare.trim_end_matches('.');
+            match (zone, addresses.is_empty()) {
+                (Some(zone), true) => {
+                    return Err(format!(
+                        "name server {ns} is inside zone {zone} but has no address (glue): \
+                         give it one with --ns {bare}=ADDRESS (repeat for IPv6); the default name \
+                         server takes the --listen addresses, except 0.0.0.0 and ::"
+                    ))
+                }
+                (None, false) => {
+                    return Err(format!(
+                        "name server {ns} is outside every zone served, so its address cannot \
+                         be served: give --ns {bare} without =ADDRESS"
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every zone served: the forward zones, the reverse zones covering the VIP ranges and the
+/// `--reverse-zone` ones; longest first, so the first match is the closest enclosing zone.
+fn apexes(cfg: &ZoneConfig, ranges: &[IpNet]) -> Vec<Name> {
+    let mut names: Vec<Name> = cfg.zones.iter().filter_map(|z| fqdn(z)).collect();
+    let mut reverse: Vec<Name> = ranges.iter().map(reverse_zone_for).collect();
+    reverse.extend(cfg.reverse_zones.iter().filter_map(|z| fqdn(z)));
+    for r in reverse {
+        if !names.contains(&r) {
+            names.push(r);
+        }
+    }
+    names.sort_by_key(|n| std::cmp::Reverse(n.num_labels()));
+    names
 }
 
 /// The reverse zone that covers a VIP range: the range truncated to an octet (IPv4) or nibble
@@ -201,5 +257,95 @@ mod tests {
         assert_eq!(z("240.10.0.0/30"), "0.10.240.in-addr.arpa.");
         assert_eq!(z("240.0.0.0/4"), "in-addr.arpa.");
         assert_eq!(z("fd00:10::/48"), "0.0.0.0.0.1.0.0.0.0.d.f.ip6.arpa.");
+    }
+
+    fn cfg(ns: &[(&str, &[&str])]) -> ZoneConfig {
+        ZoneConfig {
+            zones: vec!["global".into()],
+            reverse_zones: vec![],
+            ns: ns
+                .iter()
+                .map(|(name, addrs)| NameServer {
+                    name: name.to_string(),
+                    addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+                })
+                .collect(),
+            ttl: 30,
+        }
+    }
+
+    fn records(snap: &Snapshot, zone: &str) -> Vec<String> {
+        let zone = LowerName::new(&Name::from_ascii(zone).unwrap());
+        snap.zone_records(&zone)
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn in_zone_name_servers_carry_their_glue_whatever_hosts_do() {
+        let ranges = ["240.10.0.0/16".parse().unwrap()];
+        let c = cfg(&[
+            ("ns1.global", &["10.0.0.53", "fd00::53"]),
+            ("ns.example.net", &[]),
+        ]);
+        assert_eq!(c.check_name_servers(&ranges), Ok(()));
+        let mut b = ZoneBuilder::new(&c, &ranges);
+        // A host at the name server's name, with the glue's address and another, then gone.
+        let host = |ips: &[&str]| HostReport {
+            served: true,
+            wildcard: false,
+            reason: None,
+            addresses: ips
+                .iter()
+                .map(|a| AddressReport {
+                    address: a.parse().unwrap(),
+                    source: AddressSource::Spec,
+                    objects: vec![],
+                })
+                .collect(),
+            ports: vec![],
+            objects: vec![],
+            rule: None,
+            conflict: None,
+        };
+        assert!(b.set_host("ns1.global", Some(host(&["10.0.0.53", "240.10.0.9"]))));
+        assert!(b.set_host("ns1.global", None));
+        let snap = b.snapshot();
+        let glue: Vec<String> = records(&snap, "global.")
+            .into_iter()
+            .filter(|r| !r.contains("SOA"))
+            .collect();
+        assert_eq!(
+            glue,
+            [
+                "global. 30 IN NS ns1.global.",
+                "global. 30 IN NS ns.example.net.",
+                "ns1.global. 30 IN A 10.0.0.53",
+                "ns1.global. 30 IN AAAA fd00::53",
+            ]
+        );
+        // Out-of-zone names get no records; the reverse zone names the same servers.
+        assert_eq!(records(&snap, "10.240.in-addr.arpa.").len(), 3);
+    }
+
+    #[test]
+    fn name_servers_a_secondary_could_not_load_are_refused() {
+        let ranges = ["240.10.0.0/16".parse().unwrap()];
+        let err = cfg(&[]).check_name_servers(&ranges).unwrap_err();
+        assert!(err.contains("ns.global. is inside zone global."), "{err}");
+        assert!(err.contains("--ns ns.global=ADDRESS"), "{err}");
+        let err = cfg(&[("ns.10.240.in-addr.arpa", &[])])
+            .check_name_servers(&ranges)
+            .unwrap_err();
+        assert!(err.contains("inside zone 10.240.in-addr.arpa."), "{err}");
+        let err = cfg(&[("ns.example.net", &["10.0.0.1"])])
+            .check_name_servers(&ranges)
+            .unwrap_err();
+        assert!(err.contains("outside every zone"), "{err}");
+        assert_eq!(
+            cfg(&[("ns.example.net", &[])]).check_name_servers(&ranges),
+            Ok(())
+        );
     }
 }
