@@ -391,7 +391,7 @@ impl Store for KubeStore {
         if let Some(e) = last_err {
             return Err(anyhow!(e)).with_context(|| {
                 format!(
-                    "cannot list VipClaims in namespace {} of store cluster {} (is deploy/vipclaim-crd.yaml applied?)",
+                    "cannot list VipClaims in namespace {} of store cluster {} (is deploy/base/vipclaim-crd.yaml applied?)",
                     self.namespace, self.cluster
                 )
             });
