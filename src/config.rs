@@ -257,6 +257,21 @@ impl ServeArgs {
     }
 }
 
+/// `HOST:PORT` (an IPv6 address in brackets): the port is required, the host resolved later.
+fn parse_host_port(raw: &str) -> Result<String, String> {
+    let (host, port) = raw
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{raw:?}: expected HOST:PORT"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("{raw:?}: {port:?} is not a port"))?;
+    if host.is_empty() || (host.contains(':') && !host.starts_with('[')) {
+        return Err(format!(
+            "{raw:?}: expected HOST:PORT ([ADDRESS]:PORT for IPv6)"
+        ));
+    }
+    Ok(raw.to_string())
+}
+
 /// Zone transfer: a primary's transfers and NOTIFYs, or a secondary's primaries.
 #[derive(Args, Debug, Clone)]
 pub struct TransferArgs {
@@ -270,8 +285,10 @@ pub struct TransferArgs {
     pub allow_transfer: Vec<IpNet>,
     /// Secondary mode: transfer the zones from this primary (HOST:PORT, repeatable) instead of
     /// reading ServiceEntries; no Kubernetes access, no store.
-    #[arg(long = "primary", env = "GLOBALDNS_PRIMARY", value_delimiter = ',')]
-    pub primaries: Vec<SocketAddr>,
+    /// A host name is resolved at every refresh and each of its addresses is a primary of its
+    /// own (a headless Service names every primary pod).
+    #[arg(long = "primary", env = "GLOBALDNS_PRIMARY", value_delimiter = ',', value_parser = parse_host_port)]
+    pub primaries: Vec<String>,
     /// Secondary: how often the primaries' SOA serials are checked (besides NOTIFY).
     #[arg(long, env = "GLOBALDNS_REFRESH", default_value = "5s", value_parser = humantime::parse_duration)]
     pub refresh: Duration,

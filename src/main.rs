@@ -134,11 +134,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         let transfers = Arc::new(globaldns::notify::Transfers::new(metrics.clone()));
         // A secondary accepts NOTIFY from its primaries: it refreshes the zone named at once.
         let notify = trigger.map(|t| {
-            let from = args.transfer.primaries.iter().map(|p| p.ip()).collect();
-            let wake: dns::OnNotify = Arc::new(move |zone| {
-                t.notify(zone);
-            });
-            (from, wake)
+            let on: dns::OnNotify =
+                Arc::new(move |zone, from| t.is_primary(from) && t.notify(zone));
+            on
         });
         let handler = dns::Handler {
             snapshot: snapshot.clone(),

@@ -34,8 +34,9 @@ pub fn clamp_payload(requested: u16) -> u16 {
     requested.clamp(512, MAX_UDP_PAYLOAD)
 }
 
-/// Called with the zone named in an accepted NOTIFY (a secondary's refresh trigger).
-pub type OnNotify = Arc<dyn Fn(&hickory_proto::rr::Name) + Send + Sync>;
+/// A secondary's NOTIFY receiver: called with the zone and the sender's address; true when the
+/// sender is one of its primaries (the zone is then refreshed at once).
+pub type OnNotify = Arc<dyn Fn(&hickory_proto::rr::Name, std::net::IpAddr) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Handler {
@@ -44,9 +45,8 @@ pub struct Handler {
     pub allow_transfer: Vec<IpNet>,
     /// Transfers served and their recent clients (a primary NOTIFYs them).
     pub transfers: Arc<Transfers>,
-    /// A secondary's NOTIFY receiver: the addresses NOTIFY is accepted from (its primaries) and
-    /// what it triggers. None: NOTIFY is not implemented here (NOTIMP).
-    pub notify: Option<(Vec<std::net::IpAddr>, OnNotify)>,
+    /// A secondary's NOTIFY receiver. None: NOTIFY is not implemented here (NOTIMP).
+    pub notify: Option<OnNotify>,
     /// TSIG key: signed requests are verified and answered signed; transfers and NOTIFY must
     /// be signed when it is set.
     pub key: Option<hickory_proto::rr::TSigner>,

@@ -241,7 +241,7 @@ fn notified<'s>(
     request: &Request,
     signed: bool,
 ) -> Answer<'s> {
-    let Some((from, trigger)) = &handler.notify else {
+    let Some(trigger) = &handler.notify else {
         return Answer::empty(ResponseCode::NotImp);
     };
     let queries = request.queries.queries();
@@ -260,17 +260,16 @@ fn notified<'s>(
         return Answer::empty(ResponseCode::FormErr);
     }
     let zone = queries[0].name();
-    // From a primary, and signed when a key is configured.
-    if !from.contains(&request.src().ip()) || (handler.key.is_some() && !signed) {
-        count("refused");
-        return Answer::empty(ResponseCode::Refused);
-    }
     if !snapshot.apex_names().contains(zone) {
         count("refused");
         return Answer::empty(ResponseCode::NotAuth);
     }
+    // Signed when a key is configured, and from a primary either way.
+    if (handler.key.is_some() && !signed) || !trigger(&zone.into(), request.src().ip()) {
+        count("refused");
+        return Answer::empty(ResponseCode::Refused);
+    }
     count("accepted");
-    trigger(&zone.into());
     let mut answer = Answer::empty(ResponseCode::NoError);
     answer.authoritative = true;
     answer

@@ -47,7 +47,8 @@ pub fn check_args(args: &ServeArgs) -> Result<()> {
 pub struct Context {
     pub zone: ZoneConfig,
     pub ranges: Vec<IpNet>,
-    pub primaries: Vec<SocketAddr>,
+    /// `HOST:PORT`, resolved at every refresh.
+    pub primaries: Vec<String>,
     pub key: Option<crate::tsig::TsigKey>,
     pub refresh: Duration,
     pub metrics: Arc<Metrics>,
@@ -60,6 +61,8 @@ pub struct Context {
 #[derive(Clone)]
 pub struct Trigger {
     zones: Arc<Vec<(Name, Arc<ZoneWake>)>>,
+    /// The primaries' addresses as last resolved: a NOTIFY is accepted from these only.
+    resolved: Arc<Mutex<Vec<SocketAddr>>>,
 }
 
 impl Trigger {
@@ -72,6 +75,11 @@ impl Trigger {
         wake.at.lock().unwrap().get_or_insert_with(Instant::now);
         wake.notify.notify_one();
         true
+    }
+
+    /// Whether `ip` is one of the primaries (as last resolved).
+    pub fn is_primary(&self, ip: std::net::IpAddr) -> bool {
+        self.resolved.lock().unwrap().iter().any(|p| p.ip() == ip)
     }
 
     /// The zones this secondary serves.
@@ -88,7 +96,9 @@ struct ZoneWake {
 
 /// What every zone loop shares: the primaries and the snapshot being built.
 struct Shared {
-    primaries: Vec<SocketAddr>,
+    primaries: Vec<String>,
+    /// Their addresses as last resolved (kept when a lookup fails).
+    resolved: Arc<Mutex<Vec<SocketAddr>>>,
     key: Option<TSigner>,
     refresh: Duration,
     metrics: Arc<Metrics>,
@@ -104,6 +114,30 @@ struct State {
 }
 
 impl Shared {
+    /// The primaries' addresses now: every address of every `HOST:PORT`, looked up again each
+    /// time (pods of a headless Service come and go); the last good answer when a lookup fails.
+    async fn primaries(&self) -> Vec<SocketAddr> {
+        let mut now = Vec::new();
+        let mut failed = false;
+        for spec in &self.primaries {
+            match tokio::net::lookup_host(spec.as_str()).await {
+                Ok(addrs) => now.extend(addrs),
+                Err(e) => {
+                    tracing::warn!(primary = %spec, error = %e, "cannot resolve a primary");
+                    failed = true;
+                }
+            }
+        }
+        now.sort();
+        now.dedup();
+        let mut resolved = self.resolved.lock().unwrap();
+        if now.is_empty() && failed {
+            return resolved.clone();
+        }
+        *resolved = now.clone();
+        now
+    }
+
     fn zone(&self, zone: &Name) -> Option<Arc<ZoneData>> {
         self.state.lock().unwrap().zones.get(zone).cloned()
     }
@@ -160,8 +194,10 @@ fn zone_names(cfg: &ZoneConfig, ranges: &[IpNet]) -> Vec<Name> {
 /// Starts one refresh loop per zone on the current tokio runtime.
 pub fn start(ctx: Context) -> Trigger {
     let zones = zone_names(&ctx.zone, &ctx.ranges);
+    let resolved: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
     let shared = Arc::new(Shared {
         primaries: ctx.primaries,
+        resolved: resolved.clone(),
         key: ctx.key.map(|k| k.signer()),
         refresh: ctx.refresh,
         metrics: ctx.metrics,
@@ -184,6 +220,7 @@ pub fn start(ctx: Context) -> Trigger {
     }
     Trigger {
         zones: Arc::new(wakes),
+        resolved,
     }
 }
 
@@ -245,7 +282,7 @@ mod tests {
         let trigger = start(Context {
             zone: cfg,
             ranges: vec![],
-            primaries: vec![primary(serial.clone()).await],
+            primaries: vec![primary(serial.clone()).await.to_string()],
             key: None,
             // Never, within the test: only the NOTIFY can bring serial 6.
             refresh: Duration::from_secs(3600),

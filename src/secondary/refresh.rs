@@ -82,9 +82,9 @@ impl ZoneLoop {
         let ours_serial = ours.as_ref().map(|z| z.serial());
         let key = self.shared.key.as_ref();
         let zone = &self.zone;
+        let primaries = self.shared.primaries().await;
         let answers = join_all(
-            self.shared
-                .primaries
+            primaries
                 .iter()
                 .map(|p| async move { (*p, wire::soa(*p, zone, key).await) }),
         )
@@ -105,10 +105,10 @@ impl ZoneLoop {
                 Err(e) => errors.push(format!("{p}: {e}")),
             }
         }
-        let reachable = errors.len() < self.shared.primaries.len();
+        let reachable = errors.len() < primaries.len();
         if !reachable && ours.is_none() {
             // Nothing loaded yet and no SOA: try the transfers anyway, which says why they fail.
-            candidates = self.shared.primaries.iter().map(|p| (None, *p)).collect();
+            candidates = primaries.iter().map(|p| (None, *p)).collect();
         }
         // Newest serial first (RFC 1982 order among those seen).
         candidates.sort_by(|a, b| match (a.0, b.0) {
