@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use super::{eventually, free_listen, BIN};
 
 /// `globaldns serve` on `zones`/`state`, free loopback ports, text logs on a piped stderr.
-/// With `--listen` and `--admin` in `extra` (a server restarted where its peers expect it), no
-/// free ports are added.
+/// With `--admin` in `extra` (and its `--listen`: a server restarted where its peers expect it),
+/// no free ports are added; a `--listen` alone is a listener more.
 pub fn serve_command(zones: &Path, state: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
@@ -21,7 +21,7 @@ pub fn serve_command(zones: &Path, state: &Path, extra: &[&str]) -> Command {
         .arg(zones)
         .arg("--state-dir")
         .arg(state);
-    if !extra.contains(&"--listen") {
+    if !extra.contains(&"--admin") {
         let (dns, admin) = free_listen();
         cmd.args(["--listen", &dns, "--admin", &admin]);
     }
