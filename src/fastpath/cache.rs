@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
+use smallvec::SmallVec;
 
 use crate::dns::{clamp_payload, count_queries, qtype_label, Handler};
 
@@ -112,7 +113,7 @@ struct Cached {
     rcode: &'static str,
     /// Where answer owners are written out as the question name (in the case of the query that
     /// filled the cache): a hit writes the query's spelling there.
-    owners: Box<[usize]>,
+    owners: SmallVec<[u16; 2]>,
 }
 
 /// One worker's answering state: the cache and the snapshot it belongs to.
@@ -176,7 +177,7 @@ impl Responder {
                 let cached = Cached {
                     bytes: bytes.clone(),
                     rcode,
-                    owners: owners.into(),
+                    owners,
                 };
                 self.cache.insert(self.key.clone(), cached);
             }
@@ -209,24 +210,25 @@ fn patch(cached: &Cached, query: &[u8], question_end: usize, out: &mut Vec<u8>) 
     out[HEADER_LEN..question_end].copy_from_slice(&query[HEADER_LEN..question_end]);
     let name = &query[HEADER_LEN..question_end - 4];
     for &at in &cached.owners {
+        let at = usize::from(at);
         out[at..at + name.len()].copy_from_slice(name);
     }
 }
 
 /// The offsets of the answer section's owners written out as the question name; None when the
 /// response is not one to cache (no question, or not parsed to its answers' ends).
-fn owner_offsets(response: &[u8], question_end: usize) -> Option<Vec<usize>> {
+fn owner_offsets(response: &[u8], question_end: usize) -> Option<SmallVec<[u16; 2]>> {
     let name = response.get(HEADER_LEN..question_end.checked_sub(4)?)?;
     let answers = u16::from_be_bytes([response[6], response[7]]);
     let mut at = question_end;
-    let mut out = Vec::new();
+    let mut out = SmallVec::new();
     for _ in 0..answers {
         // Case only changes letters, never a length or pointer byte: a match is the same name.
         if response
             .get(at..at + name.len())?
             .eq_ignore_ascii_case(name)
         {
-            out.push(at);
+            out.push(u16::try_from(at).ok()?);
             at += name.len();
         } else {
             at = skip_name(response, at)?;
@@ -317,7 +319,10 @@ mod tests {
         r.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 240, 10, 0, 1]);
         r.extend_from_slice(&[0xC0, owner as u8]);
         r.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 240, 10, 0, 2]);
-        assert_eq!(owner_offsets(&r, q.len()), Some(vec![owner]));
+        assert_eq!(
+            owner_offsets(&r, q.len()).unwrap().as_slice(),
+            [owner as u16]
+        );
         // Cut short: not cached.
         assert_eq!(owner_offsets(&r[..r.len() - 1], q.len()), None);
     }
