@@ -51,17 +51,22 @@ impl<'s> Reply<'s> {
                 _ => {}
             }
             Answer::empty(tsig::BAD)
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            // Before anything else in the message is looked at (RFC 6891 §6.1.3; as Knot).
+            Answer::empty(ResponseCode::BADVERS)
+        } else if queries
+            .first()
+            .is_some_and(|q| !matches!(q.query_class(), DNSClass::IN | DNSClass::ANY))
+        {
+            // Only IN data is served: a question of another class is not for us, whatever
+            // its opcode (as Knot).
+            Answer::empty(ResponseCode::Refused)
         } else if request.metadata.op_code == OpCode::Notify && handler.notify.is_some() {
             notified(handler, snapshot, request, signed)
         } else if request.metadata.op_code != OpCode::Query {
             Answer::empty(ResponseCode::NotImp)
         } else if queries.len() != 1 {
             Answer::empty(ResponseCode::FormErr)
-        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            Answer::empty(ResponseCode::BADVERS)
-        } else if !matches!(queries[0].query_class(), DNSClass::IN | DNSClass::ANY) {
-            // Only IN data is served: a question of another class is not for us (as Knot).
-            Answer::empty(ResponseCode::Refused)
         } else if !snapshot.loaded {
             // Before the first full load, an NXDOMAIN would be cached downstream: say SERVFAIL.
             Answer::empty(ResponseCode::ServFail)
