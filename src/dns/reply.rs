@@ -30,16 +30,23 @@ pub(super) struct Reply<'s> {
 }
 
 impl<'s> Reply<'s> {
+    /// A rate-limited client's response: TC, no records (as Knot's and BIND's slip).
+    pub fn slip(request: &Request) -> Reply<'s> {
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.truncation = true;
+        Reply {
+            meta,
+            edns: response_edns(request),
+            answer: Answer::empty(ResponseCode::NoError),
+            transfer: vec![],
+            signing: None,
+            qtype: "NONE",
+        }
+    }
+
     pub fn decide(handler: &Handler, snapshot: &'s Snapshot, request: &Request) -> Reply<'s> {
         let queries = request.queries.queries();
-        let edns = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_max_payload(clamp_payload(req.max_payload()));
-            e.set_version(0);
-            // RFC 3225 §3: DO is copied to the response (the zone stays unsigned).
-            e.set_dnssec_ok(req.flags().dnssec_ok);
-            e
-        });
+        let edns = response_edns(request);
         let mut transfer = vec![];
         let verdict = tsig::verify(handler.key.as_ref(), request, unix_now());
         let signed = matches!(verdict, Verdict::Signed(_));
@@ -249,6 +256,18 @@ impl<'s> Reply<'s> {
             send(response, self.truncated(queries), id).await
         }
     }
+}
+
+/// The response's OPT for the request's: version 0, the client's payload size within our cap,
+/// its DO bit (RFC 3225 §3: copied; the zone stays unsigned).
+fn response_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|req| {
+        let mut e = Edns::new();
+        e.set_max_payload(clamp_payload(req.max_payload()));
+        e.set_version(0);
+        e.set_dnssec_ok(req.flags().dnssec_ok);
+        e
+    })
 }
 
 /// A NOTIFY (RFC 1996) to a secondary: accepted from its primaries for a zone it serves, and
