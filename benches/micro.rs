@@ -109,6 +109,7 @@ fn answering(c: &mut Criterion) {
         transfers: Default::default(),
         notify: None,
         key: None,
+        rate_limit: None,
     });
     let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     let cases = [

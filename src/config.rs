@@ -244,6 +244,14 @@ pub struct ServeArgs {
     /// UDP worker threads per --listen address for the fast path (default: one per CPU).
     #[arg(long, env = "GLOBALDNS_UDP_WORKERS")]
     pub udp_workers: Option<usize>,
+    /// Response rate limiting: at most N UDP responses a second per client /24 (IPv4) or /56
+    /// (IPv6); 0 = off. TCP is never limited.
+    #[arg(long, env = "GLOBALDNS_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+    /// With --rate-limit: every K-th limited response is sent truncated (TC, empty) so that a
+    /// real client retries over TCP; the others are dropped. 0 drops them all.
+    #[arg(long, env = "GLOBALDNS_RATE_LIMIT_SLIP", default_value_t = 2)]
+    pub rate_limit_slip: u32,
 }
 
 impl ServeArgs {

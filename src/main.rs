@@ -145,6 +145,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             transfers: transfers.clone(),
             notify,
             key: key.as_ref().map(|k| k.signer()),
+            rate_limit: (args.rate_limit > 0)
+                .then(|| Arc::new(dns::RateLimiter::new(args.rate_limit, args.rate_limit_slip))),
         };
         let stop_udp = Arc::new(AtomicBool::new(false));
         for addr in &args.listen {

@@ -58,6 +58,12 @@ pub struct ZoneLabels {
     pub zone: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// Rate limiting: dropped or slipped (sent truncated).
+    pub action: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub queries: Family<QueryLabels, Counter>,
@@ -88,6 +94,7 @@ pub struct Metrics {
     pub secondary_lag: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     pub secondary_stale: Family<ZoneLabels, Gauge>,
     pub propagation: Histogram,
+    pub rate_limited: Family<ActionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -130,6 +137,7 @@ impl Metrics {
             secondary_stale: Family::default(),
             // 1 ms … ~16 s.
             propagation: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            rate_limited: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -270,6 +278,11 @@ impl Metrics {
             "From a change seen (a file read, a watch event; on a secondary, a NOTIFY or a newer \
              serial) to the snapshot with it published",
             m.propagation.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "UDP responses held back by --rate-limit: dropped, or slipped (sent truncated)",
+            m.rate_limited.clone(),
         );
         Metrics { registry, ..m }
     }

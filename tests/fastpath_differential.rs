@@ -204,6 +204,7 @@ fn fast_path_bytes_equal_general_path_bytes_in_process() {
         transfers: Default::default(),
         notify: None,
         key: None,
+        rate_limit: None,
     });
     let names = names(&handler.snapshot.load());
     let mut rng = StdRng::seed_from_u64(20261125);

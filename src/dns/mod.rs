@@ -3,6 +3,7 @@
 //! encoded to bytes for the UDP fast path by [`Handler::wire`].
 
 mod listen;
+mod ratelimit;
 mod reply;
 mod tsig;
 
@@ -20,6 +21,7 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use ipnet::IpNet;
 
 pub use listen::{bind, bind_pair, server, tcp_server};
+pub use ratelimit::{RateLimiter, Verdict};
 use reply::{encode, Reply};
 
 use crate::metrics::{Metrics, QueryLabels};
@@ -50,6 +52,8 @@ pub struct Handler {
     /// TSIG key: signed requests are verified and answered signed; transfers and NOTIFY must
     /// be signed when it is set.
     pub key: Option<hickory_proto::rr::TSigner>,
+    /// Response rate limiting of UDP (`--rate-limit`); None: off.
+    pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
 /// A response as bytes, and the labels it counts under (None: not counted, as hickory-server
@@ -67,8 +71,20 @@ impl RequestHandler for Handler {
         mut response: R,
     ) -> ResponseInfo {
         let start = Instant::now();
-        let snapshot = self.snapshot.load();
         let udp = request.protocol() == Protocol::Udp;
+        if udp {
+            match self.limit(request.src()) {
+                Verdict::Send => {}
+                Verdict::Slip => {
+                    let reply = Reply::slip(request);
+                    return reply.send(&request.queries, udp, &mut response).await;
+                }
+                Verdict::Drop => {
+                    return bare_header(request.metadata.id, ResponseCode::Refused).into();
+                }
+            }
+        }
+        let snapshot = self.snapshot.load();
         let reply = Reply::decide(self, &snapshot, request);
         let info = reply.send(&request.queries, udp, &mut response).await;
         let transport = if udp { "udp" } else { "tcp" };
@@ -84,6 +100,36 @@ impl RequestHandler for Handler {
 }
 
 impl Handler {
+    /// Whether a UDP response to `src` may be sent, within `--rate-limit`: the one place both
+    /// UDP paths (the fast path and hickory-server's loop) ask, and where limiting is counted.
+    /// TCP is never asked.
+    pub fn limit(&self, src: SocketAddr) -> Verdict {
+        let Some(limiter) = &self.rate_limit else {
+            return Verdict::Send;
+        };
+        let verdict = limiter.check(src.ip());
+        let action = match verdict {
+            Verdict::Send => return verdict,
+            Verdict::Slip => "slipped",
+            Verdict::Drop => "dropped",
+        };
+        self.metrics
+            .rate_limited
+            .get_or_create(&crate::metrics::ActionLabels { action })
+            .inc();
+        verdict
+    }
+
+    /// The truncated, empty response a limited client is sent instead of its answer (see
+    /// [`Handler::limit`]), or None when the packet gets no response at all.
+    pub fn slip_wire(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let request = Request::from_bytes(packet.to_vec(), src, Protocol::Udp).ok()?;
+        if request.metadata.message_type == MessageType::Response {
+            return None;
+        }
+        Some(Reply::slip(&request).encode(&request.queries, true).0)
+    }
+
     /// What hickory-server would send for this packet, encoded once (within the client's UDP
     /// size over UDP), or None when it would send nothing (shorter than a header, or a
     /// response). The fast path's only way to the general path. A transfer (TCP) gives its

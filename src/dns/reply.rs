@@ -44,16 +44,23 @@ pub(super) struct Reply<'s> {
 }
 
 impl<'s> Reply<'s> {
+    /// A rate-limited client's response: TC, no records (as Knot's and BIND's slip).
+    pub fn slip(request: &Request) -> Reply<'s> {
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.truncation = true;
+        Reply {
+            meta,
+            edns: response_edns(request),
+            answer: Answer::empty(ResponseCode::NoError),
+            transfer: vec![],
+            signing: None,
+            qtype: "NONE",
+        }
+    }
+
     pub fn decide(handler: &Handler, snapshot: &'s Snapshot, request: &Request) -> Reply<'s> {
         let queries = request.queries.queries();
-        let edns = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_max_payload(clamp_payload(req.max_payload()));
-            e.set_version(0);
-            // RFC 3225 §3: DO is copied to the response (the zone stays unsigned).
-            e.set_dnssec_ok(req.flags().dnssec_ok);
-            e
-        });
+        let edns = response_edns(request);
         let mut transfer = vec![];
         let verdict = tsig::verify(handler.key.as_ref(), request, unix_now());
         let signed = matches!(verdict, Verdict::Signed(_));
@@ -65,17 +72,22 @@ impl<'s> Reply<'s> {
                 _ => {}
             }
             Answer::empty(tsig::BAD)
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            // Before anything else in the message is looked at (RFC 6891 §6.1.3; as Knot).
+            Answer::empty(ResponseCode::BADVERS)
+        } else if queries
+            .first()
+            .is_some_and(|q| !matches!(q.query_class(), DNSClass::IN | DNSClass::ANY))
+        {
+            // Only IN data is served: a question of another class is not for us, whatever
+            // its opcode (as Knot).
+            Answer::empty(ResponseCode::Refused)
         } else if request.metadata.op_code == OpCode::Notify && handler.notify.is_some() {
             notified(handler, snapshot, request, signed)
         } else if request.metadata.op_code != OpCode::Query {
             Answer::empty(ResponseCode::NotImp)
         } else if queries.len() != 1 {
             Answer::empty(ResponseCode::FormErr)
-        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            Answer::empty(ResponseCode::BADVERS)
-        } else if !matches!(queries[0].query_class(), DNSClass::IN | DNSClass::ANY) {
-            // Only IN data is served: a question of another class is not for us (as Knot).
-            Answer::empty(ResponseCode::Refused)
         } else if !snapshot.loaded {
             // Before the first full load, an NXDOMAIN would be cached downstream: say SERVFAIL.
             Answer::empty(ResponseCode::ServFail)
@@ -231,6 +243,18 @@ impl<'s> Reply<'s> {
             send(response, self.truncated(queries), id).await
         }
     }
+}
+
+/// The response's OPT for the request's: version 0, the client's payload size within our cap,
+/// its DO bit (RFC 3225 §3: copied; the zone stays unsigned).
+fn response_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|req| {
+        let mut e = Edns::new();
+        e.set_max_payload(clamp_payload(req.max_payload()));
+        e.set_version(0);
+        e.set_dnssec_ok(req.flags().dnssec_ok);
+        e
+    })
 }
 
 /// A NOTIFY (RFC 1996) to a secondary: accepted from its primaries for a zone it serves, and

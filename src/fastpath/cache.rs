@@ -9,7 +9,7 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use smallvec::SmallVec;
 
-use crate::dns::{clamp_payload, count_queries, qtype_label, Handler};
+use crate::dns::{clamp_payload, count_queries, qtype_label, Handler, Verdict};
 
 /// Per-worker cache bound: cleared when full (random names must not grow it without limit).
 const CACHE_MAX: usize = 1 << 17;
@@ -150,6 +150,17 @@ impl Responder {
     /// The answer to one UDP packet (into `out`), or false when none is to be sent.
     pub fn answer(&mut self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
         out.clear();
+        match self.handler.limit(src) {
+            Verdict::Send => {}
+            Verdict::Drop => return false,
+            Verdict::Slip => {
+                let Some(bytes) = self.handler.slip_wire(packet, src) else {
+                    return false;
+                };
+                out.extend_from_slice(&bytes);
+                return true;
+            }
+        }
         let shape = shape(packet, &mut self.key);
         if let Some(shape) = &shape {
             if let Some(cached) = self.cache.get(self.key.as_slice()) {
