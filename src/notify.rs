@@ -1,7 +1,9 @@
 //! A primary's side of zone transfer besides the transfer itself: which secondaries transferred
 //! recently, and NOTIFY (RFC 1996) to them and to `--notify` targets on every new serial, retried
 //! until answered. Pods come and go, so secondaries need not be listed: one that transferred in
-//! the last hour is notified on the primary's own DNS port.
+//! the last day is notified on the primary's own DNS port (a secondary transfers only when the
+//! zone changed, so a quiet day must not make it forgotten; one that is gone costs a few
+//! unanswered datagrams per change until then).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +21,7 @@ use crate::tsig::TsigKey;
 use crate::zone::unix_now;
 
 /// How long a secondary that transferred keeps being notified.
-const RECENT: Duration = Duration::from_secs(3600);
+const RECENT: Duration = Duration::from_secs(24 * 3600);
 /// NOTIFY attempts per (target, zone, serial), and the first wait for an answer (doubled each
 /// time): 1 + 2 + 4 + 8 + 16 s.
 const ATTEMPTS: u32 = 5;
