@@ -157,6 +157,22 @@ pub struct ServeArgs {
     /// UDP worker threads per --listen address for the fast path (default: one per CPU).
     #[arg(long, env = "GLOBALDNS_UDP_WORKERS")]
     pub udp_workers: Option<usize>,
+    /// Open DNS TCP connections per --listen address; beyond it a new connection closes the one
+    /// idle longest.
+    #[arg(long, env = "GLOBALDNS_TCP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_connections: u32,
+    /// A DNS TCP connection with no complete message for this long is closed.
+    #[arg(long, env = "GLOBALDNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tcp_idle_timeout: Duration,
+}
+
+impl ServeArgs {
+    pub fn tcp_limits(&self) -> crate::dns::TcpLimits {
+        crate::dns::TcpLimits {
+            max_connections: self.tcp_max_connections as usize,
+            idle_timeout: self.tcp_idle_timeout,
+        }
+    }
 }
 
 /// Zone transfer: a primary's transfers and NOTIFYs, or a secondary's primaries.

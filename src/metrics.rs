@@ -88,6 +88,11 @@ pub struct Metrics {
     pub secondary_lag: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     pub secondary_stale: Family<ZoneLabels, Gauge>,
     pub propagation: Histogram,
+    /// Packets given no answer: shorter than a header, or a response (kind short|response).
+    pub dns_dropped: Family<KindLabels, Counter>,
+    pub tcp_connections: Gauge,
+    /// TCP connections closed by the server (kind idle|evicted|refused).
+    pub tcp_closed: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -130,6 +135,9 @@ impl Metrics {
             secondary_stale: Family::default(),
             // 1 ms … ~16 s.
             propagation: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            dns_dropped: Family::default(),
+            tcp_connections: Gauge::default(),
+            tcp_closed: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -269,6 +277,23 @@ impl Metrics {
             "propagation_seconds",
             "From a NOTIFY or a newer serial seen to the new snapshot published",
             m.propagation.clone(),
+        );
+        r.register(
+            "dns_dropped",
+            "DNS packets given no answer: shorter than a header (short) or a response (response)",
+            m.dns_dropped.clone(),
+        );
+        r.register(
+            "tcp_connections",
+            "Open DNS TCP connections",
+            m.tcp_connections.clone(),
+        );
+        r.register(
+            "tcp_closed",
+            "DNS TCP connections closed by the server: idle past --tcp-idle-timeout (idle), \
+             closed for a new one at --tcp-max-connections (evicted), refused at the cap with \
+             every connection busy (refused)",
+            m.tcp_closed.clone(),
         );
         Metrics { registry, ..m }
     }
