@@ -252,9 +252,23 @@ pub struct ServeArgs {
     /// real client retries over TCP; the others are dropped. 0 drops them all.
     #[arg(long, env = "GLOBALDNS_RATE_LIMIT_SLIP", default_value_t = 2)]
     pub rate_limit_slip: u32,
+    /// Open DNS TCP connections per --listen address; beyond it a new connection closes the one
+    /// idle longest.
+    #[arg(long, env = "GLOBALDNS_TCP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_connections: u32,
+    /// A DNS TCP connection with no complete message for this long is closed.
+    #[arg(long, env = "GLOBALDNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tcp_idle_timeout: Duration,
 }
 
 impl ServeArgs {
+    pub fn tcp_limits(&self) -> crate::dns::TcpLimits {
+        crate::dns::TcpLimits {
+            max_connections: self.tcp_max_connections as usize,
+            idle_timeout: self.tcp_idle_timeout,
+        }
+    }
+
     /// Settles the name servers before anything starts (see [`ZoneArgs::ns`]). A secondary
     /// serves its primaries' NS records and glue: its own flags are not checked.
     pub fn resolve_name_servers(&mut self) -> anyhow::Result<()> {

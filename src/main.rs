@@ -157,11 +157,11 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                 let (udp, tcp) = fastpath::bind(*addr, workers).await?;
                 bound.push(tcp.local_addr()?);
                 fastpath::spawn(udp, Arc::new(handler.clone()), stop_udp.clone())?;
-                servers.push(dns::tcp_server(handler.clone(), tcp));
+                servers.push(dns::tcp_server(handler.clone(), tcp, args.tcp_limits()));
             } else {
                 let (udp, tcp) = dns::bind(*addr).await?;
                 bound.push(udp.local_addr()?);
-                servers.push(dns::server(handler.clone(), udp, tcp));
+                servers.push(dns::server(handler.clone(), udp, tcp, args.tcp_limits()));
             }
         }
         if transfers_on {
@@ -197,8 +197,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         shutdown_signal().await;
         info!("shutting down");
         stop_udp.store(true, std::sync::atomic::Ordering::Relaxed);
-        for mut s in servers {
-            let _ = s.shutdown_gracefully().await;
+        for s in servers {
+            s.shutdown().await;
         }
         Ok::<_, anyhow::Error>(())
     })?;

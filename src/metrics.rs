@@ -95,6 +95,11 @@ pub struct Metrics {
     pub secondary_stale: Family<ZoneLabels, Gauge>,
     pub propagation: Histogram,
     pub rate_limited: Family<ActionLabels, Counter>,
+    /// Packets given no answer: shorter than a header, or a response (kind short|response).
+    pub dns_dropped: Family<KindLabels, Counter>,
+    pub tcp_connections: Gauge,
+    /// TCP connections closed by the server (kind idle|evicted|refused).
+    pub tcp_closed: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -138,6 +143,9 @@ impl Metrics {
             // 1 ms … ~16 s.
             propagation: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             rate_limited: Family::default(),
+            dns_dropped: Family::default(),
+            tcp_connections: Gauge::default(),
+            tcp_closed: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -283,6 +291,23 @@ impl Metrics {
             "rate_limited",
             "UDP responses held back by --rate-limit: dropped, or slipped (sent truncated)",
             m.rate_limited.clone(),
+        );
+        r.register(
+            "dns_dropped",
+            "DNS packets given no answer: shorter than a header (short) or a response (response)",
+            m.dns_dropped.clone(),
+        );
+        r.register(
+            "tcp_connections",
+            "Open DNS TCP connections",
+            m.tcp_connections.clone(),
+        );
+        r.register(
+            "tcp_closed",
+            "DNS TCP connections closed by the server: idle past --tcp-idle-timeout (idle), \
+             closed for a new one at --tcp-max-connections (evicted), refused at the cap with \
+             every connection busy (refused)",
+            m.tcp_closed.clone(),
         );
         Metrics { registry, ..m }
     }

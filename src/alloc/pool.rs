@@ -64,6 +64,11 @@ impl Pool {
         })
     }
 
+    /// How many addresses may be handed out.
+    pub fn capacity(&self) -> u128 {
+        self.usable
+    }
+
     pub fn ranges(&self) -> &[IpNet] {
         &self.ranges
     }

@@ -54,9 +54,23 @@ pub fn open(store: &mut dyn Store, ranges: &[IpNet], hold_secs: u64) -> Result<A
     Ok(allocator)
 }
 
-/// Refuses overlapping `--vip-range` values (one address must belong to one range) and an
-/// empty set.
+/// Refuses overlapping `--vip-range` values (one address must belong to one range), an empty
+/// set, a range with no address to hand out, and IPv4-mapped IPv6 (its VIPs would be AAAA
+/// records of IPv4 addresses: an IPv4 range is written a.b.c.d/n).
 pub fn check_ranges(ranges: &[IpNet]) -> Result<()> {
+    for r in ranges {
+        if let IpNet::V6(v6) = r {
+            if v6.network().to_ipv4_mapped().is_some() && v6.prefix_len() >= 96 {
+                bail!("--vip-range {r} is IPv4-mapped IPv6: write an IPv4 range as a.b.c.d/n");
+            }
+        }
+        if super::pool::Pool::new(vec![*r]).is_none_or(|p| p.capacity() == 0) {
+            bail!(
+                "--vip-range {r} holds no usable VIP (.0 and .255 of every /24 and the first \
+                 address of an IPv6 range are never handed out)"
+            );
+        }
+    }
     for (i, a) in ranges.iter().enumerate() {
         for b in &ranges[i + 1..] {
             if a.contains(&b.network()) || b.contains(&a.network()) {

@@ -20,11 +20,11 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use ipnet::IpNet;
 
-pub use listen::{bind, bind_pair, server, tcp_server};
+pub use listen::{bind, bind_pair, server, tcp_server, Listeners, TcpLimits};
 pub use ratelimit::{RateLimiter, Verdict};
 use reply::{encode, Reply};
 
-use crate::metrics::{Metrics, QueryLabels};
+use crate::metrics::{self, Metrics, QueryLabels};
 use crate::notify::Transfers;
 use crate::published::Published;
 
@@ -56,8 +56,8 @@ pub struct Handler {
     pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
-/// A response as bytes, and the labels it counts under (None: not counted, as hickory-server
-/// does not count a request it cannot parse).
+/// A response as bytes, and the labels it counts under (None: the caller counts nothing; a
+/// packet that does not parse is counted by [`Handler::unparsable`]).
 pub struct Wire {
     pub bytes: Vec<u8>,
     pub counted: Option<(&'static str, &'static str)>,
@@ -137,18 +137,14 @@ impl Handler {
     pub fn wire(&self, packet: &[u8], src: SocketAddr, udp: bool) -> Option<Wire> {
         let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
         let Ok(request) = Request::from_bytes(packet.to_vec(), src, protocol) else {
-            // As hickory-server: drop without a header, FORMERR with one.
-            let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
-            let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
-            let msg = MessageResponseBuilder::new(&queries, None)
-                .error_msg(&header.metadata, ResponseCode::FormErr);
-            let (bytes, _) = encode(msg, if udp { 512 } else { u16::MAX });
-            return Some(Wire {
+            // Counted here, not by the caller: a fast-path caller caches what it counts.
+            return self.unparsable(packet, udp).map(|bytes| Wire {
                 bytes,
                 counted: None,
             });
         };
         if request.metadata.message_type == MessageType::Response {
+            self.dropped("response");
             return None;
         }
         let snapshot = self.snapshot.load();
@@ -158,6 +154,31 @@ impl Handler {
             bytes,
             counted: Some((reply.qtype, rcode_label(info.response_code))),
         })
+    }
+}
+
+impl Handler {
+    /// The answer to a packet that does not parse as a DNS message: as hickory-server, None
+    /// (dropped) without a header, FORMERR with one; counted either way.
+    pub fn unparsable(&self, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
+            self.dropped("short");
+            return None;
+        };
+        let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+        let msg = MessageResponseBuilder::new(&queries, None)
+            .error_msg(&header.metadata, ResponseCode::FormErr);
+        let (bytes, _) = encode(msg, if udp { 512 } else { u16::MAX });
+        let transport = if udp { "udp" } else { "tcp" };
+        count_queries(&self.metrics, ("NONE", "FORMERR"), transport, 1);
+        Some(bytes)
+    }
+
+    pub fn dropped(&self, kind: &'static str) {
+        self.metrics
+            .dns_dropped
+            .get_or_create(&metrics::KindLabels { kind })
+            .inc();
     }
 }
 

@@ -240,3 +240,24 @@ fn invalid_host_is_skipped_and_named() {
     assert_eq!(problems.len(), 1);
     assert!(problems[0].to_string().contains("ServiceEntry ns/x"));
 }
+
+#[test]
+fn control_characters_fail_the_file_on_either_parser() {
+    let se = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a, namespace: b}\nspec: {hosts: [a.b.global]}\n";
+    // With an anchor the file goes to the bounded parser, which took a NUL for the end.
+    for text in [
+        format!("\0{se}x: &a 1\n"),
+        format!("{se}---\nx: &a 1\n\0junk\n"),
+        format!("{se}\x01"),
+        format!("{se}x: \"\x7f\"\n"),
+    ] {
+        let err = parse_yaml(&text, "f.yaml").unwrap_err();
+        assert!(err.contains("control character"), "{err}");
+    }
+    assert_eq!(
+        parse_yaml(&format!("{se}#\ttab\r\n"), "f.yaml")
+            .unwrap()
+            .len(),
+        1
+    );
+}

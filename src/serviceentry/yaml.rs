@@ -13,6 +13,17 @@ use super::*;
 pub fn parse_yaml(text: &str, origin: &str) -> Result<Vec<Result<ServiceEntry, Problem>>, String> {
     // A leading byte-order mark throws libyaml's columns off (every key after the first fails).
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // YAML allows no control character but tab and line breaks. libyaml refuses them; the
+    // bounded parser takes a NUL for the end of the text, which would drop the rest silently.
+    if let Some(i) = text
+        .bytes()
+        .position(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f)
+    {
+        return Err(format!(
+            "{origin}: control character 0x{:02x} at byte {i} (YAML allows none)",
+            text.as_bytes()[i]
+        ));
+    }
     if !fits_libyaml(text) {
         return parse_yaml_bounded(text, origin);
     }

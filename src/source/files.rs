@@ -262,8 +262,19 @@ fn read_and_parse(path: &Path, cluster: &str, zones: &[String], last: Option<&u6
     if last == Some(&hash) {
         return Read::Unchanged;
     }
-    let text = String::from_utf8_lossy(&bytes);
-    match parse_text(&text, &path.display().to_string(), cluster, zones) {
+    // YAML is Unicode: a file that is not UTF-8 is refused as `check` refuses it, rather than
+    // read with replacement characters.
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            return Read::SyntaxError(format!(
+                "{}: not UTF-8 (invalid byte at offset {})",
+                path.display(),
+                e.valid_up_to()
+            ))
+        }
+    };
+    match parse_text(text, &path.display().to_string(), cluster, zones) {
         Ok((entries, problems)) => Read::Parsed {
             hash,
             entries,

@@ -21,7 +21,7 @@ pub fn serve_command(zones: &Path, state: &Path, extra: &[&str]) -> Command {
         .arg(zones)
         .arg("--state-dir")
         .arg(state);
-    if !extra.contains(&"--admin") {
+    if !(extra.contains(&"--listen") && extra.contains(&"--admin")) {
         let (dns, admin) = free_listen();
         cmd.args(["--listen", &dns, "--admin", &admin]);
     }
