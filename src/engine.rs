@@ -139,15 +139,17 @@ impl Engine {
                 .set(n as i64);
         }
         let snap = pass.snapshot;
-        self.record_metrics(&snap);
         let serial = snap.serial;
         let served = snap.served_hosts();
-        // The metric first: whoever sees the new answers also sees how long they took.
-        self.metrics.snapshot_build.observe(pass.took.as_secs_f64());
         if let Some(floor) = &mut self.serial_floor {
             floor.cover(serial);
         }
-        self.snapshot.publish(snap);
+        // The build time first: whoever sees the new answers also sees how long they took. The
+        // counts and the serial after: whoever sees them can query what they count.
+        self.metrics.snapshot_build.observe(pass.took.as_secs_f64());
+        let published = Arc::new(snap);
+        self.snapshot.publish_arc(published.clone());
+        self.record_metrics(&published);
         if pass.touched > 1000 {
             // Before readiness: a first load should not be reported ready at its peak.
             release_freed_memory();

@@ -36,8 +36,13 @@ impl Published {
 
     /// Makes `snap` the answered snapshot and wakes every subscriber.
     pub fn publish(&self, snap: Snapshot) {
+        self.publish_arc(Arc::new(snap));
+    }
+
+    /// [`Published::publish`] for a snapshot the caller keeps reading.
+    pub fn publish_arc(&self, snap: Arc<Snapshot>) {
         let generation = snap.generation;
-        self.current.store(Arc::new(snap));
+        self.current.store(snap);
         self.changed.send_replace(generation);
     }
 
