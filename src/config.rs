@@ -214,6 +214,8 @@ pub struct StoreArgs {
     pub vip_hold: Duration,
 }
 
+// `serve`'s flags, grouped by what they configure: answers (zones, VIP ranges, home cluster),
+// the allocation store, the Kubernetes sources (and store), zone transfer, listeners.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -226,6 +228,13 @@ pub struct ServeArgs {
     // --- end Kubernetes ---
     #[command(flatten)]
     pub transfer: TransferArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+// Listeners: where DNS and admin are served, and the limits of the DNS listeners.
+#[derive(Args, Debug)]
+pub struct ListenArgs {
     /// DNS address, UDP and TCP (repeatable; port 0 picks a free port, logged at start).
     #[arg(
         long = "listen",
@@ -261,21 +270,23 @@ pub struct ServeArgs {
     pub tcp_idle_timeout: Duration,
 }
 
-impl ServeArgs {
+impl ListenArgs {
     pub fn tcp_limits(&self) -> crate::dns::TcpLimits {
         crate::dns::TcpLimits {
             max_connections: self.tcp_max_connections as usize,
             idle_timeout: self.tcp_idle_timeout,
         }
     }
+}
 
+impl ServeArgs {
     /// Settles the name servers before anything starts (see [`ZoneArgs::ns`]). A secondary
     /// serves its primaries' NS records and glue: its own flags are not checked.
     pub fn resolve_name_servers(&mut self) -> anyhow::Result<()> {
         if !self.transfer.primaries.is_empty() {
             return Ok(());
         }
-        self.zone.resolve_name_servers(&self.listen)
+        self.zone.resolve_name_servers(&self.listen.listen)
     }
 }
 

@@ -145,23 +145,37 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             transfers: transfers.clone(),
             notify,
             key: key.as_ref().map(|k| k.signer()),
-            rate_limit: (args.rate_limit > 0)
-                .then(|| Arc::new(dns::RateLimiter::new(args.rate_limit, args.rate_limit_slip))),
+            rate_limit: (args.listen.rate_limit > 0).then(|| {
+                Arc::new(dns::RateLimiter::new(
+                    args.listen.rate_limit,
+                    args.listen.rate_limit_slip,
+                ))
+            }),
         };
         let stop_udp = Arc::new(AtomicBool::new(false));
-        for addr in &args.listen {
-            if args.udp_fast_path {
+        for addr in &args.listen.listen {
+            if args.listen.udp_fast_path {
                 let workers = args
+                    .listen
                     .udp_workers
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
                 let (udp, tcp) = fastpath::bind(*addr, workers).await?;
                 bound.push(tcp.local_addr()?);
                 fastpath::spawn(udp, Arc::new(handler.clone()), stop_udp.clone())?;
-                servers.push(dns::tcp_server(handler.clone(), tcp, args.tcp_limits()));
+                servers.push(dns::tcp_server(
+                    handler.clone(),
+                    tcp,
+                    args.listen.tcp_limits(),
+                ));
             } else {
                 let (udp, tcp) = dns::bind(*addr).await?;
                 bound.push(udp.local_addr()?);
-                servers.push(dns::server(handler.clone(), udp, tcp, args.tcp_limits()));
+                servers.push(dns::server(
+                    handler.clone(),
+                    udp,
+                    tcp,
+                    args.listen.tcp_limits(),
+                ));
             }
         }
         if transfers_on {
@@ -177,9 +191,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                 .run(),
             );
         }
-        let admin_listener = tokio::net::TcpListener::bind(args.admin)
+        let admin_listener = tokio::net::TcpListener::bind(args.listen.admin)
             .await
-            .with_context(|| format!("cannot bind admin {}", args.admin))?;
+            .with_context(|| format!("cannot bind admin {}", args.listen.admin))?;
         let admin_addr = admin_listener.local_addr()?;
         let state = admin::AdminState {
             metrics,
