@@ -14,23 +14,6 @@ use std::time::Duration;
 
 const KEY: &str = "fleet:hmac-sha256:ZmxlZXQtZmxlZXQtZmxlZXQtZmxlZXQtZmxlZXQ=";
 
-fn zones(dir: &Path) {
-    write_file(
-        &dir.join("a.yaml"),
-        &[
-            se(
-                "httpbin",
-                "bar",
-                &["httpbin.bar.global"],
-                &[],
-                "  ports:\n  - {number: 8000, name: http, protocol: HTTP}\n",
-            ),
-            se("static", "bar", &["static.bar.global"], &["10.1.2.3"], ""),
-        ]
-        .join("---\n"),
-    );
-}
-
 const QUESTIONS: [(&str, &str); 6] = [
     ("httpbin.bar.global", "A"),
     ("static.bar.global", "A"),
@@ -100,7 +83,7 @@ fn metric0(s: &Server, name: &str) -> f64 {
 fn primary_secondaries_and_knot_stay_in_step() {
     let (t, dir, state) = dirs();
     std::fs::create_dir_all(t.path().join("unused-zones")).unwrap();
-    zones(&dir);
+    small_mesh(&dir);
     let ports = free_ports(3);
     let (pdns, padmin) = (
         format!("127.0.0.1:{ports}"),
@@ -229,7 +212,7 @@ fn primary_secondaries_and_knot_stay_in_step() {
 
     // A primary that allows no one here: refused too.
     let (_t2, dir2, state2) = dirs();
-    zones(&dir2);
+    small_mesh(&dir2);
     let closed = Server::start(
         &dir2,
         &state2,
@@ -247,7 +230,7 @@ fn primary_secondaries_and_knot_stay_in_step() {
 
     // Two primaries (their serials differ): one answer set.
     let (_t3, dir3, state3) = dirs();
-    zones(&dir3);
+    small_mesh(&dir3);
     write_file(
         &dir3.join("b.yaml"),
         &se("added", "bar", &["added.bar.global"], &["10.9.9.2"], ""),

@@ -643,11 +643,7 @@ fn guarded_patch_is_refused(c: &Cluster, ns: &str, name: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(c.admin_kubeconfig()).unwrap();
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(cfg).unwrap();
+        let client = admin_client(c).await;
         let ar = globaldns::kube::crd::serviceentry_resource("v1");
         let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
         let before = api.get(name).await.unwrap();
@@ -1001,6 +997,15 @@ fn a_cluster_without_v1_is_read_through_v1beta1() {
     });
 }
 
+/// A kube-rs client with the cluster's admin kubeconfig (inside a runtime).
+async fn admin_client(c: &Cluster) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(c.admin_kubeconfig()).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(cfg).unwrap()
+}
+
 /// Sets `status.addresses` of a ServiceEntry through the status subresource, as Istio's
 /// allocator does.
 fn set_istio_status(c: &Cluster, ns: &str, name: &str, host: &str, address: &str) {
@@ -1010,11 +1015,7 @@ fn set_istio_status(c: &Cluster, ns: &str, name: &str, host: &str, address: &str
         .build()
         .unwrap();
     rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(c.admin_kubeconfig()).unwrap();
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(cfg).unwrap();
+        let client = admin_client(c).await;
         let ar = globaldns::kube::crd::serviceentry_resource("v1");
         let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
         let status =
@@ -1100,15 +1101,8 @@ fn kube_store_keeps_every_commit() {
         .enable_all()
         .build()
         .unwrap();
-    let kubeconfig = c1.admin_kubeconfig();
-    let open = move |rt: &tokio::runtime::Runtime| -> Box<dyn globaldns::alloc::store::Store> {
-        let client = rt.block_on(async {
-            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .unwrap();
-            kube::Client::try_from(cfg).unwrap()
-        });
+    let open = |rt: &tokio::runtime::Runtime| -> Box<dyn globaldns::alloc::store::Store> {
+        let client = rt.block_on(admin_client(&c1));
         let (tx, _rx) = std::sync::mpsc::channel();
         let ranges: Vec<ipnet::IpNet> = vec![
             "240.10.0.0/16".parse().unwrap(),

@@ -12,31 +12,6 @@ use std::time::Duration;
 
 const ZONE: &str = "global";
 
-fn zones(dir: &Path) {
-    write_file(
-        &dir.join("a.yaml"),
-        &[
-            se(
-                "httpbin",
-                "bar",
-                &["httpbin.bar.global"],
-                &[],
-                "  ports:\n  - {number: 8000, name: http, protocol: HTTP}\n",
-            ),
-            se(
-                "static",
-                "bar",
-                &["static.bar.global"],
-                &["10.1.2.3", "fd00::5"],
-                "",
-            ),
-            // Wildcards get a VIP only with DYNAMIC_DNS (se() writes resolution DNS).
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: wild, namespace: wild}\nspec:\n  hosts: [\"*.wild.global\"]\n  location: MESH_INTERNAL\n  resolution: DYNAMIC_DNS\n".to_string(),
-        ]
-        .join("---\n"),
-    );
-}
-
 fn primary(zones_dir: &Path, state: &Path, extra: &[&str]) -> Server {
     let mut flags = vec!["--allow-transfer", "127.0.0.0/8"];
     flags.extend_from_slice(extra);
@@ -45,8 +20,15 @@ fn primary(zones_dir: &Path, state: &Path, extra: &[&str]) -> Server {
 
 /// `dig AXFR`/`IXFR=N` answer records (every message), as (name, type, rdata) lines.
 fn transfer(server: SocketAddr, kind: &str) -> Vec<String> {
+    transfer_with(server, &[kind])
+}
+
+/// [`transfer`] with more dig arguments (a TSIG key).
+fn transfer_with(server: SocketAddr, args: &[&str]) -> Vec<String> {
+    let mut all = vec![ZONE, "+tcp"];
+    all.extend_from_slice(args);
     // dig prints a transfer's records without section headers: every line that is not a comment.
-    let d = dig(server, &[ZONE, kind, "+tcp"]);
+    let d = dig(server, &all);
     d.raw
         .lines()
         .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
@@ -65,7 +47,7 @@ fn serial(server: SocketAddr) -> u32 {
 #[test]
 fn ixfr_sends_the_difference_from_the_clients_serial() {
     let (_t, dir, state) = dirs();
-    zones(&dir);
+    small_mesh(&dir);
     let s = primary(&dir, &state, &[]);
     let axfr = transfer(s.dns, "AXFR");
     assert!(axfr.first().unwrap().contains(" SOA "), "{axfr:?}");
@@ -229,7 +211,7 @@ fn answers(server: SocketAddr, questions: &[(&str, &str)]) -> Vec<String> {
 #[test]
 fn knot_follows_a_primary_by_notify_and_ixfr() {
     let (_t, dir, state) = dirs();
-    zones(&dir);
+    small_mesh(&dir);
     // Knot's port is needed for --notify before the primary starts: reserve it first.
     let knot_port = free_ports(1);
     let s = primary(
@@ -278,7 +260,7 @@ fn knot_follows_a_primary_by_notify_and_ixfr() {
 #[test]
 fn the_serial_never_goes_back_across_a_restart() {
     let (_t, dir, state) = dirs();
-    zones(&dir);
+    small_mesh(&dir);
     let s = primary(&dir, &state, &[]);
     // A burst of changes: one serial each, running ahead of the clock.
     for i in 0..5 {
@@ -321,7 +303,7 @@ const KEY: &str = "xfr-key:hmac-sha256:c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY
 #[test]
 fn tsig_signs_transfers_and_notify_and_refuses_the_rest() {
     let (_t, dir, state) = dirs();
-    zones(&dir);
+    small_mesh(&dir);
     // Enough hosts for a transfer of several messages: each is signed, chained to the last.
     let many: Vec<String> = (0..700)
         .map(|i| {
@@ -380,18 +362,4 @@ fn tsig_signs_transfers_and_notify_and_refuses_the_rest() {
             s.metric("globaldns_transfers_served_total{kind=\"axfr\",result=\"refused\"}")?;
         (refused >= 1.0).then_some(())
     });
-}
-
-fn transfer_with(server: SocketAddr, args: &[&str]) -> Vec<String> {
-    let mut all = vec![ZONE, "+tcp"];
-    all.extend_from_slice(args);
-    let d = dig(server, &all);
-    d.raw
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .map(|l| {
-            let r: Vec<&str> = l.split_whitespace().collect();
-            format!("{} {} {}", r[0], r[3], r[4..].join(" "))
-        })
-        .collect()
 }

@@ -192,3 +192,30 @@ pub fn fnv1a64(s: &str) -> u64 {
     }
     h
 }
+
+/// A small zone for the transfer suites: a VIP host with a port, a dual-stack host with user
+/// addresses, a DYNAMIC_DNS wildcard.
+pub fn small_mesh(dir: &Path) {
+    write_file(
+        &dir.join("a.yaml"),
+        &[
+            se(
+                "httpbin",
+                "bar",
+                &["httpbin.bar.global"],
+                &[],
+                "  ports:\n  - {number: 8000, name: http, protocol: HTTP}\n",
+            ),
+            se(
+                "static",
+                "bar",
+                &["static.bar.global"],
+                &["10.1.2.3", "fd00::5"],
+                "",
+            ),
+            // Wildcards get a VIP only with DYNAMIC_DNS (se() writes resolution DNS).
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: wild, namespace: wild}\nspec:\n  hosts: [\"*.wild.global\"]\n  location: MESH_INTERNAL\n  resolution: DYNAMIC_DNS\n".to_string(),
+        ]
+        .join("---\n"),
+    );
+}
