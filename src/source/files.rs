@@ -20,6 +20,9 @@ use crate::serviceentry::{parse_yaml, Entry, Problem};
 
 pub const SOURCE_NAME: &str = "files";
 pub const LOCAL_CLUSTER: &str = "local";
+/// The largest zones file read: a file is parsed whole, and parsing costs a few times its size
+/// in memory. 100,000 hosts in one file are ~40 MB; anything near this is a mistake or an attack.
+pub const MAX_FILE_BYTES: u64 = 128 << 20;
 /// Editors and `kubectl cp` write in several steps; events this close together are one change.
 const SETTLE: Duration = Duration::from_millis(15);
 
@@ -29,8 +32,22 @@ pub fn parse_file(
     cluster: &str,
     zones: &[String],
 ) -> std::result::Result<(Vec<Entry>, Vec<Problem>), String> {
+    too_large(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     parse_text(&text, &path.display().to_string(), cluster, zones)
+}
+
+/// Refuses a file over [`MAX_FILE_BYTES`] before reading it.
+fn too_large(path: &Path) -> std::result::Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_FILE_BYTES => Err(format!(
+            "{}: {} bytes, over the limit of {} MiB for one file (split it)",
+            path.display(),
+            m.len(),
+            MAX_FILE_BYTES >> 20
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub fn parse_text(
@@ -251,6 +268,9 @@ enum Read {
 
 /// Reads and parses one file; `last` is the content hash of its last good version.
 fn read_and_parse(path: &Path, cluster: &str, zones: &[String], last: Option<&u64>) -> Read {
+    if let Err(e) = too_large(path) {
+        return Read::SyntaxError(e);
+    }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound || path.is_dir() => return Read::Gone,

@@ -240,3 +240,32 @@ fn a_file_that_stops_parsing_keeps_its_last_good_content() {
     assert_eq!(udp_a(s.dns, "edit.x.global"), Some(ips(&["10.0.0.10"])));
     still_serves(&s);
 }
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_unread_and_keeps_its_last_good_content() {
+    let (_t, s) = fixture(&[]);
+    let path = s.zones.join("huge.yaml");
+    write_file(
+        &path,
+        &entry(
+            "huge",
+            "  hosts: [\"huge.x.global\"]\n  addresses: [10.0.0.8]\n",
+        ),
+    );
+    answers(&s, "huge.x.global", Some(ips(&["10.0.0.8"])));
+    // 129 MiB without writing them: a sparse file, refused from its size alone.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(129 << 20).unwrap();
+    drop(f);
+    metric_reaches(&s, PARSE_ERRORS, 1.0);
+    logged(
+        &s,
+        &[
+            "huge.yaml",
+            "over the limit of 128 MiB",
+            "keeping its last good content",
+        ],
+    );
+    assert_eq!(udp_a(s.dns, "huge.x.global"), Some(ips(&["10.0.0.8"])));
+    still_serves(&s);
+}
