@@ -12,8 +12,8 @@
 #   --qps                also run benches/load.sh --servers knot,globaldns,secondary
 #                        (dnsperf against Knot, the primary and a secondary; --load-args "...")
 #   --kube               also run the real-apiserver comparison (lib/fleet_kube.py: 2 clusters,
-#                        --kube-hosts new hosts (default 400); --kube-aio N all-in-one instances
-#                        (default 50) vs 4 primaries + --kube-secondaries N (default 50))
+#                        --kube-hosts new hosts (default 400); for each N of --kube-sizes "N ..."
+#                        (default "50"): N all-in-one instances vs 4 primaries + N secondaries)
 #   --timeout S          max wait for one change (default 30)
 #   --gd-args "..."      flags for every `globaldns serve` (default "--vip-range 240.10.0.0/15")
 #   --no-build           never run cargo; use the existing binary
@@ -29,7 +29,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 source "$HERE/lib/common.sh"
 
-HOSTS=100000 NSEC=50 NOTIFY_HOSTS=auto CHANGES=50 IXFR_REPS=10 AXFR_REPS=3 QPS=0 KUBE=0 KUBE_AIO=50 KUBE_SEC=50 KUBE_HOSTS=400 TIMEOUT=30
+HOSTS=100000 NSEC=50 NOTIFY_HOSTS=auto CHANGES=50 IXFR_REPS=10 AXFR_REPS=3 QPS=0 KUBE=0 KUBE_SIZES=50 KUBE_HOSTS=400 TIMEOUT=30
 GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK="" LOAD_ARGS="--hosts 100000 --rounds 2 --duration 10 --mix positive"
 while (($#)); do
   case $1 in
@@ -42,8 +42,7 @@ while (($#)); do
     --qps) QPS=1; shift ;;
     --load-args) LOAD_ARGS=$2; shift 2 ;;
     --kube) KUBE=1; shift ;;
-    --kube-aio) KUBE_AIO=$2; shift 2 ;;
-    --kube-secondaries) KUBE_SEC=$2; shift 2 ;;
+    --kube-sizes) KUBE_SIZES=$2; shift 2 ;;
     --kube-hosts) KUBE_HOSTS=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --gd-args) GD_ARGS=$2; shift 2 ;;
@@ -137,14 +136,19 @@ fi
 # ---------------------------------------------------------------- real apiservers
 if ((KUBE)); then
   log "== real apiservers =="
-  mkdir -p "$WORK/kube"
-  rc=0
-  timeout -k 30 3600 "$PY" "$HERE/lib/fleet_kube.py" --bin "$GLOBALDNS_BIN" --work "$WORK/kube" --aio "$KUBE_AIO" \
-    --secondaries "$KUBE_SEC" --hosts "$KUBE_HOSTS" --gd-args "$GD_ARGS" >"$WORK/kube.txt" &
-  track_pid $!
-  wait $! || rc=$?
-  BENCH_PIDS=()
-  ((rc == 0)) || { cat "$WORK/kube.txt" >&2; die "fleet_kube.py failed (rc $rc); logs in $WORK/kube"; }
+  : >"$WORK/kube.txt"
+  for n in $KUBE_SIZES; do
+    [[ $n =~ ^[0-9]+$ ]] || die "--kube-sizes: numbers expected"
+    log "-- $n all-in-one vs 4 primaries + $n secondaries"
+    mkdir -p "$WORK/kube-$n"
+    rc=0
+    timeout -k 30 3600 "$PY" "$HERE/lib/fleet_kube.py" --bin "$GLOBALDNS_BIN" --work "$WORK/kube-$n" --aio "$n" \
+      --secondaries "$n" --hosts "$KUBE_HOSTS" --gd-args "$GD_ARGS" >>"$WORK/kube.txt" &
+    track_pid $!
+    wait $! || rc=$?
+    BENCH_PIDS=()
+    ((rc == 0)) || { cat "$WORK/kube.txt" >&2; die "fleet_kube.py failed (rc $rc); logs in $WORK/kube-$n"; }
+  done
 fi
 
 echo
