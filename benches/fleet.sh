@@ -10,7 +10,8 @@
 #   --changes C          changes for the NOTIFY measurement (default 50)
 #   --ixfr-reps R        IXFR repetitions (default 10); --axfr-reps R (default 3)
 #   --qps                also run benches/load.sh --servers knot,globaldns,secondary
-#                        (dnsperf against Knot, the primary and a secondary; --load-args "...")
+#                        (dnsperf against Knot, the primary and a secondary, each capped at 50 %
+#                        of its core so the server is the bottleneck; --load-args "..." to change)
 #   --kube               also run the real-apiserver comparison (lib/fleet_kube.py: 2 clusters,
 #                        --kube-hosts new hosts (default 400); for each N of --kube-sizes "N ..."
 #                        (default "50"): N all-in-one instances vs 4 primaries + N secondaries)
@@ -30,7 +31,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib/common.sh"
 
 HOSTS=100000 NSEC=50 NOTIFY_HOSTS=auto CHANGES=50 IXFR_REPS=10 AXFR_REPS=3 QPS=0 KUBE=0 KUBE_SIZES=50 KUBE_HOSTS=400 TIMEOUT=30
-GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK="" LOAD_ARGS="--hosts 100000 --rounds 2 --duration 10 --mix positive"
+GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK="" LOAD_ARGS="--hosts 100000 --rounds 2 --duration 10 --mix positive --server-quota 50 --no-half-peak"
 while (($#)); do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
