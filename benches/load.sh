@@ -16,7 +16,9 @@
 #                      (default on; costs the client ~5-10 % of its throughput,
 #                      equally for both servers)
 #   --no-half-peak     skip the latency-at-half-of-Knot's-peak runs
-#   --servers LIST     knot,globaldns (default) | knot | globaldns
+#   --servers LIST     knot,globaldns (default) | knot | globaldns, plus "secondary": a globaldns
+#                      secondary (`serve --primary`) fed by AXFR from the globaldns primary and
+#                      measured like the others (the primary runs even when not measured)
 #   --fake-zone        serve the generator's approximate zone file in Knot instead
 #                      of `globaldns zonefile` output (pipeline testing only; implied
 #                      when globaldns is not among --servers and the binary is absent)
@@ -81,7 +83,7 @@ case $MIX in positive) MIXES=(positive) ;; mixed) MIXES=(mixed) ;; both) MIXES=(
 IFS=, read -r -a PROTO_LIST <<<"$PROTOS"
 for p in "${PROTO_LIST[@]}"; do [[ $p == udp || $p == tcp ]] || die "bad --proto $p"; done
 IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
-for s in "${SERVER_LIST[@]}"; do [[ $s == knot || $s == globaldns ]] || die "bad server $s"; done
+for s in "${SERVER_LIST[@]}"; do [[ $s == knot || $s == globaldns || $s == secondary ]] || die "bad server $s"; done
 has_server() { [[ ",$SERVERS," == *",$1,"* ]]; }
 [[ $HOSTS =~ ^[0-9]+$ && $ROUNDS =~ ^[0-9]+$ && $DURATION =~ ^[0-9]+$ ]] || die "numeric options expected"
 (($(nproc) >= 2)) || warn "fewer than 2 CPUs: server and client will share a core"
@@ -103,7 +105,7 @@ trap 'exit 130' INT TERM
 ensure_tools knotd:knot knotc:knot dnsperf:dnsperf dig:bind9-dnsutils curl:curl taskset:util-linux
 quiesce_knot_service
 
-if has_server globaldns; then
+if has_server globaldns || has_server secondary; then
   ((BUILD)) && maybe_build_globaldns
   [[ -x $GLOBALDNS_BIN ]] || die "globaldns binary not found: $GLOBALDNS_BIN"
 elif [[ ! -x $GLOBALDNS_BIN ]]; then
@@ -132,12 +134,13 @@ if has_server knot; then
   start_knot "$WORK/knot" "$WORK/zone.txt" "${PORT[knot]}" "$SRV_CPU"
   PID[knot]=$KNOT_PID
 fi
-if has_server globaldns; then
+if has_server globaldns || has_server secondary; then
   PORT[globaldns]=$(free_port)
   ADMIN_PORT=$(free_port)
+  XFR_ARGS=(); has_server secondary && XFR_ARGS=(--allow-transfer 127.0.0.0/8)
   # shellcheck disable=SC2086
   RUST_LOG=${RUST_LOG:-warn} taskset -c "$SRV_CPU" "$GLOBALDNS_BIN" serve --zones "$WORK/se" --state-dir "$WORK/state" \
-    --listen "127.0.0.1:${PORT[globaldns]}" --admin "127.0.0.1:$ADMIN_PORT" $GD_ARGS \
+    --listen "127.0.0.1:${PORT[globaldns]}" --admin "127.0.0.1:$ADMIN_PORT" "${XFR_ARGS[@]}" $GD_ARGS \
     >"$WORK/globaldns.log" 2>&1 &
   PID[globaldns]=$!
   track_pid "${PID[globaldns]}"
@@ -147,22 +150,41 @@ if has_server globaldns; then
   repin "${PID[globaldns]}" "$SRV_CPU"
   log "globaldns pid ${PID[globaldns]} on 127.0.0.1:${PORT[globaldns]} (admin $ADMIN_PORT), threads: $(show_affinity "${PID[globaldns]}")"
 fi
+if has_server secondary; then
+  # Same zone flags as the primary; the default --refresh: it is idle once it has the zones.
+  PORT[secondary]=$(free_port)
+  SEC_ADMIN=$(free_port)
+  mkdir -p "$WORK/sec-zones" "$WORK/sec-state"
+  # shellcheck disable=SC2086
+  RUST_LOG=${RUST_LOG:-warn} taskset -c "$SRV_CPU" "$GLOBALDNS_BIN" serve --primary "127.0.0.1:${PORT[globaldns]}" \
+    --zones "$WORK/sec-zones" --state-dir "$WORK/sec-state" \
+    --listen "127.0.0.1:${PORT[secondary]}" --admin "127.0.0.1:$SEC_ADMIN" $GD_ARGS \
+    >"$WORK/secondary.log" 2>&1 &
+  PID[secondary]=$!
+  track_pid "${PID[secondary]}"
+  wait_http "http://127.0.0.1:$SEC_ADMIN/readyz" 120 \
+    || { tail -20 "$WORK/secondary.log" >&2; die "secondary not ready within 120 s"; }
+  alive "${PID[secondary]}" || die "secondary exited"
+  repin "${PID[secondary]}" "$SRV_CPU"
+  log "secondary pid ${PID[secondary]} on 127.0.0.1:${PORT[secondary]} (admin $SEC_ADMIN), threads: $(show_affinity "${PID[secondary]}")"
+fi
 
 if ((QUOTA > 0)); then
   for s in "${SERVER_LIST[@]}"; do cg_limit "$s" "${PID[$s]}" "$QUOTA"; done
 fi
 
 # Same data? Compare a sample of answers (rcode, AA, answer RRset, SOA in authority for negatives).
-if has_server knot && has_server globaldns; then
+for other in globaldns secondary; do
+  has_server knot && has_server "$other" || continue
   for m in "${MIXES[@]}"; do
     for p in "${PROTO_LIST[@]}"; do
       cmp_args=(--sample 60); [[ $p == tcp ]] && cmp_args+=(--tcp)
-      "$PY" "$HERE/lib/dnsq.py" compare "${PORT[knot]}" "${PORT[globaldns]}" "$WORK/queries/$m.txt" \
+      "$PY" "$HERE/lib/dnsq.py" compare "${PORT[knot]}" "${PORT[$other]}" "$WORK/queries/$m.txt" \
         "${cmp_args[@]}" >&2 \
-        || warn "knot and globaldns answer differently ($m, $p) - the comparison is not like for like"
+        || warn "knot and $other answer differently ($m, $p) - the comparison is not like for like"
     done
   done
-fi
+done
 
 idle_deadline=$((SECONDS + WAIT_IDLE))
 until check_idle 2; do
@@ -221,9 +243,9 @@ for proto in "${PROTO_LIST[@]}"; do
       for s in "${SERVER_LIST[@]}"; do run_one warmup "$proto" "$mix" 0 "$s" 0 0 "$WARMUP"; done
     fi
     for ((r = 1; r <= ROUNDS; r++)); do
-      # ABBA order: alternate which server goes first so slow drift cancels out.
-      order=("${SERVER_LIST[@]}")
-      if ((r % 2 == 0)) && ((${#order[@]} == 2)); then order=("${order[1]}" "${order[0]}"); fi
+      # Rotate which server goes first (ABBA for two) so slow drift cancels out.
+      n=${#SERVER_LIST[@]} order=()
+      for ((i = 0; i < n; i++)); do order+=("${SERVER_LIST[$(((i + r - 1) % n))]}"); done
       for s in "${order[@]}"; do run_one peak "$proto" "$mix" "$r" "$s" 0 "$PEAK_P99" "$DURATION"; done
     done
     if ((HALF_PEAK)) && ((ROUNDS > 0)); then

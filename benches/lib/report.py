@@ -10,7 +10,7 @@ Columns:
   srv%       server CPU time / run time (100 = one core saturated)
   c0%/c1%    busy share of the client core / server core (from /proc/stat),
              includes softirq and anything else running there
-  ratio      globaldns qps / knot qps in the same round
+  ratio      globaldns (primary or secondary) qps / knot qps in the same round
 """
 import csv
 import statistics
@@ -69,18 +69,21 @@ def main():
         ratio_rows = []
         for (proto, mix), rounds in groups.items():
             ratios = []
-            for rnd, srvs in rounds.items():
-                if "knot" in srvs and "globaldns" in srvs and f(srvs["knot"]["qps"]):
-                    ratio = f(srvs["globaldns"]["qps"]) / f(srvs["knot"]["qps"])
-                    ratios.append(ratio)
-                    cpu_k, cpu_g = f(srvs["knot"]["cpu_us_per_q"]), f(srvs["globaldns"]["cpu_us_per_q"])
-                    ratio_rows.append(["%s/%s" % (proto, mix), rnd, "%.3f" % ratio,
-                                       "%.2f" % (cpu_g / cpu_k) if cpu_k and cpu_g else "-"])
-            if ratios:
-                ratio_rows.append(["%s/%s" % (proto, mix), "median", "%.3f" % statistics.median(ratios), ""])
+            # Every globaldns server (the primary, a secondary) against Knot.
+            for srv in ("globaldns", "secondary"):
+                ratios = []
+                for rnd, srvs in rounds.items():
+                    if "knot" in srvs and srv in srvs and f(srvs["knot"]["qps"]):
+                        ratio = f(srvs[srv]["qps"]) / f(srvs["knot"]["qps"])
+                        ratios.append(ratio)
+                        cpu_k, cpu_g = f(srvs["knot"]["cpu_us_per_q"]), f(srvs[srv]["cpu_us_per_q"])
+                        ratio_rows.append([srv, "%s/%s" % (proto, mix), rnd, "%.3f" % ratio,
+                                           "%.2f" % (cpu_g / cpu_k) if cpu_k and cpu_g else "-"])
+                if ratios:
+                    ratio_rows.append([srv, "%s/%s" % (proto, mix), "median", "%.3f" % statistics.median(ratios), ""])
         if ratio_rows:
-            print("== globaldns/knot qps ratio per round (and cpu-per-query ratio, lower is better) ==")
-            print(table(ratio_rows, ["proto/mix", "round", "qps_ratio", "cpu/q_ratio"]))
+            print("== server/knot qps ratio per round (and cpu-per-query ratio, lower is better) ==")
+            print(table(ratio_rows, ["server", "proto/mix", "round", "qps_ratio", "cpu/q_ratio"]))
             print()
         # Summary per server: median qps and median cpu/q.
         summ = []

@@ -24,8 +24,17 @@ use tracing::{debug, warn};
 use super::Handler;
 use crate::metrics::{KindLabels, Metrics};
 
-/// Responses queued per TCP connection (hickory-server's default for its listener).
-const RESPONSE_BUFFER: usize = 64;
+/// Responses queued per TCP connection. A request is answered whole before the connection's
+/// writer runs again (as in hickory-server's loop), and what does not fit in the queue is
+/// dropped: a zone transfer must fit whole. Messages are allocated as queued, so the bound costs
+/// nothing until used; a primary's is 16,384 messages of up to 64 KiB (millions of hosts).
+fn response_queue(handler: &Handler) -> usize {
+    if handler.allow_transfer.is_empty() {
+        64
+    } else {
+        16_384
+    }
+}
 
 /// Binds UDP with `bind_udp` (which returns its socket(s) and the address they got), then TCP on
 /// that address. With port 0 the TCP port is the one UDP got: when it is taken for TCP, both
@@ -203,8 +212,11 @@ async fn serve_connection(
     src: SocketAddr,
     idle: Duration,
 ) {
-    let (messages, out) =
-        DnsTcpStream::from_stream_with_buffer_size(AsyncIoTokioAsStd(stream), src, RESPONSE_BUFFER);
+    let (messages, out) = DnsTcpStream::from_stream_with_buffer_size(
+        AsyncIoTokioAsStd(stream),
+        src,
+        response_queue(handler),
+    );
     let mut messages = TimeoutStream::new(messages, idle);
     while let Some(message) = messages.next().await {
         let packet = match message {

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Fleet benchmark: a globaldns primary and globaldns secondaries on loopback.
+#
+# Usage: benches/fleet.sh [options]
+#   --hosts N            hosts for the transfer measurements (default 100000)
+#   --secondaries N      secondaries for the NOTIFY measurement (default 50)
+#   --notify-hosts N|auto  hosts for the NOTIFY measurement (default auto: --hosts when
+#                        N x the secondary's measured VmHWM x 1.3 fits in MemAvailable - 2 GiB,
+#                        else halved until it does; the report says which)
+#   --changes C          changes for the NOTIFY measurement (default 50)
+#   --ixfr-reps R        IXFR repetitions (default 10); --axfr-reps R (default 3)
+#   --qps                also run benches/load.sh --servers knot,globaldns,secondary
+#                        (dnsperf against Knot, the primary and a secondary, each capped at 50 %
+#                        of its core so the server is the bottleneck; --load-args "..." to change)
+#   --kube               also run the real-apiserver comparison (lib/fleet_kube.py: 2 clusters,
+#                        --kube-hosts new hosts (default 400); for each N of --kube-sizes "N ..."
+#                        (default "50"): N all-in-one instances vs 4 primaries + N secondaries)
+#   --timeout S          max wait for one change (default 30)
+#   --gd-args "..."      flags for every `globaldns serve` (default "--vip-range 240.10.0.0/15")
+#   --no-build           never run cargo; use the existing binary
+#   --keep               keep the work directory; --workdir DIR: use DIR
+# Env: GLOBALDNS_BIN (default target/release/globaldns).
+#
+# The primary is file mode with --allow-transfer 127.0.0.0/8; secondaries run with
+# --primary 127.0.0.1:PORT and --refresh 1h, so after their start only NOTIFY moves them.
+# Prints one table at the end; all servers on 127.0.0.1, every wait bounded.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/common.sh
+source "$HERE/lib/common.sh"
+
+HOSTS=100000 NSEC=50 NOTIFY_HOSTS=auto CHANGES=50 IXFR_REPS=10 AXFR_REPS=3 QPS=0 KUBE=0 KUBE_SIZES=50 KUBE_HOSTS=400 TIMEOUT=30
+GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK="" LOAD_ARGS="--hosts 100000 --rounds 2 --duration 10 --mix positive --server-quota 50 --no-half-peak"
+while (($#)); do
+  case $1 in
+    --hosts) HOSTS=$2; shift 2 ;;
+    --secondaries) NSEC=$2; shift 2 ;;
+    --notify-hosts) NOTIFY_HOSTS=$2; shift 2 ;;
+    --changes) CHANGES=$2; shift 2 ;;
+    --ixfr-reps) IXFR_REPS=$2; shift 2 ;;
+    --axfr-reps) AXFR_REPS=$2; shift 2 ;;
+    --qps) QPS=1; shift ;;
+    --load-args) LOAD_ARGS=$2; shift 2 ;;
+    --kube) KUBE=1; shift ;;
+    --kube-sizes) KUBE_SIZES=$2; shift 2 ;;
+    --kube-hosts) KUBE_HOSTS=$2; shift 2 ;;
+    --timeout) TIMEOUT=$2; shift 2 ;;
+    --gd-args) GD_ARGS=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --keep) KEEP=1; shift ;;
+    --workdir) WORK=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+[[ $HOSTS =~ ^[0-9]+$ && $NSEC =~ ^[0-9]+$ && $CHANGES =~ ^[0-9]+$ ]] || die "numeric options expected"
+[[ $NOTIFY_HOSTS == auto || $NOTIFY_HOSTS =~ ^[0-9]+$ ]] || die "--notify-hosts: a number or auto"
+
+if [[ -z $WORK ]]; then WORK=$(mktemp -d /tmp/globaldns-fleet.XXXXXX); else mkdir -p "$WORK"; fi
+OK=0
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  kill_tracked
+  if ((KEEP)) || ((OK == 0)); then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ensure_tools curl:curl dig:bind9-dnsutils
+((BUILD)) && maybe_build_globaldns
+[[ -x $GLOBALDNS_BIN ]] || die "globaldns binary not found: $GLOBALDNS_BIN"
+
+# gen TREE N: the ServiceEntry tree of scale.sh (10 cluster directories).
+gen() {
+  log "generating $2 hosts in $1"
+  "$PY" "$HERE/gen-serviceentries.py" "$2" "$1/se" --clusters 10 --per-file 500 \
+    --queries-dir "$1/queries" >/dev/null || die "generator failed"
+}
+
+# probe MODE DIR HOSTS ARGS...: run fleet_probe.py, bounded, tracked.
+probe() {
+  local mode=$1 dir=$2 hosts=$3 rc=0; shift 3
+  timeout -k 10 "$PROBE_LIMIT" "$PY" "$HERE/lib/fleet_probe.py" "$mode" --bin "$GLOBALDNS_BIN" \
+    --zones "$dir/se" --hosts "$hosts" --work "$dir" --gd-args "$GD_ARGS" --timeout "$TIMEOUT" "$@" &
+  track_pid $!
+  wait $! || rc=$?
+  BENCH_PIDS=()
+  ((rc == 0)) || { tail -n 5 "$dir"/*.log >&2 || true; die "fleet probe $mode failed (rc $rc); logs in $dir"; }
+}
+
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+START=$(date -u +%FT%TZ)
+
+# ---------------------------------------------------------------- AXFR, IXFR, RSS
+mkdir -p "$WORK/xfr"
+gen "$WORK/xfr" "$HOSTS"
+PROBE_LIMIT=$((900 + IXFR_REPS * (TIMEOUT + 10)))
+log "== transfers at $HOSTS hosts =="
+probe xfr "$WORK/xfr" "$HOSTS" --axfr-reps "$AXFR_REPS" --ixfr-reps "$IXFR_REPS" --hwm-out "$WORK/xfr/hwm"
+
+# ---------------------------------------------------------------- NOTIFY over N secondaries
+if ((NSEC > 0)); then
+  hwm_kb=$(cat "$WORK/xfr/hwm")
+  avail_kb=$(awk '/^MemAvailable/ {print $2}' /proc/meminfo)
+  if [[ $NOTIFY_HOSTS == auto ]]; then
+    NOTIFY_HOSTS=$HOSTS
+    # A secondary's memory is roughly proportional to the zone: scale the measured HWM.
+    while ((NOTIFY_HOSTS > 1000)) &&
+      (( NSEC * hwm_kb * NOTIFY_HOSTS / HOSTS * 13 / 10 > avail_kb - 2 * 1024 * 1024 )); do
+      NOTIFY_HOSTS=$((NOTIFY_HOSTS / 2))
+    done
+    if ((NOTIFY_HOSTS != HOSTS)); then
+      warn "$NSEC secondaries x $((hwm_kb / 1024)) MiB at $HOSTS hosts do not fit in $((avail_kb / 1024)) MiB available: NOTIFY part at $NOTIFY_HOSTS hosts"
+    fi
+  fi
+  if ((NOTIFY_HOSTS == HOSTS)); then
+    ndir=$WORK/xfr
+  else
+    ndir=$WORK/notify; mkdir -p "$ndir"; gen "$ndir" "$NOTIFY_HOSTS"
+  fi
+  PROBE_LIMIT=$((900 + NSEC * 20 + CHANGES * (TIMEOUT + 5)))
+  log "== NOTIFY to $NSEC secondaries at $NOTIFY_HOSTS hosts =="
+  probe notify "$ndir" "$NOTIFY_HOSTS" --secondaries "$NSEC" --changes "$CHANGES"
+fi
+
+# ---------------------------------------------------------------- qps: secondary vs Knot
+if ((QPS)); then
+  log "== qps: benches/load.sh --servers knot,globaldns,secondary $LOAD_ARGS =="
+  # shellcheck disable=SC2086
+  "$HERE/load.sh" --servers knot,globaldns,secondary --no-build --gd-args "$GD_ARGS" $LOAD_ARGS \
+    >"$WORK/load.txt" || die "load.sh failed (output in $WORK/load.txt)"
+fi
+
+# ---------------------------------------------------------------- real apiservers
+if ((KUBE)); then
+  log "== real apiservers =="
+  : >"$WORK/kube.txt"
+  for n in $KUBE_SIZES; do
+    [[ $n =~ ^[0-9]+$ ]] || die "--kube-sizes: numbers expected"
+    log "-- $n all-in-one vs 4 primaries + $n secondaries"
+    mkdir -p "$WORK/kube-$n"
+    rc=0
+    timeout -k 30 3600 "$PY" "$HERE/lib/fleet_kube.py" --bin "$GLOBALDNS_BIN" --work "$WORK/kube-$n" --aio "$n" \
+      --secondaries "$n" --hosts "$KUBE_HOSTS" --gd-args "$GD_ARGS" >>"$WORK/kube.txt" &
+    track_pid $!
+    wait $! || rc=$?
+    BENCH_PIDS=()
+    ((rc == 0)) || { cat "$WORK/kube.txt" >&2; die "fleet_kube.py failed (rc $rc); logs in $WORK/kube-$n"; }
+  done
+fi
+
+echo
+echo "globaldns fleet benchmark: $START, $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
+echo "  binary $GLOBALDNS_BIN; gd-args \"$GD_ARGS\"; load average before $LOAD0, after $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "== transfers: $HOSTS hosts =="
+cat "$WORK/xfr/rows-xfr.txt"
+if ((NSEC > 0)); then
+  echo
+  echo "== NOTIFY: $NSEC secondaries (--udp-workers 1, --refresh 1h), $NOTIFY_HOSTS hosts =="
+  cat "$ndir/rows-notify.txt"
+fi
+if ((QPS)); then echo; cat "$WORK/load.txt"; fi
+if ((KUBE)); then echo; cat "$WORK/kube.txt"; fi
+OK=1
