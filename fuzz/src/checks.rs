@@ -127,8 +127,12 @@ impl DnsTarget {
             let Some(wire) = self.handler.wire(packet, src, udp) else {
                 continue;
             };
-            let reply = Message::from_vec(&wire.bytes)
-                .unwrap_or_else(|e| panic!("reply to {packet:02x?} does not parse: {e}"));
+            let reply = Message::from_vec(&wire.bytes).unwrap_or_else(|e| {
+                panic!(
+                    "reply {:02x?} to {packet:02x?} (udp {udp}) does not parse: {e}",
+                    wire.bytes
+                )
+            });
             assert_eq!(reply.metadata.message_type, MessageType::Response);
             assert_eq!(
                 reply.metadata.id,
