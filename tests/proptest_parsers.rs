@@ -128,3 +128,29 @@ fn seeds_reach_the_parsers() {
         globaldns::source::files::parse_text(&yaml, "list", "local", &checks::zones()).unwrap();
     assert_eq!((entries.len(), problems.len()), (1, 0), "{problems:?}");
 }
+
+/// Every input a fuzz target crashed on (fuzz/crashes/TARGET/), through the same check.
+#[test]
+fn fuzz_crashes_stay_fixed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/crashes");
+    let mut dns = checks::DnsTarget::new();
+    let mut alloc = checks::AllocTarget::new();
+    let kube = checks::KubeconfigTarget::new();
+    let mut n = 0;
+    for target in std::fs::read_dir(&root).unwrap() {
+        let target = target.unwrap().path();
+        for input in std::fs::read_dir(&target).unwrap() {
+            let input = std::fs::read(input.unwrap().path()).unwrap();
+            match target.file_name().unwrap().to_str().unwrap() {
+                "dns_wire" => dns.check(&input),
+                "yaml" => checks::check_yaml(&input),
+                "alloc_store" => alloc.check(&input),
+                "kubeconfig" => kube.check(&input),
+                "transfer" => checks::check_transfer(&input),
+                other => panic!("no fuzz target {other}"),
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 0);
+}
