@@ -86,7 +86,9 @@ impl RequestHandler for Handler {
         }
         let snapshot = self.snapshot.load();
         let reply = Reply::decide(self, &snapshot, request);
-        let info = reply.send(&request.queries, udp, &mut response).await;
+        let echoed = reply::echoed(&request.queries);
+        let queries = echoed.as_ref().unwrap_or(&request.queries);
+        let info = reply.send(queries, udp, &mut response).await;
         let transport = if udp { "udp" } else { "tcp" };
         count_queries(
             &self.metrics,
@@ -149,7 +151,8 @@ impl Handler {
         }
         let snapshot = self.snapshot.load();
         let reply = Reply::decide(self, &snapshot, &request);
-        let (bytes, info) = reply.encode(&request.queries, udp);
+        let echoed = reply::echoed(&request.queries);
+        let (bytes, info) = reply.encode(echoed.as_ref().unwrap_or(&request.queries), udp);
         Some(Wire {
             bytes,
             counted: Some((reply.qtype, rcode_label(info.response_code))),

@@ -4,7 +4,7 @@
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::tsig::TSIG;
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder, NameEncoding};
 use hickory_proto::ProtoError;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
@@ -389,5 +389,80 @@ async fn send<'a, R: ResponseHandler>(
             warn!(error = %e, "failed to send a DNS response");
             bare_header(id, rcode).into()
         }
+    }
+}
+
+/// The question section to echo in a response. hickory-server copies the request's question
+/// bytes as they came, compression pointers included; a pointer into the request's header then
+/// points at the response's header, whose bytes differ, and the response does not parse. A
+/// question with any pointer (never sent by real resolvers) is echoed re-encoded without
+/// compression, in the case sent; None: the bytes as they came are right.
+pub(super) fn echoed(queries: &Queries) -> Option<Queries> {
+    let bytes = queries.as_bytes();
+    let mut i = 0;
+    let mut compressed = false;
+    for _ in 0..queries.len() {
+        // Well-formed: hickory-server has read every question from these bytes.
+        while let Some(&len) = bytes.get(i) {
+            if len & 0xC0 != 0 {
+                compressed = true;
+                break;
+            }
+            i += 1 + usize::from(len);
+            if len == 0 {
+                break;
+            }
+        }
+        i += 4;
+    }
+    if !compressed {
+        return None;
+    }
+    let mut buf = Vec::with_capacity(bytes.len() + 255);
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_name_encoding(NameEncoding::Uncompressed);
+    for q in queries.queries() {
+        q.original().emit(&mut encoder).ok()?;
+    }
+    Queries::read(&mut BinDecoder::new(&buf), queries.len()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the dns_wire fuzz target: a question whose name is a pointer to offset 0 (the
+    /// ID and flags, which happen to read as a name) was echoed as is, and the response did not
+    /// parse. Also a pointer from the second question to the first, which is legal.
+    #[test]
+    fn questions_with_pointers_are_echoed_uncompressed() {
+        let header = [1, 10, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0];
+        let into_header = [&header[..], &[0xC0, 0x00, 0x00, 0x01, 0x00, 0x01]].concat();
+        let request = Request::from_bytes(
+            into_header.clone(),
+            "127.0.0.1:53".parse().unwrap(),
+            Protocol::Udp,
+        )
+        .unwrap();
+        let q = echoed(&request.queries).expect("re-encoded");
+        // The name at offset 0 of the request: one label 0x0a, then the root.
+        assert_eq!(q.as_bytes(), [1, 10, 0, 0, 1, 0, 1]);
+
+        let mut two = vec![1, 10, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0];
+        two.extend_from_slice(b"\x03Svc\x06global\x00\x00\x01\x00\x01");
+        two.extend_from_slice(&[0xC0, 12, 0, 28, 0, 1]);
+        let request =
+            Request::from_bytes(two, "127.0.0.1:53".parse().unwrap(), Protocol::Udp).unwrap();
+        let q = echoed(&request.queries).expect("re-encoded");
+        assert_eq!(
+            q.as_bytes(),
+            b"\x03Svc\x06global\x00\x00\x01\x00\x01\x03Svc\x06global\x00\x00\x1c\x00\x01"
+        );
+
+        let mut plain = header.to_vec();
+        plain.extend_from_slice(b"\x03svc\x06global\x00\x00\x01\x00\x01");
+        let request =
+            Request::from_bytes(plain, "127.0.0.1:53".parse().unwrap(), Protocol::Udp).unwrap();
+        assert!(echoed(&request.queries).is_none());
     }
 }

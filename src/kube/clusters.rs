@@ -52,13 +52,49 @@ pub async fn client_for(src: &ConfigSource) -> Result<Client> {
                 .with_context(|| format!("kubeconfig {}", path.display()))?
         }
         ConfigSource::Inline(text) => {
-            let kc = Kubeconfig::from_yaml(text).context("kubeconfig in remote secret")?;
+            let kc = remote_kubeconfig(text).context("kubeconfig in remote secret")?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
                 .context("kubeconfig in remote secret")?
         }
     };
     Ok(Client::try_from(config)?)
+}
+
+/// A remote secret's kubeconfig, refused when it would make this server run a command or read
+/// its own files (`exec`, `auth-provider`, token, certificate and key paths): whoever can write
+/// a labelled Secret could otherwise run code here, or have our service-account token sent to
+/// a server of their choosing. Istio refuses the same by default. Inline credentials only.
+pub fn remote_kubeconfig(text: &str) -> Result<Kubeconfig> {
+    let kc = Kubeconfig::from_yaml(text)?;
+    for user in &kc.auth_infos {
+        let Some(a) = &user.auth_info else { continue };
+        let refused = [
+            ("exec", a.exec.is_some()),
+            ("auth-provider", a.auth_provider.is_some()),
+            ("tokenFile", a.token_file.is_some()),
+            ("client-certificate", a.client_certificate.is_some()),
+            ("client-key", a.client_key.is_some()),
+        ];
+        if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+            anyhow::bail!(
+                "user {:?}: {field} is not allowed in a remote secret",
+                user.name
+            );
+        }
+    }
+    for c in &kc.clusters {
+        if c.cluster
+            .as_ref()
+            .is_some_and(|c| c.certificate_authority.is_some())
+        {
+            anyhow::bail!(
+                "cluster {:?}: certificate-authority (a path) is not allowed in a remote secret",
+                c.name
+            );
+        }
+    }
+    Ok(kc)
 }
 
 struct Running {
@@ -298,5 +334,59 @@ pub async fn run_remote_secrets(
                 .tx
                 .send(SourceEvent::Synced(SECRETS_SOURCE.into()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubeconfig(user: &str, cluster: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\n\
+             clusters:\n- name: k\n  cluster:\n    server: https://127.0.0.1:6443\n{cluster}\
+             users:\n- name: u\n  user:\n{user}"
+        )
+    }
+
+    #[tokio::test]
+    async fn remote_secrets_may_not_run_commands_or_read_our_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let exec = format!(
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: touch\n      args: [{:?}]\n",
+            marker.display().to_string()
+        );
+        let refused = [
+            (exec.as_str(), ""),
+            (
+                "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n",
+                "",
+            ),
+            (
+                "    client-certificate: /etc/tls/cert.pem\n    client-key: /etc/tls/key.pem\n",
+                "",
+            ),
+            ("    auth-provider: {name: oidc, config: {}}\n", ""),
+            (
+                "    token: abc\n",
+                "    certificate-authority: /etc/ssl/ca.pem\n",
+            ),
+        ];
+        for (user, cluster) in refused {
+            let text = kubeconfig(user, cluster);
+            let err = client_for(&ConfigSource::Inline(text.clone()))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("accepted:\n{text}"));
+            assert!(
+                format!("{err:#}").contains("not allowed in a remote secret"),
+                "{err:#}"
+            );
+        }
+        assert!(!marker.exists(), "the exec plugin ran");
+        // Inline credentials are what Istio's remote secrets carry.
+        let inline = kubeconfig("    token: abc\n", "    insecure-skip-tls-verify: true\n");
+        client_for(&ConfigSource::Inline(inline)).await.unwrap();
     }
 }

@@ -9,6 +9,7 @@
 
 mod convert;
 mod refresh;
+mod replay;
 mod wire;
 mod zone_data;
 
@@ -30,6 +31,7 @@ use crate::zone::{reverse_zone_for, ZoneConfig};
 use convert::Assembler;
 use zone_data::ZoneData;
 
+pub use replay::{replay_transfers, REPLAY_ID};
 pub use zone_data::newer as serial_newer;
 
 /// Refuses flags that make no sense for a secondary.

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, Record, RecordType, TSigner};
+use hickory_proto::rr::{Name, RData, Record, RecordType, TSigVerifier, TSigner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -93,7 +93,7 @@ pub async fn exchange(
         msg.add_authority(soa);
     }
     let id = msg.metadata.id;
-    let mut verifier = match key {
+    let verifier = match key {
         Some(k) => msg
             .finalize(k, crate::zone::unix_now())
             .map_err(|e| WireError::Invalid(format!("cannot sign the query: {e}")))?,
@@ -116,8 +116,7 @@ pub async fn exchange(
         .map_err(|_| io("write")("timed out".into()))?
         .map_err(|e| io("write")(e.to_string()))?;
 
-    let mut end = End::default();
-    let mut out = Vec::new();
+    let mut reader = Reader::new(zone, qtype, id, verifier);
     loop {
         let mut len = [0u8; 2];
         timeout(IO_TIMEOUT, tcp.read_exact(&mut len))
@@ -129,35 +128,67 @@ pub async fn exchange(
             .await
             .map_err(|_| io("read")("timed out".into()))?
             .map_err(|e| io("read")(e.to_string()))?;
-        let resp = Message::from_vec(&buf).map_err(|e| WireError::Invalid(e.to_string()))?;
-        if resp.metadata.id != id || resp.metadata.message_type != MessageType::Response {
+        if reader.message(&buf)? {
+            return Ok(reader.records);
+        }
+    }
+}
+
+/// The checks of the response messages of one exchange, without I/O (so that they can be fed
+/// any bytes by the fuzz target and property tests): each message must parse, answer our
+/// query, carry NOERROR and verify; the records are gathered until the message that ends it.
+pub struct Reader<'a> {
+    zone: &'a Name,
+    qtype: RecordType,
+    id: u16,
+    verifier: Option<TSigVerifier>,
+    end: End,
+    pub records: Vec<Record>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(zone: &'a Name, qtype: RecordType, id: u16, verifier: Option<TSigVerifier>) -> Self {
+        Reader {
+            zone,
+            qtype,
+            id,
+            verifier,
+            end: End::default(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Takes one response message; Ok(true) when it ends the exchange.
+    pub fn message(&mut self, buf: &[u8]) -> Result<bool, WireError> {
+        let resp = Message::from_vec(buf).map_err(|e| WireError::Invalid(e.to_string()))?;
+        if resp.metadata.id != self.id || resp.metadata.message_type != MessageType::Response {
             return Err(WireError::Invalid("not a response to our query".into()));
         }
         // The error first: a primary that does not know our key answers NOTAUTH unsigned.
         if resp.metadata.response_code != ResponseCode::NoError {
             return Err(WireError::Rcode(resp.metadata.response_code));
         }
-        if let Some(v) = verifier.as_mut() {
-            v.verify(&buf)
+        if let Some(v) = self.verifier.as_mut() {
+            v.verify(buf)
                 .map_err(|e| WireError::Invalid(format!("TSIG: {e}")))?;
         }
-        let first = out.is_empty();
+        let first = self.records.is_empty();
         if first
             && resp
                 .queries
                 .first()
-                .is_some_and(|q| q.name() != zone || q.query_type() != qtype)
+                .is_some_and(|q| q.name() != self.zone || q.query_type() != self.qtype)
         {
             return Err(WireError::Invalid(
                 "the answer is to another question".into(),
             ));
         }
-        let done =
-            qtype == RecordType::SOA || end.feed(&resp.answers, first && qtype == RecordType::IXFR);
-        out.extend(resp.answers);
-        if done {
-            return Ok(out);
-        }
+        let done = self.qtype == RecordType::SOA
+            || self
+                .end
+                .feed(&resp.answers, first && self.qtype == RecordType::IXFR);
+        self.records.extend(resp.answers);
+        Ok(done)
     }
 }
 

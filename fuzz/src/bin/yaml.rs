@@ -1,0 +1,3 @@
+fn main() {
+    afl::fuzz!(|data: &[u8]| globaldns_fuzz::checks::check_yaml(data));
+}
