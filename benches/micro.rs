@@ -102,15 +102,10 @@ fn query(name: &str, qtype: u16) -> Vec<u8> {
 
 fn answering(c: &mut Criterion) {
     let (_, snap) = loaded(10_000);
-    let handler = Arc::new(Handler {
-        snapshot: Arc::new(Published::new(snap)),
-        metrics: Arc::new(Metrics::new()),
-        allow_transfer: vec![],
-        transfers: Default::default(),
-        notify: None,
-        key: None,
-        rate_limit: None,
-    });
+    let handler = Arc::new(Handler::plain(
+        Arc::new(Published::new(snap)),
+        Arc::new(Metrics::new()),
+    ));
     let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     let cases = [
         ("positive", query("svc-42.ns-42.global", 1)),

@@ -197,15 +197,10 @@ const QTYPES: [u16; 11] = [1, 28, 33, 12, 6, 2, 255, 16, 15, 252, 65];
 #[test]
 fn fast_path_bytes_equal_general_path_bytes_in_process() {
     let snap = snapshot(&zone_yaml(400));
-    let handler = Arc::new(Handler {
-        snapshot: Arc::new(Published::new(snap)),
-        metrics: Arc::new(Metrics::new()),
-        allow_transfer: vec![],
-        transfers: Default::default(),
-        notify: None,
-        key: None,
-        rate_limit: None,
-    });
+    let handler = Arc::new(Handler::plain(
+        Arc::new(Published::new(snap)),
+        Arc::new(Metrics::new()),
+    ));
     let names = names(&handler.snapshot.load());
     let mut rng = StdRng::seed_from_u64(20261125);
     let mut responder = Responder::new(handler.clone());

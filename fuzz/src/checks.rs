@@ -98,14 +98,10 @@ impl DnsTarget {
             .pass(1, &mut MemoryStore::default())
             .unwrap()
             .snapshot;
-        let handler = Arc::new(Handler {
-            snapshot: Arc::new(Published::new(snap)),
-            metrics: Arc::new(Metrics::new()),
-            allow_transfer: vec![],
-            transfers: Default::default(),
-            notify: None,
-            key: None,
-        });
+        let handler = Arc::new(Handler::plain(
+            Arc::new(Published::new(snap)),
+            Arc::new(Metrics::new()),
+        ));
         let mut responder = Responder::new(handler.clone());
         responder.begin_batch();
         DnsTarget {

@@ -56,6 +56,22 @@ pub struct Handler {
     pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
+impl Handler {
+    /// A handler with no transfers, NOTIFY, TSIG or rate limiting: what tests, benchmarks and
+    /// fuzzers answer with.
+    pub fn plain(snapshot: Arc<Published>, metrics: Arc<Metrics>) -> Handler {
+        Handler {
+            snapshot,
+            metrics,
+            allow_transfer: vec![],
+            transfers: Arc::default(),
+            notify: None,
+            key: None,
+            rate_limit: None,
+        }
+    }
+}
+
 /// A response as bytes, and the labels it counts under (None: the caller counts nothing; a
 /// packet that does not parse is counted by [`Handler::unparsable`]).
 pub struct Wire {
