@@ -45,16 +45,30 @@ pub async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
     .await
 }
 
+/// Responses queued per TCP connection. hickory-server answers a connection's request before it
+/// writes anything (it does not poll the stream meanwhile) and drops what does not fit in the
+/// queue: a zone transfer must fit whole. Messages are allocated as queued, so the bound costs
+/// nothing until used; a primary's is 16,384 messages of up to 64 KiB (millions of hosts).
+fn response_queue(handler: &Handler) -> usize {
+    if handler.allow_transfer.is_empty() {
+        64
+    } else {
+        16_384
+    }
+}
+
 /// TCP only: UDP is answered by the fast path.
 pub fn tcp_server(handler: Handler, tcp: TcpListener) -> Server<Handler> {
+    let queue = response_queue(&handler);
     let mut server = Server::new(handler);
-    server.register_listener(tcp, Duration::from_secs(10), 64);
+    server.register_listener(tcp, Duration::from_secs(10), queue);
     server
 }
 
 pub fn server(handler: Handler, udp: UdpSocket, tcp: TcpListener) -> Server<Handler> {
+    let queue = response_queue(&handler);
     let mut server = Server::new(handler);
     server.register_socket(udp);
-    server.register_listener(tcp, Duration::from_secs(10), 64);
+    server.register_listener(tcp, Duration::from_secs(10), queue);
     server
 }
