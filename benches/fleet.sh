@@ -33,7 +33,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib/common.sh"
 
 HOSTS=100000 NSEC=50 NOTIFY_HOSTS=auto CHANGES=50 IXFR_REPS=10 AXFR_REPS=3 PARTS=xfr,notify QPS=0 KUBE=0 KUBE_SIZES=50 KUBE_HOSTS=400 TIMEOUT=30
-GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK="" LOAD_ARGS="--hosts 100000 --rounds 2 --duration 10 --mix positive --server-quota 50 --no-half-peak"
+GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK="" LOAD_ARGS="--hosts 10000 --rounds 2 --duration 10 --mix positive --server-quota 50 --no-half-peak"
 while (($#)); do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
