@@ -4,11 +4,14 @@
 # Usage: benches/fleet.sh [options]
 #   --hosts N            hosts for the transfer measurements (default 100000)
 #   --secondaries N      secondaries for the NOTIFY measurement (default 50)
-#   --notify-hosts N|auto  hosts for the NOTIFY measurement (default auto: --hosts when
-#                        N x the secondary's measured VmHWM x 1.3 fits in MemAvailable - 2 GiB,
-#                        else halved until it does; the report says which)
+#   --notify-hosts N|auto  hosts for the NOTIFY measurement (default 5000: every secondary
+#                        rebuilds its zone per change, and 50 of them at 50,000 hosts take minutes
+#                        per change on 2 cores; auto: --hosts when N x the secondary's measured
+#                        VmHWM x 1.3 fits in MemAvailable - 2 GiB, else halved until it does)
 #   --changes C          changes for the NOTIFY measurement (default 50)
 #   --ixfr-reps R        IXFR repetitions (default 10); --axfr-reps R (default 3)
+#   --parts LIST         measurements to run, comma-separated (default xfr,notify; notify without
+#                        xfr needs a number for --notify-hosts); --qps and --kube add theirs
 #   --qps                also run benches/load.sh --servers knot,globaldns,secondary
 #                        (dnsperf against Knot, the primary and a secondary, each capped at 50 %
 #                        of its core so the server is the bottleneck; --load-args "..." to change)
@@ -30,8 +33,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 source "$HERE/lib/common.sh"
 
-HOSTS=100000 NSEC=50 NOTIFY_HOSTS=auto CHANGES=50 IXFR_REPS=10 AXFR_REPS=3 QPS=0 KUBE=0 KUBE_SIZES=50 KUBE_HOSTS=400 TIMEOUT=30
-GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK="" LOAD_ARGS="--hosts 100000 --rounds 2 --duration 10 --mix positive --server-quota 50 --no-half-peak"
+HOSTS=100000 NSEC=50 NOTIFY_HOSTS=5000 CHANGES=50 IXFR_REPS=10 AXFR_REPS=3 PARTS=xfr,notify QPS=0 KUBE=0 KUBE_SIZES=50 KUBE_HOSTS=400 TIMEOUT=30
+GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK="" LOAD_ARGS="--hosts 10000 --rounds 2 --duration 10 --mix positive --server-quota 50 --no-half-peak"
 while (($#)); do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
@@ -40,6 +43,7 @@ while (($#)); do
     --changes) CHANGES=$2; shift 2 ;;
     --ixfr-reps) IXFR_REPS=$2; shift 2 ;;
     --axfr-reps) AXFR_REPS=$2; shift 2 ;;
+    --parts) PARTS=$2; shift 2 ;;
     --qps) QPS=1; shift ;;
     --load-args) LOAD_ARGS=$2; shift 2 ;;
     --kube) KUBE=1; shift ;;
@@ -56,6 +60,13 @@ while (($#)); do
 done
 [[ $HOSTS =~ ^[0-9]+$ && $NSEC =~ ^[0-9]+$ && $CHANGES =~ ^[0-9]+$ ]] || die "numeric options expected"
 [[ $NOTIFY_HOSTS == auto || $NOTIFY_HOSTS =~ ^[0-9]+$ ]] || die "--notify-hosts: a number or auto"
+part() { [[ ",$PARTS," == *",$1,"* ]]; }
+XFR=0 NOTIFY=0
+part xfr && XFR=1
+part notify && ((NSEC > 0)) && NOTIFY=1
+part qps && QPS=1
+part kube && KUBE=1
+((NOTIFY && !XFR)) && [[ $NOTIFY_HOSTS == auto ]] && die "--parts notify without xfr: give --notify-hosts N"
 
 if [[ -z $WORK ]]; then WORK=$(mktemp -d /tmp/globaldns-fleet.XXXXXX); else mkdir -p "$WORK"; fi
 OK=0
@@ -95,17 +106,19 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 START=$(date -u +%FT%TZ)
 
 # ---------------------------------------------------------------- AXFR, IXFR, RSS
-mkdir -p "$WORK/xfr"
-gen "$WORK/xfr" "$HOSTS"
-PROBE_LIMIT=$((900 + IXFR_REPS * (TIMEOUT + 10)))
-log "== transfers at $HOSTS hosts =="
-probe xfr "$WORK/xfr" "$HOSTS" --axfr-reps "$AXFR_REPS" --ixfr-reps "$IXFR_REPS" --hwm-out "$WORK/xfr/hwm"
+if ((XFR)); then
+  mkdir -p "$WORK/xfr"
+  gen "$WORK/xfr" "$HOSTS"
+  PROBE_LIMIT=$((900 + IXFR_REPS * (TIMEOUT + 10)))
+  log "== transfers at $HOSTS hosts =="
+  probe xfr "$WORK/xfr" "$HOSTS" --axfr-reps "$AXFR_REPS" --ixfr-reps "$IXFR_REPS" --hwm-out "$WORK/xfr/hwm"
+fi
 
 # ---------------------------------------------------------------- NOTIFY over N secondaries
-if ((NSEC > 0)); then
-  hwm_kb=$(cat "$WORK/xfr/hwm")
-  avail_kb=$(awk '/^MemAvailable/ {print $2}' /proc/meminfo)
+if ((NOTIFY)); then
   if [[ $NOTIFY_HOSTS == auto ]]; then
+    hwm_kb=$(cat "$WORK/xfr/hwm")
+    avail_kb=$(awk '/^MemAvailable/ {print $2}' /proc/meminfo)
     NOTIFY_HOSTS=$HOSTS
     # A secondary's memory is roughly proportional to the zone: scale the measured HWM.
     while ((NOTIFY_HOSTS > 1000)) &&
@@ -116,7 +129,7 @@ if ((NSEC > 0)); then
       warn "$NSEC secondaries x $((hwm_kb / 1024)) MiB at $HOSTS hosts do not fit in $((avail_kb / 1024)) MiB available: NOTIFY part at $NOTIFY_HOSTS hosts"
     fi
   fi
-  if ((NOTIFY_HOSTS == HOSTS)); then
+  if ((NOTIFY_HOSTS == HOSTS && XFR)); then
     ndir=$WORK/xfr
   else
     ndir=$WORK/notify; mkdir -p "$ndir"; gen "$ndir" "$NOTIFY_HOSTS"
@@ -155,10 +168,12 @@ fi
 echo
 echo "globaldns fleet benchmark: $START, $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
 echo "  binary $GLOBALDNS_BIN; gd-args \"$GD_ARGS\"; load average before $LOAD0, after $(cut -d' ' -f1-3 /proc/loadavg)"
-echo
-echo "== transfers: $HOSTS hosts =="
-cat "$WORK/xfr/rows-xfr.txt"
-if ((NSEC > 0)); then
+if ((XFR)); then
+  echo
+  echo "== transfers: $HOSTS hosts =="
+  cat "$WORK/xfr/rows-xfr.txt"
+fi
+if ((NOTIFY)); then
   echo
   echo "== NOTIFY: $NSEC secondaries (--udp-workers 1, --refresh 1h), $NOTIFY_HOSTS hosts =="
   cat "$ndir/rows-notify.txt"
