@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
-
-use super::Responder;
+use std::time::{Duration, Instant};
 
 const BATCH: usize = 64;
 /// Large enough for any query we answer; longer datagrams are cut and then fail to parse (FORMERR).
@@ -68,7 +66,19 @@ impl Batch {
     }
 }
 
-pub(super) fn worker(socket: std::net::UdpSocket, mut responder: Responder, stop: Arc<AtomicBool>) {
+/// What the batch loop asks of whatever answers: the fast path's [`super::Responder`], or a
+/// benchmark's null reflector, which measures this loop (the floor) with no DNS work.
+pub trait Answerer {
+    /// Called once per received batch, before its first answer.
+    fn begin_batch(&mut self) {}
+    /// The answer to one datagram (into `out`, cleared by the callee), or false to send none.
+    fn answer(&mut self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool;
+    /// Called once per batch after its answers were sent.
+    fn end_batch(&mut self, _latency: Duration, _answered: usize) {}
+}
+
+/// Runs one worker's loop on `socket` until `stop` is set (checked at each read timeout).
+pub fn worker<A: Answerer>(socket: std::net::UdpSocket, mut responder: A, stop: Arc<AtomicBool>) {
     let fd = socket.as_raw_fd();
     let mut b = Batch::new();
     while !stop.load(Ordering::Relaxed) {
@@ -128,7 +138,7 @@ pub(super) fn worker(socket: std::net::UdpSocket, mut responder: Responder, stop
                 sent += r as usize;
             }
         }
-        responder.flush_metrics(received.elapsed(), count);
+        responder.end_batch(received.elapsed(), count);
     }
 }
 

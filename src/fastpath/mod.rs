@@ -21,7 +21,20 @@ use tracing::info;
 
 use crate::dns::Handler;
 pub use cache::{shape, QueryShape, Responder};
+pub use mmsg::{worker, Answerer};
 pub use socket::{bind, bind_reuseport, warn_if_ephemeral};
+
+impl Answerer for Responder {
+    fn begin_batch(&mut self) {
+        Responder::begin_batch(self);
+    }
+    fn answer(&mut self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+        Responder::answer(self, packet, src, out)
+    }
+    fn end_batch(&mut self, latency: std::time::Duration, answered: usize) {
+        self.flush_metrics(latency, answered);
+    }
+}
 
 /// The general path on raw bytes: what hickory-server would send for this packet, or None when
 /// it would send nothing (shorter than a header, or a response).
