@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The tail while the mesh changes: 100,000 hosts, an open-loop query load (benches/loadgen.rs)
+# at half of Knot's peak, and 1 % of the hosts rewritten per second (benches/lib/churn_driver.py);
+# p50/p99/p99.9 during churn against the same load without, interleaved, and a check that
+# changed names answer their new data within one publish.
+#
+# Usage: benches/churn.sh [options]
+#   --hosts N          hosts (default 100000, 10 clusters, files of 500)
+#   --rate Q           queries per second (default: half of Knot's median positive saturation
+#                      qps in the last benches/floor.sh run, /tmp/globaldns-floor-last.tsv;
+#                      else 50000)
+#   --change-pct P     percent of the hosts changed per second (default 1; one file = 500 hosts
+#                      per step, so P=1 at 100,000 hosts is 2 files a second)
+#   --duration S       seconds per phase (default 20)
+#   --rounds R         quiet/churn phase pairs, interleaved (default 2)
+#   --sample K         changed names polled per step (default 5)
+#   --gd-args "..."    flags for `globaldns serve` (default "--vip-range 240.10.0.0/15")
+#   --server-cpu N / --client-cpu N (defaults 1 / 0); --no-build; --keep; --workdir DIR
+# Env: GLOBALDNS_BIN (default target/release/globaldns).
+#
+# globaldns runs on one core (every thread, so rebuilds compete with answering), the
+# generator and the churn driver on the other. Loopback only; every phase bounded in time.
+# Exits non-zero when a changed name answered data older than one publish or never converged.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/common.sh
+source "$HERE/lib/common.sh"
+# shellcheck source=lib/loadgen.sh
+source "$HERE/lib/loadgen.sh"
+
+HOSTS=100000 RATE=0 CHANGE_PCT=1 DURATION=20 ROUNDS=2 SAMPLE=5 GD_ARGS="--vip-range 240.10.0.0/15"
+SRV_CPU=1 CLI_CPU=0 BUILD=1 KEEP=0 WORK="" PER_FILE=500
+while (($#)); do
+  case $1 in
+    --hosts) HOSTS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --change-pct) CHANGE_PCT=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --sample) SAMPLE=$2; shift 2 ;;
+    --gd-args) GD_ARGS=$2; shift 2 ;;
+    --server-cpu) SRV_CPU=$2; shift 2 ;;
+    --client-cpu) CLI_CPU=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --keep) KEEP=1; shift ;;
+    --workdir) WORK=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+[[ $HOSTS =~ ^[0-9]+$ && $RATE =~ ^[0-9]+$ && $ROUNDS =~ ^[0-9]+$ ]] || die "numeric options expected"
+((DURATION > 0 && DURATION <= 300)) || die "--duration must be 1..300"
+
+if [[ -z $WORK ]]; then WORK=$(mktemp -d /tmp/globaldns-churn.XXXXXX); else mkdir -p "$WORK"; fi
+OK=0
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  kill_tracked
+  if ((KEEP)) || ((OK == 0)); then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ensure_tools curl:curl taskset:util-linux
+((BUILD)) && maybe_build_globaldns
+[[ -x $GLOBALDNS_BIN ]] || die "globaldns binary not found: $GLOBALDNS_BIN"
+build_bench_bins "$BUILD"
+
+if ((RATE == 0)); then
+  if [[ -s /tmp/globaldns-floor-last.tsv ]] && grep -q $'^peak\tpositive\t[0-9]*\tknot' /tmp/globaldns-floor-last.tsv; then
+    RATE=$("$PY" "$HERE/lib/floor_report.py" --half-peak positive knot /tmp/globaldns-floor-last.tsv)
+    log "rate: half of Knot's positive peak in the last floor.sh run: $RATE q/s"
+  else
+    RATE=50000
+    warn "no floor.sh result with Knot: using $RATE q/s (pass --rate)"
+  fi
+fi
+FILES_PER_S=$(awk -v h="$HOSTS" -v p="$CHANGE_PCT" -v f="$PER_FILE" 'BEGIN{printf "%.3f", h*p/100/f}')
+
+log "work dir $WORK; hosts=$HOSTS rate=$RATE changes=$CHANGE_PCT %/s ($FILES_PER_S files/s) duration=${DURATION}s rounds=$ROUNDS"
+"$PY" "$HERE/gen-serviceentries.py" "$HOSTS" "$WORK/se" --clusters 10 --per-file "$PER_FILE" \
+  --queries-dir "$WORK/queries" >&2 || die "generator failed"
+mkdir -p "$WORK/state"
+PORT=$(free_port)
+export RUST_LOG=${RUST_LOG:-info} # the publish lines are counted at the end
+start_globaldns_pinned "$WORK/se" "$WORK/state" "$PORT" "$(free_port)" "$SRV_CPU" "$WORK/globaldns.log" "$GD_ARGS"
+log "globaldns pid $GD_PID on 127.0.0.1:$PORT, threads: $(show_affinity "$GD_PID")"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+gen() { # gen OUT DURATION
+  run_loadgen "$1" "$CLI_CPU" --server "127.0.0.1:$PORT" --queries "$WORK/queries/positive.txt" \
+    --rate "$RATE" --duration "$2" --server-pid "$GD_PID"
+}
+gen "$WORK/warmup.out" 3 >/dev/null
+
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+FAILED=0
+for ((r = 1; r <= ROUNDS; r++)); do
+  line=$(gen "$WORK/quiet-$r.out" "$DURATION")
+  printf 'quiet\t%s\t%s\n' "$r" "$line" >>"$RESULTS"
+  log "quiet r$r: $line"
+  taskset -c "$CLI_CPU" "$PY" "$HERE/lib/churn_driver.py" "$WORK/se" "$PORT" \
+    --files-per-second "$FILES_PER_S" --duration "$DURATION" --sample "$SAMPLE" \
+    --state "$WORK/visits.json" >"$WORK/churn-$r.out" 2>"$WORK/churn-$r.err" &
+  driver=$!
+  track_pid "$driver"
+  line=$(gen "$WORK/churn-$r.gen" "$DURATION")
+  rc=0; wait "$driver" || rc=$?
+  alive "$GD_PID" || die "globaldns died"
+  printf 'churn\t%s\t%s %s\n' "$r" "$line" "$(cat "$WORK/churn-$r.out")" >>"$RESULTS"
+  log "churn r$r: $line | $(cat "$WORK/churn-$r.out")"
+  ((rc == 0)) || { FAILED=1; warn "churn check failed in round $r: $(cat "$WORK/churn-$r.err" "$WORK/churn-$r.out")"; }
+done
+PUBLISHES=$(grep -c 'snapshot published' "$WORK/globaldns.log" || true)
+
+echo
+echo "globaldns churn benchmark: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
+echo "  load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "  hosts=$HOSTS rate=$RATE q/s changes=$CHANGE_PCT %/s duration=${DURATION}s rounds=$ROUNDS"
+echo
+"$PY" - "$RESULTS" <<'PY'
+import sys
+rows = []
+for line in open(sys.argv[1]):
+    phase, rnd, kv = line.rstrip("\n").split("\t")
+    rows.append((phase, rnd, dict(p.split("=", 1) for p in kv.split())))
+print("| phase | round | answered q/s | p50 / p99 / p99.9 / max µs | lost | server µs/answer "
+      "| hosts changed/s | change visible p50 / p99 / max ms | publishes to visible (max) | violations |")
+print("| --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: |")
+for phase, rnd, d in rows:
+    lat = " / ".join(d[k] for k in ("p50_us", "p99_us", "p999_us", "max_us"))
+    ch = (d.get("hosts_per_second", "-"), " / ".join(d.get(k, "-") for k in ("visible_ms_p50", "visible_ms_p99", "visible_ms_max")),
+          d.get("publishes_to_visible_max", "-"), d.get("violations", "-") + (" (timeouts %s)" % d["timeouts"] if d.get("timeouts", "0") != "0" else ""))
+    print(f"| {phase} | {rnd} | {d['qps']} | {lat} | {d['lost']} | {d['cpu_us_per_answer']} | {ch[0]} | {ch[1]} | {ch[2]} | {ch[3]} |")
+PY
+echo
+echo "  publishes logged by the server: $PUBLISHES"
+cp "$RESULTS" /tmp/globaldns-churn-last.tsv && log "raw results: /tmp/globaldns-churn-last.tsv"
+OK=1
+((FAILED == 0)) || die "a changed name answered data older than one publish, or never converged"

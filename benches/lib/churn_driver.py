@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Mesh churn for benches/churn.sh: rewrites ServiceEntry files of gen-serviceentries.py on a
+schedule and checks that changed names answer their new data within one publish.
+
+  churn_driver.py ZONES_DIR PORT --files-per-second F --duration S [--sample K] [--poll-ms MS]
+                  [--timeout S] [--state FILE] [--out JSON]
+
+Each step rewrites one file (every host in it gets a new spec.addresses entry, unique per host
+and per visit of the file, from 100.64.0.0/10), atomically (written beside the tree, then
+renamed in).  Before the step the zone's SOA serial S0 is read; then, every --poll-ms, the SOA
+serial and then K sampled names of the file are queried over UDP until they all answer the new
+address.  An answer with the old address after the serial reached S0 + 2 (two publishes after
+the write: the first one may predate the watcher seeing the file) is a violation: an answer
+older than one publish.  Steps that have not converged hold the next one back (bounded by
+--timeout).  Prints a summary; --out writes it as JSON.
+"""
+import argparse
+import ipaddress
+import json
+import os
+import random
+import re
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dnsq  # noqa: E402
+
+BASE = ipaddress.ip_address("100.64.0.0")
+HOST_RE = re.compile(r"^  - (svc-(\d+)\.ns-\d+\.global)$", re.M)
+ADDR_RE = re.compile(r"^  addresses:\n(?:  - .*\n)+", re.M)
+
+
+def new_addr(i, visit):
+    return str(BASE + i * 4 + visit % 4)
+
+
+def rewrite(path, visit):
+    with open(path) as f:
+        docs = f.read().split("---\n")
+    changed = []
+    out = []
+    for d in docs:
+        m = HOST_RE.search(d)
+        if not m:
+            out.append(d)
+            continue
+        name, i = m.group(1), int(m.group(2))
+        addr = new_addr(i, visit)
+        d = ADDR_RE.sub("", d)
+        d = d.replace("  location:", "  addresses:\n  - %s\n  location:" % addr, 1)
+        out.append(d)
+        changed.append((name, addr))
+    # Written outside the watched tree, then renamed in: the watcher sees one complete file.
+    tmp = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), ".churn.tmp")
+    with open(tmp, "w") as f:
+        f.write("---\n".join(out))
+    os.rename(tmp, path)
+    return changed
+
+
+def ask(sock, port, name, qtype, qid):
+    sock.sendto(dnsq.build_query(qid, name, qtype), ("127.0.0.1", port))
+    deadline = time.monotonic() + 1.0
+    while True:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        try:
+            data, _ = sock.recvfrom(4096)
+        except socket.timeout:
+            return None
+        if data[:2] == qid.to_bytes(2, "big"):
+            return dnsq.parse_response(data)
+
+
+def serial(sock, port):
+    r = ask(sock, port, "global", "SOA", random.randrange(65536))
+    if not r or not r["answer"]:
+        return None
+    return int(r["answer"][0][3].split()[2])
+
+
+def a_of(sock, port, name):
+    r = ask(sock, port, name, "A", random.randrange(65536))
+    if not r:
+        return None
+    return sorted(a[3] for a in r["answer"] if a[1] == "A")
+
+
+def pct(vals, q):
+    if not vals:
+        return None
+    vals = sorted(vals)
+    return vals[min(len(vals) - 1, int(q * len(vals)))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("zones")
+    ap.add_argument("port", type=int)
+    ap.add_argument("--files-per-second", type=float, default=2.0)
+    ap.add_argument("--duration", type=float, required=True)
+    ap.add_argument("--sample", type=int, default=5)
+    ap.add_argument("--poll-ms", type=float, default=2.0)
+    ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--state", help="JSON file remembering each file's visits across runs")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    if a.duration <= 0 or a.duration > 600:
+        ap.error("--duration must be in (0, 600]")
+
+    files = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(a.zones) for f in fs if f.endswith(".yaml"))
+    visits = {}
+    if a.state and os.path.exists(a.state):
+        with open(a.state) as f:
+            visits = json.load(f)
+    nxt = visits.get("_next", 0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rng = random.Random(7)
+    delays, publishes, lags = [], [], []
+    violations, hosts_changed, steps, timeouts = 0, 0, 0, 0
+    t_start = time.monotonic()
+    interval = 1.0 / a.files_per_second
+    while True:
+        due = t_start + steps * interval
+        now = time.monotonic()
+        if due - t_start >= a.duration:
+            break
+        if now < due:
+            time.sleep(due - now)
+        lags.append(max(0.0, time.monotonic() - due))
+        path = files[nxt % len(files)]
+        nxt += 1
+        visit = visits.get(path, 0) + 1
+        visits[path] = visit
+        s0 = serial(sock, a.port)
+        changed = rewrite(path, visit)
+        t_w = time.monotonic()
+        hosts_changed += len(changed)
+        steps += 1
+        sample = rng.sample(changed, min(a.sample, len(changed)))
+        pending = dict(sample)
+        first_publish = None
+        while pending:
+            now = time.monotonic()
+            if now - t_w > a.timeout:
+                timeouts += 1
+                break
+            s = serial(sock, a.port)
+            if s is not None and s0 is not None and s > s0 and first_publish is None:
+                first_publish = s
+            for name, addr in list(pending.items()):
+                got = a_of(sock, a.port, name)
+                if got == [addr]:
+                    delays.append((time.monotonic() - t_w) * 1000)
+                    publishes.append(0 if s is None or s0 is None else s - s0)
+                    del pending[name]
+                elif s is not None and s0 is not None and s >= s0 + 2:
+                    violations += 1
+            if pending:
+                time.sleep(a.poll_ms / 1000)
+    visits["_next"] = nxt
+    if a.state:
+        with open(a.state, "w") as f:
+            json.dump(visits, f)
+    elapsed = time.monotonic() - t_start
+    res = dict(steps=steps, hosts_changed=hosts_changed, seconds=round(elapsed, 2),
+               hosts_per_second=round(hosts_changed / elapsed, 1), samples=len(delays),
+               visible_ms_p50=pct(delays, 0.5), visible_ms_p99=pct(delays, 0.99),
+               visible_ms_max=max(delays) if delays else None,
+               publishes_to_visible_max=max(publishes) if publishes else None,
+               violations=violations, timeouts=timeouts,
+               schedule_lag_ms_max=round(max(lags) * 1000, 1) if lags else None)
+    for k in ("visible_ms_p50", "visible_ms_p99", "visible_ms_max"):
+        if res[k] is not None:
+            res[k] = round(res[k], 1)
+    print(" ".join("%s=%s" % kv for kv in res.items()))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f)
+    sys.exit(1 if violations or timeouts else 0)
+
+
+if __name__ == "__main__":
+    main()
