@@ -52,21 +52,10 @@ done
 [[ $HOSTS =~ ^[0-9]+$ && $RATE =~ ^[0-9]+$ && $ROUNDS =~ ^[0-9]+$ ]] || die "numeric options expected"
 ((DURATION > 0 && DURATION <= 300)) || die "--duration must be 1..300"
 
-if [[ -z $WORK ]]; then WORK=$(mktemp -d /tmp/globaldns-churn.XXXXXX); else mkdir -p "$WORK"; fi
-OK=0
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  kill_tracked
-  if ((KEEP)) || ((OK == 0)); then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+setup_workdir churn
 
 ensure_tools curl:curl taskset:util-linux
-((BUILD)) && maybe_build_globaldns
-[[ -x $GLOBALDNS_BIN ]] || die "globaldns binary not found: $GLOBALDNS_BIN"
+require_globaldns
 build_bench_bins "$BUILD"
 
 if ((RATE == 0)); then

@@ -68,21 +68,10 @@ part qps && QPS=1
 part kube && KUBE=1
 ((NOTIFY && !XFR)) && [[ $NOTIFY_HOSTS == auto ]] && die "--parts notify without xfr: give --notify-hosts N"
 
-if [[ -z $WORK ]]; then WORK=$(mktemp -d /tmp/globaldns-fleet.XXXXXX); else mkdir -p "$WORK"; fi
-OK=0
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  kill_tracked
-  if ((KEEP)) || ((OK == 0)); then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+setup_workdir fleet
 
 ensure_tools curl:curl dig:bind9-dnsutils
-((BUILD)) && maybe_build_globaldns
-[[ -x $GLOBALDNS_BIN ]] || die "globaldns binary not found: $GLOBALDNS_BIN"
+require_globaldns
 
 # gen TREE N: the ServiceEntry tree of scale.sh (10 cluster directories).
 gen() {

@@ -68,22 +68,11 @@ has_server() { [[ ",$SERVERS," == *",$1,"* ]]; }
 [[ $HOSTS =~ ^[0-9]+$ && $ROUNDS =~ ^[0-9]+$ && $RATE =~ ^[0-9]+$ ]] || die "numeric options expected"
 ((DURATION > 0 && DURATION <= 120)) || die "--duration must be 1..120"
 
-if [[ -z $WORK ]]; then WORK=$(mktemp -d /tmp/globaldns-floor.XXXXXX); else mkdir -p "$WORK"; fi
-OK=0
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  kill_tracked
-  if ((KEEP)) || ((OK == 0)); then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+setup_workdir floor
 
 ensure_tools knotd:knot knotc:knot dig:bind9-dnsutils curl:curl taskset:util-linux
 quiesce_knot_service
-((BUILD)) && maybe_build_globaldns
-[[ -x $GLOBALDNS_BIN ]] || die "globaldns binary not found: $GLOBALDNS_BIN"
+require_globaldns
 build_bench_bins "$BUILD"
 
 log "work dir $WORK; hosts=$HOSTS rounds=$ROUNDS duration=${DURATION}s mixes=${MIXES[*]} servers=$SERVERS"

@@ -61,8 +61,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ensure_tools curl:curl dig:bind9-dnsutils
-((BUILD)) && maybe_build_globaldns
-[[ -x $GLOBALDNS_BIN ]] || die "globaldns binary not found: $GLOBALDNS_BIN"
+require_globaldns
 
 log "work dir $WORK; generating $HOSTS hosts over $CLUSTERS cluster dir(s)"
 t0=$(date +%s.%N)

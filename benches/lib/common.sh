@@ -217,3 +217,28 @@ cg_cleanup() {
   done
   BENCH_CGROUPS=()
 }
+
+# setup_workdir NAME: $WORK (given, or a fresh /tmp/globaldns-NAME.*), and an exit trap that ends
+# every tracked process and removes $WORK unless --keep ($KEEP) or the run failed ($OK stays 0
+# until the script sets OK=1 at its end).
+setup_workdir() {
+  if [[ -z ${WORK:-} ]]; then WORK=$(mktemp -d "/tmp/globaldns-$1.XXXXXX"); else mkdir -p "$WORK"; fi
+  OK=0
+  trap _workdir_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+_workdir_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  kill_tracked
+  if ((KEEP)) || ((OK == 0)); then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+
+# require_globaldns: builds the release binary unless --no-build ($BUILD=0), then insists on it.
+require_globaldns() {
+  if ((BUILD)); then maybe_build_globaldns; fi
+  [[ -x $GLOBALDNS_BIN ]] || die "globaldns binary not found: $GLOBALDNS_BIN"
+}
+
