@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
-use super::zone_data::ZoneData;
+use super::zone_data::{Delta, RecordKey, ZoneData};
 use crate::report::{AddressReport, AddressSource, HostReport};
 use crate::serviceentry::{SrvPort, Transport};
 use crate::zone::{reverse_zone_for, Snapshot, ZoneBuilder, ZoneConfig};
@@ -19,9 +19,9 @@ use crate::zone::{reverse_zone_for, Snapshot, ZoneBuilder, ZoneConfig};
 enum Kind {
     /// At the apex: SOA, NS.
     Apex,
+    /// A `*.` owner is a wildcard host.
     Address {
         host: String,
-        wildcard: bool,
         ip: IpAddr,
     },
     Port {
@@ -82,16 +82,17 @@ fn classify(apex: &Name, reverse: bool, owner: &Name, data: &RData) -> Kind {
 fn address(owner: &Name, ip: IpAddr) -> Kind {
     Kind::Address {
         host: host_of(owner),
-        wildcard: owner.is_wildcard(),
         ip,
     }
 }
 
-/// Keeps the builder in step with the transferred zones, host by host.
+/// Keeps the builder in step with the transferred zones, record by record: a delta touches only
+/// the hosts whose records it changes, so an IXFR of one change costs one host, not the zone.
 pub struct Assembler {
     builder: ZoneBuilder,
-    hosts: BTreeMap<String, HostReport>,
     reverse: Vec<Name>,
+    /// The primary's NS records at each apex, by their text (a stable order).
+    apex_ns: HashMap<Name, BTreeMap<String, Record>>,
 }
 
 impl Assembler {
@@ -107,8 +108,8 @@ impl Assembler {
         }
         Assembler {
             builder: ZoneBuilder::new(cfg, ranges),
-            hosts: BTreeMap::new(),
             reverse,
+            apex_ns: HashMap::new(),
         }
     }
 
@@ -116,75 +117,97 @@ impl Assembler {
         self.reverse.iter().any(|r| r == apex)
     }
 
-    /// Types of the records of `zone` that are not served, with how many of each.
-    pub fn dropped(&self, zone: &ZoneData) -> BTreeMap<RecordType, usize> {
-        let reverse = self.is_reverse(&zone.apex);
+    /// Types of the records among `records` (of zone `apex`) that are not served, with how many
+    /// of each.
+    pub fn dropped<'a>(
+        &self,
+        apex: &Name,
+        records: impl Iterator<Item = &'a RecordKey>,
+    ) -> BTreeMap<RecordType, usize> {
+        let reverse = self.is_reverse(apex);
         let mut out = BTreeMap::new();
-        for (owner, data) in zone.records.keys() {
-            if let Kind::Dropped(t) = classify(&zone.apex, reverse, &owner.into(), data) {
+        for (owner, data) in records {
+            if let Kind::Dropped(t) = classify(apex, reverse, &owner.into(), data) {
                 *out.entry(t).or_default() += 1;
             }
         }
         out
     }
 
-    /// The snapshot of every zone in `zones`.
-    pub fn build<'a>(&mut self, zones: impl Iterator<Item = &'a ZoneData>) -> Snapshot {
-        let mut hosts: BTreeMap<String, HostReport> = BTreeMap::new();
-        for zone in zones {
-            let reverse = self.is_reverse(&zone.apex);
-            let mut ns: Vec<Record> = Vec::new();
-            for ((owner, data), ttl) in &zone.records {
-                let owner: Name = owner.into();
-                match classify(&zone.apex, reverse, &owner, data) {
-                    Kind::Apex => ns.push(Record::from_rdata(owner, *ttl, data.clone())),
-                    Kind::Address { host, wildcard, ip } => {
-                        let r = hosts.entry(host).or_insert_with(|| empty_report(wildcard));
-                        r.addresses.push(AddressReport {
-                            address: ip,
-                            source: AddressSource::Primary,
-                            objects: vec![],
-                        });
+    /// Applies `delta` of zone `apex`, whose SOA is now `soa`: the hosts it touches get their
+    /// reports rebuilt from what they had, the others are not looked at.
+    pub fn apply(&mut self, apex: &Name, soa: &Record, delta: &Delta) {
+        let reverse = self.is_reverse(apex);
+        let mut touched: HashMap<String, HostReport> = HashMap::new();
+        let ns = self.apex_ns.entry(apex.clone()).or_default();
+        let changes = delta
+            .removed
+            .iter()
+            .map(|k| (false, k, 0))
+            .chain(delta.added.iter().map(|(k, ttl)| (true, k, *ttl)));
+        for (add, (owner, data), ttl) in changes {
+            let owner: Name = owner.into();
+            let kind = classify(apex, reverse, &owner, data);
+            let host = match &kind {
+                Kind::Address { host, .. } | Kind::Port { host, .. } => host,
+                Kind::Apex => {
+                    if matches!(data, RData::NS(_)) {
+                        let text = data.to_string();
+                        if add {
+                            ns.insert(text, Record::from_rdata(owner, ttl, data.clone()));
+                        } else {
+                            ns.remove(&text);
+                        }
                     }
-                    Kind::Port { host, port } => {
-                        hosts
-                            .entry(host)
-                            .or_insert_with(|| empty_report(false))
-                            .ports
-                            .push(port);
-                    }
-                    Kind::Ptr | Kind::Dropped(_) => {}
+                    continue;
                 }
+                Kind::Ptr | Kind::Dropped(_) => continue,
+            };
+            let report = touched.entry(host.clone()).or_insert_with(|| {
+                self.builder
+                    .report(host)
+                    .cloned()
+                    .unwrap_or_else(|| empty_report(host.starts_with("*.")))
+            });
+            match (kind, add) {
+                (Kind::Address { ip, .. }, true) => report.addresses.push(AddressReport {
+                    address: ip,
+                    source: AddressSource::Primary,
+                    objects: vec![],
+                }),
+                (Kind::Address { ip, .. }, false) => report.addresses.retain(|a| a.address != ip),
+                (Kind::Port { port, .. }, true) => report.ports.push(port),
+                (Kind::Port { port, .. }, false) => report.ports.retain(|p| *p != port),
+                _ => {}
             }
-            ns.sort_by_key(|a| a.data.to_string());
-            self.builder.set_apex(&zone.apex, zone.soa.clone(), ns);
         }
-        // A stable order: equal zones give equal reports, and unchanged hosts no work.
-        for r in hosts.values_mut() {
+        let ns: Vec<Record> = ns.values().cloned().collect();
+        self.builder.set_apex(apex, soa.clone(), ns);
+        for (host, mut r) in touched {
+            // A stable order: equal zones give equal reports, and unchanged hosts no work.
             r.addresses.sort_by_key(|a| a.address);
             r.addresses.dedup_by_key(|a| a.address);
             r.ports.sort();
             r.ports.dedup();
+            if r.addresses.is_empty() && r.ports.is_empty() {
+                self.builder.set_host(&host, None);
+                continue;
+            }
             // SRV records without an address are not served by a primary either.
             r.served = !r.addresses.is_empty();
-            if !r.served {
-                r.reason = Some("SRV records without an address");
-            }
+            r.reason = (!r.served).then_some("SRV records without an address");
+            self.builder.set_host(&host, Some(r));
         }
-        let gone: Vec<String> = self
-            .hosts
-            .keys()
-            .filter(|h| !hosts.contains_key(*h))
-            .cloned()
-            .collect();
-        for h in gone {
-            self.builder.set_host(&h, None);
-        }
-        for (h, r) in &hosts {
-            self.builder.set_host(h, Some(r.clone()));
-        }
-        self.hosts = hosts;
+    }
+
+    /// The snapshot of the zones as applied so far.
+    pub fn snapshot(&mut self) -> Snapshot {
         self.builder.snapshot()
+    }
+
+    /// Gives back the growth slack of the tables (after a large first load).
+    pub fn compact(&mut self) {
+        self.builder.compact();
     }
 
     /// PTR records of `zone` (a reverse zone as transferred) that `snap` does not serve, and
@@ -220,5 +243,101 @@ fn empty_report(wildcard: bool) -> HostReport {
         objects: vec![],
         rule: None,
         conflict: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{A, NS, SOA, SRV};
+    use proptest::prelude::*;
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn soa(serial: u32) -> Record {
+        let soa = SOA::new(name("ns.global."), name("h.global."), serial, 1, 1, 1, 30);
+        Record::from_rdata(name("global."), 30, RData::SOA(soa))
+    }
+
+    /// Record `i` of a small universe: addresses of a few hosts (one a wildcard), their SRV
+    /// records, an apex NS, a TXT that is dropped.
+    fn record(i: u8) -> RecordKey {
+        let host = [
+            "a.ns1.global.",
+            "b.ns1.global.",
+            "*.ns2.global.",
+            "c.ns2.global.",
+        ][usize::from(i % 4)];
+        let data = match i / 4 % 4 {
+            0 | 1 => RData::A(A::new(240, 10, 0, i)),
+            2 if !host.starts_with('*') => {
+                let owner = format!("_http._tcp.{host}");
+                let srv = SRV::new(0, 100, 8000 + u16::from(i), name(host));
+                return (LowerName::new(&name(&owner)), RData::SRV(srv));
+            }
+            2 => RData::NS(NS(name("ns9.global."))),
+            _ => RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![format!("{i}")])),
+        };
+        let owner = if matches!(data, RData::NS(_)) {
+            "global."
+        } else {
+            host
+        };
+        (LowerName::new(&name(owner)), data)
+    }
+
+    fn zone(serial: u32, present: &[bool]) -> ZoneData {
+        ZoneData {
+            apex: name("global."),
+            from: None,
+            soa: soa(serial),
+            records: present
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| **p)
+                .map(|(i, _)| (record(i as u8), 30))
+                .collect(),
+        }
+    }
+
+    fn served(snap: &Snapshot) -> Vec<String> {
+        let mut out: Vec<String> = snap
+            .zone_records(&LowerName::new(&name("global.")))
+            .iter()
+            .chain(&snap.zone_records(&LowerName::new(&name("10.240.in-addr.arpa."))))
+            // The reverse zone is not transferred here: its SOA is the builder's own.
+            .filter(|r| r.record_type() != RecordType::SOA || r.name == name("global."))
+            .map(|r| r.to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        /// Applying zone after zone as deltas serves exactly what building the last zone from
+        /// nothing serves: no host keeps a stale address, port or NS.
+        #[test]
+        fn deltas_serve_what_a_fresh_build_serves(
+            steps in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 32), 1..6)
+        ) {
+            let cfg = ZoneConfig { zones: vec!["global".into()], reverse_zones: vec![], ns: vec![], ttl: 30 };
+            let ranges: Vec<IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
+            let mut incremental = Assembler::new(&cfg, &ranges);
+            let mut old: Option<ZoneData> = None;
+            let mut snap = None;
+            for (i, present) in steps.iter().enumerate() {
+                let z = zone(i as u32 + 1, present);
+                incremental.apply(&z.apex, &z.soa, &Delta::between(old.as_ref(), &z));
+                snap = Some(incremental.snapshot());
+                old = Some(z);
+            }
+            let last = old.unwrap();
+            let mut fresh = Assembler::new(&cfg, &ranges);
+            fresh.apply(&last.apex, &last.soa, &Delta::between(None, &last));
+            prop_assert_eq!(served(&snap.unwrap()), served(&fresh.snapshot()));
+        }
     }
 }

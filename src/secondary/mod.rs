@@ -13,13 +13,13 @@ mod replay;
 mod wire;
 mod zone_data;
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use hickory_proto::rr::{Name, RecordType, TSigner};
+use hickory_proto::rr::{Name, Record, TSigner};
 use ipnet::IpNet;
 use tracing::warn;
 
@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::published::Published;
 use crate::zone::{reverse_zone_for, ZoneConfig};
 use convert::Assembler;
-use zone_data::ZoneData;
+use zone_data::{Delta, ZoneData};
 
 pub use replay::{replay_transfers, REPLAY_ID};
 pub use zone_data::newer as serial_newer;
@@ -112,7 +112,8 @@ struct Shared {
 
 struct State {
     assembler: Assembler,
-    zones: BTreeMap<Name, Arc<ZoneData>>,
+    /// The zones applied at least once.
+    loaded: BTreeSet<Name>,
 }
 
 impl Shared {
@@ -140,36 +141,42 @@ impl Shared {
         now
     }
 
-    fn zone(&self, zone: &Name) -> Option<Arc<ZoneData>> {
-        self.state.lock().unwrap().zones.get(zone).cloned()
+    fn dropped<'a>(
+        &self,
+        apex: &Name,
+        records: impl Iterator<Item = &'a zone_data::RecordKey>,
+    ) -> std::collections::BTreeMap<hickory_proto::rr::RecordType, usize> {
+        self.state.lock().unwrap().assembler.dropped(apex, records)
     }
 
-    fn dropped(&self, zone: &ZoneData) -> BTreeMap<RecordType, usize> {
-        self.state.lock().unwrap().assembler.dropped(zone)
-    }
-
-    /// Makes `z` the zone served, and publishes once every zone is loaded.
-    fn install(&self, z: ZoneData) {
+    /// Applies a zone's change (`full`: the whole zone it came in, for the checks only a whole
+    /// zone allows), and publishes once every zone is loaded.
+    fn apply(&self, apex: &Name, soa: &Record, delta: &Delta, full: Option<&ZoneData>) {
         let mut st = self.state.lock().unwrap();
-        st.zones.insert(z.apex.clone(), Arc::new(z));
-        if st.zones.len() < self.zone_count {
+        let first = st.loaded.insert(apex.clone());
+        st.assembler.apply(apex, soa, delta);
+        if first && delta.added.len() > 10_000 {
+            st.assembler.compact();
+        }
+        if st.loaded.len() < self.zone_count {
             return;
         }
-        let State { assembler, zones } = &mut *st;
-        let snap = assembler.build(zones.values().map(|z| &**z));
-        for z in zones.values() {
-            let (missing, extra) = assembler.ptr_difference(z, &snap);
+        let snap = st.assembler.snapshot();
+        if let Some(z) = full {
+            let (missing, extra) = st.assembler.ptr_difference(z, &snap);
             if missing + extra > 0 {
                 // Expected for a moment after a change (the zones are transferred one by one).
                 warn!(zone = %z.apex, missing, extra,
                     "the primary's PTR records differ from those derived from the forward zones");
             }
         }
+        let loaded: Vec<Name> = st.loaded.iter().cloned().collect();
+        drop(st);
         self.metrics.hosts_served.set(snap.served_hosts() as i64);
         self.published.publish(snap);
         self.health.set_published();
-        for apex in zones.keys() {
-            self.health.synced(&format!("primary {apex}"));
+        for z in loaded {
+            self.health.synced(&format!("primary {z}"));
         }
     }
 }
@@ -208,7 +215,7 @@ pub fn start(ctx: Context) -> Trigger {
         zone_count: zones.len(),
         state: Mutex::new(State {
             assembler: Assembler::new(&ctx.zone, &ctx.ranges),
-            zones: BTreeMap::new(),
+            loaded: BTreeSet::new(),
         }),
     });
     let wakes: Vec<(Name, Arc<ZoneWake>)> = zones
@@ -231,7 +238,7 @@ mod tests {
     use super::*;
     use hickory_proto::op::{Message, OpCode};
     use hickory_proto::rr::rdata::SOA;
-    use hickory_proto::rr::{RData, Record};
+    use hickory_proto::rr::{RData, RecordType};
     use std::sync::atomic::{AtomicU32, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

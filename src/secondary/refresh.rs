@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::join_all;
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{Name, Record};
 use tracing::{debug, info, warn};
 
 use super::wire::{self, Ask, WireError};
-use super::zone_data::{self, newer, Received, ZoneData};
+use super::zone_data::{self, newer, Delta, Received, ZoneData};
 use super::{Shared, ZoneWake};
 use crate::metrics::{TransferLabels, ZoneLabels};
 
@@ -23,12 +23,20 @@ pub(super) struct ZoneLoop {
     pub wake: Arc<ZoneWake>,
     /// The health source name of the zone.
     pub source: String,
+    /// The zone as served (None until the first transfer).
+    current: Option<ZoneData>,
     /// The newest serial seen at a primary and not loaded yet, and since when.
     pending: Option<(u32, Instant)>,
     /// The serial last warned about per primary that is behind us (one line per serial).
     behind: HashMap<SocketAddr, u32>,
     /// Whether the last round found no primary answering (to log changes only).
     was_stale: bool,
+}
+
+/// What a transfer brought that is newer than ours.
+enum Got {
+    Full(ZoneData),
+    Delta { soa: Record, delta: Delta },
 }
 
 enum Failure {
@@ -46,6 +54,7 @@ impl ZoneLoop {
             zone,
             wake,
             source,
+            current: None,
             pending: None,
             behind: HashMap::new(),
             was_stale: false,
@@ -78,8 +87,8 @@ impl ZoneLoop {
 
     /// One refresh: SOA queries, then a transfer from the newest primary that gives one.
     async fn round(&mut self) {
-        let ours = self.shared.zone(&self.zone);
-        let ours_serial = ours.as_ref().map(|z| z.serial());
+        let ours_serial = self.current.as_ref().map(|z| z.serial());
+        let loaded = self.current.is_some();
         let key = self.shared.key.as_ref();
         let zone = &self.zone;
         let primaries = self.shared.primaries().await;
@@ -106,7 +115,7 @@ impl ZoneLoop {
             }
         }
         let reachable = errors.len() < primaries.len();
-        if !reachable && ours.is_none() {
+        if !reachable && !loaded {
             // Nothing loaded yet and no SOA: try the transfers anyway, which says why they fail.
             candidates = primaries.iter().map(|p| (None, *p)).collect();
         }
@@ -118,7 +127,7 @@ impl ZoneLoop {
         });
         let notified = self.wake.at.lock().unwrap().take();
         // Propagation of a change: not counted for the first load.
-        if let (Some(&(Some(s), _)), true) = (candidates.first(), ours.is_some()) {
+        if let (Some(&(Some(s), _)), true) = (candidates.first(), loaded) {
             if self.pending.is_none_or(|(p, _)| newer(s, p)) {
                 let since = self
                     .pending
@@ -129,21 +138,21 @@ impl ZoneLoop {
                 self.pending = Some((s, since.unwrap_or_else(Instant::now)));
             }
         }
+        let mut got = None;
         for (_, primary) in candidates {
-            match self.transfer(primary, ours.as_deref()).await {
-                Ok(Some(z)) => {
-                    self.publish(primary, z);
+            match self.transfer(primary, self.current.as_ref()).await {
+                Ok(Some(g)) => {
+                    got = Some((primary, g));
                     break;
                 }
                 Ok(None) => break,
                 Err(e) => errors.push(format!("{primary}: {e}")),
             }
         }
-        self.report(
-            reachable,
-            ours.is_some() || self.shared.zone(&self.zone).is_some(),
-            &errors,
-        );
+        if let Some((primary, g)) = got {
+            self.publish(primary, g);
+        }
+        self.report(reachable, self.current.is_some(), &errors);
     }
 
     /// Staleness, lag and the log line of what failed.
@@ -188,7 +197,7 @@ impl ZoneLoop {
         &self,
         primary: SocketAddr,
         ours: Option<&ZoneData>,
-    ) -> Result<Option<ZoneData>, String> {
+    ) -> Result<Option<Got>, String> {
         if let Some(cur) = ours.filter(|c| c.from == Some(primary)) {
             match self.ixfr(primary, cur).await {
                 Ok(z) => return Ok(z),
@@ -227,10 +236,10 @@ impl ZoneLoop {
             }
         }
         self.count("axfr", "ok");
-        Ok(Some(z))
+        Ok(Some(Got::Full(z)))
     }
 
-    async fn ixfr(&self, primary: SocketAddr, cur: &ZoneData) -> Result<Option<ZoneData>, Failure> {
+    async fn ixfr(&self, primary: SocketAddr, cur: &ZoneData) -> Result<Option<Got>, Failure> {
         let key = self.shared.key.as_ref();
         let got = match wire::exchange(primary, &self.zone, Ask::Ixfr(&cur.soa), key).await {
             Ok(r) => r,
@@ -242,9 +251,15 @@ impl ZoneLoop {
                 });
             }
         };
-        let (z, result) = match zone_data::receive(&self.zone, got, Some(cur)) {
-            Ok(Received::Incremental(z)) => (z, "ok"),
-            Ok(Received::Full(z)) => (z, "full"),
+        let (g, serial, result) = match zone_data::receive(&self.zone, got, Some(cur)) {
+            Ok(Received::Incremental { soa, delta }) => {
+                let serial = zone_data::serial_of(&soa).unwrap_or(0);
+                (Got::Delta { soa, delta }, serial, "ok")
+            }
+            Ok(Received::Full(z)) => {
+                let serial = z.serial();
+                (Got::Full(z), serial, "full")
+            }
             Ok(Received::UpToDate) => {
                 self.count("ixfr", "uptodate");
                 return Ok(None);
@@ -254,25 +269,43 @@ impl ZoneLoop {
                 return Err(Failure::Other(e));
             }
         };
-        if !newer(z.serial(), cur.serial()) {
+        if !newer(serial, cur.serial()) {
             self.count("ixfr", "older");
             return Err(Failure::Other(format!(
-                "serial {} is not newer than ours",
-                z.serial()
+                "serial {serial} is not newer than ours"
             )));
         }
         self.count("ixfr", result);
-        Ok(Some(z))
+        Ok(Some(g))
     }
 
-    fn publish(&mut self, primary: SocketAddr, mut z: ZoneData) {
-        z.from = Some(primary);
-        let serial = z.serial();
-        let dropped = self.shared.dropped(&z);
+    /// Serves what a transfer brought: only the records it changed are looked at (all of them
+    /// for a whole zone, which is compared with ours).
+    fn publish(&mut self, primary: SocketAddr, got: Got) {
+        let dropped = match got {
+            Got::Full(mut z) => {
+                z.from = Some(primary);
+                let delta = Delta::between(self.current.as_ref(), &z);
+                let dropped = self.shared.dropped(&self.zone, z.records.keys());
+                self.shared.apply(&self.zone, &z.soa, &delta, Some(&z));
+                self.current = Some(z);
+                dropped
+            }
+            Got::Delta { soa, delta } => {
+                let dropped = self
+                    .shared
+                    .dropped(&self.zone, delta.added.iter().map(|(k, _)| k));
+                self.shared.apply(&self.zone, &soa, &delta, None);
+                if let Some(cur) = &mut self.current {
+                    cur.apply(soa, &delta);
+                }
+                dropped
+            }
+        };
         if !dropped.is_empty() {
             warn!(zone = %self.zone, %primary, ?dropped, "records of types globaldns does not serve: dropped");
         }
-        self.shared.install(z);
+        let serial = self.current.as_ref().map_or(0, |z| z.serial());
         info!(zone = %self.zone, %primary, serial, "loaded");
         let labels = self.labels();
         self.shared

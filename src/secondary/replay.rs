@@ -6,7 +6,7 @@ use ipnet::IpNet;
 
 use super::convert::Assembler;
 use super::wire::Reader;
-use super::zone_data::{receive, Received, ZoneData};
+use super::zone_data::{receive, Delta, Received, ZoneData};
 use crate::zone::{reverse_zone_for, Snapshot, ZoneConfig};
 
 /// The query id the replayed answers must carry (a real exchange uses a random one).
@@ -38,21 +38,31 @@ pub fn replay_transfers(stream: &[u8], reverse: bool) -> Result<Vec<Snapshot>, S
     let Received::Full(mut current) = receive(&zone, records, None)? else {
         return Err("AXFR: not a full zone".into());
     };
-    assembler.dropped(&current);
-    snapshots.push(build(&mut assembler, &current));
+    assembler.dropped(&zone, current.records.keys());
+    snapshots.push(full(&mut assembler, None, &current));
     while !rest.is_empty() {
         let records = read(&zone, RecordType::IXFR, &mut rest)?;
         match receive(&zone, records, Some(&current))? {
             Received::UpToDate => continue,
-            Received::Full(z) | Received::Incremental(z) => current = z,
+            Received::Full(z) => {
+                snapshots.push(full(&mut assembler, Some(&current), &z));
+                current = z;
+            }
+            Received::Incremental { soa, delta } => {
+                assembler.dropped(&zone, delta.added.iter().map(|(k, _)| k));
+                assembler.apply(&zone, &soa, &delta);
+                current.apply(soa, &delta);
+                snapshots.push(assembler.snapshot());
+            }
         }
-        snapshots.push(build(&mut assembler, &current));
     }
     Ok(snapshots)
 }
 
-fn build(assembler: &mut Assembler, zone: &ZoneData) -> Snapshot {
-    let snap = assembler.build(std::iter::once(zone));
+/// Applies a whole zone in place of `old`, as a secondary does after an AXFR.
+fn full(assembler: &mut Assembler, old: Option<&ZoneData>, zone: &ZoneData) -> Snapshot {
+    assembler.apply(&zone.apex, &zone.soa, &Delta::between(old, zone));
+    let snap = assembler.snapshot();
     assembler.ptr_difference(zone, &snap);
     snap
 }

@@ -25,6 +25,40 @@ impl ZoneData {
     }
 }
 
+/// A record of a zone as the zone's map keys it: owner and data (a delete matches whatever the TTL).
+pub type RecordKey = (LowerName, RData);
+
+/// The net difference between two versions of a zone: what a secondary applies, record by
+/// record, instead of rebuilding everything from the whole zone.
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub removed: Vec<RecordKey>,
+    /// New records, and records whose TTL changed (with the new TTL).
+    pub added: Vec<(RecordKey, u32)>,
+}
+
+impl Delta {
+    /// From `old` (None: nothing) to `new`: the difference of two whole zones (an AXFR).
+    pub fn between(old: Option<&ZoneData>, new: &ZoneData) -> Delta {
+        let mut d = Delta::default();
+        if let Some(old) = old {
+            d.removed = old
+                .records
+                .keys()
+                .filter(|k| !new.records.contains_key(*k))
+                .cloned()
+                .collect();
+        }
+        d.added = new
+            .records
+            .iter()
+            .filter(|(k, ttl)| old.and_then(|o| o.records.get(*k)) != Some(*ttl))
+            .map(|(k, ttl)| (k.clone(), *ttl))
+            .collect();
+        d
+    }
+}
+
 /// What a transfer brought.
 #[derive(Debug)]
 pub enum Received {
@@ -32,8 +66,21 @@ pub enum Received {
     UpToDate,
     /// A whole zone (an AXFR, or an IXFR the primary answered in full).
     Full(ZoneData),
-    /// Our zone with the IXFR's deltas applied.
-    Incremental(ZoneData),
+    /// The IXFR's deltas, checked against our zone and netted: apply with [`ZoneData::apply`].
+    Incremental { soa: Record, delta: Delta },
+}
+
+impl ZoneData {
+    /// Applies a checked delta (from [`receive`] against this zone) and the new SOA.
+    pub fn apply(&mut self, soa: Record, delta: &Delta) {
+        for k in &delta.removed {
+            self.records.remove(k);
+        }
+        for (k, ttl) in &delta.added {
+            self.records.insert(k.clone(), *ttl);
+        }
+        self.soa = soa;
+    }
 }
 
 pub fn serial_of(r: &Record) -> Option<u32> {
@@ -88,7 +135,10 @@ pub fn receive(
             .first()
             .is_some_and(|r| r.record_type() == RecordType::SOA);
     match (incremental, current) {
-        (true, Some(cur)) => apply(cur, first, body).map(Received::Incremental),
+        (true, Some(cur)) => deltas(cur, first, body).map(|delta| Received::Incremental {
+            soa: first.clone(),
+            delta,
+        }),
         (true, None) => Err("deltas without a zone to apply them to".into()),
         (false, _) => full(zone, first, body).map(Received::Full),
     }
@@ -110,11 +160,13 @@ fn full(zone: &Name, soa: &Record, body: &[Record]) -> Result<ZoneData, String> 
     })
 }
 
-/// Applies the deltas of an IXFR (`[old SOA, deletions…, new SOA, additions…]…`) to a copy of
-/// `cur`. A deletion of a record we do not have, or a chain that does not start at our serial
+/// Checks the deltas of an IXFR (`[old SOA, deletions…, new SOA, additions…]…`) against `cur`
+/// and nets them into one [`Delta`], without copying the zone: the changes so far are an overlay
+/// on it. A deletion of a record we do not have, or a chain that does not start at our serial
 /// and step forward delta by delta to `new_soa`, makes the whole answer invalid.
-fn apply(cur: &ZoneData, new_soa: &Record, body: &[Record]) -> Result<ZoneData, String> {
-    let mut z = cur.clone();
+fn deltas(cur: &ZoneData, new_soa: &Record, body: &[Record]) -> Result<Delta, String> {
+    // Key → Some(TTL) present, None deleted; keys absent here are as in `cur`.
+    let mut overlay: HashMap<RecordKey, Option<u32>> = HashMap::new();
     let mut at = cur.serial();
     let mut i = 0;
     while i < body.len() {
@@ -125,16 +177,19 @@ fn apply(cur: &ZoneData, new_soa: &Record, body: &[Record]) -> Result<ZoneData, 
         i += 1;
         while i < body.len() && body[i].record_type() != RecordType::SOA {
             let r = &body[i];
-            if z.records
-                .remove(&(LowerName::new(&r.name), r.data.clone()))
-                .is_none()
-            {
+            let k = (LowerName::new(&r.name), r.data.clone());
+            let present = match overlay.get(&k) {
+                Some(state) => state.is_some(),
+                None => cur.records.contains_key(&k),
+            };
+            if !present {
                 return Err(format!(
                     "a delta deletes {} {} which we do not have",
                     r.name,
                     r.record_type()
                 ));
             }
+            overlay.insert(k, None);
             i += 1;
         }
         let Some(new) = body.get(i).and_then(serial_of) else {
@@ -144,12 +199,10 @@ fn apply(cur: &ZoneData, new_soa: &Record, body: &[Record]) -> Result<ZoneData, 
             return Err(format!("a delta from serial {at} to {new}, not forward"));
         }
         at = new;
-        z.soa = body[i].clone();
         i += 1;
         while i < body.len() && body[i].record_type() != RecordType::SOA {
             let r = &body[i];
-            z.records
-                .insert((LowerName::new(&r.name), r.data.clone()), r.ttl);
+            overlay.insert((LowerName::new(&r.name), r.data.clone()), Some(r.ttl));
             i += 1;
         }
     }
@@ -158,8 +211,15 @@ fn apply(cur: &ZoneData, new_soa: &Record, body: &[Record]) -> Result<ZoneData, 
             "the deltas end at serial {at}, not at the transfer's"
         ));
     }
-    z.soa = new_soa.clone();
-    Ok(z)
+    let mut delta = Delta::default();
+    for (k, state) in overlay {
+        match (state, cur.records.get(&k)) {
+            (None, Some(_)) => delta.removed.push(k),
+            (Some(ttl), old) if old != Some(&ttl) => delta.added.push((k, ttl)),
+            _ => {}
+        }
+    }
+    Ok(delta)
 }
 
 #[cfg(test)]
@@ -237,9 +297,17 @@ mod tests {
             a("j.global.", "240.0.0.3"),
             soa(7),
         ];
-        let Ok(Received::Incremental(new)) = receive(&z, ixfr, Some(&cur)) else {
+        let Ok(Received::Incremental {
+            soa: new_soa,
+            delta,
+        }) = receive(&z, ixfr, Some(&cur))
+        else {
             panic!()
         };
+        // Netted: h removed; i and j added.
+        assert_eq!((delta.removed.len(), delta.added.len()), (1, 2));
+        let mut new = cur.clone();
+        new.apply(new_soa, &delta);
         assert_eq!(new.serial(), 7);
         let mut owners: Vec<String> = new.records.keys().map(|(n, _)| n.to_string()).collect();
         owners.sort();
