@@ -170,12 +170,12 @@ impl Shared {
                     "the primary's PTR records differ from those derived from the forward zones");
             }
         }
-        let loaded: Vec<Name> = st.loaded.iter().cloned().collect();
-        drop(st);
         self.metrics.hosts_served.set(snap.served_hosts() as i64);
+        // Under the lock: the zone loops run concurrently, and a snapshot taken before another
+        // loop's change must not be published after that loop's.
         self.published.publish(snap);
         self.health.set_published();
-        for z in loaded {
+        for z in &st.loaded {
             self.health.synced(&format!("primary {z}"));
         }
     }
@@ -238,7 +238,7 @@ mod tests {
     use super::*;
     use hickory_proto::op::{Message, OpCode};
     use hickory_proto::rr::rdata::SOA;
-    use hickory_proto::rr::{RData, RecordType};
+    use hickory_proto::rr::{RData, Record, RecordType};
     use std::sync::atomic::{AtomicU32, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -275,6 +275,74 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// Two zone loops applying at once: whatever the interleaving, the snapshot published last
+    /// holds every change of both (a snapshot taken before one loop's change must not be
+    /// published after it).
+    #[test]
+    fn concurrent_zone_loops_publish_every_change() {
+        let cfg = ZoneConfig {
+            zones: vec!["global".into(), "mesh".into()],
+            reverse_zones: vec![],
+            ns: vec![],
+            ttl: 30,
+        };
+        let published = Arc::new(Published::new(crate::zone::Snapshot::empty(&cfg, &[])));
+        let shared = Arc::new(Shared {
+            primaries: vec![],
+            resolved: Arc::default(),
+            key: None,
+            refresh: Duration::from_secs(3600),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            published: published.clone(),
+            zone_count: 2,
+            state: Mutex::new(State {
+                assembler: Assembler::new(&cfg, &[]),
+                loaded: BTreeSet::new(),
+            }),
+        });
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        const CHANGES: u16 = 1000;
+        let loops: Vec<_> = ["global.", "mesh."]
+            .into_iter()
+            .map(|zone| {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    let apex = n(zone);
+                    for i in 0..CHANGES {
+                        let soa = SOA::new(
+                            n("ns.global."),
+                            n("h.global."),
+                            u32::from(i) + 1,
+                            1,
+                            1,
+                            1,
+                            30,
+                        );
+                        let soa = Record::from_rdata(apex.clone(), 30, RData::SOA(soa));
+                        let host = n(&format!("h{i}.{zone}"));
+
+                        let [hi, lo] = i.to_be_bytes();
+                        let data = RData::A(hickory_proto::rr::rdata::A::new(240, 10, hi, lo));
+                        let delta = Delta {
+                            removed: vec![],
+                            added: vec![((host.into(), data), 30)],
+                        };
+                        shared.apply(&apex, &soa, &delta, None);
+                        // Seen at once, and not taken back by the other loop's publish.
+                        let snap = shared.published.load();
+                        let name = format!("h{i}.{}", zone.trim_end_matches('.'));
+                        assert!(snap.host(&name).is_some() || !snap.loaded, "{name}");
+                    }
+                })
+            })
+            .collect();
+        for l in loops {
+            l.join().unwrap();
+        }
+        assert_eq!(published.load().served_hosts(), 2 * usize::from(CHANGES));
     }
 
     #[tokio::test]

@@ -105,7 +105,9 @@ impl ZoneBuilder {
 
     pub fn report(&self, host: &str) -> Option<&HostReport> {
         let k = key::of_host(host)?;
-        self.hosts[shard_index(&k, HOST_SHARDS)].get(&k[..])
+        self.hosts[shard_index(&k, HOST_SHARDS)]
+            .get(&k[..])
+            .map(|r| &**r)
     }
 
     /// Sets (with None: removes) a host's report and its names. Returns whether anything changed.
@@ -115,7 +117,7 @@ impl ZoneBuilder {
             return false;
         };
         let idx = shard_index(&k, HOST_SHARDS);
-        if self.hosts[idx].get(&k[..]) == report.as_ref() {
+        if self.hosts[idx].get(&k[..]).map(|r| &**r) == report.as_ref() {
             return false;
         }
         let added = report
@@ -123,10 +125,10 @@ impl ZoneBuilder {
             .map(|r| (r.served, self.contributions(&k, r)));
         let shard = Arc::make_mut(&mut self.hosts[idx]);
         let old = match (report, shard.get_mut(&k[..])) {
-            (Some(new), Some(slot)) => Some(std::mem::replace(slot, new)),
+            (Some(new), Some(slot)) => Some(std::mem::replace(slot, Arc::new(new))),
             (Some(new), None) => {
                 // The same allocation as the host's node key and its PTR targets.
-                shard.insert(k.clone(), new);
+                shard.insert(k.clone(), Arc::new(new));
                 None
             }
             (None, _) => shard.remove(&k[..]),

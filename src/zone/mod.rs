@@ -162,8 +162,10 @@ struct Shard {
     ents: HashMap<Key, u32, FnvBuildHasher>,
 }
 
-/// Keyed by the host's name key (shared with its node).
-type HostShard = HashMap<Key, HostReport, FnvBuildHasher>;
+/// Keyed by the host's name key (shared with its node). Reports behind an `Arc`: a change copies
+/// its shard (the snapshots being answered hold the old one), and copying pointers to a few
+/// hundred reports is much cheaper than copying the reports, their addresses and objects.
+type HostShard = HashMap<Key, Arc<HostReport>, FnvBuildHasher>;
 
 fn shard_index(key: &[u8], shards: usize) -> usize {
     (key::hash(key) as usize) & (shards - 1)
@@ -227,14 +229,16 @@ impl Snapshot {
 
     pub fn host(&self, host: &str) -> Option<&HostReport> {
         let k = key::of_host(host)?;
-        self.hosts[shard_index(&k, HOST_SHARDS)].get(&k[..])
+        self.hosts[shard_index(&k, HOST_SHARDS)]
+            .get(&k[..])
+            .map(|r| &**r)
     }
 
     /// Every host's report, sorted by host name (for `/debug/hosts` and `check`).
     pub fn hosts(&self) -> BTreeMap<String, &HostReport> {
         self.hosts
             .iter()
-            .flat_map(|s| s.iter().map(|(k, r)| (key::to_host(k), r)))
+            .flat_map(|s| s.iter().map(|(k, r)| (key::to_host(k), &**r)))
             .collect()
     }
 }
