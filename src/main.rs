@@ -134,8 +134,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         let transfers = Arc::new(globaldns::notify::Transfers::new(metrics.clone()));
         // A secondary accepts NOTIFY from its primaries: it refreshes the zone named at once.
         let notify = trigger.map(|t| {
-            let on: dns::OnNotify =
-                Arc::new(move |zone, from| t.is_primary(from) && t.notify(zone));
+            let on: dns::OnNotify = Arc::new(move |zone, from, serial| {
+                t.is_primary(from) && t.notify_from(zone, serial.map(|s| (from, s)))
+            });
             on
         });
         let handler = dns::Handler {
@@ -185,6 +186,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                     transfers,
                     targets: args.transfer.notify.clone(),
                     port: bound[0].port(),
+                    own: bound.clone(),
                     key: key.clone(),
                     metrics: metrics.clone(),
                 }

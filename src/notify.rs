@@ -76,6 +76,9 @@ pub struct Notifier {
     pub targets: Vec<SocketAddr>,
     /// The port recent transfer clients are notified on (the primary's own DNS port).
     pub port: u16,
+    /// Our own DNS listeners: a client on our own address (a secondary beside us on loopback)
+    /// must not make us NOTIFY ourselves.
+    pub own: Vec<SocketAddr>,
     pub key: Option<TsigKey>,
     pub metrics: Arc<Metrics>,
 }
@@ -99,6 +102,7 @@ impl Notifier {
                     .into_iter()
                     .map(|ip| SocketAddr::new(ip, this.port)),
             );
+            targets.retain(|t| !is_own(t, &this.own));
             debug!(serial = last, targets = targets.len(), "sending NOTIFY");
             for zone in snap.apex_names() {
                 for target in &targets {
@@ -133,7 +137,7 @@ impl Notifier {
                 return; // a newer serial has its own NOTIFYs
             }
             let id: u16 = rand_id();
-            let Some(bytes) = self.message(id, &zone) else {
+            let Some(bytes) = self.message(id, &zone, serial) else {
                 return;
             };
             if socket.send_to(&bytes, target).await.is_ok() {
@@ -159,14 +163,19 @@ impl Notifier {
             .inc();
     }
 
-    /// The NOTIFY message: opcode NOTIFY, AA, the zone's SOA question (RFC 1996 §3), signed when
-    /// a TSIG key is set.
-    fn message(&self, id: u16, zone: &hickory_proto::rr::Name) -> Option<Vec<u8>> {
+    /// The NOTIFY message: opcode NOTIFY, AA, the zone's SOA question (RFC 1996 §3) and, as a
+    /// hint, the SOA of `serial` in the answer section (§3.7: a secondary whose zone came from
+    /// us can transfer at once instead of asking every primary), signed when a TSIG key is set.
+    fn message(&self, id: u16, zone: &hickory_proto::rr::Name, serial: u32) -> Option<Vec<u8>> {
         let mut m = Message::new(id, MessageType::Query, OpCode::Notify);
         m.metadata.authoritative = true;
         let mut q = Query::query(zone.clone(), RecordType::SOA);
         q.set_query_class(DNSClass::IN);
         m.add_query(q);
+        let snap = self.published.load();
+        if let Some(soa) = snap.soa(&zone.into()).filter(|_| snap.serial == serial) {
+            m.add_answer(soa.clone());
+        }
         if let Some(key) = &self.key {
             if let Err(e) = m.finalize(&key.signer(), unix_now()) {
                 warn!(error = %e, "cannot sign NOTIFY");
@@ -175,6 +184,14 @@ impl Notifier {
         }
         m.to_vec().ok()
     }
+}
+
+/// Whether `target` is one of our listeners (a wildcard listener is reached on loopback).
+fn is_own(target: &SocketAddr, own: &[SocketAddr]) -> bool {
+    own.iter().any(|o| {
+        o.port() == target.port()
+            && (o.ip() == target.ip() || (o.ip().is_unspecified() && target.ip().is_loopback()))
+    })
 }
 
 /// Waits up to `wait` for the answer to NOTIFY `id`.
@@ -203,4 +220,23 @@ fn rand_id() -> u16 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());
     h.finish() as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_listeners_are_not_notified() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let own = [a("127.0.0.1:5353"), a("0.0.0.0:53")];
+        assert!(is_own(&a("127.0.0.1:5353"), &own));
+        assert!(
+            is_own(&a("127.0.0.2:53"), &own),
+            "the wildcard, on loopback"
+        );
+        assert!(!is_own(&a("127.0.0.1:5354"), &own));
+        assert!(!is_own(&a("10.0.0.7:53"), &own), "another node's secondary");
+        assert!(!is_own(&a("10.0.0.7:5353"), &own));
+    }
 }

@@ -251,3 +251,87 @@ fn primary_secondaries_and_knot_stay_in_step() {
     let _ = knotd.kill();
     let _ = knotd.wait();
 }
+
+/// A globaldns secondary moved by NOTIFY alone (`--refresh 1h`): a change at the primary is
+/// answered by it, accepted as NOTIFY from its primary, and followed by IXFR straight away — the
+/// NOTIFY carries the primary's new SOA, so the secondary does not ask for it again.
+#[test]
+fn notify_moves_a_secondary_by_ixfr_without_a_soa_query() {
+    let (t, dir, state) = dirs();
+    std::fs::create_dir_all(t.path().join("unused-zones")).unwrap();
+    small_mesh(&dir);
+    let ports = free_ports(4);
+    let addr = |i: u16| format!("127.0.0.1:{}", ports + i);
+    let (pdns, padmin, sdns, sadmin) = (addr(0), addr(1), addr(2), addr(3));
+    let primary = Server::start(
+        &dir,
+        &state,
+        &[
+            "--listen",
+            &pdns,
+            "--admin",
+            &padmin,
+            "--allow-transfer",
+            "127.0.0.0/8",
+            "--tsig-key",
+            KEY,
+            "--notify",
+            &sdns,
+        ],
+    );
+    let s = Server::start(
+        &t.path().join("unused-zones"),
+        &t.path().join("s"),
+        &[
+            "--listen",
+            &sdns,
+            "--admin",
+            &sadmin,
+            "--primary",
+            &pdns,
+            "--tsig-key",
+            KEY,
+            "--refresh",
+            "1h",
+        ],
+    );
+    s.wait_ready();
+    assert_eq!(answers(s.dns), answers(primary.dns));
+    let soa_queries = |p: &Server| {
+        metric0(
+            p,
+            "globaldns_dns_queries_total{qtype=\"SOA\",rcode=\"NOERROR\",transport=\"tcp\"}",
+        )
+    };
+    let soa_before = soa_queries(&primary);
+    assert!(
+        soa_before >= 1.0,
+        "the first load asked the primary for its SOA"
+    );
+
+    write_file(
+        &dir.join("b.yaml"),
+        &se("added", "bar", &["added.bar.global"], &["10.9.9.1"], ""),
+    );
+    let want = eventually(Duration::from_secs(5), "primary has it", || {
+        let a = answers(primary.dns);
+        a[5].contains("10.9.9.1").then_some(a)
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the secondary has it by NOTIFY",
+        || (answers(s.dns) == want).then_some(()),
+    );
+    assert!(
+        metric0(
+            &s,
+            "globaldns_notifies_total{kind=\"notify-in\",result=\"accepted\"}"
+        ) >= 1.0
+    );
+    assert!(metric0(&s, "globaldns_transfers_total{kind=\"ixfr\",result=\"ok\"}") >= 1.0);
+    assert_eq!(
+        soa_queries(&primary),
+        soa_before,
+        "the secondary asked for the SOA the NOTIFY carried"
+    );
+}

@@ -296,6 +296,15 @@ def histogram(vals, base):
     return buckets, vals.get(base + "_sum", 0.0), vals.get(base + "_count", 0.0)
 
 
+def merged_histogram(hists):
+    """The sum of several servers' readings of one histogram (same buckets)."""
+    buckets = {}
+    for bs, _, _ in hists:
+        for le, c in bs:
+            buckets[le] = buckets.get(le, 0.0) + c
+    return (sorted(buckets.items()), sum(h[1] for h in hists), sum(h[2] for h in hists))
+
+
 def hist_quantile(before, after, q):
     """Upper bound of the bucket holding quantile q of the observations between two readings."""
     b0 = dict(before[0])
@@ -378,6 +387,7 @@ def cmd_notify():
 
     base = "globaldns_propagation_seconds"
     h0 = histogram(primary.metrics(), base)
+    s0 = merged_histogram([histogram(s.metrics(), base) for s in secs])
     per, slowest, prim, missed = [], [], [], 0
     tag = "%x" % (int(time.time()) & 0xFFFFFF)
     targets = {s.name: s.dns for s in secs}
@@ -405,6 +415,7 @@ def cmd_notify():
             raise SystemExit("secondaries died: %s" % ", ".join(dead))
         time.sleep(ARGS.gap)
     h1 = histogram(primary.metrics(), base)
+    s1 = merged_histogram([histogram(s.metrics(), base) for s in secs])
 
     def ms(xs, p):
         return "%.1f" % (pct(xs, p) * 1e3) if xs else "-"
@@ -426,6 +437,13 @@ def cmd_notify():
                         hist_quantile(h0, h1, 0.99) * 1e3)))
     else:
         ROWS.append(("  primary globaldns_propagation_seconds", "did not move"))
+    cnt = s1[2] - s0[2]
+    if cnt > 0:
+        # On a secondary: from the NOTIFY received to the snapshot with the change published.
+        ROWS.append(("  secondaries' globaldns_propagation_seconds, NOTIFY -> serving (n=%d)" % cnt,
+                     "mean %.1f ms, p50 <= %.0f ms, p99 <= %.0f ms (bucket bounds)"
+                     % ((s1[1] - s0[1]) / cnt * 1e3, hist_quantile(s0, s1, 0.5) * 1e3,
+                        hist_quantile(s0, s1, 0.99) * 1e3)))
     ROWS.append(("  secondaries' RSS", "VmRSS median %.1f MiB (sum %.0f MiB), VmHWM max %.1f MiB"
                  % (statistics.median(rss) / 1024, sum(rss) / 1024, max(hwm) / 1024)))
     m = primary.metrics()

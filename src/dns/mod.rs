@@ -38,7 +38,9 @@ pub fn clamp_payload(requested: u16) -> u16 {
 
 /// A secondary's NOTIFY receiver: called with the zone and the sender's address; true when the
 /// sender is one of its primaries (the zone is then refreshed at once).
-pub type OnNotify = Arc<dyn Fn(&hickory_proto::rr::Name, std::net::IpAddr) -> bool + Send + Sync>;
+/// Called for a NOTIFY of a zone, with its sender and the serial its SOA carried (if any).
+pub type OnNotify =
+    Arc<dyn Fn(&hickory_proto::rr::Name, std::net::IpAddr, Option<u32>) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Handler {

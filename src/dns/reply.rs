@@ -289,7 +289,16 @@ fn notified<'s>(
         return Answer::empty(ResponseCode::NotAuth);
     }
     // Signed when a key is configured, and from a primary either way.
-    if (handler.key.is_some() && !signed) || !trigger(&zone.into(), request.src().ip()) {
+    // RFC 1996 §3.7: the new SOA may ride in the answer section.
+    let serial = request
+        .answers
+        .iter()
+        .find(|r| r.name == zone.into())
+        .and_then(|r| match &r.data {
+            hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        });
+    if (handler.key.is_some() && !signed) || !trigger(&zone.into(), request.src().ip(), serial) {
         count("refused");
         return Answer::empty(ResponseCode::Refused);
     }

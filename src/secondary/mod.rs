@@ -71,10 +71,18 @@ impl Trigger {
     /// Starts a refresh of `zone` now; false when it is not one of ours. The time of the first
     /// call since the last refresh is where `globaldns_propagation_seconds` starts counting.
     pub fn notify(&self, zone: &Name) -> bool {
+        self.notify_from(zone, None)
+    }
+
+    /// [`Trigger::notify`] for a NOTIFY from `from` that carried the primary's new `serial`
+    /// (RFC 1996 §3.7): when our zone came from that primary and the serial is newer, the
+    /// refresh skips asking every primary for its SOA and transfers from it at once.
+    pub fn notify_from(&self, zone: &Name, from: Option<(std::net::IpAddr, u32)>) -> bool {
         let Some((_, wake)) = self.zones.iter().find(|(z, _)| z == zone) else {
             return false;
         };
         wake.at.lock().unwrap().get_or_insert_with(Instant::now);
+        *wake.hint.lock().unwrap() = from;
         wake.notify.notify_one();
         true
     }
@@ -94,6 +102,8 @@ impl Trigger {
 struct ZoneWake {
     notify: tokio::sync::Notify,
     at: Mutex<Option<Instant>>,
+    /// The sender and serial of the last NOTIFY that carried one.
+    hint: Mutex<Option<(std::net::IpAddr, u32)>>,
 }
 
 /// What every zone loop shares: the primaries and the snapshot being built.

@@ -77,7 +77,9 @@ impl ZoneLoop {
 
     pub async fn run(mut self) {
         loop {
-            self.round().await;
+            if self.round().await {
+                continue; // a hinted transfer failed: ask every primary at once
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.shared.refresh) => {}
                 _ = self.wake.notify.notified() => debug!(zone = %self.zone, "refresh on NOTIFY"),
@@ -85,8 +87,64 @@ impl ZoneLoop {
         }
     }
 
-    /// One refresh: SOA queries, then a transfer from the newest primary that gives one.
-    async fn round(&mut self) {
+    /// The primary our zone came from, when the last NOTIFY came from it with a newer serial.
+    fn hinted(&self) -> Option<(Option<u32>, SocketAddr)> {
+        let (ip, serial) = self.wake.hint.lock().unwrap().take()?;
+        let cur = self.current.as_ref()?;
+        let from = cur.from.filter(|f| f.ip() == ip)?;
+        newer(serial, cur.serial()).then_some((Some(serial), from))
+    }
+
+    /// One refresh: SOA queries (skipped when a NOTIFY named the serial of the primary our zone
+    /// came from), then a transfer from the newest primary that gives one. True when a hinted
+    /// transfer failed, for a full round at once.
+    async fn round(&mut self) -> bool {
+        let hinted = self.hinted();
+        let (candidates, reachable, errors) = match hinted {
+            Some(c) => (vec![c], true, Vec::new()),
+            None => self.serials().await,
+        };
+        let loaded = self.current.is_some();
+        let notified = self.wake.at.lock().unwrap().take();
+        // Propagation of a change: not counted for the first load.
+        if let (Some(&(Some(s), _)), true) = (candidates.first(), loaded) {
+            if self.pending.is_none_or(|(p, _)| newer(s, p)) {
+                let since = self
+                    .pending
+                    .map(|(_, t)| t)
+                    .into_iter()
+                    .chain(notified)
+                    .min();
+                self.pending = Some((s, since.unwrap_or_else(Instant::now)));
+            }
+        }
+        let mut errors = errors;
+        let mut got = None;
+        for (_, primary) in candidates {
+            match self.transfer(primary, self.current.as_ref()).await {
+                Ok(Some(g)) => {
+                    got = Some((primary, g));
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => errors.push(format!("{primary}: {e}")),
+            }
+        }
+        let failed = got.is_none() && !errors.is_empty();
+        if let Some((primary, g)) = got {
+            self.publish(primary, g);
+        }
+        if hinted.is_some() && failed {
+            debug!(zone = %self.zone, "the transfer a NOTIFY asked for failed: {}", errors.join("; "));
+            return true;
+        }
+        self.report(reachable, self.current.is_some(), &errors);
+        false
+    }
+
+    /// Every primary's serial: those newer than ours, newest first (RFC 1982 order among those
+    /// seen); whether any answered; what failed.
+    async fn serials(&mut self) -> (Vec<(Option<u32>, SocketAddr)>, bool, Vec<String>) {
         let ours_serial = self.current.as_ref().map(|z| z.serial());
         let loaded = self.current.is_some();
         let key = self.shared.key.as_ref();
@@ -125,34 +183,7 @@ impl ZoneLoop {
             (Some(x), Some(y)) if newer(y, x) => std::cmp::Ordering::Greater,
             _ => std::cmp::Ordering::Equal,
         });
-        let notified = self.wake.at.lock().unwrap().take();
-        // Propagation of a change: not counted for the first load.
-        if let (Some(&(Some(s), _)), true) = (candidates.first(), loaded) {
-            if self.pending.is_none_or(|(p, _)| newer(s, p)) {
-                let since = self
-                    .pending
-                    .map(|(_, t)| t)
-                    .into_iter()
-                    .chain(notified)
-                    .min();
-                self.pending = Some((s, since.unwrap_or_else(Instant::now)));
-            }
-        }
-        let mut got = None;
-        for (_, primary) in candidates {
-            match self.transfer(primary, self.current.as_ref()).await {
-                Ok(Some(g)) => {
-                    got = Some((primary, g));
-                    break;
-                }
-                Ok(None) => break,
-                Err(e) => errors.push(format!("{primary}: {e}")),
-            }
-        }
-        if let Some((primary, g)) = got {
-            self.publish(primary, g);
-        }
-        self.report(reachable, self.current.is_some(), &errors);
+        (candidates, reachable, errors)
     }
 
     /// Staleness, lag and the log line of what failed.

@@ -218,6 +218,11 @@ impl Snapshot {
         v
     }
 
+    /// The SOA record of `zone`, one of ours.
+    pub fn soa(&self, zone: &LowerName) -> Option<&Record> {
+        self.apexes.iter().find(|a| a.name == *zone).map(|a| &a.soa)
+    }
+
     pub fn served_hosts(&self) -> usize {
         self.served
     }
