@@ -100,7 +100,7 @@ impl ZoneLoop {
     /// transfer failed, for a full round at once.
     async fn round(&mut self) -> bool {
         let hinted = self.hinted();
-        let (candidates, reachable, errors) = match hinted {
+        let (candidates, reachable, mut errors) = match hinted {
             Some(c) => (vec![c], true, Vec::new()),
             None => self.serials().await,
         };
@@ -118,7 +118,6 @@ impl ZoneLoop {
                 self.pending = Some((s, since.unwrap_or_else(Instant::now)));
             }
         }
-        let mut errors = errors;
         let mut got = None;
         for (_, primary) in candidates {
             match self.transfer(primary, self.current.as_ref()).await {
