@@ -54,8 +54,11 @@ def rewrite(path, visit):
         d = d.replace("  location:", "  addresses:\n  - %s\n  location:" % addr, 1)
         out.append(d)
         changed.append((name, addr))
-    # Written outside the watched tree, then renamed in: the watcher sees one complete file.
-    tmp = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), ".churn.tmp")
+    # Written outside the watched tree (beside the zones directory: ZONES/CLUSTER/FILE), then
+    # renamed in: the watcher sees one complete file. A temporary file inside the tree, even a
+    # hidden one, makes the source rescan the whole tree (as for a ConfigMap's symlink swap).
+    tmp = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path)))),
+                       ".churn.tmp")
     with open(tmp, "w") as f:
         f.write("---\n".join(out))
     os.rename(tmp, path)
