@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod background;
 pub mod config;
 pub mod dns;
 pub mod engine;

@@ -285,7 +285,10 @@ fn start_primary(
     };
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())
-        .spawn(move || engine.run(rx))?;
+        .spawn(move || {
+            globaldns::background::lower_this_thread();
+            engine.run(rx)
+        })?;
     // Without the engine nothing would ever change again while DNS kept answering: better to
     // exit and be restarted than to serve silently stale data.
     std::thread::spawn(move || {

@@ -242,6 +242,123 @@ fn fast_path_bytes_equal_general_path_bytes_in_process() {
     );
 }
 
+/// A changing part of the mesh: hosts of the corpus given new addresses, hosts added and
+/// removed, a wildcard that comes and goes (it turns names that did not exist into answers).
+fn churn_yaml(rng: &mut StdRng, round: usize) -> String {
+    let mut docs = Vec::new();
+    for i in 0..40 {
+        if rng.random_bool(0.3) {
+            continue; // this round without it: removed, or back to its corpus entry alone
+        }
+        let host = if i % 2 == 0 {
+            format!("svc-{i}.ns-{}.global", i % 7)
+        } else {
+            format!("new-{i}.ns-{}.global", i % 7)
+        };
+        let ip = format!("240.2.{round}.{i}");
+        let addrs: Vec<&str> = if rng.random_bool(0.5) {
+            vec![&ip]
+        } else {
+            vec![]
+        };
+        docs.push(se(&format!("c{i}"), "churn", &[&host], &addrs, ""));
+    }
+    if round % 3 == 1 {
+        docs.push(se("wc", "churn", &["*.ns-3.global"], &["240.3.0.1"], ""));
+    }
+    docs.join("---\n")
+}
+
+#[test]
+fn fast_path_equals_general_path_across_publishes_and_keeps_what_they_did_not_change() {
+    let zones = vec!["global".to_string()];
+    let ranges: Vec<ipnet::IpNet> = RANGES.iter().map(|r| r.parse().unwrap()).collect();
+    let cfg = ZoneConfig {
+        zones: zones.clone(),
+        reverse_zones: vec![],
+        ns: vec![],
+        ttl: 30,
+    };
+    let mut pipeline = Pipeline::new(
+        &cfg,
+        &ranges,
+        true,
+        Allocator::new(&ranges, 60, Table::new()),
+    );
+    let mut store = MemoryStore::default();
+    let set = |pipeline: &mut Pipeline, unit: &str, yaml: &str| {
+        let (entries, problems) = parse_text(yaml, unit, "local", &zones).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let key = SourceKey {
+            cluster: "local".into(),
+            unit: unit.into(),
+        };
+        pipeline.set_unit(key, entries);
+    };
+    set(&mut pipeline, "corpus.yaml", &zone_yaml(200));
+    let published = Arc::new(Published::new(
+        pipeline.pass(1, &mut store).unwrap().snapshot,
+    ));
+    let handler = Arc::new(Handler::plain(published.clone(), Arc::new(Metrics::new())));
+    let mut responder = Responder::new(handler.clone());
+    let mut rng = StdRng::seed_from_u64(20261202);
+    let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let mut out = Vec::new();
+    let mut kept = Vec::new();
+    for round in 0..24 {
+        let mut names = names(&published.load());
+        names.extend((0..40).map(|i| format!("new-{i}.ns-{}.global", i % 7)));
+        names.extend(
+            [
+                "a.ns-3.global",
+                "svc-3.ns-3.global",
+                "_http._tcp.new-1.ns-1.global",
+            ]
+            .map(String::from),
+        );
+        for i in 0..600 {
+            if i % 8 == 0 {
+                responder.begin_batch(); // as the worker does once per received batch
+                if i == 0 {
+                    kept.push(responder.cached());
+                }
+            }
+            let pick = names.choose(&mut rng).unwrap().clone();
+            let name = random_case(&mut rng, &pick);
+            let qtype = if i % 4 == 0 {
+                *QTYPES.choose(&mut rng).unwrap()
+            } else {
+                1
+            };
+            let p = packet(&mut rng, &name, qtype);
+            let expected = general(&handler, &p, src, true);
+            let sent = responder.answer(&p, src, &mut out);
+            assert_eq!(
+                sent,
+                expected.is_some(),
+                "round {round} packet {i} {p:02x?}"
+            );
+            if let Some(exp) = expected {
+                assert_eq!(
+                    out, exp,
+                    "round {round}: {name} type {qtype} differs after a publish"
+                );
+            }
+        }
+        set(&mut pipeline, "churn.yaml", &churn_yaml(&mut rng, round));
+        published.publish(
+            pipeline
+                .pass(2 + round as u64, &mut store)
+                .unwrap()
+                .snapshot,
+        );
+    }
+    // A publish of a few dozen names leaves most of the cache in place (the first round starts
+    // empty).
+    let warm = kept.iter().skip(2).filter(|&&n| n > 100).count();
+    assert!(warm >= 20, "entries kept at each publish: {kept:?}");
+}
+
 fn udp_exchange(sock: &UdpSocket, p: &[u8]) -> Option<Vec<u8>> {
     sock.send(p).unwrap();
     let mut buf = [0u8; 65535];

@@ -467,3 +467,55 @@ fn rapid_successive_edits_always_end_on_the_last_content() {
         }
     }
 }
+
+/// The zone's SOA serial, over UDP.
+fn serial(server: SocketAddr) -> u32 {
+    let m = udp_ask(server, "global.", hickory_proto::rr::RecordType::SOA);
+    match m.answers.first().map(|r| &r.data) {
+        Some(hickory_proto::rr::RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA in the answer: {other:?}"),
+    }
+}
+
+/// The UDP fast path keeps answers across publishes that do not change their name: a changed
+/// name must answer its new data from the first query after the publish that changed it (the
+/// serial is how a client sees that publish), and an unchanged one its old data.
+#[test]
+fn the_first_answer_after_a_publish_has_the_new_data_of_a_changed_name() {
+    let (_t, zones, state) = dirs();
+    let s = Server::start(&zones, &state, &[]);
+    let (web, db) = ("web.shop.global", "db.data.global");
+    let shop = zones.join("shop.yaml");
+    write_file(
+        &zones.join("data.yaml"),
+        &se("db", "data", &[db], &["10.2.0.1"], ""),
+    );
+    write_file(&shop, &se("web", "shop", &[web], &["10.1.0.1"], ""));
+    eventually(5 * SECOND, "both hosts served", || {
+        (addrs(s.dns, web) == ipv(&["10.1.0.1"]) && addrs(s.dns, db) == ipv(&["10.2.0.1"]))
+            .then_some(())
+    });
+    for round in 2..=6 {
+        // Answered (and so cached) more than once before the change.
+        for _ in 0..3 {
+            assert_eq!(addrs(s.dns, web), ipv(&[&format!("10.1.0.{}", round - 1)]));
+            assert_eq!(addrs(s.dns, db), ipv(&["10.2.0.1"]));
+        }
+        let before = serial(s.dns);
+        let ip = format!("10.1.0.{round}");
+        write_file(&shop, &se("web", "shop", &[web], &[&ip], ""));
+        eventually(5 * SECOND, "a publish", || {
+            (serial(s.dns) != before).then_some(())
+        });
+        assert_eq!(
+            addrs(s.dns, web),
+            ipv(&[&ip]),
+            "round {round}: first answer after the publish"
+        );
+        assert_eq!(
+            addrs(s.dns, db),
+            ipv(&["10.2.0.1"]),
+            "round {round}: unchanged name"
+        );
+    }
+}

@@ -9,9 +9,11 @@ Each step rewrites one file (every host in it gets a new spec.addresses entry, u
 and per visit of the file, from 100.64.0.0/10), atomically (written beside the tree, then
 renamed in).  Before the step the zone's SOA serial S0 is read; then, every --poll-ms, the SOA
 serial and then K sampled names of the file are queried over UDP until they all answer the new
-address.  An answer with the old address after the serial reached S0 + 2 (two publishes after
+address.  An answer with the old address once two serials past S0 were seen (two publishes after
 the write: the first one may predate the watcher seeing the file) is a violation: an answer
-older than one publish.  Steps that have not converged hold the next one back (bounded by
+older than one publish.  Publishes are counted as the distinct serials seen, not as the serial's
+distance from S0: a serial is at least the publish's unix time, so one publish can move it by
+more than one.  Steps that have not converged hold the next one back (bounded by
 --timeout).  Prints a summary; --out writes it as JSON.
 """
 import argparse
@@ -52,8 +54,11 @@ def rewrite(path, visit):
         d = d.replace("  location:", "  addresses:\n  - %s\n  location:" % addr, 1)
         out.append(d)
         changed.append((name, addr))
-    # Written outside the watched tree, then renamed in: the watcher sees one complete file.
-    tmp = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), ".churn.tmp")
+    # Written outside the watched tree (beside the zones directory: ZONES/CLUSTER/FILE), then
+    # renamed in: the watcher sees one complete file. A temporary file inside the tree, even a
+    # hidden one, makes the source rescan the whole tree (as for a ConfigMap's symlink swap).
+    tmp = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path)))),
+                       ".churn.tmp")
     with open(tmp, "w") as f:
         f.write("---\n".join(out))
     os.rename(tmp, path)
@@ -140,22 +145,22 @@ def main():
         steps += 1
         sample = rng.sample(changed, min(a.sample, len(changed)))
         pending = dict(sample)
-        first_publish = None
+        seen = set()  # serials past S0 seen since the write: publishes that followed it
         while pending:
             now = time.monotonic()
             if now - t_w > a.timeout:
                 timeouts += 1
                 break
             s = serial(sock, a.port)
-            if s is not None and s0 is not None and s > s0 and first_publish is None:
-                first_publish = s
+            if s is not None and s0 is not None and s != s0:
+                seen.add(s)
             for name, addr in list(pending.items()):
                 got = a_of(sock, a.port, name)
                 if got == [addr]:
                     delays.append((time.monotonic() - t_w) * 1000)
-                    publishes.append(0 if s is None or s0 is None else s - s0)
+                    publishes.append(len(seen))
                     del pending[name]
-                elif s is not None and s0 is not None and s >= s0 + 2:
+                elif len(seen) >= 2:
                     violations += 1
             if pending:
                 time.sleep(a.poll_ms / 1000)

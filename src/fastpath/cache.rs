@@ -1,5 +1,7 @@
 //! The wire-answer cache: which queries may be replayed ([`shape`]), and one worker's cache of
-//! the general path's answers for the current snapshot ([`Responder`]).
+//! the general path's answers ([`Responder`]). A publish forgets the names it changed (the
+//! snapshot lists them) and every answer that depends on more than one node, so a mesh that
+//! keeps changing keeps a warm cache.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -109,6 +111,13 @@ pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
 
 /// A cached answer and the rcode it counts under.
 struct Cached {
+    /// The shape key past the name: type, EDNS payload, DO bit.
+    variant: [u8; VARIANT_LEN],
+    /// For [`EXACT_CASE`] types, the name as spelled by the query that filled the entry.
+    spelling: Option<Box<[u8]>>,
+    /// Made from the node at the question name alone: kept across publishes that do not
+    /// change that node. Every other answer is kept for one snapshot only.
+    by_node: bool,
     bytes: Vec<u8>,
     rcode: &'static str,
     /// Where answer owners are written out as the question name (in the case of the query that
@@ -116,13 +125,27 @@ struct Cached {
     owners: SmallVec<[u16; 2]>,
 }
 
+/// The part of a shape key after the name.
+const VARIANT_LEN: usize = 5;
+/// Entries per name at most: a client varying the case of a name in data (e.g. 0x20
+/// encoding of SRV questions) replaces the oldest instead of growing the list.
+const PER_NAME: usize = 8;
+
 /// One worker's answering state: the cache and the snapshot it belongs to.
 pub struct Responder {
     handler: Arc<Handler>,
-    cache: HashMap<Vec<u8>, Cached>,
+    /// By the question name's key (lower-case wire labels, root included), so that a publish
+    /// forgets exactly the names it changed.
+    cache: HashMap<Box<[u8]>, SmallVec<[Cached; 1]>>,
+    /// Entries in `cache`.
+    entries: usize,
+    /// Names holding an entry not made by a node alone (forgotten at every publish).
+    volatile: Vec<Box<[u8]>>,
     /// Generation of the snapshot the cache belongs to (0: none yet).
     cached_for: u64,
     key: Vec<u8>,
+    /// The question name's key (lower-case), for a shape key that keeps the spelling.
+    lower: Vec<u8>,
     /// Counts by (qtype, rcode) of this batch's answers, flushed to the metrics per batch.
     counts: HashMap<(&'static str, &'static str), u64>,
 }
@@ -132,19 +155,63 @@ impl Responder {
         Responder {
             handler,
             cache: HashMap::new(),
+            entries: 0,
+            volatile: Vec::new(),
             cached_for: 0,
             key: Vec::with_capacity(300),
+            lower: Vec::with_capacity(256),
             counts: HashMap::new(),
         }
     }
 
-    /// Forgets cached answers when a new snapshot was published.
+    /// Brings the cache up to the snapshot now published: forgets the names a publish changed
+    /// and the answers kept for one snapshot only, or everything when the changes since the
+    /// cache's snapshot are not known.
     pub fn begin_batch(&mut self) {
-        let generation = self.handler.snapshot.load().generation;
-        if generation != self.cached_for {
-            self.cache.clear();
-            self.cached_for = generation;
+        let snapshot = self.handler.snapshot.load();
+        if snapshot.generation == self.cached_for {
+            return;
         }
+        match snapshot.changed_since(self.cached_for) {
+            Some(names) => {
+                for name in names {
+                    self.forget(name);
+                }
+                for name in std::mem::take(&mut self.volatile) {
+                    if let Some(list) = self.cache.get_mut(&name) {
+                        let before = list.len();
+                        list.retain(|c| c.by_node);
+                        self.entries -= before - list.len();
+                        if list.is_empty() {
+                            self.cache.remove(&name);
+                        }
+                    }
+                }
+            }
+            None => self.clear(),
+        }
+        self.cached_for = snapshot.generation;
+    }
+
+    /// Forgets the answers for the node `key` (zone key: lower-case labels without the root).
+    fn forget(&mut self, key: &[u8]) {
+        self.lower.clear();
+        self.lower.extend_from_slice(key);
+        self.lower.push(0);
+        if let Some(list) = self.cache.remove(self.lower.as_slice()) {
+            self.entries -= list.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.cache.clear();
+        self.volatile.clear();
+        self.entries = 0;
+    }
+
+    /// Answers cached now (for tests and benchmarks).
+    pub fn cached(&self) -> usize {
+        self.entries
     }
 
     /// The answer to one UDP packet (into `out`), or false when none is to be sent.
@@ -162,13 +229,29 @@ impl Responder {
             }
         }
         let shape = shape(packet, &mut self.key);
+        let mut split = None;
         if let Some(shape) = &shape {
-            if let Some(cached) = self.cache.get(self.key.as_slice()) {
+            let (name, variant) = self.key.split_at(self.key.len() - VARIANT_LEN);
+            let exact = EXACT_CASE.contains(&shape.qtype);
+            let lname = if exact {
+                self.lower.clear();
+                self.lower.extend(name.iter().map(u8::to_ascii_lowercase));
+                self.lower.as_slice()
+            } else {
+                name
+            };
+            let hit = self.cache.get(lname).and_then(|list| {
+                list.iter().find(|c| {
+                    c.variant == variant && c.spelling.as_deref().is_none_or(|s| s == name)
+                })
+            });
+            if let Some(cached) = hit {
                 patch(cached, packet, shape.question_end, out);
                 let qtype = qtype_label(RecordType::from(shape.qtype));
                 *self.counts.entry((qtype, cached.rcode)).or_default() += 1;
                 return true;
             }
+            split = Some((name.len(), exact));
         }
         let Some(wire) = self.handler.wire(packet, src, true) else {
             return false;
@@ -179,22 +262,64 @@ impl Responder {
         // SERVFAIL (not loaded yet) must not outlive the moment; everything else depends only on
         // the key and the snapshot.
         let bytes = wire.bytes;
-        if let (Some(shape), Some((_, rcode))) = (&shape, wire.counted) {
+        if let (Some(shape), Some((name_len, exact)), Some((_, rcode))) =
+            (&shape, split, wire.counted)
+        {
             let owners = owner_offsets(&bytes, shape.question_end);
             if let Some(owners) = owners.filter(|_| bytes[3] & 0xF != 2) {
-                if self.cache.len() >= CACHE_MAX {
-                    self.cache.clear();
-                }
-                let cached = Cached {
-                    bytes: bytes.clone(),
-                    rcode,
-                    owners,
-                };
-                self.cache.insert(self.key.clone(), cached);
+                self.insert(name_len, exact, &bytes, rcode, owners);
             }
         }
         out.extend_from_slice(&bytes);
         true
+    }
+
+    /// Caches the general path's answer for the shape key in `self.key` (its name
+    /// `name_len` bytes long).
+    fn insert(
+        &mut self,
+        name_len: usize,
+        exact: bool,
+        bytes: &[u8],
+        rcode: &'static str,
+        owners: SmallVec<[u16; 2]>,
+    ) {
+        if self.entries >= CACHE_MAX {
+            self.clear();
+        }
+        let (name, variant) = self.key.split_at(name_len);
+        let lname: Box<[u8]> = name.iter().map(u8::to_ascii_lowercase).collect();
+        // A positive answer with nothing in authority, at a name answered by its node alone:
+        // what a publish that leaves the node alone cannot change (negative answers carry the
+        // SOA, whose serial every publish moves).
+        let count = |i: usize| u16::from_be_bytes([bytes[i], bytes[i + 1]]);
+        let positive = bytes[3] & 0xF == 0 && count(6) > 0 && count(8) == 0;
+        let by_node = positive
+            && self
+                .handler
+                .snapshot
+                .load()
+                .answered_by_node(&lname[..lname.len() - 1]);
+        let cached = Cached {
+            variant: variant.try_into().expect("shape keys end in the variant"),
+            spelling: exact.then(|| Box::from(name)),
+            by_node,
+            bytes: bytes.to_vec(),
+            rcode,
+            owners,
+        };
+        let list = self.cache.entry(lname).or_default();
+        if !by_node && list.iter().all(|c| c.by_node) {
+            // Listed once per name, however many of its entries are volatile.
+            self.volatile
+                .push(Box::from(&name.to_ascii_lowercase()[..]));
+        }
+        if list.len() >= PER_NAME {
+            list.remove(0);
+            self.entries -= 1;
+        }
+        list.push(cached);
+        self.entries += 1;
     }
 
     /// Adds this batch's answers to the metrics.
@@ -317,6 +442,121 @@ mod tests {
         let s = shape(&query("h.global", 1, Some(0x8000)), &mut Vec::new()).unwrap();
         assert!(s.dnssec_ok);
         assert_eq!(s.payload, 4096.min(crate::dns::MAX_UDP_PAYLOAD));
+    }
+
+    /// A zone of hosts with one address each, answered by one responder.
+    struct Zone {
+        builder: crate::zone::ZoneBuilder,
+        published: Arc<crate::published::Published>,
+        responder: Responder,
+    }
+
+    impl Zone {
+        fn new(hosts: &[(&str, &str)]) -> Zone {
+            let mut builder = builder(hosts);
+            let published = Arc::new(crate::published::Published::new(builder.snapshot()));
+            let handler =
+                Handler::plain(published.clone(), Arc::new(crate::metrics::Metrics::new()));
+            Zone {
+                builder,
+                published,
+                responder: Responder::new(Arc::new(handler)),
+            }
+        }
+
+        fn publish(&mut self, changes: &[(&str, Option<&str>)]) {
+            for (host, ip) in changes {
+                self.builder.set_host(host, ip.map(report));
+            }
+            self.published.publish(self.builder.snapshot());
+        }
+
+        /// The answer's rcode and A addresses, from a batch of its own.
+        fn ask(&mut self, name: &str, qtype: u16) -> (u8, Vec<std::net::Ipv4Addr>) {
+            self.responder.begin_batch();
+            let mut out = Vec::new();
+            let src = "127.0.0.1:5353".parse().unwrap();
+            assert!(self
+                .responder
+                .answer(&query(name, qtype, None), src, &mut out));
+            let msg = hickory_proto::op::Message::from_vec(&out).unwrap();
+            let ips = msg
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_proto::rr::RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect();
+            (out[3] & 0xF, ips)
+        }
+    }
+
+    fn builder(hosts: &[(&str, &str)]) -> crate::zone::ZoneBuilder {
+        let cfg = crate::zone::ZoneConfig {
+            zones: vec!["global".into()],
+            reverse_zones: vec![],
+            ns: vec![],
+            ttl: 30,
+        };
+        let mut builder = crate::zone::ZoneBuilder::new(&cfg, &[]);
+        for (host, ip) in hosts {
+            builder.set_host(host, Some(report(ip)));
+        }
+        builder
+    }
+
+    fn report(ip: &str) -> crate::zone::HostReport {
+        crate::zone::HostReport {
+            served: true,
+            wildcard: false,
+            reason: None,
+            addresses: vec![crate::zone::AddressReport {
+                address: ip.parse().unwrap(),
+                source: crate::zone::AddressSource::Spec,
+                objects: vec![],
+            }],
+            ports: vec![],
+            objects: vec![],
+            rule: None,
+            conflict: None,
+        }
+    }
+
+    #[test]
+    fn a_publish_forgets_the_names_it_changed_and_answers_that_need_more_than_a_node() {
+        let mut z = Zone::new(&[("a.ns.global", "10.0.0.1"), ("b.ns.global", "10.0.0.2")]);
+        let v4 = |s: &str| vec![s.parse::<std::net::Ipv4Addr>().unwrap()];
+        assert_eq!(z.ask("a.ns.global", 1), (0, v4("10.0.0.1")));
+        assert_eq!(z.ask("b.ns.global", 1), (0, v4("10.0.0.2")));
+        // NODATA and NXDOMAIN carry the SOA (its serial): kept for one snapshot only.
+        assert_eq!(z.ask("b.ns.global", 28), (0, vec![]));
+        assert_eq!(z.ask("c.ns.global", 1), (3, vec![]));
+        assert_eq!(z.responder.cached(), 4);
+
+        z.publish(&[
+            ("a.ns.global", Some("10.0.0.9")),
+            ("c.ns.global", Some("10.0.0.3")),
+        ]);
+        assert_eq!(z.ask("a.ns.global", 1), (0, v4("10.0.0.9")), "changed name");
+        // b's A is the one entry left from before the publish, then a's new answer joins it.
+        assert_eq!(z.responder.cached(), 2);
+        assert_eq!(z.ask("b.ns.global", 1), (0, v4("10.0.0.2")));
+        assert_eq!(z.responder.cached(), 2, "b answered from the cache");
+        assert_eq!(z.ask("c.ns.global", 1), (0, v4("10.0.0.3")), "new name");
+
+        // Removed, then two publishes between batches: both are applied.
+        z.publish(&[("b.ns.global", None)]);
+        z.publish(&[("a.ns.global", Some("10.0.0.10"))]);
+        assert_eq!(z.ask("b.ns.global", 1), (3, vec![]));
+        assert_eq!(z.ask("a.ns.global", 1), (0, v4("10.0.0.10")));
+        assert_eq!(z.ask("c.ns.global", 1), (0, v4("10.0.0.3")));
+
+        // A snapshot of another builder: nothing is known, everything is forgotten.
+        let mut other = builder(&[("a.ns.global", "10.0.0.77")]);
+        z.published.publish(other.snapshot());
+        assert_eq!(z.ask("a.ns.global", 1), (0, v4("10.0.0.77")));
+        assert_eq!(z.ask("c.ns.global", 1), (3, vec![]));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The fast UDP path: one SO_REUSEPORT socket and thread per worker ([`socket`]), batched
 //! `recvmmsg`/`sendmmsg` ([`mmsg`]), and answers cached as wire bytes per (lower-case name,
-//! type, EDNS payload, DO bit) for the current snapshot ([`cache`]), so that a hit only patches the ID,
-//! the RD/CD bits, the question and the answer owners (the query's case).
+//! type, EDNS payload, DO bit) ([`cache`]), so that a hit only patches the ID, the RD/CD bits, the
+//! question and the answer owners (the query's case). A publish forgets only what it changed.
 //!
 //! Every answer is first produced by the general path ([`Handler::wire`], the same rules
 //! hickory-server runs for TCP), so the fast path cannot disagree with it: it only replays bytes.

@@ -351,6 +351,7 @@ pub fn spawn(root: &Path, zones: Vec<String>, tx: Events, metrics: Arc<Metrics>)
     std::thread::Builder::new()
         .name("file-source".into())
         .spawn(move || {
+            crate::background::lower_this_thread();
             let _watcher = watcher;
             source.rescan();
             let _ = source.tx.send(SourceEvent::Synced(SOURCE_NAME.into()));

@@ -13,6 +13,7 @@ use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 use ipnet::IpNet;
 
+use super::changes::ChangeTracker;
 use super::journal::{Item, Journal, Pending};
 use super::key::{self, Key};
 use super::records::{Data, Node};
@@ -43,6 +44,9 @@ pub struct ZoneBuilder {
     floor: u32,
     /// A secondary's zones: the primary's SOA and apex NS records, served as they came.
     apex_overrides: Vec<(Name, Record, Vec<Record>)>,
+    /// Names whose node changed since the last snapshot, and the links between recent
+    /// snapshots, for caches that forget only what changed.
+    changes: ChangeTracker,
 }
 
 /// Where one piece of data lives: (under a wildcard?, owner, data).
@@ -71,6 +75,7 @@ impl ZoneBuilder {
             journal: Journal::default(),
             floor: 0,
             apex_overrides: vec![],
+            changes: ChangeTracker::default(),
         };
         // Name servers inside our zones exist (NODATA rather than NXDOMAIN when they have no
         // address of a type) and carry their glue.
@@ -265,23 +270,29 @@ impl ZoneBuilder {
         } else {
             &mut shard.nodes
         };
-        let fresh = match map.entry(k.clone()) {
+        let (fresh, changed) = match map.entry(k.clone()) {
             Entry::Vacant(v) => {
                 v.insert(Node {
                     data: d.into_iter().collect(),
                 });
-                true
+                (true, true)
             }
-            Entry::Occupied(mut o) => {
-                if let Some(d) = d {
+            Entry::Occupied(mut o) => match d {
+                Some(d) => {
                     let data = &mut o.get_mut().data;
-                    if let Err(at) = data.binary_search(&d) {
+                    let at = data.binary_search(&d);
+                    if let Err(at) = at {
                         data.insert(at, d);
                     }
+                    (false, at.is_err())
                 }
-                false
-            }
+                None => (false, false),
+            },
         };
+        // Wildcards are not recorded: no cache keeps an answer made from one.
+        if changed && !wild {
+            self.changes.touch(&k);
+        }
         if fresh {
             // A wildcard makes its parent exist; a node makes its ancestors exist.
             let start = if wild { Some(&k[..]) } else { key::parent(&k) };
@@ -307,6 +318,9 @@ impl ZoneBuilder {
         };
         if let Ok(i) = node.data.binary_search(d) {
             node.data.remove(i);
+            if !wild {
+                self.changes.touch(k);
+            }
         }
         if node.data.is_empty() && !pinned {
             map.remove(&k[..]);
@@ -420,10 +434,12 @@ impl ZoneBuilder {
             })
             .collect();
         static GENERATION: AtomicU64 = AtomicU64::new(1);
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         Snapshot {
             loaded: true,
             serial,
-            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            generation,
+            changes: self.changes.link(generation),
             apexes,
             shards: self.shards.clone(),
             hosts: self.hosts.clone(),
