@@ -374,6 +374,77 @@ fn two_primaries_the_newest_serial_is_followed() {
     });
 }
 
+/// A secondary stays with the primary its zone came from while another replica's serial runs
+/// ahead (the replicas count serials on their own; a switch costs a whole zone): its own
+/// primary's next serials are followed by IXFR, the other's contents never served.
+#[test]
+fn a_secondary_stays_with_its_primary_while_another_is_briefly_ahead() {
+    let (t, zones, state) = dirs();
+    service_entries(&zones);
+    let (dir_a, dir_b) = (t.path().join("a-zones"), t.path().join("b-zones"));
+    let files_a = write_zone_files(&zones, &state, &dir_a);
+    let files_b = write_zone_files(&zones, &state, &dir_b);
+    set_serial(&files_a, 1000);
+    set_serial(&files_b, 1001);
+    let a = Knot::start(&t.path().join("knot-a"), &files_a, None);
+    let b = Knot::start(&t.path().join("knot-b"), &files_b, None);
+    let (pa, pb) = (a.addr().to_string(), b.addr().to_string());
+    let s = Server::spawn(
+        &t.path().join("unused-zones"),
+        &t.path().join("unused-state"),
+        // Stays up to 3 refreshes (6 s) with B while A is ahead.
+        &["--primary", &pa, "--primary", &pb, "--refresh", "2s"],
+    )
+    .unwrap();
+    s.wait_ready();
+    assert_eq!(soa_serial(s.dns, "global"), Some(1001), "B's, the newest");
+    let axfrs = transfers(&s, "axfr", "ok");
+
+    // A runs three serials ahead with its own hosts; then B moves on twice with others.
+    let step = |knot: &Knot, dir: &Path, file: &str, host: &str, ip: &str, serial: u32| {
+        write_file(
+            &zones.join(file),
+            &se(host, "x", &[&format!("{host}.x.global")], &[ip], ""),
+        );
+        write_zone_files(&zones, &state, dir);
+        std::fs::remove_file(zones.join(file)).unwrap();
+        knot.reload();
+        eventually(WAIT, "the primary's serial moved", || {
+            (knot.serial("global") == serial).then_some(())
+        });
+    };
+    for (i, serial) in [1001, 1002, 1003].into_iter().enumerate() {
+        step(
+            &a,
+            &dir_a,
+            "a.yaml",
+            &format!("a{i}"),
+            &format!("240.10.204.{}", i + 1),
+            serial,
+        );
+    }
+    step(&b, &dir_b, "b.yaml", "b0", "240.10.205.1", 1002);
+    step(&b, &dir_b, "b.yaml", "b1", "240.10.205.2", 1003);
+
+    eventually(WAIT, "B's 1003 followed", || {
+        (soa_serial(s.dns, "global") == Some(1003)).then_some(())
+    });
+    assert_eq!(answer(s.dns, &["b1.x.global", "A"]).1, ["240.10.205.2"]);
+    for i in 0..3 {
+        assert_eq!(
+            answer(s.dns, &[&format!("a{i}.x.global"), "A"]).0,
+            "NXDOMAIN",
+            "A's hosts"
+        );
+    }
+    assert_eq!(
+        transfers(&s, "axfr", "ok"),
+        axfrs,
+        "no switch to A, no whole zone"
+    );
+    assert!(transfers(&s, "ixfr", "ok") >= 1.0);
+}
+
 #[test]
 fn tsig_signed_transfers_and_a_wrong_key_refused() {
     let (t, zones, state) = dirs();

@@ -31,7 +31,17 @@ pub(super) struct ZoneLoop {
     behind: HashMap<SocketAddr, u32>,
     /// Whether the last round found no primary answering (to log changes only).
     was_stale: bool,
+    /// Since when another primary has had a newer serial while ours answered with none.
+    ahead_since: Option<Instant>,
 }
+
+/// How long a secondary stays with the primary its zone came from while another has a newer
+/// serial: the replicas of a primary count serials on their own, so "newer" across them says
+/// little, and a switch costs a whole zone (an IXFR only works from the same replica). Both
+/// replicas see the same changes; the one we follow normally has its own newer serial within
+/// moments. At most [`STICK_MAX`], in refresh periods.
+const STICK_REFRESHES: u32 = 3;
+const STICK_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a transfer brought that is newer than ours.
 enum Got {
@@ -58,6 +68,7 @@ impl ZoneLoop {
             pending: None,
             behind: HashMap::new(),
             was_stale: false,
+            ahead_since: None,
         }
     }
 
@@ -157,6 +168,8 @@ impl ZoneLoop {
         .await;
         let mut candidates: Vec<(Option<u32>, SocketAddr)> = Vec::new();
         let mut errors = Vec::new();
+        let from = self.current.as_ref().and_then(|z| z.from);
+        let from_answered = answers.iter().any(|(p, a)| Some(*p) == from && a.is_ok());
         for (p, answer) in answers {
             match answer.map(|r| zone_data::serial_of(&r).unwrap_or(0)) {
                 Ok(s) if ours_serial.is_none_or(|o| newer(s, o)) => candidates.push((Some(s), p)),
@@ -182,7 +195,33 @@ impl ZoneLoop {
             (Some(x), Some(y)) if newer(y, x) => std::cmp::Ordering::Greater,
             _ => std::cmp::Ordering::Equal,
         });
+        self.stick(&mut candidates, from, from_answered);
         (candidates, reachable, errors)
+    }
+
+    /// Puts the primary our zone came from first when it has something newer; when it answers
+    /// with nothing newer, waits a little before switching to another (see [`STICK_REFRESHES`]).
+    fn stick(
+        &mut self,
+        candidates: &mut Vec<(Option<u32>, SocketAddr)>,
+        from: Option<SocketAddr>,
+        from_answered: bool,
+    ) {
+        let Some(from) = from else { return };
+        if let Some(i) = candidates.iter().position(|(_, p)| *p == from) {
+            let ours = candidates.remove(i);
+            candidates.insert(0, ours);
+            self.ahead_since = None;
+        } else if from_answered && !candidates.is_empty() {
+            let since = *self.ahead_since.get_or_insert_with(Instant::now);
+            let stick = (self.shared.refresh * STICK_REFRESHES).min(STICK_MAX);
+            if since.elapsed() < stick {
+                debug!(zone = %self.zone, primary = %from, "another primary is ahead: staying a while");
+                candidates.clear();
+            }
+        } else {
+            self.ahead_since = None;
+        }
     }
 
     /// Staleness, lag and the log line of what failed.
