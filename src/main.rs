@@ -252,8 +252,8 @@ fn start_primary(
         None => Box::new(FileStore::open(&args.store.state_dir)?),
     };
     let allocator = store::open(store.as_mut(), &ranges, args.store.vip_hold.as_secs())?;
-    store.subscribe(Arc::new(move |table| {
-        let _ = tx.send(Input::StoreChanged(table));
+    store.subscribe(Arc::new(move |ev| {
+        let _ = tx.send(Input::Store(ev));
     }));
     let files_on = kube.is_none() || args.store.zones_dir.is_dir();
     // --- end Kubernetes ---

@@ -9,6 +9,7 @@ mod claims;
 pub mod clusters;
 mod context;
 pub mod crd;
+pub mod lease;
 pub mod source;
 pub mod state;
 pub mod store;
@@ -66,6 +67,17 @@ pub struct KubeArgs {
     /// Namespace of the VipClaim objects.
     #[arg(long, env = "GLOBALDNS_STORE_NAMESPACE", default_value = "globaldns")]
     pub store_namespace: String,
+    /// How long an instance that does not hold the claimer lease lets a host that needs a new
+    /// VIP wait for the holder's claim (adopted through the watch, no request) before claiming
+    /// it itself. One claimer per store instead of every instance racing the same create; 0
+    /// turns this off (every instance claims at once, no Lease is used).
+    #[arg(long, env = "GLOBALDNS_CLAIM_DEFER", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub claim_defer: std::time::Duration,
+    /// Duration of the claimer lease (a `coordination.k8s.io/v1` Lease named globaldns-claimer in
+    /// --store-namespace): renewed every third of it; another instance takes over after it
+    /// went unrenewed that long.
+    #[arg(long, env = "GLOBALDNS_CLAIM_LEASE", default_value = "15s", value_parser = parse_lease)]
+    pub claim_lease: std::time::Duration,
     /// Write-back: `status` patches status.addresses of ServiceEntries that have no address with
     /// their VIPs (never over an address someone else wrote); `off` writes nothing.
     #[arg(long, env = "GLOBALDNS_WRITE_BACK", default_value = "off")]
@@ -90,6 +102,14 @@ pub struct ClusterFlag {
     pub name: String,
     pub path: PathBuf,
     pub context: Option<String>,
+}
+
+fn parse_lease(raw: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(3) || d > std::time::Duration::from_secs(3600) {
+        return Err("between 3s and 1h (it is renewed every third of it)".into());
+    }
+    Ok(d)
 }
 
 fn parse_cluster_flag(raw: &str) -> Result<ClusterFlag, String> {
@@ -236,13 +256,16 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
             let Some((name, client)) = pick(&args.store_cluster, "store")? else {
                 bail!("--store kube needs --in-cluster or a --cluster (see --store-cluster)");
             };
-            let store = store::KubeStore::new(
+            let mut store = store::KubeStore::new(
                 runtime.handle().clone(),
                 client,
                 &name,
                 &args.store_namespace,
                 ctx.clone(),
             );
+            if !args.claim_defer.is_zero() {
+                store = store.with_claimer(args.claim_lease, args.claim_defer);
+            }
             Some(Box::new(store) as Box<dyn Store>)
         }
     };
