@@ -54,13 +54,18 @@ impl Engine {
                 self.health.synced(&name);
                 true
             }
-            Input::Store(StoreEvent::Changed(table)) => match self.pipeline.adopt(table) {
-                Ok(changed) => changed,
-                Err(errors) => {
-                    error!(errors = %errors.join("; "), "shared allocation table fails validation; not adopting it");
-                    false
+            Input::Store(StoreEvent::Changed) => {
+                let Some(table) = self.store.shared_table() else {
+                    return false;
+                };
+                match self.pipeline.adopt(table) {
+                    Ok(changed) => changed,
+                    Err(errors) => {
+                        error!(errors = %errors.join("; "), "shared allocation table fails validation; not adopting it");
+                        false
+                    }
                 }
-            },
+            }
             // Hosts waiting for another instance's claim are looked at again under the new rule.
             Input::Store(StoreEvent::DeferChanged) => {
                 self.pipeline.wake_deferred(Instant::now(), true)

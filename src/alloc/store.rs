@@ -23,8 +23,10 @@ pub enum Commit {
 /// What a shared store tells the engine without being asked.
 #[derive(Debug)]
 pub enum StoreEvent {
-    /// Another instance changed the store: the whole table as it is now.
-    Changed(Table),
+    /// Another instance changed the store: its table is read with [`Store::shared_table`] when
+    /// the engine gets to it (a table captured when the change was seen may be older than a
+    /// commit the engine made meanwhile, and adopting it would undo that commit).
+    Changed,
     /// [`Store::claim_defer`] may answer differently now (this instance became, or stopped
     /// being, the one that claims first): hosts waiting for a claim are looked at again.
     DeferChanged,
@@ -45,6 +47,10 @@ pub trait Store: Send {
     /// calls `listener`.
     fn subscribe(&mut self, listener: Listener) {
         let _ = listener;
+    }
+    /// A shared store's whole table as it knows it now (None: nobody else writes it).
+    fn shared_table(&mut self) -> Option<Table> {
+        None
     }
     /// How long to wait before claiming an address for a host that has none, so that the
     /// instance designated to claim first (another one) does it and this one adopts its claim;

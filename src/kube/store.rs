@@ -393,7 +393,7 @@ impl KubeStore {
             // Others' claims arrived meanwhile: the engine takes them after this commit.
             cache.last_sent = table.clone();
             if let Some(listener) = &self.listener {
-                listener(StoreEvent::Changed(table));
+                listener(StoreEvent::Changed);
             }
         } else {
             cache.last_sent = full.clone();
@@ -474,6 +474,13 @@ impl Store for KubeStore {
             self.rt
                 .spawn(election.run(move || listener(StoreEvent::DeferChanged)));
         }
+    }
+
+    fn shared_table(&mut self) -> Option<Table> {
+        let mut cache = self.cache.lock().unwrap();
+        let (table, _) = cache.table();
+        cache.last_sent = table.clone();
+        Some(table)
     }
 
     fn claim_defer(&self) -> Option<Duration> {
@@ -567,7 +574,7 @@ async fn watch(
     }
 }
 
-/// Sends the store's table to the engine when it differs from what the engine was last given.
+/// Tells the engine when the store's table differs from what the engine last took.
 async fn publish(api: &Api<VipClaim>, cache: &Arc<Mutex<Cache>>, listener: &Listener) {
     let (table, losers) = cache.lock().unwrap().table();
     if !losers.is_empty() {
@@ -581,6 +588,6 @@ async fn publish(api: &Api<VipClaim>, cache: &Arc<Mutex<Cache>>, listener: &List
         );
         c.last_sent = table.clone();
         drop(c);
-        listener(StoreEvent::Changed(table));
+        listener(StoreEvent::Changed);
     }
 }
