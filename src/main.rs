@@ -105,7 +105,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let transfers_on = !secondary
         && (!args.transfer.allow_transfer.is_empty() || !args.transfer.notify.is_empty());
     // Held until exit: the Kubernetes sources run on its runtime.
-    let _kube = if secondary {
+    let kube = if secondary {
         globaldns::secondary::check_args(&args)?;
         None
     } else {
@@ -216,6 +216,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         }
         Ok::<_, anyhow::Error>(())
     })?;
+    if let Some(kube) = &kube {
+        // A successor claims new hosts first from now on, without waiting out the lease.
+        kube.release_claimer();
+    }
     Ok(ExitCode::SUCCESS)
 }
 

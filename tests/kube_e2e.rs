@@ -1474,6 +1474,33 @@ fn one_claimer_per_store_and_a_successor_when_it_dies() {
         );
     }
 
+    // 4. A holder that stops (SIGTERM) gives the lease up: the last instance takes it.
+    let last_one = servers[1 - successor].dns;
+    drop(servers);
+    let (_dir, stopping) = instances[rest[successor]].take().unwrap();
+    let log = stopping.log.clone();
+    stopping.stop();
+    // Its stderr is read on another thread: the last lines may still be on their way.
+    let released = || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("claimer lease released"))
+    };
+    let t = Instant::now();
+    while !released() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::yield_now();
+    }
+    let tail: Vec<String> = log.lock().unwrap().iter().rev().take(40).cloned().collect();
+    assert!(
+        released(),
+        "the stopped holder released its lease; its last lines: {tail:#?}"
+    );
+    let survivor = &instances[rest[1 - successor]].as_ref().unwrap().1;
+    assert_eq!(survivor.dns, last_one);
+    the_claimer(&[survivor]);
+    let servers = vec![survivor];
+
     // The store holds exactly what is served: one claim per host, each the answered VIP.
     let all: Vec<String> = hosts.iter().chain(&more).chain(&last).cloned().collect();
     let served = answered(servers[0], &all).expect("every host answered");

@@ -1,15 +1,15 @@
 //! Who claims new hosts first: leader election on one `coordination.k8s.io/v1` Lease
 //! (`globaldns-claimer`) in the store namespace, as Kubernetes controllers do it. The holder
-//! renews it every third of `--claim-lease`; the others read it as often and take it over once
-//! they have seen it unchanged for a whole lease duration (measured on their own clock, so
-//! clocks need not agree). Writes carry the resourceVersion read, so two instances never both
-//! take it over.
+//! renews it every third of `--claim-lease` (at most every 2 s); the others read it as often and
+//! take it over once they have seen it unchanged for a whole lease duration (measured on their
+//! own clock, so clocks need not agree), or at once when it is vacant (a holder that stops gives
+//! it up). Writes carry the resourceVersion read, so two instances never both take it over.
 //!
 //! Holding the lease grants nothing: claims stay atomic creates, so two instances that both
 //! believe they hold it only cost duplicate POSTs, never a wrong answer. It only decides who
 //! claims at once (the holder) and who waits `--claim-defer` for that claim (the others).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ pub enum Role {
 pub struct Claimer {
     role: AtomicU8,
     grace: Duration,
+    /// The server is stopping: no more rounds.
+    stopped: AtomicBool,
 }
 
 impl Claimer {
@@ -48,6 +50,7 @@ impl Claimer {
         Claimer {
             role: AtomicU8::new(Role::Unknown as u8),
             grace,
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -320,13 +323,53 @@ impl Election {
         self.claimer.set(role) != role
     }
 
-    /// Rounds forever; `changed` after each that changed the role.
+    /// Rounds until the server stops; `changed` after each that changed the role.
     pub async fn run(mut self, changed: impl Fn()) {
-        let tick = self.elector.duration / 3;
+        let tick = round_every(self.elector.duration);
         loop {
             tokio::time::sleep(tick).await;
+            if self.claimer.stopped.load(Ordering::Relaxed) {
+                return;
+            }
             if self.step().await {
                 changed();
+            }
+        }
+    }
+}
+
+/// How often the holder renews and the others read: a third of the lease, at most 2 s (as
+/// Kubernetes' own controllers retry), so that a released lease is taken over within 2 s.
+pub fn round_every(lease: Duration) -> Duration {
+    (lease / 3).min(Duration::from_secs(2))
+}
+
+/// Gives the lease up when the server stops (SIGTERM), so that another instance takes it over
+/// at its next round instead of after a whole lease duration.
+pub struct Release {
+    pub api: Api<Lease>,
+    pub me: String,
+    pub claimer: Arc<Claimer>,
+}
+
+impl Release {
+    pub async fn release(&self) {
+        self.claimer.stopped.store(true, Ordering::Relaxed);
+        if self.claimer.role() != Role::Holder {
+            return;
+        }
+        let Ok(Some(mut lease)) = bounded(self.api.get_opt(LEASE_NAME)).await else {
+            return;
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(self.me.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        match bounded(self.api.replace(LEASE_NAME, &PostParams::default(), &lease)).await {
+            Ok(_) => info!(lease = LEASE_NAME, "claimer lease released"),
+            Err(e) => {
+                warn!(error = %e, "cannot release the claimer lease; another instance takes it over once it runs out")
             }
         }
     }

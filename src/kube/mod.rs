@@ -75,7 +75,7 @@ pub struct KubeArgs {
     pub claim_defer: std::time::Duration,
     /// Duration of the claimer lease (a `coordination.k8s.io/v1` Lease named globaldns-claimer in
     /// --store-namespace): renewed every third of it; another instance takes over after it
-    /// went unrenewed that long.
+    /// went unrenewed that long (the holder gives it up when it stops).
     #[arg(long, env = "GLOBALDNS_CLAIM_LEASE", default_value = "15s", value_parser = parse_lease)]
     pub claim_lease: std::time::Duration,
     /// Write-back: `status` patches status.addresses of ServiceEntries that have no address with
@@ -154,9 +154,20 @@ impl KubeArgs {
 pub struct Kube {
     runtime: tokio::runtime::Runtime,
     store: Option<Box<dyn Store>>,
+    release: Option<lease::Release>,
 }
 
 impl Kube {
+    /// Gives the claimer lease up, if this instance holds it (at exit; bounded).
+    pub fn release_claimer(&self) {
+        if let Some(r) = &self.release {
+            // The timer is made inside the runtime: it needs its clock.
+            self.runtime.block_on(async {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(3), r.release()).await;
+            });
+        }
+    }
+
     /// The kube store, when `--store kube`; taken once.
     pub fn take_store(&mut self) -> Option<Box<dyn Store>> {
         self.store.take()
@@ -250,6 +261,7 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
         ));
     }
 
+    let mut release = None;
     let store = match args.store {
         StoreKind::File => None,
         StoreKind::Kube => {
@@ -265,6 +277,7 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
             );
             if !args.claim_defer.is_zero() {
                 store = store.with_claimer(args.claim_lease, args.claim_defer);
+                release = store.release_handle();
             }
             Some(Box::new(store) as Box<dyn Store>)
         }
@@ -273,7 +286,11 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
     if let Some(views) = writeback {
         runtime.spawn(writeback::run(views, ctx.clone()));
     }
-    Ok(Some(Kube { runtime, store }))
+    Ok(Some(Kube {
+        runtime,
+        store,
+        release,
+    }))
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use super::claims::{claims_of, to_rfc3339, Cache, Claim};
 use super::context::Context;
 use super::crd::{VipClaim, VipClaimSpec};
-use super::lease::{Claimer, Election, Elector};
+use super::lease::{Claimer, Election, Elector, Release};
 use super::watch::{Plain, Reporter, Step, Watch, WATCH_TIMEOUT_SECS};
 use crate::alloc::store::{Commit, Listener, Store, StoreEvent};
 use crate::alloc::{Allocation, Change, Table};
@@ -88,6 +88,7 @@ struct ClaimerConfig {
     state: Arc<Claimer>,
     lease: Api<k8s_openapi::api::coordination::v1::Lease>,
     duration: Duration,
+    me: String,
 }
 
 fn api_err(e: &kube::Error) -> Option<&kube::core::Status> {
@@ -135,8 +136,18 @@ impl KubeStore {
             state: Arc::new(Claimer::new(grace)),
             lease: Api::namespaced(self.client.clone(), &self.namespace),
             duration: lease,
+            me: super::lease::identity(),
         });
         self
+    }
+
+    /// What gives the claimer lease up at exit (None without a claimer).
+    pub fn release_handle(&self) -> Option<Release> {
+        self.claimer.as_ref().map(|c| Release {
+            api: c.lease.clone(),
+            me: c.me.clone(),
+            claimer: c.state.clone(),
+        })
     }
 
     fn count_create(&self, result: &'static str) {
@@ -461,7 +472,7 @@ impl Store for KubeStore {
         if let Some(c) = &self.claimer {
             let mut election = Election {
                 api: c.lease.clone(),
-                elector: Elector::new(super::lease::identity(), c.duration),
+                elector: Elector::new(c.me.clone(), c.duration),
                 claimer: c.state.clone(),
                 metrics: self.ctx.metrics.clone(),
                 namespace: self.namespace.clone(),
