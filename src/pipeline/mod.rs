@@ -20,7 +20,7 @@ use crate::registry::{Delta, Registry, SourceKey};
 use crate::serviceentry::Entry;
 use crate::zone::{HostReport, Snapshot, ZoneBuilder, ZoneConfig};
 
-pub use defer::{Deferrals, Ended};
+use defer::{Deferrals, Ended};
 
 pub struct Pipeline {
     registry: Registry,
@@ -304,13 +304,22 @@ impl Pipeline {
         self.reports = make_reports(views, &self.allocator);
         if !out.deferred.is_empty() {
             let deferred: HashSet<&str> = out.deferred.iter().map(String::as_str).collect();
-            for (host, report) in &mut self.reports {
-                if let Some(r) = report.as_mut().filter(|r| !r.served) {
-                    if deferred.contains(host.as_str()) {
-                        r.reason = Some(DEFERRED_REASON);
-                    }
+            let zone = &self.zone;
+            self.reports.retain_mut(|(host, report)| {
+                if !deferred.contains(host.as_str()) {
+                    return true;
                 }
-            }
+                // A new host waiting for another instance's claim is not rendered yet: the zone
+                // (and its serial, which secondaries follow) changes once, when the VIP comes,
+                // as on the claimer.
+                if zone.report(host).is_none() {
+                    return false;
+                }
+                if let Some(r) = report.as_mut().filter(|r| !r.served) {
+                    r.reason = Some(DEFERRED_REASON);
+                }
+                true
+            });
         }
         out
     }

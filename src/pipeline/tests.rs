@@ -367,15 +367,9 @@ impl Store for Deferring {
     }
 }
 
-fn deferring(grace: Option<Duration>) -> (Pipeline, Deferring) {
-    let ranges: Vec<IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
-    let mut p = Pipeline::new(
-        &cfg(),
-        &ranges,
-        true,
-        Allocator::new(&ranges, HOLD, Table::new()),
-    );
-    let entry = Entry {
+/// One ServiceEntry of one host, `h.ns.global`, that wants a VIP.
+fn h_entry() -> Entry {
+    Entry {
         object: ObjectRef {
             cluster: "c".into(),
             namespace: "ns".into(),
@@ -387,8 +381,18 @@ fn deferring(grace: Option<Duration>) -> (Pipeline, Deferring) {
         ports: vec![],
         resolution: Resolution::Dns,
         autoallocate: true,
-    };
-    p.set_unit(key(0), vec![entry]);
+    }
+}
+
+fn deferring(grace: Option<Duration>) -> (Pipeline, Deferring) {
+    let ranges: Vec<IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
+    let mut p = Pipeline::new(
+        &cfg(),
+        &ranges,
+        true,
+        Allocator::new(&ranges, HOLD, Table::new()),
+    );
+    p.set_unit(key(0), vec![h_entry()]);
     let store = Deferring {
         grace,
         commits: 0,
@@ -401,9 +405,9 @@ fn deferring(grace: Option<Duration>) -> (Pipeline, Deferring) {
 fn a_deferred_host_waits_unserved_then_serves_the_claimers_vip() {
     let (mut p, mut store) = deferring(Some(Duration::from_secs(3600)));
     let pass = p.pass(100, &mut store).unwrap();
-    let h = pass.snapshot.host("h.ns.global").unwrap();
-    assert!(!h.served, "no VIP the store does not hold");
-    assert_eq!(h.reason, Some(DEFERRED_REASON));
+    // Not rendered at all while it waits: no VIP the store does not hold, and no new serial.
+    assert!(pass.snapshot.host("h.ns.global").is_none());
+    let serial = pass.snapshot.serial;
     assert_eq!(pass.claims.deferred, 1);
     assert_eq!(pass.outcome.deferred, vec!["h.ns.global".to_string()]);
     assert_eq!(store.commits, 0, "nothing claimed");
@@ -412,6 +416,7 @@ fn a_deferred_host_waits_unserved_then_serves_the_claimers_vip() {
     p.pending.push("h.ns.global".into());
     let pass = p.pass(101, &mut store).unwrap();
     assert_eq!(pass.claims, ClaimCounts::default());
+    assert_eq!(pass.snapshot.serial, serial);
     // The claimer's claim arrives through the store (an address other than ours would be).
     let theirs: std::net::Ipv4Addr = "240.10.7.7".parse().unwrap();
     let table: Table = [(
@@ -437,7 +442,7 @@ fn a_deferred_host_waits_unserved_then_serves_the_claimers_vip() {
 fn a_deferred_host_claims_itself_once_its_grace_ran_out() {
     let (mut p, mut store) = deferring(Some(Duration::ZERO));
     let pass = p.pass(100, &mut store).unwrap();
-    assert!(!pass.snapshot.host("h.ns.global").unwrap().served);
+    assert!(pass.snapshot.host("h.ns.global").is_none());
     let due = p.next_deferral_due().expect("a grace to wait for");
     assert!(p.wake_deferred(due, false));
     // Handed out once: not due again until a pass settled it.
@@ -460,6 +465,27 @@ fn becoming_the_claimer_claims_every_waiting_host_at_once() {
     assert!(pass.snapshot.host("h.ns.global").unwrap().served);
     assert_eq!(pass.claims.claimed_after_grace, 1);
     assert_eq!(store.commits, 1);
+}
+
+#[test]
+fn a_rendered_host_that_waits_says_why() {
+    // Served from a user address first; the address goes, so it needs a VIP: it waits, and the
+    // zone says why it is not served.
+    let (mut p, mut store) = deferring(Some(Duration::from_secs(3600)));
+    let mut entry = h_entry();
+    entry.addresses = vec!["10.0.0.9".parse().unwrap()];
+    entry.autoallocate = false;
+    p.set_unit(key(0), vec![entry.clone()]);
+    let pass = p.pass(100, &mut store).unwrap();
+    assert!(pass.snapshot.host("h.ns.global").unwrap().served);
+    entry.addresses.clear();
+    entry.autoallocate = true;
+    p.set_unit(key(0), vec![entry]);
+    let pass = p.pass(101, &mut store).unwrap();
+    let h = pass.snapshot.host("h.ns.global").unwrap();
+    assert!(!h.served);
+    assert_eq!(h.reason, Some(DEFERRED_REASON));
+    assert_eq!(pass.claims.deferred, 1);
 }
 
 #[test]
