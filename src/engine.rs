@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::alloc::store::Store;
-use crate::alloc::Table;
+use crate::alloc::store::{Store, StoreEvent};
 use crate::health::Health;
 use crate::metrics::{FamilyLabels, KindLabels, Metrics};
 use crate::pipeline::Pipeline;
@@ -28,11 +27,12 @@ pub struct Engine {
     pub serial_floor: Option<crate::serial_floor::SerialFloor>,
 }
 
-/// What the engine is told: a source's news, or a table another instance wrote to a shared store.
+/// What the engine is told: a source's news, or a shared store's (a table another instance
+/// wrote, a change of who claims first).
 #[derive(Debug)]
 pub enum Input {
     Source(SourceEvent),
-    StoreChanged(Table),
+    Store(StoreEvent),
 }
 
 impl From<SourceEvent> for Input {
@@ -54,13 +54,22 @@ impl Engine {
                 self.health.synced(&name);
                 true
             }
-            Input::StoreChanged(table) => match self.pipeline.adopt(table) {
-                Ok(changed) => changed,
-                Err(errors) => {
-                    error!(errors = %errors.join("; "), "shared allocation table fails validation; not adopting it");
-                    false
+            Input::Store(StoreEvent::Changed) => {
+                let Some(table) = self.store.shared_table() else {
+                    return false;
+                };
+                match self.pipeline.adopt(table) {
+                    Ok(changed) => changed,
+                    Err(errors) => {
+                        error!(errors = %errors.join("; "), "shared allocation table fails validation; not adopting it");
+                        false
+                    }
                 }
-            },
+            }
+            // Hosts waiting for another instance's claim are looked at again under the new rule.
+            Input::Store(StoreEvent::DeferChanged) => {
+                self.pipeline.wake_deferred(Instant::now(), true)
+            }
         }
     }
 
@@ -74,7 +83,12 @@ impl Engine {
         let mut since: Option<Instant> = None;
         let mut next_check = Instant::now() + EXPIRY_CHECK;
         loop {
-            let wait = next_check.saturating_duration_since(Instant::now());
+            // Also woken when the grace of a host waiting for another instance's claim runs out.
+            let until = self
+                .pipeline
+                .next_deferral_due()
+                .map_or(next_check, |due| due.min(next_check));
+            let wait = until.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(ev) => {
                     let arrived = Instant::now();
@@ -93,6 +107,13 @@ impl Engine {
             if Instant::now() >= next_check {
                 dirty |= self.pipeline.holds_due(unix_now());
                 next_check = Instant::now() + EXPIRY_CHECK;
+            }
+            if self
+                .pipeline
+                .next_deferral_due()
+                .is_some_and(|due| due <= Instant::now())
+            {
+                dirty |= self.pipeline.wake_deferred(Instant::now(), false);
             }
             // Allocate only once every source delivered its full state: instances that see the
             // same hosts then allocate them in the same (sorted) order and agree.
@@ -123,6 +144,7 @@ impl Engine {
             }
         };
         self.log_outcome(&pass.outcome);
+        self.count_claims(&pass.claims);
         for (host, entered) in &pass.spec_conflicts {
             match entered {
                 Some(clusters) => {
@@ -225,6 +247,20 @@ impl Engine {
             info!(
                 more = outcome.expired.len() - LOG_EACH,
                 "more holds expired; VIPs freed"
+            );
+        }
+    }
+
+    fn count_claims(&self, c: &crate::pipeline::ClaimCounts) {
+        let m = &self.metrics;
+        m.claims_deferred.inc_by(c.deferred as u64);
+        m.claims_adopted_after_defer.inc_by(c.adopted as u64);
+        m.claims_after_grace.inc_by(c.claimed_after_grace as u64);
+        m.claims_waiting.set(self.pipeline.deferred() as i64);
+        if c.claimed_after_grace > 0 {
+            info!(
+                hosts = c.claimed_after_grace,
+                "claimed here after waiting for another instance's claim (none came within --claim-defer, or this instance now claims first)"
             );
         }
     }

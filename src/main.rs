@@ -105,7 +105,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let transfers_on = !secondary
         && (!args.transfer.allow_transfer.is_empty() || !args.transfer.notify.is_empty());
     // Held until exit: the Kubernetes sources run on its runtime.
-    let _kube = if secondary {
+    let kube = if secondary {
         globaldns::secondary::check_args(&args)?;
         None
     } else {
@@ -218,6 +218,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         }
         Ok::<_, anyhow::Error>(())
     })?;
+    if let Some(kube) = &kube {
+        // A successor claims new hosts first from now on, without waiting out the lease.
+        kube.release_claimer();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -254,8 +258,8 @@ fn start_primary(
         None => Box::new(FileStore::open(&args.store.state_dir)?),
     };
     let allocator = store::open(store.as_mut(), &ranges, args.store.vip_hold.as_secs())?;
-    store.subscribe(Arc::new(move |table| {
-        let _ = tx.send(Input::StoreChanged(table));
+    store.subscribe(Arc::new(move |ev| {
+        let _ = tx.send(Input::Store(ev));
     }));
     let files_on = kube.is_none() || args.store.zones_dir.is_dir();
     // --- end Kubernetes ---

@@ -54,6 +54,11 @@ pub struct TransferLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ZoneLabels {
     pub zone: String,
 }
@@ -81,6 +86,14 @@ pub struct Metrics {
     pub snapshot_build: Histogram,
     pub zone_serial: Gauge,
     pub store_errors: Counter,
+    /// VipClaim creates sent by this instance, by result (created, exists, failed).
+    pub claim_creates: Family<ResultLabels, Counter>,
+    /// 1 while this instance holds the claimer lease (`--store kube`).
+    pub claimer: Gauge,
+    pub claims_deferred: Counter,
+    pub claims_adopted_after_defer: Counter,
+    pub claims_after_grace: Counter,
+    pub claims_waiting: Gauge,
     pub source_up: Family<ClusterLabels, Gauge>,
     pub source_last_sync: Family<ClusterLabels, Gauge>,
     pub source_objects: Family<ClusterLabels, Gauge>,
@@ -128,6 +141,12 @@ impl Metrics {
             snapshot_build: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             zone_serial: Gauge::default(),
             store_errors: Counter::default(),
+            claim_creates: Family::default(),
+            claimer: Gauge::default(),
+            claims_deferred: Counter::default(),
+            claims_adopted_after_defer: Counter::default(),
+            claims_after_grace: Counter::default(),
+            claims_waiting: Gauge::default(),
             source_up: Family::default(),
             source_last_sync: Family::default(),
             source_objects: Family::default(),
@@ -308,6 +327,39 @@ impl Metrics {
              closed for a new one at --tcp-max-connections (evicted), refused at the cap with \
              every connection busy (refused)",
             m.tcp_closed.clone(),
+        );
+        r.register(
+            "store_claim_creates",
+            "VipClaim creates this instance sent to the kube store, by result: created, exists \
+             (another instance claimed the address first) or failed",
+            m.claim_creates.clone(),
+        );
+        r.register(
+            "claimer",
+            "1 while this instance holds the claimer lease of the kube store (it claims new \
+             hosts at once; the others wait --claim-defer for its claims)",
+            m.claimer.clone(),
+        );
+        r.register(
+            "claims_deferred",
+            "Hosts needing a new VIP whose claim this instance deferred to the claimer instance",
+            m.claims_deferred.clone(),
+        );
+        r.register(
+            "claims_adopted_after_defer",
+            "Deferred hosts whose VIP came from another instance's claim",
+            m.claims_adopted_after_defer.clone(),
+        );
+        r.register(
+            "claims_after_defer",
+            "Deferred hosts this instance claimed itself (no claim came within --claim-defer, \
+             or it became the claimer)",
+            m.claims_after_grace.clone(),
+        );
+        r.register(
+            "claims_waiting",
+            "Hosts waiting now for the claimer instance's claim",
+            m.claims_waiting.clone(),
         );
         Metrics { registry, ..m }
     }

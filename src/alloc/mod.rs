@@ -51,6 +51,9 @@ pub struct Outcome {
     pub expired: Vec<String>,
     /// Hosts that could not get a VIP of a family because its pool is full.
     pub exhausted: Vec<(String, &'static str)>,
+    /// Hosts that need a new VIP and were not allowed to claim one yet (another instance claims
+    /// first: see `pipeline/defer.rs`).
+    pub deferred: Vec<String>,
 }
 
 /// One host's allocation before and after a pass, for the stores (None: no entry).
@@ -250,9 +253,17 @@ impl Allocator {
 
     /// Brings one host in line: user addresses displace its auto VIPs, it is held when it no
     /// longer wants a VIP, given its VIP back when it returns within the hold, and allocated
-    /// what it lacks. Callers reconcile hosts in sorted order, so that instances seeing the same
-    /// hosts agree.
-    pub fn reconcile_host(&mut self, host: &str, wants: bool, now: u64, out: &mut Outcome) {
+    /// what it lacks — unless `claim` is false: then it is left without the VIPs it lacks and
+    /// listed in `out.deferred`. Callers reconcile hosts in sorted order, so that instances
+    /// seeing the same hosts agree.
+    pub fn reconcile_host(
+        &mut self,
+        host: &str,
+        wants: bool,
+        claim: bool,
+        now: u64,
+        out: &mut Outcome,
+    ) {
         // Worked on a copy, written back once: the table is a B-tree keyed by strings, and
         // this runs for every host of a first load.
         let before = self.table.get(host).copied();
@@ -282,7 +293,11 @@ impl Allocator {
         }
         // 3. Allocate what a wanted host lacks.
         let mut starved = false;
-        if wants {
+        let lacks =
+            (a.ipv4.is_none() && self.v4.is_some()) || (a.ipv6.is_none() && self.v6.is_some());
+        if wants && lacks && !claim {
+            out.deferred.push(host.to_string());
+        } else if wants {
             if a.ipv4.is_none() && self.v4.is_some() {
                 match self.allocate(host, false, out) {
                     Some(IpAddr::V4(v4)) => a.ipv4 = Some(v4),
@@ -456,11 +471,11 @@ impl Allocator {
         let hosts: BTreeSet<String> = self.table.keys().chain(wanted).cloned().collect();
         self.take_retry(); // every host is reconciled below anyway
         for host in &hosts {
-            self.reconcile_host(host, wanted.contains(host), now, &mut out);
+            self.reconcile_host(host, wanted.contains(host), true, now, &mut out);
         }
         self.expire_holds(now, &mut out);
         for host in self.take_retry() {
-            self.reconcile_host(&host, wanted.contains(&host), now, &mut out);
+            self.reconcile_host(&host, wanted.contains(&host), true, now, &mut out);
         }
         self.settle(&mut out);
         out.changed = !self.take_changes().is_empty();

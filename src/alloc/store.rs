@@ -3,6 +3,7 @@
 //! an in-memory one for `check` and tests. Loading and validating happen here, once, for all.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use ipnet::IpNet;
@@ -19,8 +20,20 @@ pub enum Commit {
     Conflict(Table),
 }
 
-/// Called with the whole table when another instance changed a shared store.
-pub type Listener = Arc<dyn Fn(Table) + Send + Sync>;
+/// What a shared store tells the engine without being asked.
+#[derive(Debug)]
+pub enum StoreEvent {
+    /// Another instance changed the store: its table is read with [`Store::shared_table`] when
+    /// the engine gets to it (a table captured when the change was seen may be older than a
+    /// commit the engine made meanwhile, and adopting it would undo that commit).
+    Changed,
+    /// [`Store::claim_defer`] may answer differently now (this instance became, or stopped
+    /// being, the one that claims first): hosts waiting for a claim are looked at again.
+    DeferChanged,
+}
+
+/// Called when a shared store has news for the engine.
+pub type Listener = Arc<dyn Fn(StoreEvent) + Send + Sync>;
 
 pub trait Store: Send {
     /// Names the store in messages (`state/allocations.json`, `VipClaims in …`).
@@ -34,6 +47,16 @@ pub trait Store: Send {
     /// calls `listener`.
     fn subscribe(&mut self, listener: Listener) {
         let _ = listener;
+    }
+    /// A shared store's whole table as it knows it now (None: nobody else writes it).
+    fn shared_table(&mut self) -> Option<Table> {
+        None
+    }
+    /// How long to wait before claiming an address for a host that has none, so that the
+    /// instance designated to claim first (another one) does it and this one adopts its claim;
+    /// None: claim at once. Only a shared store ever defers.
+    fn claim_defer(&self) -> Option<Duration> {
+        None
     }
 }
 

@@ -9,6 +9,7 @@ mod claims;
 pub mod clusters;
 mod context;
 pub mod crd;
+pub mod lease;
 pub mod source;
 pub mod state;
 pub mod store;
@@ -66,6 +67,17 @@ pub struct KubeArgs {
     /// Namespace of the VipClaim objects.
     #[arg(long, env = "GLOBALDNS_STORE_NAMESPACE", default_value = "globaldns")]
     pub store_namespace: String,
+    /// How long an instance that does not hold the claimer lease lets a host that needs a new
+    /// VIP wait for the holder's claim (adopted through the watch, no request) before claiming
+    /// it itself. One claimer per store instead of every instance racing the same create; 0
+    /// turns this off (every instance claims at once, no Lease is used).
+    #[arg(long, env = "GLOBALDNS_CLAIM_DEFER", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub claim_defer: std::time::Duration,
+    /// Duration of the claimer lease (a `coordination.k8s.io/v1` Lease named globaldns-claimer in
+    /// --store-namespace): renewed every third of it; another instance takes over after it
+    /// went unrenewed that long (the holder gives it up when it stops).
+    #[arg(long, env = "GLOBALDNS_CLAIM_LEASE", default_value = "15s", value_parser = parse_lease)]
+    pub claim_lease: std::time::Duration,
     /// Write-back: `status` patches status.addresses of ServiceEntries that have no address with
     /// their VIPs (never over an address someone else wrote); `off` writes nothing.
     #[arg(long, env = "GLOBALDNS_WRITE_BACK", default_value = "off")]
@@ -90,6 +102,14 @@ pub struct ClusterFlag {
     pub name: String,
     pub path: PathBuf,
     pub context: Option<String>,
+}
+
+fn parse_lease(raw: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(3) || d > std::time::Duration::from_secs(3600) {
+        return Err("between 3s and 1h (it is renewed every third of it)".into());
+    }
+    Ok(d)
 }
 
 fn parse_cluster_flag(raw: &str) -> Result<ClusterFlag, String> {
@@ -134,9 +154,20 @@ impl KubeArgs {
 pub struct Kube {
     runtime: tokio::runtime::Runtime,
     store: Option<Box<dyn Store>>,
+    release: Option<lease::Release>,
 }
 
 impl Kube {
+    /// Gives the claimer lease up, if this instance holds it (at exit; bounded).
+    pub fn release_claimer(&self) {
+        if let Some(r) = &self.release {
+            // The timer is made inside the runtime: it needs its clock.
+            self.runtime.block_on(async {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(3), r.release()).await;
+            });
+        }
+    }
+
     /// The kube store, when `--store kube`; taken once.
     pub fn take_store(&mut self) -> Option<Box<dyn Store>> {
         self.store.take()
@@ -230,19 +261,24 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
         ));
     }
 
+    let mut release = None;
     let store = match args.store {
         StoreKind::File => None,
         StoreKind::Kube => {
             let Some((name, client)) = pick(&args.store_cluster, "store")? else {
                 bail!("--store kube needs --in-cluster or a --cluster (see --store-cluster)");
             };
-            let store = store::KubeStore::new(
+            let mut store = store::KubeStore::new(
                 runtime.handle().clone(),
                 client,
                 &name,
                 &args.store_namespace,
                 ctx.clone(),
             );
+            if !args.claim_defer.is_zero() {
+                store = store.with_claimer(args.claim_lease, args.claim_defer);
+                release = store.release_handle();
+            }
             Some(Box::new(store) as Box<dyn Store>)
         }
     };
@@ -250,7 +286,11 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
     if let Some(views) = writeback {
         runtime.spawn(writeback::run(views, ctx.clone()));
     }
-    Ok(Some(Kube { runtime, store }))
+    Ok(Some(Kube {
+        runtime,
+        store,
+        release,
+    }))
 }
 
 #[cfg(test)]

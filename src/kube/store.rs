@@ -14,6 +14,9 @@
 //! - Two instances that allocate the same new host at the same instant may each claim a different
 //!   address for it; every instance resolves that the same way (the lower address wins) and the
 //!   other claim is deleted.
+//! - Who claims first (`kube/lease.rs`): with `--claim-defer`, one instance holds the claimer
+//!   lease and claims new hosts at once; the others let a new host wait that long for its claim
+//!   to arrive through the watch (adopting it costs no request) before claiming themselves.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -30,9 +33,11 @@ use tracing::{debug, info, warn};
 use super::claims::{claims_of, to_rfc3339, Cache, Claim};
 use super::context::Context;
 use super::crd::{VipClaim, VipClaimSpec};
+use super::lease::{Claimer, Election, Elector, Release};
 use super::watch::{Plain, Reporter, Step, Watch, WATCH_TIMEOUT_SECS};
-use crate::alloc::store::{Commit, Listener, Store};
+use crate::alloc::store::{Commit, Listener, Store, StoreEvent};
 use crate::alloc::{Allocation, Change, Table};
+use crate::metrics::ResultLabels;
 
 /// Concurrent API requests of one commit.
 const PARALLEL: usize = 16;
@@ -73,7 +78,17 @@ pub struct KubeStore {
     ctx: Arc<Context>,
     cluster: String,
     namespace: String,
+    client: Client,
     listener: Option<Listener>,
+    /// Who claims first, when `--claim-defer` is on.
+    claimer: Option<ClaimerConfig>,
+}
+
+struct ClaimerConfig {
+    state: Arc<Claimer>,
+    lease: Api<k8s_openapi::api::coordination::v1::Lease>,
+    duration: Duration,
+    me: String,
 }
 
 fn api_err(e: &kube::Error) -> Option<&kube::core::Status> {
@@ -103,13 +118,44 @@ impl KubeStore {
     ) -> KubeStore {
         KubeStore {
             rt,
-            api: Api::namespaced(client, namespace),
+            api: Api::namespaced(client.clone(), namespace),
             cache: Arc::new(Mutex::new(Cache::default())),
             ctx,
             cluster: cluster.to_string(),
             namespace: namespace.to_string(),
             listener: None,
+            claimer: None,
+            client,
         }
+    }
+
+    /// One instance claims new hosts first: it holds the claimer Lease (renewed every third of
+    /// `lease`); the others let a host needing a new VIP wait up to `grace` for its claim.
+    pub fn with_claimer(mut self, lease: Duration, grace: Duration) -> KubeStore {
+        self.claimer = Some(ClaimerConfig {
+            state: Arc::new(Claimer::new(grace)),
+            lease: Api::namespaced(self.client.clone(), &self.namespace),
+            duration: lease,
+            me: super::lease::identity(),
+        });
+        self
+    }
+
+    /// What gives the claimer lease up at exit (None without a claimer).
+    pub fn release_handle(&self) -> Option<Release> {
+        self.claimer.as_ref().map(|c| Release {
+            api: c.lease.clone(),
+            me: c.me.clone(),
+            claimer: c.state.clone(),
+        })
+    }
+
+    fn count_create(&self, result: &'static str) {
+        self.ctx
+            .metrics
+            .claim_creates
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     async fn run(&self, op: Op) -> Result<OpResult> {
@@ -163,7 +209,13 @@ impl KubeStore {
             .into(),
         );
         for _ in 0..3 {
-            match bounded(self.api.create(&PostParams::default(), &obj)).await {
+            let res = bounded(self.api.create(&PostParams::default(), &obj)).await;
+            self.count_create(match &res {
+                Ok(_) => "created",
+                Err(e) if api_err(e).is_some_and(|s| s.is_already_exists()) => "exists",
+                Err(_) => "failed",
+            });
+            match res {
                 Ok(created) => {
                     self.cache.lock().unwrap().apply(&created);
                     return Ok(OpResult::Done);
@@ -352,7 +404,7 @@ impl KubeStore {
             // Others' claims arrived meanwhile: the engine takes them after this commit.
             cache.last_sent = table.clone();
             if let Some(listener) = &self.listener {
-                listener(table);
+                listener(StoreEvent::Changed);
             }
         } else {
             cache.last_sent = full.clone();
@@ -415,8 +467,35 @@ impl Store for KubeStore {
             self.cache.clone(),
             self.ctx.clone(),
             format!("store/{}", self.cluster),
-            listener,
+            listener.clone(),
         ));
+        if let Some(c) = &self.claimer {
+            let mut election = Election {
+                api: c.lease.clone(),
+                elector: Elector::new(c.me.clone(), c.duration),
+                claimer: c.state.clone(),
+                metrics: self.ctx.metrics.clone(),
+                namespace: self.namespace.clone(),
+                last_ok: None,
+                failing: false,
+            };
+            // The first round now: the first pass already knows whether to wait for another
+            // instance's claims.
+            self.rt.block_on(election.step());
+            self.rt
+                .spawn(election.run(move || listener(StoreEvent::DeferChanged)));
+        }
+    }
+
+    fn shared_table(&mut self) -> Option<Table> {
+        let mut cache = self.cache.lock().unwrap();
+        let (table, _) = cache.table();
+        cache.last_sent = table.clone();
+        Some(table)
+    }
+
+    fn claim_defer(&self) -> Option<Duration> {
+        self.claimer.as_ref().and_then(|c| c.state.defer())
     }
 
     fn commit(&mut self, changes: &[Change], table: &Table) -> Result<Commit> {
@@ -506,7 +585,7 @@ async fn watch(
     }
 }
 
-/// Sends the store's table to the engine when it differs from what the engine was last given.
+/// Tells the engine when the store's table differs from what the engine last took.
 async fn publish(api: &Api<VipClaim>, cache: &Arc<Mutex<Cache>>, listener: &Listener) {
     let (table, losers) = cache.lock().unwrap().table();
     if !losers.is_empty() {
@@ -520,6 +599,6 @@ async fn publish(api: &Api<VipClaim>, cache: &Arc<Mutex<Cache>>, listener: &List
         );
         c.last_sent = table.clone();
         drop(c);
-        listener(table);
+        listener(StoreEvent::Changed);
     }
 }

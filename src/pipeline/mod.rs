@@ -4,6 +4,9 @@
 //! publish a VIP the store has not made durable. A change to one file or object costs what it
 //! touches, not the size of the mesh; the first load is the same pass with every host touched.
 
+mod defer;
+
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -16,6 +19,8 @@ use crate::host_view::{Conflict, HostView, Rules};
 use crate::registry::{Delta, Registry, SourceKey};
 use crate::serviceentry::Entry;
 use crate::zone::{HostReport, Snapshot, ZoneBuilder, ZoneConfig};
+
+use defer::{Deferrals, Ended};
 
 pub struct Pipeline {
     registry: Registry,
@@ -34,6 +39,8 @@ pub struct Pipeline {
     first: bool,
     /// A large share of the hosts was rendered since the last publish (its tables are compacted).
     large: bool,
+    /// Hosts waiting for another instance's claim of their VIP.
+    deferrals: Deferrals,
 }
 
 impl Pipeline {
@@ -56,6 +63,7 @@ impl Pipeline {
             reports: Vec::new(),
             first: true,
             large: false,
+            deferrals: Deferrals::default(),
         }
     }
 
@@ -144,9 +152,12 @@ impl Pipeline {
         let touched = self.pending.len();
         let (mut reconcile_took, mut commit_took) = (Duration::ZERO, Duration::ZERO);
         let mut conflicts = 0;
+        self.deferrals.set_grace(store.claim_defer());
+        let mut claims = ClaimCounts::default();
         let outcome = loop {
             let reconcile_started = Instant::now();
-            let outcome = self.reconcile(now);
+            let outcome = self.reconcile(now, started);
+            claims.deferred += self.start_deferrals(&outcome, started);
             reconcile_took += reconcile_started.elapsed();
             let changes = self.allocator.take_changes();
             if changes.is_empty() {
@@ -180,10 +191,12 @@ impl Pipeline {
                 }
             }
         };
+        self.end_deferrals(&outcome, &mut claims);
         let build_started = Instant::now();
         let snapshot = self.publish();
         Ok(Pass {
             snapshot,
+            claims,
             outcome,
             conflicts: (self.conflicts.spec, self.conflicts.istio_status),
             spec_conflicts: std::mem::take(&mut self.conflicts.changes),
@@ -195,9 +208,63 @@ impl Pipeline {
         })
     }
 
-    /// Merges the pending hosts and brings their allocations in line; the changes are then
-    /// made durable (`pass`) before `publish` shows them.
-    fn reconcile(&mut self, now: u64) -> Outcome {
+    /// Hosts of this pass that were not allowed to claim a VIP start waiting (if they were not
+    /// already); returns how many started now.
+    fn start_deferrals(&mut self, outcome: &Outcome, clock: Instant) -> usize {
+        outcome
+            .deferred
+            .iter()
+            .filter(|h| self.deferrals.start(h, clock))
+            .count()
+    }
+
+    /// After a successful commit: the waiting hosts of this pass that are not deferred any more
+    /// stop waiting, counted by how.
+    fn end_deferrals(&mut self, outcome: &Outcome, claims: &mut ClaimCounts) {
+        if self.deferrals.is_empty() {
+            return;
+        }
+        let deferred: HashSet<&str> = outcome.deferred.iter().map(String::as_str).collect();
+        let allocated: HashSet<&str> = outcome.allocated.iter().map(|(h, _)| h.as_str()).collect();
+        for host in &self.pending {
+            if deferred.contains(host.as_str()) || !self.deferrals.is_waiting(host) {
+                continue;
+            }
+            let has_vip = self.allocator.vips(host).next().is_some();
+            match self
+                .deferrals
+                .end(host, has_vip, allocated.contains(host.as_str()))
+            {
+                Some(Ended::Adopted) => claims.adopted += 1,
+                Some(Ended::Claimed) => claims.claimed_after_grace += 1,
+                Some(Ended::Dropped) | None => {}
+            }
+        }
+    }
+
+    /// When the grace of a host waiting for another instance's claim runs out next.
+    pub fn next_deferral_due(&self) -> Option<Instant> {
+        self.deferrals.next_due()
+    }
+
+    /// Makes the waiting hosts whose grace ran out at `now` pending (every waiting host with
+    /// `all`: the store's policy changed); returns whether there were any.
+    pub fn wake_deferred(&mut self, now: Instant, all: bool) -> bool {
+        let due = self.deferrals.due(now, all);
+        let any = !due.is_empty();
+        self.pending.extend(due);
+        any
+    }
+
+    /// Hosts waiting for another instance's claim.
+    pub fn deferred(&self) -> usize {
+        self.deferrals.len()
+    }
+
+    /// Merges the pending hosts and brings their allocations in line (a host that needs a new
+    /// VIP while another instance claims first may have to wait: `defer.rs`); the changes are
+    /// then made durable (`pass`) before `publish` shows them.
+    fn reconcile(&mut self, now: u64, clock: Instant) -> Outcome {
         let mut out = Outcome::default();
         if self.first {
             self.pending.extend(self.allocator.table().keys().cloned());
@@ -210,7 +277,9 @@ impl Pipeline {
         let views = merge_all(&self.registry, &mut self.pending, &self.rules);
         for (host, view) in self.pending.iter().zip(&views) {
             let wants = view.as_ref().is_some_and(|v| v.wants_vip);
-            self.allocator.reconcile_host(host, wants, now, &mut out);
+            let claim = self.deferrals.may_claim(host, clock);
+            self.allocator
+                .reconcile_host(host, wants, claim, now, &mut out);
         }
         let mut views: Vec<(String, Option<HostView>)> =
             self.pending.iter().cloned().zip(views).collect();
@@ -222,7 +291,9 @@ impl Pipeline {
         for host in self.allocator.take_retry() {
             let view = self.registry.merge_host(&host, &self.rules);
             let wants = view.as_ref().is_some_and(|v| v.wants_vip);
-            self.allocator.reconcile_host(&host, wants, now, &mut out);
+            let claim = self.deferrals.may_claim(&host, clock);
+            self.allocator
+                .reconcile_host(&host, wants, claim, now, &mut out);
             if let Err(at) = self.pending.binary_search(&host) {
                 self.pending.insert(at, host.clone());
                 views.push((host, view));
@@ -231,6 +302,25 @@ impl Pipeline {
         self.allocator.settle(&mut out);
         // Reports are made only now that every VIP of the pass is known.
         self.reports = make_reports(views, &self.allocator);
+        if !out.deferred.is_empty() {
+            let deferred: HashSet<&str> = out.deferred.iter().map(String::as_str).collect();
+            let zone = &self.zone;
+            self.reports.retain_mut(|(host, report)| {
+                if !deferred.contains(host.as_str()) {
+                    return true;
+                }
+                // A new host waiting for another instance's claim is not rendered yet: the zone
+                // (and its serial, which secondaries follow) changes once, when the VIP comes,
+                // as on the claimer.
+                if zone.report(host).is_none() {
+                    return false;
+                }
+                if let Some(r) = report.as_mut().filter(|r| !r.served) {
+                    r.reason = Some(DEFERRED_REASON);
+                }
+                true
+            });
+        }
         out
     }
 
@@ -288,9 +378,24 @@ impl Pipeline {
 /// How many times one pass adopts a conflicting shared table before giving up until the next.
 const MAX_CONFLICT_RETRIES: usize = 8;
 
+/// Why a host is not served while it waits for another instance's claim of its VIP.
+const DEFERRED_REASON: &str = "waiting for the claimer instance's VIP claim (--claim-defer)";
+
+/// Hosts whose claim waited for another instance, as one pass changed them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClaimCounts {
+    /// Started waiting.
+    pub deferred: usize,
+    /// Got their VIP from another instance's claim while waiting.
+    pub adopted: usize,
+    /// Claimed here after all (the grace ran out, or this instance became the claimer).
+    pub claimed_after_grace: usize,
+}
+
 /// What one pass did, for the engine to publish, log and count.
 pub struct Pass {
     pub snapshot: Snapshot,
+    pub claims: ClaimCounts,
     pub outcome: Outcome,
     /// Hosts whose clusters disagree, by kind: (spec, istio-status).
     pub conflicts: (usize, usize),

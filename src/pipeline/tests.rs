@@ -210,7 +210,7 @@ fn incremental_passes_serve_what_a_full_build_serves() {
             }
             if rng.random_bool(0.5) {
                 now += rng.random_range(0..30);
-                let out = p.reconcile(now);
+                let out = p.reconcile(now, Instant::now());
                 for (n, v) in seen.iter_mut().zip([
                     out.displaced.len(),
                     out.released.len(),
@@ -223,7 +223,7 @@ fn incremental_passes_serve_what_a_full_build_serves() {
                 snap = p.publish();
             }
         }
-        p.reconcile(now);
+        p.reconcile(now, Instant::now());
         p.allocator.take_changes();
         snap = std::mem::replace(&mut snap, p.publish());
         drop(snap);
@@ -239,7 +239,7 @@ fn incremental_passes_serve_what_a_full_build_serves() {
         for (u, entries) in &units {
             full.set_unit(key(*u), entries.clone());
         }
-        full.reconcile(now);
+        full.reconcile(now, Instant::now());
         assert_eq!(
             full.allocator.take_changes(),
             vec![],
@@ -296,21 +296,21 @@ fn a_host_waiting_for_a_vip_gets_one_when_a_hold_expires() {
         autoallocate: true,
     };
     p.set_unit(key(0), ["h0", "h1", "h2", "h3"].map(entry).to_vec());
-    let out = p.reconcile(100);
+    let out = p.reconcile(100, Instant::now());
     assert_eq!(out.exhausted, vec![("h3.ns.global".to_string(), "IPv4")]);
     p.allocator.take_changes();
     let snap = p.publish();
     assert!(!snap.host("h3.ns.global").unwrap().served);
     // h0 goes: held for 10 s, so h3 still waits.
     p.set_unit(key(0), ["h1", "h2", "h3"].map(entry).to_vec());
-    let out = p.reconcile(105);
+    let out = p.reconcile(105, Instant::now());
     assert_eq!(out.released, vec!["h0.ns.global".to_string()]);
     assert!(out.allocated.is_empty());
     p.allocator.take_changes();
     p.publish();
     // The hold runs out on a pass without any source change: h3 gets the freed VIP.
     assert!(p.holds_due(115));
-    let out = p.reconcile(115);
+    let out = p.reconcile(115, Instant::now());
     assert_eq!(out.expired, vec!["h0.ns.global".to_string()]);
     assert_eq!(out.allocated.len(), 1, "{out:?}");
     assert!(out.exhausted.is_empty(), "{out:?}");
@@ -341,4 +341,158 @@ fn parallel_stages_keep_the_order() {
         assert_eq!(*host, format!("h{i}.ns.global"));
         assert_eq!(r.is_some(), i % 3 != 0, "{host}");
     }
+}
+
+/// A store that lets new claims wait (as an instance that is not the claimer does), counting
+/// the commits that reach it.
+struct Deferring {
+    grace: Option<Duration>,
+    commits: usize,
+    inner: crate::alloc::store::MemoryStore,
+}
+
+impl Store for Deferring {
+    fn describe(&self) -> String {
+        "deferring".into()
+    }
+    fn load(&mut self) -> Result<Table> {
+        self.inner.load()
+    }
+    fn commit(&mut self, changes: &[crate::alloc::Change], table: &Table) -> Result<Commit> {
+        self.commits += 1;
+        self.inner.commit(changes, table)
+    }
+    fn claim_defer(&self) -> Option<Duration> {
+        self.grace
+    }
+}
+
+/// One ServiceEntry of one host, `h.ns.global`, that wants a VIP.
+fn h_entry() -> Entry {
+    Entry {
+        object: ObjectRef {
+            cluster: "c".into(),
+            namespace: "ns".into(),
+            name: "h".into(),
+        },
+        hosts: vec!["h.ns.global".into()],
+        addresses: vec![],
+        status_addresses: vec![],
+        ports: vec![],
+        resolution: Resolution::Dns,
+        autoallocate: true,
+    }
+}
+
+fn deferring(grace: Option<Duration>) -> (Pipeline, Deferring) {
+    let ranges: Vec<IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
+    let mut p = Pipeline::new(
+        &cfg(),
+        &ranges,
+        true,
+        Allocator::new(&ranges, HOLD, Table::new()),
+    );
+    p.set_unit(key(0), vec![h_entry()]);
+    let store = Deferring {
+        grace,
+        commits: 0,
+        inner: Default::default(),
+    };
+    (p, store)
+}
+
+#[test]
+fn a_deferred_host_waits_unserved_then_serves_the_claimers_vip() {
+    let (mut p, mut store) = deferring(Some(Duration::from_secs(3600)));
+    let pass = p.pass(100, &mut store).unwrap();
+    // Not rendered at all while it waits: no VIP the store does not hold, and no new serial.
+    assert!(pass.snapshot.host("h.ns.global").is_none());
+    let serial = pass.snapshot.serial;
+    assert_eq!(pass.claims.deferred, 1);
+    assert_eq!(pass.outcome.deferred, vec!["h.ns.global".to_string()]);
+    assert_eq!(store.commits, 0, "nothing claimed");
+    assert!(p.next_deferral_due().is_some());
+    // Looked at again before the claim came: still waiting, counted once.
+    p.pending.push("h.ns.global".into());
+    let pass = p.pass(101, &mut store).unwrap();
+    assert_eq!(pass.claims, ClaimCounts::default());
+    assert_eq!(pass.snapshot.serial, serial);
+    // The claimer's claim arrives through the store (an address other than ours would be).
+    let theirs: std::net::Ipv4Addr = "240.10.7.7".parse().unwrap();
+    let table: Table = [(
+        "h.ns.global".to_string(),
+        crate::alloc::Allocation {
+            ipv4: Some(theirs),
+            ..Default::default()
+        },
+    )]
+    .into();
+    assert_eq!(p.adopt(table), Ok(true));
+    let pass = p.pass(102, &mut store).unwrap();
+    let h = pass.snapshot.host("h.ns.global").unwrap();
+    assert!(h.served);
+    assert_eq!(h.addresses[0].address, IpAddr::V4(theirs));
+    assert_eq!(pass.claims.adopted, 1);
+    assert_eq!(store.commits, 0, "adopted without a request");
+    assert_eq!(p.deferred(), 0);
+    assert_eq!(p.next_deferral_due(), None);
+}
+
+#[test]
+fn a_deferred_host_claims_itself_once_its_grace_ran_out() {
+    let (mut p, mut store) = deferring(Some(Duration::ZERO));
+    let pass = p.pass(100, &mut store).unwrap();
+    assert!(pass.snapshot.host("h.ns.global").is_none());
+    let due = p.next_deferral_due().expect("a grace to wait for");
+    assert!(p.wake_deferred(due, false));
+    // Handed out once: not due again until a pass settled it.
+    assert!(!p.wake_deferred(due, false));
+    let pass = p.pass(101, &mut store).unwrap();
+    assert!(pass.snapshot.host("h.ns.global").unwrap().served);
+    assert_eq!(pass.claims.claimed_after_grace, 1);
+    assert_eq!(store.commits, 1);
+    assert_eq!(p.deferred(), 0);
+}
+
+#[test]
+fn becoming_the_claimer_claims_every_waiting_host_at_once() {
+    let (mut p, mut store) = deferring(Some(Duration::from_secs(3600)));
+    p.pass(100, &mut store).unwrap();
+    assert_eq!(p.deferred(), 1);
+    store.grace = None;
+    assert!(p.wake_deferred(Instant::now(), true));
+    let pass = p.pass(101, &mut store).unwrap();
+    assert!(pass.snapshot.host("h.ns.global").unwrap().served);
+    assert_eq!(pass.claims.claimed_after_grace, 1);
+    assert_eq!(store.commits, 1);
+}
+
+#[test]
+fn a_rendered_host_that_waits_says_why() {
+    // Served from a user address first; the address goes, so it needs a VIP: it waits, and the
+    // zone says why it is not served.
+    let (mut p, mut store) = deferring(Some(Duration::from_secs(3600)));
+    let mut entry = h_entry();
+    entry.addresses = vec!["10.0.0.9".parse().unwrap()];
+    entry.autoallocate = false;
+    p.set_unit(key(0), vec![entry.clone()]);
+    let pass = p.pass(100, &mut store).unwrap();
+    assert!(pass.snapshot.host("h.ns.global").unwrap().served);
+    entry.addresses.clear();
+    entry.autoallocate = true;
+    p.set_unit(key(0), vec![entry]);
+    let pass = p.pass(101, &mut store).unwrap();
+    let h = pass.snapshot.host("h.ns.global").unwrap();
+    assert!(!h.served);
+    assert_eq!(h.reason, Some(DEFERRED_REASON));
+    assert_eq!(pass.claims.deferred, 1);
+}
+
+#[test]
+fn without_a_grace_nothing_waits() {
+    let (mut p, mut store) = deferring(None);
+    let pass = p.pass(100, &mut store).unwrap();
+    assert!(pass.snapshot.host("h.ns.global").unwrap().served);
+    assert_eq!(pass.claims, ClaimCounts::default());
+    assert_eq!(p.next_deferral_due(), None);
 }

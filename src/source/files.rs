@@ -134,7 +134,7 @@ pub fn load_once(
         .into_iter()
         .filter_map(|input| match input {
             crate::engine::Input::Source(ev) => Some(ev),
-            crate::engine::Input::StoreChanged(_) => None,
+            crate::engine::Input::Store(_) => None,
         })
         .collect())
 }
