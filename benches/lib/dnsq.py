@@ -95,26 +95,25 @@ def parse_response(msg):
     }
 
 
+def recv_exact(sock, n):
+    """n bytes from a stream socket; OSError when it closes first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise OSError("closed")
+        buf += chunk
+    return buf
+
+
 def query(port, name, qtype="A", host="127.0.0.1", tcp=False, timeout=1.0, sock=None):
     qid = random.randrange(65536)
     q = build_query(qid, name, qtype)
     if tcp:
         with socket.create_connection((host, port), timeout=timeout) as s:
             s.sendall(struct.pack(">H", len(q)) + q)
-            hdr = b""
-            while len(hdr) < 2:
-                c = s.recv(2 - len(hdr))
-                if not c:
-                    raise OSError("closed")
-                hdr += c
-            (ln,) = struct.unpack(">H", hdr)
-            data = b""
-            while len(data) < ln:
-                c = s.recv(ln - len(data))
-                if not c:
-                    raise OSError("closed")
-                data += c
-            return parse_response(data)
+            (ln,) = struct.unpack(">H", recv_exact(s, 2))
+            return parse_response(recv_exact(s, ln))
     own = sock is None
     s = sock or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:

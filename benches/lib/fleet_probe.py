@@ -162,22 +162,12 @@ def tcp_ixfr(port, zone, serial, reps=20):
             c.sendall(struct.pack(">H", len(q)) + q)
             soas = 0
             while soas < 3:
-                msg = recv_exact(c, struct.unpack(">H", recv_exact(c, 2))[0])
+                msg = dnsq.recv_exact(c, struct.unpack(">H", dnsq.recv_exact(c, 2))[0])
                 if msg[3] & 0xF:
                     raise SystemExit("IXFR answered rcode %d" % (msg[3] & 0xF))
                 soas += count_soas(msg)
         out.append(time.monotonic() - t0)
     return sorted(out)
-
-
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise SystemExit("connection closed inside an IXFR answer")
-        buf += chunk
-    return buf
 
 
 def count_soas(msg):
