@@ -75,6 +75,23 @@ fn secondary(t: &Path, name: &str, primaries: &[&str], key: &str) -> Result<Serv
     Ok(s)
 }
 
+/// A primary on `dns`/`admin` that allows transfers to loopback, signs with KEY and NOTIFYs
+/// `notify`.
+fn primary_flags<'a>(dns: &'a str, admin: &'a str, notify: &'a str) -> [&'a str; 10] {
+    [
+        "--listen",
+        dns,
+        "--admin",
+        admin,
+        "--allow-transfer",
+        "127.0.0.0/8",
+        "--tsig-key",
+        KEY,
+        "--notify",
+        notify,
+    ]
+}
+
 fn metric0(s: &Server, name: &str) -> f64 {
     s.metric(name).unwrap_or(0.0)
 }
@@ -90,18 +107,7 @@ fn primary_secondaries_and_knot_stay_in_step() {
         format!("127.0.0.1:{}", ports + 1),
     );
     let knot_addr = format!("127.0.0.1:{}", ports + 2);
-    let pflags = [
-        "--listen",
-        &pdns,
-        "--admin",
-        &padmin,
-        "--allow-transfer",
-        "127.0.0.0/8",
-        "--tsig-key",
-        KEY,
-        "--notify",
-        &knot_addr,
-    ];
+    let pflags = primary_flags(&pdns, &padmin, &knot_addr);
     let primary = Server::start(&dir, &state, &pflags);
     let mut knotd = knot(&t.path().join("knot"), primary.dns, ports + 2);
     let knot: SocketAddr = knot_addr.parse().unwrap();
@@ -263,22 +269,7 @@ fn notify_moves_a_secondary_by_ixfr_without_a_soa_query() {
     let ports = free_ports(4);
     let addr = |i: u16| format!("127.0.0.1:{}", ports + i);
     let (pdns, padmin, sdns, sadmin) = (addr(0), addr(1), addr(2), addr(3));
-    let primary = Server::start(
-        &dir,
-        &state,
-        &[
-            "--listen",
-            &pdns,
-            "--admin",
-            &padmin,
-            "--allow-transfer",
-            "127.0.0.0/8",
-            "--tsig-key",
-            KEY,
-            "--notify",
-            &sdns,
-        ],
-    );
+    let primary = Server::start(&dir, &state, &primary_flags(&pdns, &padmin, &sdns));
     let s = Server::start(
         &t.path().join("unused-zones"),
         &t.path().join("s"),
