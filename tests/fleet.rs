@@ -92,6 +92,19 @@ fn primary_flags<'a>(dns: &'a str, admin: &'a str, notify: &'a str) -> [&'a str;
     ]
 }
 
+/// Gives `added.bar.global` the address `ip` and waits until the primary answers it; returns
+/// the primary's answers then.
+fn readdress(dir: &Path, primary: &Server, ip: &str) -> Vec<String> {
+    write_file(
+        &dir.join("b.yaml"),
+        &se("added", "bar", &["added.bar.global"], &[ip], ""),
+    );
+    eventually(Duration::from_secs(5), "the primary has the change", || {
+        let a = answers(primary.dns);
+        a[5].contains(ip).then_some(a)
+    })
+}
+
 fn metric0(s: &Server, name: &str) -> f64 {
     s.metric(name).unwrap_or(0.0)
 }
@@ -127,14 +140,7 @@ fn primary_secondaries_and_knot_stay_in_step() {
     });
 
     // A ServiceEntry change is answered by all.
-    write_file(
-        &dir.join("b.yaml"),
-        &se("added", "bar", &["added.bar.global"], &["10.9.9.1"], ""),
-    );
-    let want = eventually(Duration::from_secs(5), "primary has it", || {
-        let a = answers(primary.dns);
-        a[5].contains("10.9.9.1").then_some(a)
-    });
+    let want = readdress(&dir, &primary, "10.9.9.1");
     for s in &secs {
         eventually(Duration::from_secs(10), "secondary has it", || {
             (answers(s.dns) == want).then_some(())
@@ -160,14 +166,7 @@ fn primary_secondaries_and_knot_stay_in_step() {
 
     // Back on its address: a new change reaches everyone, staleness clears.
     let primary = Server::start(&dir, &state, &pflags);
-    write_file(
-        &dir.join("b.yaml"),
-        &se("added", "bar", &["added.bar.global"], &["10.9.9.2"], ""),
-    );
-    let want = eventually(Duration::from_secs(5), "primary has the new change", || {
-        let a = answers(primary.dns);
-        a[5].contains("10.9.9.2").then_some(a)
-    });
+    let want = readdress(&dir, &primary, "10.9.9.2");
     for s in &secs {
         eventually(Duration::from_secs(15), "secondary caught up", || {
             let (_, body) = s.get("/readyz");
@@ -300,14 +299,7 @@ fn notify_moves_a_secondary_by_ixfr_without_a_soa_query() {
         "the first load asked the primary for its SOA"
     );
 
-    write_file(
-        &dir.join("b.yaml"),
-        &se("added", "bar", &["added.bar.global"], &["10.9.9.1"], ""),
-    );
-    let want = eventually(Duration::from_secs(5), "primary has it", || {
-        let a = answers(primary.dns);
-        a[5].contains("10.9.9.1").then_some(a)
-    });
+    let want = readdress(&dir, &primary, "10.9.9.1");
     eventually(
         Duration::from_secs(10),
         "the secondary has it by NOTIFY",
