@@ -15,6 +15,10 @@
 //!
 //! Prints a summary to stderr and one `key=value` line to stdout. Percentiles count queries
 //! unanswered after the timeout as infinitely slow (`inf`). Loopback only; bounded (≤ 600 s).
+//!
+//! Each answer is timed twice: when the generator reads it (`p50_us`…, what a client sees) and
+//! when it arrived in the socket (`arr_p50_us`…, the kernel's `SO_TIMESTAMPNS`), so that time
+//! the generator itself spent off its core (a busy client core) can be told from the server's.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
@@ -179,7 +183,9 @@ struct Stats {
     nxdomain: u64,
     other_rcode: u64,
     id_busy: u64,
+    /// Latency by the time the answer was read, and by the time it arrived in the socket.
     hist: Vec<u64>,
+    arr_hist: Vec<u64>,
 }
 
 impl Stats {
@@ -194,23 +200,25 @@ impl Stats {
         self.nxdomain += o.nxdomain;
         self.other_rcode += o.other_rcode;
         self.id_busy += o.id_busy;
-        if self.hist.is_empty() {
-            self.hist = vec![0; HIST_US + 1];
-        }
-        for (a, b) in self.hist.iter_mut().zip(&o.hist) {
-            *a += b;
+        for (mine, theirs) in [(&mut self.hist, &o.hist), (&mut self.arr_hist, &o.arr_hist)] {
+            if mine.is_empty() {
+                *mine = vec![0; HIST_US + 1];
+            }
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a += b;
+            }
         }
     }
 
-    /// The q-quantile in µs over answered + lost queries (lost = infinitely slow).
-    fn quantile(&self, q: f64) -> Option<f64> {
+    /// The q-quantile in µs of `hist` over answered + lost queries (lost = infinitely slow).
+    fn quantile(&self, hist: &[u64], q: f64) -> Option<f64> {
         let total = self.answered + self.lost;
         if total == 0 {
             return None;
         }
         let rank = ((q * total as f64).ceil() as u64).max(1);
         let mut seen = 0;
-        for (us, n) in self.hist.iter().enumerate() {
+        for (us, n) in hist.iter().enumerate() {
             seen += n;
             if seen >= rank {
                 // Bucket us holds [us, us+1) µs: report its middle.
@@ -241,6 +249,36 @@ struct Bufs {
     recv: Vec<[u8; RECV_BUF]>,
     recv_iov: Vec<libc::iovec>,
     recv_hdr: Vec<libc::mmsghdr>,
+    /// Control buffers for each answer's SO_TIMESTAMPNS (u64 for cmsghdr's alignment).
+    recv_ctl: Vec<[u64; CTL_WORDS]>,
+}
+
+const CTL_WORDS: usize = 8;
+
+/// The arrival time (CLOCK_REALTIME, ns) in a received message's control data, if there.
+fn arrival_ns(hdr: &libc::msghdr) -> Option<u64> {
+    // SAFETY: hdr's control pointer and length were set by recvmmsg for this message.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
+}
+
+fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Bufs {
@@ -256,6 +294,7 @@ impl Bufs {
             recv: vec![[0; RECV_BUF]; BATCH],
             recv_iov: zeroed(),
             recv_hdr: zeroed(),
+            recv_ctl: vec![[0; CTL_WORDS]; BATCH],
         });
         for i in 0..BATCH {
             b.recv_iov[i].iov_base = b.recv[i].as_mut_ptr().cast();
@@ -330,6 +369,11 @@ impl Sock {
     fn recv(&mut self, b: &mut Bufs, start: Instant, window_end: u64, st: &mut Stats) -> usize {
         let mut total = 0;
         loop {
+            for i in 0..BATCH {
+                // The kernel shortens msg_controllen to what it wrote: set it again every call.
+                b.recv_hdr[i].msg_hdr.msg_control = b.recv_ctl[i].as_mut_ptr().cast();
+                b.recv_hdr[i].msg_hdr.msg_controllen = CTL_WORDS * 8;
+            }
             // SAFETY: the headers point at b's receive buffers, alive for the call.
             let n = unsafe {
                 libc::recvmmsg(
@@ -344,6 +388,9 @@ impl Sock {
                 return total;
             }
             let now = ns(start.elapsed());
+            // Arrival stamps are wall-clock: map them onto `now`'s clock by the offset between
+            // the two clocks now (both read within a microsecond).
+            let real_now = realtime_ns();
             for i in 0..n as usize {
                 let len = b.recv_hdr[i].msg_len as usize;
                 let m = &b.recv[i][..len];
@@ -361,6 +408,10 @@ impl Sock {
                 self.outstanding -= 1;
                 let us = ((now - (at - 1)) / 1000) as usize;
                 st.hist[us.min(HIST_US)] += 1;
+                let arrived = arrival_ns(&b.recv_hdr[i].msg_hdr)
+                    .map_or(now, |t| now.saturating_sub(real_now.saturating_sub(t)));
+                let us = (arrived.saturating_sub(at - 1) / 1000) as usize;
+                st.arr_hist[us.min(HIST_US)] += 1;
                 st.answered += 1;
                 if now <= window_end {
                     st.answered_in_window += 1;
@@ -415,6 +466,20 @@ fn run_thread(t: usize, shared: Arc<Shared>) -> (Stats, Instant) {
             let r = socket2::SockRef::from(&sock);
             let _ = r.set_recv_buffer_size(4 << 20);
             let _ = r.set_send_buffer_size(4 << 20);
+            let on: libc::c_int = 1;
+            // SAFETY: a valid int option on our own socket.
+            let rc = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_TIMESTAMPNS,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                fail("setsockopt SO_TIMESTAMPNS failed");
+            }
             Sock {
                 sock,
                 sent_at: vec![0; 1 << 16],
@@ -437,6 +502,7 @@ fn run_thread(t: usize, shared: Arc<Shared>) -> (Stats, Instant) {
     let mut b = Bufs::new();
     let mut st = Stats {
         hist: vec![0; HIST_US + 1],
+        arr_hist: vec![0; HIST_US + 1],
         ..Stats::default()
     };
     let mut qi = (t * 7919 * o.sockets) % shared.queries.len();
@@ -571,7 +637,16 @@ fn main() {
         }
         _ => ("-".into(), "-".into()),
     };
-    let (p50, p99, p999) = (st.quantile(0.5), st.quantile(0.99), st.quantile(0.999));
+    let (p50, p99, p999) = (
+        st.quantile(&st.hist, 0.5),
+        st.quantile(&st.hist, 0.99),
+        st.quantile(&st.hist, 0.999),
+    );
+    let (a50, a99, a999) = (
+        st.quantile(&st.arr_hist, 0.5),
+        st.quantile(&st.arr_hist, 0.99),
+        st.quantile(&st.arr_hist, 0.999),
+    );
     let max = st
         .hist
         .iter()
@@ -579,7 +654,7 @@ fn main() {
         .map(|us| us as f64 + 0.5);
     eprintln!(
         "loadgen: {:.1} s, target rate {}, sent {} ({:.0}/s), answered {} ({qps:.0}/s in the window), \
-         lost {}, p50/p99/p99.9 {}/{}/{} µs, server CPU {srv_cpu} s = {cpu_us} µs/answer, \
+         lost {}, p50/p99/p99.9 {}/{}/{} µs (by arrival {}/{}/{}), server CPU {srv_cpu} s = {cpu_us} µs/answer, \
          generator CPU {gen_cpu:.2} s",
         window,
         if o.rate > 0.0 { format!("{:.0}", o.rate) } else { format!("max (window {})", o.window) },
@@ -590,6 +665,9 @@ fn main() {
         fmt(p50),
         fmt(p99),
         fmt(p999),
+        fmt(a50),
+        fmt(a99),
+        fmt(a999),
     );
     if o.rate > 0.0 && (st.sent as f64) < 0.98 * o.rate * window {
         eprintln!(
@@ -599,7 +677,8 @@ fn main() {
     }
     println!(
         "duration={window:.3} rate={} sent={} answered={} answered_in_window={} lost={} \
-         unexpected={} qps={qps:.0} p50_us={} p99_us={} p999_us={} max_us={} srv_cpu_s={srv_cpu} \
+         unexpected={} qps={qps:.0} p50_us={} p99_us={} p999_us={} max_us={} arr_p50_us={} \
+         arr_p99_us={} arr_p999_us={} srv_cpu_s={srv_cpu} \
          cpu_us_per_answer={cpu_us} gen_cpu_s={gen_cpu:.2} noerror={} nodata={} nxdomain={} \
          other_rcode={} id_busy={}",
         o.rate,
@@ -612,6 +691,9 @@ fn main() {
         fmt(p99),
         fmt(p999),
         fmt(max),
+        fmt(a50),
+        fmt(a99),
+        fmt(a999),
         st.noerror,
         st.nodata,
         st.nxdomain,

@@ -1,6 +1,7 @@
-//! Background threads (the engine's rebuilds, the file source's parsing) yield the CPU to the
-//! DNS workers: on a core that also answers, a rebuild would otherwise take its time slices
-//! from the UDP worker and queries would wait in the socket buffer for as long as it runs.
+//! Background threads (the engine's rebuilds, the file source's parsing, the Kubernetes
+//! watches) yield the CPU to the DNS workers: on a core that also answers, a rebuild would
+//! otherwise take its time slices from the UDP worker and queries would wait in the socket
+//! buffer for as long as it runs.
 
 use tracing::debug;
 

@@ -271,17 +271,14 @@ impl Engine {
         m.hosts_served.set(served as i64);
         m.hosts_unserved.set((snap.host_count() - served) as i64);
         m.zone_serial.set(i64::from(snap.serial));
-        let table = self.pipeline.table();
-        let v4 = table.values().filter(|a| a.ipv4.is_some()).count();
-        let v6 = table.values().filter(|a| a.ipv6.is_some()).count();
+        let census = self.pipeline.census();
         m.vips_allocated
             .get_or_create(&FamilyLabels { family: "ipv4" })
-            .set(v4 as i64);
+            .set(census.ipv4 as i64);
         m.vips_allocated
             .get_or_create(&FamilyLabels { family: "ipv6" })
-            .set(v6 as i64);
-        m.vips_held
-            .set(table.values().filter(|a| a.released_at.is_some()).count() as i64);
+            .set(census.ipv6 as i64);
+        m.vips_held.set(census.held as i64);
     }
 }
 

@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Mesh churn for benches/churn.sh: rewrites ServiceEntry files of gen-serviceentries.py on a
-schedule and checks that changed names answer their new data within one publish.
+"""Mesh churn for benches/churn.sh: rewrites ServiceEntry files of gen-serviceentries.py (or,
+with --kube, patches ServiceEntries in a cluster) on a schedule and checks that changed names
+answer their new data within one publish.
 
   churn_driver.py ZONES_DIR PORT --files-per-second F --duration S [--sample K] [--poll-ms MS]
                   [--timeout S] [--state FILE] [--out JSON]
+  churn_driver.py CLUSTER_DIR PORT --kube HOSTS_FILE [--per-object H] --steps-per-second F ...
+
+With --kube a step patches one ServiceEntry of kube_mesh.py's (every host of it answers one new
+address); otherwise:
 
 Each step rewrites one file (every host in it gets a new spec.addresses entry, unique per host
 and per visit of the file, from 100.64.0.0/10), atomically (written beside the tree, then
@@ -13,8 +18,8 @@ address.  An answer with the old address once two serials past S0 were seen (two
 the write: the first one may predate the watcher seeing the file) is a violation: an answer
 older than one publish.  Publishes are counted as the distinct serials seen, not as the serial's
 distance from S0: a serial is at least the publish's unix time, so one publish can move it by
-more than one.  Steps that have not converged hold the next one back (bounded by
---timeout).  Prints a summary; --out writes it as JSON.
+more than one.  Steps overlap: the next one is made on schedule while earlier ones are still
+polled (each bounded by --timeout).  Prints a summary; --out writes it as JSON.
 """
 import argparse
 import ipaddress
@@ -99,22 +104,52 @@ def pct(vals, q):
     return vals[min(len(vals) - 1, int(q * len(vals)))]
 
 
+class Files:
+    """Targets are the YAML files under the zones directory; a step rewrites one."""
+
+    def __init__(self, zones):
+        self.targets = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(zones) for f in fs if f.endswith(".yaml"))
+
+    def step(self, path, visit):
+        return rewrite(path, visit)
+
+
+class Kube:
+    """Targets are the ServiceEntries kube_mesh.py loaded; a step patches one's spec.addresses
+    (one new address for every host of the entry)."""
+
+    def __init__(self, cluster_dir, hosts_file, per_object):
+        import kube_mesh
+        self.mesh = kube_mesh.Mesh(cluster_dir)
+        hosts = [h.strip() for h in open(hosts_file) if h.strip()]
+        self.objects = kube_mesh.Mesh.objects(hosts, per_object)
+        self.targets = sorted(self.objects)
+
+    def step(self, name, visit):
+        addr = new_addr(self.targets.index(name), visit)
+        self.mesh.set_addresses(name, [addr])
+        return [(h, addr) for h in self.objects[name]]
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("zones")
+    ap.add_argument("zones", help="the zones directory (files), or the cluster directory (--kube)")
     ap.add_argument("port", type=int)
-    ap.add_argument("--files-per-second", type=float, default=2.0)
+    ap.add_argument("--files-per-second", "--steps-per-second", dest="rate", type=float, default=2.0)
     ap.add_argument("--duration", type=float, required=True)
     ap.add_argument("--sample", type=int, default=5)
     ap.add_argument("--poll-ms", type=float, default=2.0)
     ap.add_argument("--timeout", type=float, default=10.0)
-    ap.add_argument("--state", help="JSON file remembering each file's visits across runs")
+    ap.add_argument("--state", help="JSON file remembering each target's visits across runs")
+    ap.add_argument("--kube", metavar="HOSTS_FILE",
+                    help="patch ServiceEntries of the cluster in ZONES (kube_mesh.py load) instead of files")
+    ap.add_argument("--per-object", type=int, default=50)
     ap.add_argument("--out")
     a = ap.parse_args()
     if a.duration <= 0 or a.duration > 600:
         ap.error("--duration must be in (0, 600]")
 
-    files = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(a.zones) for f in fs if f.endswith(".yaml"))
+    backend = Kube(a.zones, a.kube, a.per_object) if a.kube else Files(a.zones)
     visits = {}
     if a.state and os.path.exists(a.state):
         with open(a.state) as f:
@@ -124,46 +159,52 @@ def main():
     rng = random.Random(7)
     delays, publishes, lags = [], [], []
     violations, hosts_changed, steps, timeouts = 0, 0, 0, 0
+    # Steps in flight: the next one is made on schedule, not after the last one converged, so
+    # many small steps a second (the Kubernetes source) keep their rate.
+    inflight = []
     t_start = time.monotonic()
-    interval = 1.0 / a.files_per_second
+    interval = 1.0 / a.rate
     while True:
-        due = t_start + steps * interval
         now = time.monotonic()
-        if due - t_start >= a.duration:
+        due = t_start + steps * interval
+        scheduling = due - t_start < a.duration
+        if not scheduling and not inflight:
             break
-        if now < due:
-            time.sleep(due - now)
-        lags.append(max(0.0, time.monotonic() - due))
-        path = files[nxt % len(files)]
-        nxt += 1
-        visit = visits.get(path, 0) + 1
-        visits[path] = visit
-        s0 = serial(sock, a.port)
-        changed = rewrite(path, visit)
-        t_w = time.monotonic()
-        hosts_changed += len(changed)
-        steps += 1
-        sample = rng.sample(changed, min(a.sample, len(changed)))
-        pending = dict(sample)
-        seen = set()  # serials past S0 seen since the write: publishes that followed it
-        while pending:
-            now = time.monotonic()
-            if now - t_w > a.timeout:
+        if scheduling and now >= due:
+            lags.append(now - due)
+            target = backend.targets[nxt % len(backend.targets)]
+            nxt += 1
+            visit = visits.get(target, 0) + 1
+            visits[target] = visit
+            s0 = serial(sock, a.port)
+            changed = backend.step(target, visit)
+            hosts_changed += len(changed)
+            steps += 1
+            inflight.append(dict(t_w=time.monotonic(), s0=s0, seen=set(),
+                                 pending=dict(rng.sample(changed, min(a.sample, len(changed))))))
+            continue
+        s = serial(sock, a.port)
+        for st in list(inflight):
+            if time.monotonic() - st["t_w"] > a.timeout:
                 timeouts += 1
-                break
-            s = serial(sock, a.port)
-            if s is not None and s0 is not None and s != s0:
-                seen.add(s)
-            for name, addr in list(pending.items()):
+                inflight.remove(st)
+                continue
+            if s is not None and st["s0"] is not None and s != st["s0"]:
+                st["seen"].add(s)  # serials past S0 seen since the write: publishes after it
+            for name, addr in list(st["pending"].items()):
                 got = a_of(sock, a.port, name)
                 if got == [addr]:
-                    delays.append((time.monotonic() - t_w) * 1000)
-                    publishes.append(len(seen))
-                    del pending[name]
-                elif len(seen) >= 2:
+                    delays.append((time.monotonic() - st["t_w"]) * 1000)
+                    publishes.append(len(st["seen"]))
+                    del st["pending"][name]
+                elif len(st["seen"]) >= 2:
                     violations += 1
-            if pending:
-                time.sleep(a.poll_ms / 1000)
+            if not st["pending"]:
+                inflight.remove(st)
+        wake = time.monotonic() + a.poll_ms / 1000
+        if scheduling:
+            wake = min(wake, t_start + steps * interval)
+        time.sleep(max(0.0, wake - time.monotonic()))
     visits["_next"] = nxt
     if a.state:
         with open(a.state, "w") as f:

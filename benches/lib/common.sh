@@ -221,6 +221,10 @@ cg_cleanup() {
 # setup_workdir NAME: $WORK (given, or a fresh /tmp/globaldns-NAME.*), and an exit trap that ends
 # every tracked process and removes $WORK unless --keep ($KEEP) or the run failed ($OK stays 0
 # until the script sets OK=1 at its end).
+# on_exit CMD: run CMD (a shell string) when the script exits, after the tracked processes ended.
+BENCH_EXIT_CMDS=()
+on_exit() { BENCH_EXIT_CMDS+=("$1"); }
+
 setup_workdir() {
   if [[ -z ${WORK:-} ]]; then WORK=$(mktemp -d "/tmp/globaldns-$1.XXXXXX"); else mkdir -p "$WORK"; fi
   OK=0
@@ -232,6 +236,8 @@ _workdir_cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   kill_tracked
+  local c
+  for c in "${BENCH_EXIT_CMDS[@]:-}"; do [[ -z $c ]] || eval "$c" || true; done
   if ((KEEP)) || ((OK == 0)); then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
   exit "$rc"
 }

@@ -39,6 +39,15 @@ impl Allocation {
 /// The allocation table: host (normalised) → its VIPs.
 pub type Table = BTreeMap<String, Allocation>;
 
+/// Counts over the table, kept as it changes: metrics read them at every publish, which must
+/// not cost a walk over 100,000 entries when one host changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub ipv4: usize,
+    pub ipv6: usize,
+    pub held: usize,
+}
+
 /// What one reconciliation did, for logs and metrics.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
@@ -77,6 +86,9 @@ pub struct Allocator {
     /// Usable addresses of each pool that are taken (a VIP or reserved).
     used4: u128,
     used6: u128,
+    census: Census,
+    /// The held hosts by release time, so that expiry looks at the due ones only.
+    holds: BTreeSet<(u64, String)>,
     /// Every host changed since the last `take_changes`: its allocation before, and now.
     dirty: HashMap<String, (Option<Allocation>, Option<Allocation>)>,
     /// The table was empty when the changes began: every entry is new, nothing to remember
@@ -101,6 +113,8 @@ impl Allocator {
             reserved: HashSet::default(),
             used4: 0,
             used6: 0,
+            census: Census::default(),
+            holds: BTreeSet::new(),
             dirty: HashMap::new(),
             from_empty: false,
             starved: BTreeSet::new(),
@@ -114,12 +128,45 @@ impl Allocator {
         &self.table
     }
 
+    pub fn census(&self) -> Census {
+        self.census
+    }
+
+    /// Counts `a` in (or out of) the census and the holds: called for every entry that enters
+    /// or leaves the table.
+    fn tally(&mut self, host: &str, a: &Allocation, enters: bool) {
+        let c = &mut self.census;
+        for (has, n) in [
+            (a.ipv4.is_some(), &mut c.ipv4),
+            (a.ipv6.is_some(), &mut c.ipv6),
+            (a.released_at.is_some(), &mut c.held),
+        ] {
+            if has {
+                *n = if enters { *n + 1 } else { *n - 1 };
+            }
+        }
+        if let Some(t) = a.released_at {
+            if enters {
+                self.holds.insert((t, host.to_string()));
+            } else {
+                self.holds.remove(&(t, host.to_string()));
+            }
+        }
+    }
+
     /// Replaces the table (with one a store holds); the next passes work from it.
     pub fn replace_table(&mut self, table: Table) {
         for ip in std::mem::take(&mut self.vips) {
             self.count(ip, -1, true);
         }
         self.table = table;
+        self.census = Census::default();
+        self.holds.clear();
+        let entries: Vec<(String, Allocation)> =
+            self.table.iter().map(|(h, a)| (h.clone(), *a)).collect();
+        for (h, a) in &entries {
+            self.tally(h, a, true);
+        }
         let ips: Vec<IpAddr> = self.table.values().flat_map(Allocation::ips).collect();
         for ip in ips {
             self.occupy(ip);
@@ -320,6 +367,12 @@ impl Allocator {
         let after = (a.ipv4.is_some() || a.ipv6.is_some()).then_some(a);
         if after != before {
             self.remember(host, before, after);
+            if let Some(b) = &before {
+                self.tally(host, b, false);
+            }
+            if let Some(a) = &after {
+                self.tally(host, a, true);
+            }
             match (after, self.table.get_mut(host)) {
                 (Some(a), Some(slot)) => *slot = a,
                 (Some(a), None) => {
@@ -361,23 +414,23 @@ impl Allocator {
 
     /// Whether some hold has run out.
     pub fn holds_due(&self, now: u64) -> bool {
-        self.table.values().any(|a| {
-            a.released_at
-                .is_some_and(|t| t.saturating_add(self.hold_secs) <= now)
-        })
+        self.holds
+            .first()
+            .is_some_and(|(t, _)| t.saturating_add(self.hold_secs) <= now)
     }
 
     /// Forgets the hosts held long enough; their VIPs may be handed out again.
     pub fn expire_holds(&mut self, now: u64, out: &mut Outcome) {
         let hold = self.hold_secs;
         let due: Vec<String> = self
-            .table
+            .holds
             .iter()
-            .filter(|(_, a)| a.released_at.is_some_and(|t| t.saturating_add(hold) <= now))
-            .map(|(h, _)| h.clone())
+            .take_while(|(t, _)| t.saturating_add(hold) <= now)
+            .map(|(_, h)| h.clone())
             .collect();
         for host in due {
             if let Some(a) = self.table.remove(&host) {
+                self.tally(&host, &a, false);
                 self.remember(&host, Some(a), None);
                 a.ips().for_each(|ip| self.vacate(ip));
             }
@@ -437,10 +490,12 @@ impl Allocator {
     pub fn rollback(&mut self, changes: &[Change]) {
         for c in changes {
             if let Some(a) = self.table.remove(&c.host) {
+                self.tally(&c.host, &a, false);
                 a.ips().for_each(|ip| self.vacate(ip));
             }
             if let Some(b) = &c.before {
                 b.ips().for_each(|ip| self.occupy(ip));
+                self.tally(&c.host, b, true);
                 self.table.insert(c.host.clone(), *b);
             }
         }
@@ -547,6 +602,75 @@ mod tests {
         // c expires after 100 s of hold.
         let out = a.reconcile(&set(&["a.x.global", "b.x.global"]), &BTreeSet::new(), 111);
         assert_eq!(out.expired, vec!["c.x.global".to_string()]);
+    }
+
+    /// The census counted the slow way.
+    fn recount(a: &Allocator) -> Census {
+        let t = a.table();
+        Census {
+            ipv4: t.values().filter(|x| x.ipv4.is_some()).count(),
+            ipv6: t.values().filter(|x| x.ipv6.is_some()).count(),
+            held: t.values().filter(|x| x.released_at.is_some()).count(),
+        }
+    }
+
+    #[test]
+    fn census_and_holds_follow_every_change() {
+        let mut a = alloc(&["240.10.0.0/16", "fd00:10::/64"]);
+        let all = set(&["a.x.global", "b.x.global", "c.x.global"]);
+        a.reconcile(&all, &BTreeSet::new(), 0);
+        a.take_changes();
+        assert_eq!(
+            a.census(),
+            Census {
+                ipv4: 3,
+                ipv6: 3,
+                held: 0
+            }
+        );
+        // b and c go at different times: two holds, due one after the other.
+        a.reconcile(&set(&["a.x.global", "c.x.global"]), &BTreeSet::new(), 10);
+        a.reconcile(&set(&["a.x.global"]), &BTreeSet::new(), 20);
+        assert_eq!(a.census(), recount(&a));
+        assert_eq!(a.census().held, 2);
+        assert!(!a.holds_due(109));
+        assert!(a.holds_due(110));
+        let out = a.reconcile(&set(&["a.x.global"]), &BTreeSet::new(), 115);
+        assert_eq!(out.expired, vec!["b.x.global".to_string()]);
+        assert_eq!(
+            a.census(),
+            Census {
+                ipv4: 2,
+                ipv6: 2,
+                held: 1
+            }
+        );
+        // A user address displaces a's IPv4 VIP (a new one is allocated); undone by rollback.
+        let old = a.table()["a.x.global"].ipv4.unwrap();
+        a.reserve(IpAddr::V4(old));
+        a.reconcile_host("a.x.global", true, true, 116, &mut Outcome::default());
+        assert_ne!(a.table()["a.x.global"].ipv4, Some(old));
+        let changes = a.take_changes();
+        assert_eq!(changes.len(), 1);
+        a.rollback(&changes);
+        a.unreserve(IpAddr::V4(old));
+        assert_eq!(a.table()["a.x.global"].ipv4, Some(old));
+        assert_eq!(a.census(), recount(&a));
+        // c comes back within its hold: no longer held, nothing due.
+        a.reconcile(&set(&["a.x.global", "c.x.global"]), &BTreeSet::new(), 117);
+        assert_eq!(
+            a.census(),
+            Census {
+                ipv4: 2,
+                ipv6: 2,
+                held: 0
+            }
+        );
+        assert!(!a.holds_due(u64::MAX));
+        // A table from a store replaces the counts.
+        let mut b = alloc(&["240.10.0.0/16"]);
+        b.replace_table(a.table().clone());
+        assert_eq!(b.census(), recount(&a));
     }
 
     #[test]

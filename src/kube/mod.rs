@@ -193,9 +193,12 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
         return Ok(None);
     }
     crate::alloc::store::check_ranges(&ctx.ranges)?;
+    // The watches decode whole lists on these threads (100,000 hosts on a re-list): like the
+    // engine, they give way to the DNS workers on a shared core.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("kube")
+        .on_thread_start(crate::background::lower_this_thread)
         .enable_all()
         .build()?;
     let ctx = Arc::new(ctx);

@@ -1,6 +1,6 @@
 //! The ServiceEntry watch of one cluster: discovery of the served version, a kube-runtime watcher
 //! over all namespaces (through [`super::watch`]), and the cluster's entries sent to the engine one
-//! namespace (unit) at a time ([`ClusterState`]).
+//! object (unit) at a time ([`ClusterState`]).
 //!
 //! A cluster that stops answering keeps its last-known entries: nothing is withdrawn on errors. The
 //! watch is then started again with backoff; its first full list replaces the state (so events

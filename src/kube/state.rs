@@ -1,6 +1,6 @@
 //! A cluster's ServiceEntry state as a pure function of its watch: objects are converted as they
 //! arrive ([`Converter`]), then [`ClusterState`] is fed the watch's [`Step`]s and says which
-//! [`SourceEvent`]s bring the engine in line, one namespace (unit) at a time.
+//! [`SourceEvent`]s bring the engine in line, one object (unit) at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -127,11 +127,19 @@ impl Converter {
     }
 }
 
-/// The cluster's entries by namespace, then name, and what changed since the last flush.
+/// The unit of one object: `namespace/name` (neither may contain a slash). One object per
+/// unit, so that a change to one ServiceEntry costs what that entry lists, however many
+/// entries share its namespace (a mesh often keeps them all in one).
+fn unit_of(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// The cluster's entries by unit, and what changed since the last flush.
 #[derive(Debug)]
 pub struct ClusterState {
     cluster: String,
-    objects: BTreeMap<String, BTreeMap<String, Option<Entry>>>,
+    /// By [`unit_of`]; None for an object that was skipped.
+    objects: BTreeMap<String, Option<Entry>>,
     dirty: BTreeSet<String>,
     /// A full list came since the last flush: units sent before and not listed now go.
     replaced: bool,
@@ -152,11 +160,12 @@ impl ClusterState {
     pub fn apply(&mut self, step: Step<Seen>) {
         match step {
             Step::Replaced(list) => {
-                let mut new: BTreeMap<String, BTreeMap<String, Option<Entry>>> = BTreeMap::new();
+                let mut new = BTreeMap::new();
                 for s in list {
                     self.invalid += u64::from(s.invalid);
-                    new.entry(s.namespace).or_default().insert(s.name, s.entry);
+                    new.insert(unit_of(&s.namespace, &s.name), s.entry);
                 }
+                // Every unit is looked at again; the engine drops those that did not change.
                 self.dirty.extend(self.objects.keys().cloned());
                 self.dirty.extend(new.keys().cloned());
                 self.objects = new;
@@ -164,20 +173,14 @@ impl ClusterState {
             }
             Step::Applied(s) => {
                 self.invalid += u64::from(s.invalid);
-                self.dirty.insert(s.namespace.clone());
-                self.objects
-                    .entry(s.namespace)
-                    .or_default()
-                    .insert(s.name, s.entry);
+                let unit = unit_of(&s.namespace, &s.name);
+                self.dirty.insert(unit.clone());
+                self.objects.insert(unit, s.entry);
             }
             Step::Deleted(s) => {
-                if let Some(m) = self.objects.get_mut(&s.namespace) {
-                    m.remove(&s.name);
-                    if m.is_empty() {
-                        self.objects.remove(&s.namespace);
-                    }
-                }
-                self.dirty.insert(s.namespace);
+                let unit = unit_of(&s.namespace, &s.name);
+                self.objects.remove(&unit);
+                self.dirty.insert(unit);
             }
             Step::Settled => {}
         }
@@ -190,25 +193,25 @@ impl ClusterState {
             self.dirty.extend(sent.iter().cloned());
         }
         let mut out = Vec::new();
-        for ns in std::mem::take(&mut self.dirty) {
+        for unit in std::mem::take(&mut self.dirty) {
+            let entry = self.objects.get(&unit).cloned().flatten();
             let key = SourceKey {
                 cluster: self.cluster.clone(),
-                unit: ns.clone(),
+                unit: unit.clone(),
             };
-            let entries: Vec<Entry> = self
-                .objects
-                .get(&ns)
-                .into_iter()
-                .flat_map(|objs| objs.values())
-                .filter_map(Clone::clone)
-                .collect();
-            if entries.is_empty() {
-                if sent.remove(&ns) {
-                    out.push(SourceEvent::RemoveUnit(key));
+            match entry {
+                Some(e) => {
+                    sent.insert(unit);
+                    out.push(SourceEvent::Unit {
+                        key,
+                        entries: vec![e],
+                    });
                 }
-            } else {
-                sent.insert(ns);
-                out.push(SourceEvent::Unit { key, entries });
+                None => {
+                    if sent.remove(&unit) {
+                        out.push(SourceEvent::RemoveUnit(key));
+                    }
+                }
             }
         }
         out
@@ -216,7 +219,7 @@ impl ClusterState {
 
     /// Objects held (invalid ones included).
     pub fn objects(&self) -> usize {
-        self.objects.values().map(BTreeMap::len).sum()
+        self.objects.len()
     }
 
     /// Objects found invalid since the last call.
@@ -305,16 +308,18 @@ mod tests {
         assert_eq!(
             out,
             [
-                "unit c1/a x.a.global",
-                "unit c1/b y.b.global",
-                "unit c1/a x.a.global,z.a.global",
-                "remove c1/b",
-                "unit c1/a x.a.global",
-                "unit c1/c w.c.global",
+                "unit c1/a/x x.a.global",
+                "unit c1/b/y y.b.global",
+                // One object per unit: a new entry beside a/x sends only itself.
+                "unit c1/a/z z.a.global",
+                "remove c1/b/y",
+                "unit c1/a/x x.a.global",
+                "remove c1/a/z",
+                "unit c1/c/w w.c.global",
             ]
         );
         assert_eq!(state.objects(), 2);
-        assert_eq!(sent, BTreeSet::from(["a".to_string(), "c".to_string()]));
+        assert_eq!(sent, BTreeSet::from(["a/x".to_string(), "c/w".to_string()]));
     }
 
     #[tokio::test]
@@ -338,7 +343,7 @@ mod tests {
             evs[1].starts_with("RemoveUnit") && evs[1].contains("\"old\""),
             "{evs:?}"
         );
-        assert_eq!(sent, BTreeSet::from(["a".to_string()]));
+        assert_eq!(sent, BTreeSet::from(["a/x".to_string()]));
     }
 
     #[tokio::test]
@@ -354,7 +359,7 @@ mod tests {
             Event::Apply(bogus),
         ])
         .await;
-        assert_eq!(out, ["unit c1/a x.a.global"]);
+        assert_eq!(out, ["unit c1/a/x x.a.global"]);
         assert_eq!(state.take_invalid(), 2);
         assert_eq!(state.take_invalid(), 0);
         // Counted as objects all the same (they exist in the cluster).

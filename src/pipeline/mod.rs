@@ -138,6 +138,10 @@ impl Pipeline {
     }
 
     /// Whether a hold has run out (a pass is due even without a source change).
+    pub fn census(&self) -> crate::alloc::Census {
+        self.allocator.census()
+    }
+
     pub fn holds_due(&self, now: u64) -> bool {
         self.allocator.holds_due(now)
     }
