@@ -133,33 +133,29 @@ gen "$WORK/warmup.out" 3 >/dev/null
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 FAILED=0
+# phase NAME ROUND DRIVER ARGS...: the generator for one phase while the driver (a helper of
+# lib/) runs on the client's core; the driver's summary line is appended to the phase's row.
+phase() {
+  local name=$1 r=$2 script=$3 line rc=0 driver; shift 3
+  taskset -c "$CLI_CPU" "$PY" "$HERE/lib/$script" "$@" >"$WORK/$name-$r.out" 2>"$WORK/$name-$r.err" &
+  driver=$!
+  track_pid "$driver"
+  line=$(gen "$WORK/$name-$r.gen" "$DURATION")
+  wait "$driver" || rc=$?
+  alive "$GD_PID" || die "globaldns died"
+  printf '%s\t%s\t%s %s\n' "$name" "$r" "$line" "$(cat "$WORK/$name-$r.out")" >>"$RESULTS"
+  log "$name r$r: $line | $(cat "$WORK/$name-$r.out")"
+  ((rc == 0)) || { FAILED=1; warn "$name check failed in round $r: $(cat "$WORK/$name-$r.err" "$WORK/$name-$r.out")"; }
+}
 for ((r = 1; r <= ROUNDS; r++)); do
   line=$(gen "$WORK/quiet-$r.out" "$DURATION")
   printf 'quiet\t%s\t%s\n' "$r" "$line" >>"$RESULTS"
   log "quiet r$r: $line"
-  taskset -c "$CLI_CPU" "$PY" "$HERE/lib/churn_driver.py" "$DRIVER_TARGET" "$PORT" "${DRIVER_ARGS[@]}" \
-    --steps-per-second "$STEPS_PER_S" --duration "$DURATION" --sample "$SAMPLE" \
-    --state "$WORK/visits.json" >"$WORK/churn-$r.out" 2>"$WORK/churn-$r.err" &
-  driver=$!
-  track_pid "$driver"
-  line=$(gen "$WORK/churn-$r.gen" "$DURATION")
-  rc=0; wait "$driver" || rc=$?
-  alive "$GD_PID" || die "globaldns died"
-  printf 'churn\t%s\t%s %s\n' "$r" "$line" "$(cat "$WORK/churn-$r.out")" >>"$RESULTS"
-  log "churn r$r: $line | $(cat "$WORK/churn-$r.out")"
-  ((rc == 0)) || { FAILED=1; warn "churn check failed in round $r: $(cat "$WORK/churn-$r.err" "$WORK/churn-$r.out")"; }
+  phase churn "$r" churn_driver.py "$DRIVER_TARGET" "$PORT" "${DRIVER_ARGS[@]}" \
+    --steps-per-second "$STEPS_PER_S" --duration "$DURATION" --sample "$SAMPLE" --state "$WORK/visits.json"
   [[ $SOURCE == kube ]] || continue
-  taskset -c "$CLI_CPU" "$PY" "$HERE/lib/relist_driver.py" "$ADMIN" "$PORT" "$API_PORT" \
-    --hosts-file "$WORK/queries/hosts.txt" --duration "$DURATION" --every "$RELIST_EVERY" \
-    --expect-hosts "$HOSTS" >"$WORK/relist-$r.out" 2>"$WORK/relist-$r.err" &
-  driver=$!
-  track_pid "$driver"
-  line=$(gen "$WORK/relist-$r.gen" "$DURATION")
-  rc=0; wait "$driver" || rc=$?
-  alive "$GD_PID" || die "globaldns died"
-  printf 'relist\t%s\t%s %s\n' "$r" "$line" "$(cat "$WORK/relist-$r.out")" >>"$RESULTS"
-  log "relist r$r: $line | $(cat "$WORK/relist-$r.out")"
-  ((rc == 0)) || { FAILED=1; warn "re-list check failed in round $r: $(cat "$WORK/relist-$r.err" "$WORK/relist-$r.out")"; }
+  phase relist "$r" relist_driver.py "$ADMIN" "$PORT" "$API_PORT" --hosts-file "$WORK/queries/hosts.txt" \
+    --duration "$DURATION" --every "$RELIST_EVERY" --expect-hosts "$HOSTS"
 done
 PUBLISHES=$(grep -c 'snapshot published' "$WORK/globaldns.log" || true)
 

@@ -24,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dnsq  # noqa: E402
+from churn_driver import pct  # noqa: E402
 from scale_probe import http_get, parse_metrics  # noqa: E402
 
 
@@ -51,11 +52,6 @@ def answers(port, names):
         out[n] = sorted(a[3] for a in r["answer"] if a[1] == "A") if r else None
     sock.close()
     return out
-
-
-def pct(vals, q):
-    vals = sorted(vals)
-    return vals[min(len(vals) - 1, int(q * len(vals)))] if vals else None
 
 
 def main():
