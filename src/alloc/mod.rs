@@ -48,6 +48,31 @@ pub struct Census {
     pub held: usize,
 }
 
+fn tally(
+    census: &mut Census,
+    holds: &mut BTreeSet<(u64, String)>,
+    host: &str,
+    a: &Allocation,
+    enters: bool,
+) {
+    for (has, n) in [
+        (a.ipv4.is_some(), &mut census.ipv4),
+        (a.ipv6.is_some(), &mut census.ipv6),
+        (a.released_at.is_some(), &mut census.held),
+    ] {
+        if has {
+            *n = if enters { *n + 1 } else { *n - 1 };
+        }
+    }
+    if let Some(t) = a.released_at {
+        if enters {
+            holds.insert((t, host.to_string()));
+        } else {
+            holds.remove(&(t, host.to_string()));
+        }
+    }
+}
+
 /// What one reconciliation did, for logs and metrics.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
@@ -135,23 +160,7 @@ impl Allocator {
     /// Counts `a` in (or out of) the census and the holds: called for every entry that enters
     /// or leaves the table.
     fn tally(&mut self, host: &str, a: &Allocation, enters: bool) {
-        let c = &mut self.census;
-        for (has, n) in [
-            (a.ipv4.is_some(), &mut c.ipv4),
-            (a.ipv6.is_some(), &mut c.ipv6),
-            (a.released_at.is_some(), &mut c.held),
-        ] {
-            if has {
-                *n = if enters { *n + 1 } else { *n - 1 };
-            }
-        }
-        if let Some(t) = a.released_at {
-            if enters {
-                self.holds.insert((t, host.to_string()));
-            } else {
-                self.holds.remove(&(t, host.to_string()));
-            }
-        }
+        tally(&mut self.census, &mut self.holds, host, a, enters);
     }
 
     /// Replaces the table (with one a store holds); the next passes work from it.
@@ -162,10 +171,8 @@ impl Allocator {
         self.table = table;
         self.census = Census::default();
         self.holds.clear();
-        let entries: Vec<(String, Allocation)> =
-            self.table.iter().map(|(h, a)| (h.clone(), *a)).collect();
-        for (h, a) in &entries {
-            self.tally(h, a, true);
+        for (h, a) in &self.table {
+            tally(&mut self.census, &mut self.holds, h, a, true);
         }
         let ips: Vec<IpAddr> = self.table.values().flat_map(Allocation::ips).collect();
         for ip in ips {
