@@ -124,9 +124,13 @@ for ((i = 0; i < 600; i++)); do [[ $(served) == "$HOSTS" ]] && break; sleep 0.1;
 log "globaldns pid $GD_PID on 127.0.0.1:$PORT, threads: $(show_affinity "$GD_PID")"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
-gen() { # gen OUT DURATION
-  run_loadgen "$1" "$CLI_CPU" --server "127.0.0.1:$PORT" --queries "$WORK/queries/positive.txt" \
-    --rate "$RATE" --duration "$2" --server-pid "$GD_PID"
+gen() { # gen OUT DURATION: the generator's line, and the server's own socket wait over the run
+  curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN/metrics" >"$1.m0" || die "metrics"
+  local line
+  line=$(run_loadgen "$1" "$CLI_CPU" --server "127.0.0.1:$PORT" --queries "$WORK/queries/positive.txt" \
+    --rate "$RATE" --duration "$2" --server-pid "$GD_PID")
+  curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN/metrics" >"$1.m1" || die "metrics"
+  echo "$line $("$PY" "$HERE/lib/wait_quantiles.py" "$1.m0" "$1.m1")"
 }
 gen "$WORK/warmup.out" 3 >/dev/null
 
@@ -174,6 +178,8 @@ def lat(d):
     s = " / ".join(d[k] for k in ("p50_us", "p99_us", "p999_us", "max_us"))
     if "arr_p99_us" in d:  # by arrival in the generator's socket: without the client's own delay
         s += " (arrival " + " / ".join(d[k] for k in ("arr_p50_us", "arr_p99_us", "arr_p999_us")) + ")"
+    if "wait_p99_le_us" in d:  # the server's own: queries' wait in its socket, bucket bounds
+        s += " [server wait ≤ " + " / ".join(d[k] for k in ("wait_p50_le_us", "wait_p99_le_us", "wait_p999_le_us")) + "]"
     return s
 print("| phase | round | answered q/s | p50 / p99 / p99.9 / max µs | lost | server µs/answer "
       "| hosts changed/s | change visible p50 / p99 / max ms | publishes to visible (max) | violations |")

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub queries: Family<QueryLabels, Counter>,
     pub latency: Histogram,
+    pub udp_wait: Histogram,
     pub hosts_served: Gauge,
     pub hosts_unserved: Gauge,
     pub vips_allocated: Family<FamilyLabels, Gauge>,
@@ -128,6 +129,7 @@ impl Metrics {
             queries: Family::default(),
             // 10 µs … ~160 ms.
             latency: Histogram::new(exponential_buckets(0.00001, 2.0, 15)),
+            udp_wait: Histogram::new(exponential_buckets(0.00001, 2.0, 15)),
             hosts_served: Gauge::default(),
             hosts_unserved: Gauge::default(),
             vips_allocated: Family::default(),
@@ -177,6 +179,12 @@ impl Metrics {
             "dns_query_duration_seconds",
             "Time from decoded query to sent answer",
             m.latency.clone(),
+        );
+        r.register(
+            "dns_udp_wait_seconds",
+            "Time a UDP query waited in the socket before a worker read it (kernel arrival stamp); \
+             grows when the workers are short of CPU",
+            m.udp_wait.clone(),
         );
         r.register(
             "hosts_served",

@@ -323,13 +323,16 @@ impl Responder {
     }
 
     /// Adds this batch's answers to the metrics.
-    pub fn flush_metrics(&mut self, latency: Duration, answered: usize) {
+    pub fn flush_metrics(&mut self, latency: Duration, answered: usize, waits: &[Duration]) {
         let m = &self.handler.metrics;
         for (labels, n) in self.counts.drain() {
             count_queries(m, labels, "udp", n);
         }
         for _ in 0..answered {
             m.latency.observe(latency.as_secs_f64());
+        }
+        for w in waits {
+            m.udp_wait.observe(w.as_secs_f64());
         }
     }
 }

@@ -1,6 +1,8 @@
 //! One worker's loop: a batch of queries in with `recvmmsg`, their answers out with `sendmmsg`.
 //! The message headers and their buffers are set up once per worker; a batch only resets what
-//! the kernel wrote back (address lengths) and points each send at its answer.
+//! the kernel wrote back (address and control lengths) and points each send at its answer.
+//! Each query's arrival stamp (`SO_TIMESTAMPNS`, set by `socket.rs`) says how long it waited
+//! in the socket: the time a worker short of CPU makes clients wait.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -12,6 +14,8 @@ const BATCH: usize = 64;
 /// Large enough for any query we answer; longer datagrams are cut and then fail to parse (FORMERR).
 const RECV_BUF: usize = 4096;
 const ADDR_LEN: u32 = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+/// Room for one timestamp control message (u64s for cmsghdr's alignment).
+const CTL_WORDS: usize = 8;
 
 /// The buffers and C headers of one worker. The headers point into the boxed slices, which
 /// never move or grow once built.
@@ -20,6 +24,9 @@ struct Batch {
     addrs: Box<[libc::sockaddr_storage]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
+    ctls: Box<[[u64; CTL_WORDS]]>,
+    /// How long each query of the batch waited in the socket.
+    waits: Box<[Duration]>,
     outs: Vec<Vec<u8>>,
     send_iovs: Box<[libc::iovec]>,
     send_hdrs: Box<[libc::mmsghdr]>,
@@ -43,6 +50,8 @@ impl Batch {
                 addrs: zeroed(),
                 iovs: zeroed(),
                 hdrs: zeroed(),
+                ctls: vec![[0u64; CTL_WORDS]; BATCH].into_boxed_slice(),
+                waits: vec![Duration::ZERO; BATCH].into_boxed_slice(),
                 outs: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
                 send_iovs: zeroed(),
                 send_hdrs: zeroed(),
@@ -58,6 +67,8 @@ impl Batch {
             h.msg_namelen = ADDR_LEN;
             h.msg_iov = &mut b.iovs[i];
             h.msg_iovlen = 1;
+            h.msg_control = b.ctls[i].as_mut_ptr().cast();
+            h.msg_controllen = CTL_WORDS * 8;
             let h = &mut b.send_hdrs[i].msg_hdr;
             h.msg_iov = &mut b.send_iovs[i];
             h.msg_iovlen = 1;
@@ -73,8 +84,10 @@ pub trait Answerer {
     fn begin_batch(&mut self) {}
     /// The answer to one datagram (into `out`, cleared by the callee), or false to send none.
     fn answer(&mut self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool;
-    /// Called once per batch after its answers were sent.
-    fn end_batch(&mut self, _latency: Duration, _answered: usize) {}
+    /// Called once per batch after its answers were sent: how long the batch took from its
+    /// read, how many answers were sent, and how long each query waited in the socket before
+    /// the read (empty when the kernel gave no arrival stamps).
+    fn end_batch(&mut self, _latency: Duration, _answered: usize, _waits: &[Duration]) {}
 }
 
 /// Runs one worker's loop on `socket` until `stop` is set (checked at each read timeout).
@@ -96,13 +109,21 @@ pub fn worker<A: Answerer>(socket: std::net::UdpSocket, mut responder: A, stop: 
             continue; // timeout (checks `stop`) or a transient error
         }
         let received = Instant::now();
+        let now = realtime_ns();
+        let mut stamped = 0;
         responder.begin_batch();
         let mut count = 0;
         for i in 0..n as usize {
             let len = b.hdrs[i].msg_len as usize;
             let namelen = b.hdrs[i].msg_hdr.msg_namelen;
-            // The kernel wrote the address's length: the next batch gets the whole storage again.
+            if let Some(at) = arrival_ns(&b.hdrs[i].msg_hdr) {
+                b.waits[stamped] = Duration::from_nanos(now.saturating_sub(at));
+                stamped += 1;
+            }
+            // The kernel wrote the address's and the control data's lengths: the next batch
+            // gets the whole room again.
             b.hdrs[i].msg_hdr.msg_namelen = ADDR_LEN;
+            b.hdrs[i].msg_hdr.msg_controllen = CTL_WORDS * 8;
             let Some(src_addr) = socket_addr(&b.addrs[i]) else {
                 continue;
             };
@@ -138,8 +159,36 @@ pub fn worker<A: Answerer>(socket: std::net::UdpSocket, mut responder: A, stop: 
                 sent += r as usize;
             }
         }
-        responder.end_batch(received.elapsed(), count);
+        responder.end_batch(received.elapsed(), count, &b.waits[..stamped]);
     }
+}
+
+/// The arrival time (CLOCK_REALTIME, ns) in a received message's control data, if there.
+fn arrival_ns(hdr: &libc::msghdr) -> Option<u64> {
+    // SAFETY: hdr's control pointer and length are what recvmmsg wrote for this message; the
+    // macros only walk within them.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
+}
+
+/// The clock the kernel's arrival stamps are on.
+fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {

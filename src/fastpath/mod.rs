@@ -31,8 +31,13 @@ impl Answerer for Responder {
     fn answer(&mut self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
         Responder::answer(self, packet, src, out)
     }
-    fn end_batch(&mut self, latency: std::time::Duration, answered: usize) {
-        self.flush_metrics(latency, answered);
+    fn end_batch(
+        &mut self,
+        latency: std::time::Duration,
+        answered: usize,
+        waits: &[std::time::Duration],
+    ) {
+        self.flush_metrics(latency, answered, waits);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Fast-path sockets: SO_REUSEPORT UDP sockets sharing one port, with TCP beside them.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -47,6 +48,18 @@ pub fn bind_reuseport(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::
         let bound = s.local_addr()?.as_socket().context("bound address")?;
         addr = bound;
         s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        // Arrival stamps: how long each query waited in the socket (mmsg.rs).
+        let on: libc::c_int = 1;
+        // SAFETY: a valid int option on a socket we own.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
         out.push(s.into());
     }
     Ok(out)

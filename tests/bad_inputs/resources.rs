@@ -1,7 +1,9 @@
 //! Bounded resources: idle TCP connections are capped and cut, a UDP flood starves neither the
-//! admin port nor file changes. Latencies are printed, not asserted.
+//! admin port nor file changes (latencies printed, not asserted), and the time queries waited
+//! in the socket is reported.
 
 use std::net::{TcpStream, UdpSocket};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,4 +144,53 @@ fn udp_flood_starves_neither_healthz_nor_file_changes() {
         healthz.len()
     );
     still_serves(&s);
+}
+
+/// Queries that arrive while the server cannot run (stopped with SIGSTOP, as a worker starved
+/// of CPU would be) are answered once it runs again, and `globaldns_dns_udp_wait_seconds` shows
+/// how long each waited in the socket: at least as long as the server was stopped.
+#[test]
+fn time_queries_waited_in_the_socket_is_reported() {
+    let (_t, s) = fixture(&[]);
+    let count = "globaldns_dns_udp_wait_seconds_count";
+    let sum = "globaldns_dns_udp_wait_seconds_sum";
+    let (count0, sum0) = (metric0(&s, count), metric0(&s, sum));
+    let pid = s.child.id().to_string();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // On loopback a datagram is in the server's socket when send_to returns.
+    for id in 0..5u16 {
+        sock.send_to(&good_query(&format!("{KNOWN}."), 0x4000 + id), s.dns)
+            .unwrap();
+    }
+    let stopped = Instant::now();
+    // The wait under test, not a synchronisation: the server cannot run meanwhile.
+    std::thread::sleep(Duration::from_millis(200));
+    let held = stopped.elapsed();
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut buf = [0u8; 1500];
+    for _ in 0..5 {
+        let (n, _) = sock.recv_from(&mut buf).expect("answer after SIGCONT");
+        assert!(
+            n >= 12 && buf[0] == 0x40 && buf[3] & 0xF == 0,
+            "{:?}",
+            &buf[..n.min(12)]
+        );
+    }
+    metric_reaches(&s, count, count0 + 5.0);
+    let waited = metric0(&s, sum) - sum0;
+    assert!(
+        waited >= 5.0 * held.as_secs_f64(),
+        "5 queries held {held:?} each reported {waited} s of wait in all"
+    );
 }
