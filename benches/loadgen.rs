@@ -26,6 +26,8 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use globaldns::fastpath::{arrival_ns, realtime_ns};
+
 const BATCH: usize = 64;
 const RECV_BUF: usize = 4096;
 const SEND_BUF: usize = 512;
@@ -254,32 +256,6 @@ struct Bufs {
 }
 
 const CTL_WORDS: usize = 8;
-
-/// The arrival time (CLOCK_REALTIME, ns) in a received message's control data, if there.
-fn arrival_ns(hdr: &libc::msghdr) -> Option<u64> {
-    // SAFETY: hdr's control pointer and length were set by recvmmsg for this message.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(hdr);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
-                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-            }
-            c = libc::CMSG_NXTHDR(hdr, c);
-        }
-    }
-    None
-}
-
-fn realtime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 impl Bufs {
     fn new() -> Box<Bufs> {

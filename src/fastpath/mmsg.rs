@@ -163,8 +163,9 @@ pub fn worker<A: Answerer>(socket: std::net::UdpSocket, mut responder: A, stop: 
     }
 }
 
-/// The arrival time (CLOCK_REALTIME, ns) in a received message's control data, if there.
-fn arrival_ns(hdr: &libc::msghdr) -> Option<u64> {
+/// The arrival time (CLOCK_REALTIME, ns) in a received message's control data, if there
+/// (`SO_TIMESTAMPNS` on the socket; the benchmarks' load generator reads its answers' too).
+pub fn arrival_ns(hdr: &libc::msghdr) -> Option<u64> {
     // SAFETY: hdr's control pointer and length are what recvmmsg wrote for this message; the
     // macros only walk within them.
     unsafe {
@@ -181,7 +182,7 @@ fn arrival_ns(hdr: &libc::msghdr) -> Option<u64> {
 }
 
 /// The clock the kernel's arrival stamps are on.
-fn realtime_ns() -> u64 {
+pub fn realtime_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
