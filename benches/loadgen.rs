@@ -26,7 +26,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use globaldns::fastpath::{arrival_ns, realtime_ns};
+use globaldns::fastpath::{arrival_ns, realtime_ns, stamp_arrivals};
 
 const BATCH: usize = 64;
 const RECV_BUF: usize = 4096;
@@ -442,20 +442,8 @@ fn run_thread(t: usize, shared: Arc<Shared>) -> (Stats, Instant) {
             let r = socket2::SockRef::from(&sock);
             let _ = r.set_recv_buffer_size(4 << 20);
             let _ = r.set_send_buffer_size(4 << 20);
-            let on: libc::c_int = 1;
-            // SAFETY: a valid int option on our own socket.
-            let rc = unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_TIMESTAMPNS,
-                    (&on as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                fail("setsockopt SO_TIMESTAMPNS failed");
-            }
+            stamp_arrivals(sock.as_raw_fd())
+                .unwrap_or_else(|e| fail(&format!("setsockopt SO_TIMESTAMPNS: {e}")));
             Sock {
                 sock,
                 sent_at: vec![0; 1 << 16],

@@ -22,7 +22,7 @@ use tracing::info;
 use crate::dns::Handler;
 pub use cache::{shape, QueryShape, Responder};
 pub use mmsg::{arrival_ns, realtime_ns, worker, Answerer};
-pub use socket::{bind, bind_reuseport, warn_if_ephemeral};
+pub use socket::{bind, bind_reuseport, stamp_arrivals, warn_if_ephemeral};
 
 impl Answerer for Responder {
     fn begin_batch(&mut self) {

@@ -48,21 +48,33 @@ pub fn bind_reuseport(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::
         let bound = s.local_addr()?.as_socket().context("bound address")?;
         addr = bound;
         s.set_read_timeout(Some(Duration::from_millis(500)))?;
-        // Arrival stamps: how long each query waited in the socket (mmsg.rs).
-        let on: libc::c_int = 1;
-        // SAFETY: a valid int option on a socket we own.
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        // Arrival stamps: how long each query waited in the socket (mmsg.rs). Without them the
+        // wait is not measured; answering is unaffected.
+        let _ = stamp_arrivals(s.as_raw_fd());
         out.push(s.into());
     }
     Ok(out)
+}
+
+/// Asks the kernel to stamp each datagram received on `fd` with its arrival time
+/// (`SO_TIMESTAMPNS`, read back by [`super::arrival_ns`]).
+pub fn stamp_arrivals(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid int option on a socket the caller owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The fast path's UDP sockets and the TCP listener on one port.
