@@ -54,6 +54,32 @@ pub enum Command {
     Allocations(AllocationsArgs),
     /// Print everything the server would answer as RFC 1035 zone files (allocating like serve).
     Zonefile(ZonefileArgs),
+    /// Spec write-back housekeeping in Kubernetes clusters.
+    #[command(subcommand, name = "write-back")]
+    WriteBack(WriteBackCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WriteBackCommand {
+    /// Give up every field globaldns owns (its spec.addresses) in every ServiceEntry of the
+    /// clusters, for turning spec write-back off; a field someone else also owns stays theirs.
+    Withdraw(WithdrawArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WithdrawArgs {
+    /// The cluster globaldns runs in (service account).
+    #[arg(long)]
+    pub in_cluster: bool,
+    /// Name for the --in-cluster cluster in messages.
+    #[arg(long, default_value = "local")]
+    pub cluster_name: String,
+    /// A cluster from a kubeconfig file: NAME=PATH[#CONTEXT] (repeatable).
+    #[arg(long = "cluster", value_delimiter = ',', value_parser = crate::kube::parse_cluster_flag)]
+    pub clusters: Vec<crate::kube::ClusterFlag>,
+    /// Only say which entries would change (server-side dry run).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -362,6 +388,10 @@ pub struct CheckArgs {
     /// State directory to read (never written) so that existing VIPs are shown.
     #[arg(long, env = "GLOBALDNS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Judge routability as a server with this `--write-back` would (`spec`: eligible entries
+    /// get their VIP in spec.addresses).
+    #[arg(long, value_delimiter = ',', default_value = "off")]
+    pub write_back: Vec<crate::kube::WriteBack>,
 }
 
 #[derive(Args, Debug)]

@@ -270,6 +270,8 @@ impl Engine {
         let served = snap.served_hosts();
         m.hosts_served.set(served as i64);
         m.hosts_unserved.set((snap.host_count() - served) as i64);
+        m.hosts_tcp_unroutable
+            .set(snap.tcp_unroutable_hosts() as i64);
         m.zone_serial.set(i64::from(snap.serial));
         let census = self.pipeline.census();
         m.vips_allocated

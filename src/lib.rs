@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod published;
 pub mod registry;
 pub mod report;
+pub mod routing;
 pub mod secondary;
 pub mod serial_floor;
 pub mod serviceentry;

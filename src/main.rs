@@ -16,10 +16,11 @@ use tracing_subscriber::EnvFilter;
 use globaldns::alloc::file_store::{self, FileStore};
 use globaldns::alloc::store::{self, check_ranges, MemoryStore, Store};
 use globaldns::config::{
-    AllocationsArgs, CheckArgs, Cli, Command, LogFormat, ServeArgs, ZonefileArgs,
+    AllocationsArgs, CheckArgs, Cli, Command, LogFormat, ServeArgs, WriteBackCommand, ZonefileArgs,
 };
 use globaldns::engine::{Engine, Input};
 use globaldns::health::Health;
+use globaldns::kube::WriteBackModes;
 use globaldns::metrics::Metrics;
 use globaldns::pipeline::Pipeline;
 use globaldns::source::{files, Events, SourceEvent};
@@ -52,6 +53,9 @@ fn main() -> ExitCode {
         Command::Check(a) => check(a),
         Command::Allocations(a) => allocations(a),
         Command::Zonefile(mut a) => a.resolve_name_servers().and_then(|()| zonefile(a)),
+        Command::WriteBack(WriteBackCommand::Withdraw(a)) => {
+            globaldns::kube::writeback::withdraw::command(&a)
+        }
     };
     match result {
         Ok(code) => code,
@@ -241,6 +245,9 @@ fn start_primary(
     // --- Kubernetes (src/kube): cluster sources, the allocation store (the file store unless
     // --store kube), write-back. Without Kubernetes flags `kube` is None: the file-based server,
     // unchanged. With them, the file source runs too only when the --zones directory exists.
+    if WriteBackModes::of(&args.kube.write_back)?.any() && !args.kube.enabled() {
+        anyhow::bail!("--write-back writes into Kubernetes ServiceEntries: it needs --in-cluster or a --cluster");
+    }
     let mut kube = globaldns::kube::start(
         &args.kube,
         globaldns::kube::Context {
@@ -272,8 +279,10 @@ fn start_primary(
             metrics.clone(),
         )?;
     }
+    let write_back = WriteBackModes::of(&args.kube.write_back)?;
     let mut pipeline = Pipeline::new(&zone_cfg, &ranges, args.zone.prefer_istio_status, allocator)
-        .home_cluster(&args.zone.cluster_name);
+        .home_cluster(&args.zone.cluster_name)
+        .spec_write_back(write_back.spec && kube.is_some());
     if journal {
         pipeline.keep_journal();
     }
@@ -322,6 +331,7 @@ fn build_once(
     args: &globaldns::config::ZoneArgs,
     store: &mut dyn Store,
     hold_secs: u64,
+    spec_write_back: bool,
 ) -> Result<Snapshot> {
     let allocator = store::open(store, &args.vip_ranges, hold_secs)?;
     let mut pipeline = Pipeline::new(
@@ -330,7 +340,8 @@ fn build_once(
         args.prefer_istio_status,
         allocator,
     )
-    .home_cluster(&args.cluster_name);
+    .home_cluster(&args.cluster_name)
+    .spec_write_back(spec_write_back);
     for ev in events {
         match ev {
             SourceEvent::Unit { key, entries } => {
@@ -390,9 +401,17 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             }
         }
     }
-    let snap = build_once(events, &args.zone, &mut MemoryStore { table }, 0)?;
+    let spec_write_back = WriteBackModes::of(&args.write_back)?.spec;
+    let snap = build_once(
+        events,
+        &args.zone,
+        &mut MemoryStore { table },
+        0,
+        spec_write_back,
+    )?;
     let mut out = std::io::stdout().lock();
     let mut conflicts = 0usize;
+    let mut unroutable = 0usize;
     for (host, r) in snap.hosts() {
         let addrs: Vec<String> = r
             .addresses
@@ -426,6 +445,11 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             },
             r.objects.join(" ")
         )?;
+        if let Some(u) = &r.tcp_unroutable {
+            unroutable += 1;
+            // A comment line too: why default sidecars cannot route its TCP ports, what to do.
+            writeln!(out, "# tcp-unroutable {host}: {u}; {}", u.fix())?;
+        }
         if let Some(c) = &r.conflict {
             conflicts += 1;
             // A comment line: the host lines keep their four fields for scripts.
@@ -439,6 +463,15 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             out,
             "# {conflicts} hosts listed with different addresses by different clusters (home: {})",
             args.zone.cluster_name
+        )?;
+    }
+    if unroutable > 0 {
+        // Not a problem of the files either: HTTP and TLS still route by Host and SNI.
+        writeln!(
+            out,
+            "# {unroutable} hosts with TCP ports that default sidecars (no DNS capture) cannot \
+             route by address: their TCP traffic shares 0.0.0.0:<port> (README: \"Which address \
+             a proxy routes\")"
         )?;
     }
     writeln!(
@@ -525,6 +558,7 @@ fn zonefile(args: ZonefileArgs) -> Result<ExitCode> {
         &args.zone,
         &mut store,
         args.store.vip_hold.as_secs(),
+        false,
     )?;
     let mut out = std::io::stdout().lock();
     let apexes: BTreeSet<_> = snap.apex_names().into_iter().collect();

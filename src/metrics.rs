@@ -76,6 +76,7 @@ pub struct Metrics {
     pub udp_wait: Histogram,
     pub hosts_served: Gauge,
     pub hosts_unserved: Gauge,
+    pub hosts_tcp_unroutable: Gauge,
     pub vips_allocated: Family<FamilyLabels, Gauge>,
     pub vips_held: Gauge,
     pub host_conflicts: Family<KindLabels, Gauge>,
@@ -100,6 +101,7 @@ pub struct Metrics {
     pub source_objects: Family<ClusterLabels, Gauge>,
     pub watch_restarts: Family<ClusterLabels, Counter>,
     pub status_writes: Family<WriteLabels, Counter>,
+    pub spec_writes: Family<WriteLabels, Counter>,
     pub transfers_served: Family<TransferLabels, Counter>,
     pub notifies: Family<TransferLabels, Counter>,
     pub writeback_serial: Gauge,
@@ -132,6 +134,7 @@ impl Metrics {
             udp_wait: Histogram::new(exponential_buckets(0.00001, 2.0, 15)),
             hosts_served: Gauge::default(),
             hosts_unserved: Gauge::default(),
+            hosts_tcp_unroutable: Gauge::default(),
             vips_allocated: Family::default(),
             vips_held: Gauge::default(),
             host_conflicts: Family::default(),
@@ -154,6 +157,7 @@ impl Metrics {
             source_objects: Family::default(),
             watch_restarts: Family::default(),
             status_writes: Family::default(),
+            spec_writes: Family::default(),
             transfers_served: Family::default(),
             notifies: Family::default(),
             writeback_serial: Gauge::default(),
@@ -195,6 +199,12 @@ impl Metrics {
             "hosts_unserved",
             "Hosts known but not answered (no address, no VIP)",
             m.hosts_unserved.clone(),
+        );
+        r.register(
+            "hosts_tcp_unroutable",
+            "Hosts with TCP ports that the home cluster's default sidecars (no DNS capture) cannot \
+             route by address: no spec.addresses and no VIP written there (see /debug/hosts)",
+            m.hosts_tcp_unroutable.clone(),
         );
         r.register(
             "vips_allocated",
@@ -282,6 +292,12 @@ impl Metrics {
             "status_writes",
             "Write-back patches of status.addresses, by cluster and result",
             m.status_writes.clone(),
+        );
+        r.register(
+            "spec_writes",
+            "Write-back server-side applies of spec.addresses (field manager globaldns), by \
+             cluster and result (written, withdrawn, conflict, failed, timeout)",
+            m.spec_writes.clone(),
         );
         r.register(
             "writeback_checked_serial",

@@ -233,6 +233,7 @@ mod tests {
             ports: vec![],
             resolution: Resolution::Dns,
             autoallocate: true,
+            routing: Default::default(),
         }
     }
 
@@ -301,6 +302,7 @@ mod tests {
         r.set(key("c", "s"), vec![e]);
         let home = |prefer_istio_status| Rules {
             home: "c".into(),
+            spec_write_back: false,
             prefer_istio_status,
         };
         let m = r.merge(&home(true));

@@ -523,6 +523,8 @@ mod tests {
             objects: vec![],
             rule: None,
             conflict: None,
+            tcp_unroutable: None,
+            unserved_vips: None,
         }
     }
 

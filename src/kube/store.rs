@@ -141,6 +141,12 @@ impl KubeStore {
         self
     }
 
+    /// The claimer role this instance holds, shared (None without a claimer): spec write-back
+    /// writes only from the claimer, so a fleet sends one apply per entry, not one per pod.
+    pub fn claimer(&self) -> Option<Arc<Claimer>> {
+        self.claimer.as_ref().map(|c| c.state.clone())
+    }
+
     /// What gives the claimer lease up at exit (None without a claimer).
     pub fn release_handle(&self) -> Option<Release> {
         self.claimer.as_ref().map(|c| Release {

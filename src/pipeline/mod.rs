@@ -67,6 +67,13 @@ impl Pipeline {
         }
     }
 
+    /// Whether eligible entries get their VIP written into `spec.addresses` (`--write-back spec`):
+    /// their hosts count as routable by the home cluster's default sidecars.
+    pub fn spec_write_back(mut self, on: bool) -> Pipeline {
+        self.rules.spec_write_back = on;
+        self
+    }
+
     /// The cluster whose view this pipeline answers (default `local`).
     pub fn home_cluster(mut self, home: &str) -> Pipeline {
         self.rules.home = home.to_string();

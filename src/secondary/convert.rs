@@ -243,6 +243,8 @@ fn empty_report(wildcard: bool) -> HostReport {
         objects: vec![],
         rule: None,
         conflict: None,
+        tcp_unroutable: None,
+        unserved_vips: None,
     }
 }
 

@@ -37,6 +37,8 @@ pub struct ZoneBuilder {
     serial: Option<u32>,
     changed: bool,
     served: usize,
+    /// Hosts with TCP ports the home cluster's default sidecars cannot route by address.
+    tcp_unroutable: usize,
     host_count: usize,
     /// What changed since the last snapshot, when a journal is kept (zone transfers served).
     pending: Option<Pending>,
@@ -70,6 +72,7 @@ impl ZoneBuilder {
             serial: None,
             changed: false,
             served: 0,
+            tcp_unroutable: 0,
             host_count: 0,
             pending: None,
             journal: Journal::default(),
@@ -125,9 +128,13 @@ impl ZoneBuilder {
         if self.hosts[idx].get(&k[..]).map(|r| &**r) == report.as_ref() {
             return false;
         }
-        let added = report
-            .as_ref()
-            .map(|r| (r.served, self.contributions(&k, r)));
+        let added = report.as_ref().map(|r| {
+            (
+                r.served,
+                r.tcp_unroutable.is_some(),
+                self.contributions(&k, r),
+            )
+        });
         let shard = Arc::make_mut(&mut self.hosts[idx]);
         let old = match (report, shard.get_mut(&k[..])) {
             (Some(new), Some(slot)) => Some(std::mem::replace(slot, Arc::new(new))),
@@ -141,14 +148,16 @@ impl ZoneBuilder {
         if let Some(old) = &old {
             self.host_count -= 1;
             self.served -= usize::from(old.served);
+            self.tcp_unroutable -= usize::from(old.tcp_unroutable.is_some());
             for (wild, k, d) in self.contributions(&k, old) {
                 self.remove(wild, &k, &d);
                 self.note(false, (wild, k, d));
             }
         }
-        if let Some((served, contributions)) = added {
+        if let Some((served, unroutable, contributions)) = added {
             self.host_count += 1;
             self.served += usize::from(served);
+            self.tcp_unroutable += usize::from(unroutable);
             for (wild, k, d) in contributions {
                 if self.pending.is_some() {
                     self.note(true, (wild, k.clone(), d.clone()));
@@ -445,6 +454,7 @@ impl ZoneBuilder {
             hosts: self.hosts.clone(),
             ttl,
             served: self.served,
+            tcp_unroutable: self.tcp_unroutable,
             host_count: self.host_count,
             journal: self.journal.clone(),
         }

@@ -30,6 +30,8 @@ fn host(addresses: &[&str], ports: &[(&str, Transport, u16)], wildcard: bool) ->
         objects: vec![],
         rule: None,
         conflict: None,
+        tcp_unroutable: None,
+        unserved_vips: None,
     }
 }
 

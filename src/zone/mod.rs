@@ -192,6 +192,7 @@ pub struct Snapshot {
     hosts: Vec<Arc<HostShard>>,
     ttl: u32,
     served: usize,
+    tcp_unroutable: usize,
     host_count: usize,
     /// Recent changes, for IXFR (empty unless the builder keeps a journal).
     journal: journal::Journal,
@@ -246,6 +247,11 @@ impl Snapshot {
 
     pub fn served_hosts(&self) -> usize {
         self.served
+    }
+
+    /// Hosts with TCP ports the home cluster's default sidecars cannot route by address.
+    pub fn tcp_unroutable_hosts(&self) -> usize {
+        self.tcp_unroutable
     }
 
     /// Every host the sources list, served or not.
@@ -338,6 +344,8 @@ mod tests {
             objects: vec![],
             rule: None,
             conflict: None,
+            tcp_unroutable: None,
+            unserved_vips: None,
         };
         assert!(b.set_host("ns1.global", Some(host(&["10.0.0.53", "240.10.0.9"]))));
         assert!(b.set_host("ns1.global", None));
