@@ -8,6 +8,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../support/istio_model.rs"]
+mod istio_model;
 #[path = "../support/kube_cluster.rs"]
 mod kube_cluster;
 #[path = "../support/store_battery.rs"]
@@ -15,6 +17,7 @@ mod store_battery;
 
 mod claimer;
 mod propagation;
+mod proxies;
 mod sources;
 mod store;
 mod write_back;

@@ -348,6 +348,12 @@ pub async fn admin_client(c: &Cluster) -> kube::Client {
 /// Sets `status.addresses` of a ServiceEntry through the status subresource, as Istio's
 /// allocator does.
 pub fn set_istio_status(c: &Cluster, ns: &str, name: &str, host: &str, address: &str) {
+    set_status_addresses(c, ns, name, &[(address.to_string(), host.to_string())]);
+}
+
+/// Replaces `status.addresses` of a ServiceEntry with `(value, host)` pairs (an empty list
+/// clears it) through the status subresource, as Istio's allocator does.
+pub fn set_status_addresses(c: &Cluster, ns: &str, name: &str, addresses: &[(String, String)]) {
     use kube::api::{Api, DynamicObject, Patch, PatchParams};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -357,8 +363,11 @@ pub fn set_istio_status(c: &Cluster, ns: &str, name: &str, host: &str, address: 
         let client = admin_client(c).await;
         let ar = globaldns::kube::crd::serviceentry_resource("v1");
         let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
-        let status =
-            serde_json::json!({"status": {"addresses": [{"value": address, "host": host}]}});
+        let list: Vec<serde_json::Value> = addresses
+            .iter()
+            .map(|(value, host)| serde_json::json!({"value": value, "host": host}))
+            .collect();
+        let status = serde_json::json!({"status": {"addresses": list}});
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .unwrap();
