@@ -232,22 +232,13 @@ fn several_tcp_hosts_share_the_wildcard_unless_each_has_its_own_status_address()
     let status = alloc.reconcile(ON, &multi).expect("allocated");
     let mut e = multi.clone();
     e.status = status;
-    let a = listen(
-        std::slice::from_ref(&e),
-        ON,
-        CAPTURE_SIDECAR,
-        "m1.ns.global",
-        9001,
-    );
-    let b = listen(
-        std::slice::from_ref(&e),
-        ON,
-        CAPTURE_SIDECAR,
-        "m2.ns.global",
-        9001,
-    );
-    assert_eq!(a.addresses, BTreeSet::from([ip("240.240.0.1")]));
-    assert_eq!(b.addresses, BTreeSet::from([ip("240.240.0.2")]));
+    for (h, want) in [
+        ("m1.ns.global", "240.240.0.1"),
+        ("m2.ns.global", "240.240.0.2"),
+    ] {
+        let l = listen(std::slice::from_ref(&e), ON, CAPTURE_SIDECAR, h, 9001);
+        assert_eq!(l.addresses, BTreeSet::from([ip(want)]), "{h}");
+    }
 }
 
 #[test]

@@ -9,22 +9,16 @@ use std::time::Duration;
 
 use crate::common::{debug_hosts, eventually, Server};
 use crate::kube_cluster::{
-    admin_client, one_vip, se, serial, set_istio_status, start, wait_answer, writeback_settled,
+    one_vip, se, serial, serviceentry_api, set_istio_status, start, wait_answer, writeback_settled,
     Cluster, ROOT,
 };
 
 /// The guard of write-back, straight against the API server: a status patch computed from an
 /// old resourceVersion is refused (409) once someone else wrote, and their value stays.
 fn guarded_patch_is_refused(c: &Cluster, ns: &str, name: &str) {
-    use kube::api::{Api, DynamicObject, Patch, PatchParams};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    use kube::api::{Patch, PatchParams};
+    let (rt, api) = serviceentry_api(c, ns);
     rt.block_on(async {
-        let client = admin_client(c).await;
-        let ar = globaldns::kube::crd::serviceentry_resource("v1");
-        let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
         let before = api.get(name).await.unwrap();
         let old_rv = before.metadata.resource_version.clone().unwrap();
         // Another writer (Istio's allocator, say) sets status.addresses.

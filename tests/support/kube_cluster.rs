@@ -19,6 +19,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use kube::api::{Api, DynamicObject, Patch};
+
 use crate::common::{
     self, debug_hosts, eventually, free_ports, host_vips, query_a, Server, Transport,
 };
@@ -354,22 +356,23 @@ pub fn set_istio_status(c: &Cluster, ns: &str, name: &str, host: &str, address: 
 /// Replaces `status.addresses` of a ServiceEntry with `(value, host)` pairs (an empty list
 /// clears it) through the status subresource, as Istio's allocator does.
 pub fn set_status_addresses(c: &Cluster, ns: &str, name: &str, addresses: &[(String, String)]) {
-    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    let list: Vec<serde_json::Value> = addresses
+        .iter()
+        .map(|(value, host)| serde_json::json!({"value": value, "host": host}))
+        .collect();
+    let status = serde_json::json!({"status": {"addresses": list}});
+    let (rt, api) = serviceentry_api(c, ns);
+    rt.block_on(api.patch_status(name, &Default::default(), &Patch::Merge(&status)))
+        .unwrap();
+}
+
+/// A current-thread runtime and the kube-rs API (as admin) of the v1 ServiceEntries in `ns`.
+pub fn serviceentry_api(c: &Cluster, ns: &str) -> (tokio::runtime::Runtime, Api<DynamicObject>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let client = admin_client(c).await;
-        let ar = globaldns::kube::crd::serviceentry_resource("v1");
-        let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
-        let list: Vec<serde_json::Value> = addresses
-            .iter()
-            .map(|(value, host)| serde_json::json!({"value": value, "host": host}))
-            .collect();
-        let status = serde_json::json!({"status": {"addresses": list}});
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .unwrap();
-    });
+    let client = rt.block_on(admin_client(c));
+    let ar = globaldns::kube::crd::serviceentry_resource("v1");
+    (rt, Api::namespaced_with(client, ns, &ar))
 }
