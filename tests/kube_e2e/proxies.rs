@@ -183,9 +183,10 @@ fn findings(c: &Cluster, gd: &Server) -> Vec<Finding> {
                     name,
                     answer,
                     tcp_ports: tcp_ports.into_iter().collect(),
-                    reported: debug["hosts"][host]["tcp_unroutable"]
-                        .as_str()
-                        .map(String::from),
+                    // Any value counts (a reason string, or an object naming the entry).
+                    reported: Some(&debug["hosts"][host]["tcp_unroutable"])
+                        .filter(|v| !v.is_null())
+                        .map(|v| v.to_string()),
                 });
             }
         }
