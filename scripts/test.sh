@@ -2,7 +2,7 @@
 # Runs every test of globaldns on a fresh machine: installs the DNS tools the tests drive when they
 # are missing (dig, dnsmasq, Knot's knotd and kzonecheck, BIND's named-checkzone), then formatting,
 # lints and the whole cargo test suite, including the Kubernetes end-to-end tests
-# (tests/kube_e2e.rs), whose first run on a machine installs etcd and builds kube-apiserver from
+# (tests/kube_e2e/), whose first run on a machine installs etcd and builds kube-apiserver from
 # Debian's sources (scripts/kube/build-apiserver.sh, cached in ~/.cache/globaldns; about 5
 # minutes on 2 cores).
 set -euo pipefail
