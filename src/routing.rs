@@ -36,7 +36,9 @@ impl NotWritable {
     pub fn as_str(self) -> &'static str {
         match self {
             NotWritable::SeveralHosts => "several hosts share its addresses",
-            NotWritable::UserAddresses => "spec.addresses written by someone else",
+            NotWritable::UserAddresses => {
+                "spec.addresses owned by another field manager (even if empty)"
+            }
             NotWritable::DynamicDns => "resolution DYNAMIC_DNS takes no addresses",
             NotWritable::NoVip => "no VIP (resolution NONE, opt-out label, or wildcard)",
             NotWritable::OptedOut => "annotated globaldns.io/write-back: \"false\"",
@@ -53,7 +55,7 @@ pub fn spec_writable(entry: &Entry) -> Result<(), NotWritable> {
         Err(NotWritable::OutsideZones)
     } else if !entry.routing.sole_host || entry.hosts.len() != 1 {
         Err(NotWritable::SeveralHosts)
-    } else if !entry.addresses.is_empty() {
+    } else if !entry.addresses.is_empty() || entry.routing.foreign_addresses {
         Err(NotWritable::UserAddresses)
     } else if entry.resolution == Resolution::DynamicDns {
         Err(NotWritable::DynamicDns)
@@ -147,6 +149,7 @@ mod tests {
                 sole_host: hosts.len() == 1,
                 tcp_by_address: tcp,
                 write_back: true,
+                foreign_addresses: false,
             },
         }
     }

@@ -108,9 +108,8 @@ impl Converter {
         // in the store: not a user's address (nothing is reserved, nothing moves). Istio ignores
         // status.addresses once spec.addresses is set, and so does the answer.
         let managed = obj.metadata.managed_fields.as_deref().unwrap_or_default();
-        if writeback::SpecAddresses::of(!se.spec.addresses.is_empty(), managed)
-            == writeback::SpecAddresses::Ours
-        {
+        let owners = writeback::SpecAddresses::of(!se.spec.addresses.is_empty(), managed);
+        if owners == writeback::SpecAddresses::Ours {
             se.spec.addresses.clear();
             se.status = None;
         }
@@ -125,7 +124,10 @@ impl Converter {
             });
         }
         let origin = format!("cluster {}", self.cluster);
-        let (entry, problems) = se.validate(&self.cluster, &origin, &self.zones);
+        let (mut entry, problems) = se.validate(&self.cluster, &origin, &self.zones);
+        if let Some(e) = entry.as_mut() {
+            e.routing.foreign_addresses = matches!(owners, writeback::SpecAddresses::Theirs(_));
+        }
         for p in &problems {
             if p.skipped_object {
                 warn!("{p}");

@@ -220,6 +220,9 @@ pub struct Routing {
     pub tcp_by_address: bool,
     /// Not opted out of spec write-back by the annotation `globaldns.io/write-back: "false"`.
     pub write_back: bool,
+    /// Another field manager owns `spec.addresses`, even empty (`addresses: []` in its
+    /// manifest): globaldns cannot apply the field without forcing (Kubernetes sources only).
+    pub foreign_addresses: bool,
 }
 
 impl Default for Routing {
@@ -228,6 +231,7 @@ impl Default for Routing {
             sole_host: true,
             tcp_by_address: false,
             write_back: true,
+            foreign_addresses: false,
         }
     }
 }
@@ -389,6 +393,7 @@ impl ServiceEntry {
                 .annotations
                 .get(WRITE_BACK_ANNOTATION)
                 .is_none_or(|v| !v.eq_ignore_ascii_case("false")),
+            foreign_addresses: false,
         };
 
         let entry = Entry {

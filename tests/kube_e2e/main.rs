@@ -19,5 +19,6 @@ mod claimer;
 mod propagation;
 mod proxies;
 mod sources;
+mod spec_write_back;
 mod store;
 mod write_back;

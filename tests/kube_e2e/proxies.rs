@@ -339,7 +339,6 @@ fn single_host_tcp(cluster: &str) -> BTreeSet<String> {
 /// Before issue 17: without write-back the default sidecar cannot route the single-host TCP
 /// hosts at the VIP globaldns answers; they must at least be reported.
 #[test]
-#[ignore = "needs issue 17's tcp_unroutable in /debug/hosts (built on main); run with --ignored"]
 fn without_write_back_unroutable_hosts_exist_and_are_reported() {
     let o = scenario("off");
     for cluster in ["c1", "c2"] {
@@ -353,7 +352,6 @@ fn without_write_back_unroutable_hosts_exist_and_are_reported() {
 /// With spec write-back every single-host TCP host is routable by every profile at the answer;
 /// what stays unroutable (several hosts, globaldns's own opt-out) is reported.
 #[test]
-#[ignore = "needs `--write-back spec` (issue 17, built on main); run with --ignored"]
 fn with_spec_write_back_every_answer_is_routable_or_reported() {
     let o = scenario("spec");
     assert_routable_or_reported(&o);

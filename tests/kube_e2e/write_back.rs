@@ -22,7 +22,7 @@ fn guarded_patch_is_refused(c: &Cluster, ns: &str, name: &str) {
         let before = api.get(name).await.unwrap();
         let old_rv = before.metadata.resource_version.clone().unwrap();
         // Another writer (Istio's allocator, say) sets status.addresses.
-        let theirs = serde_json::json!({"status": {"addresses": [{"value": "240.240.0.77", "host": "contested.wb.global"}]}});
+        let theirs = serde_json::json!({"status": {"addresses": [{"value": "10.77.0.77", "host": "contested.wb.global"}]}});
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&theirs))
             .await
             .unwrap();
@@ -41,7 +41,7 @@ fn guarded_patch_is_refused(c: &Cluster, ns: &str, name: &str) {
         );
         let after = api.get(name).await.unwrap();
         assert_eq!(
-            after.data["status"]["addresses"][0]["value"], "240.240.0.77",
+            after.data["status"]["addresses"][0]["value"], "10.77.0.77",
             "the other writer's value stays"
         );
     });
@@ -75,6 +75,7 @@ fn dry_run_deploy(c: &Cluster, deploy: &Path) -> String {
     };
     let manifests = [
         "rbac-writeback.yaml",
+        "rbac-writeback-spec.yaml",
         "base/namespace.yaml",
         "base/vipclaim-crd.yaml",
         "base/serviceaccount.yaml",
@@ -240,8 +241,31 @@ fn service_account_rbac_write_back_and_manifests() {
     });
     let se_json = c1.get_json(&["serviceentry", "-n", "wb", "plain"]);
     assert!(se_json["status"]["addresses"].is_null(), "{se_json}");
-    assert!(gd.log_contains("status write-back failed"));
+    assert!(gd.log_contains("write-back failed (RBAC"));
     drop(gd);
+    // The same for spec write-back (the server-side apply of spec.addresses).
+    let (_t, gd) = start(&[
+        "--cluster",
+        &sa_flag,
+        "--store",
+        "kube",
+        "--write-back",
+        "spec",
+    ]);
+    assert_eq!(one_vip(&gd, "plain.wb.global"), plain);
+    eventually(Duration::from_secs(10), "a refused spec write-back", || {
+        (gd.metric("globaldns_spec_writes_total{cluster=\"c1\",result=\"failed\"}")? >= 1.0)
+            .then_some(())
+    });
+    let se_json = c1.get_json(&["serviceentry", "-n", "wb", "plain"]);
+    assert!(se_json["spec"]["addresses"].is_null(), "{se_json}");
+    assert_eq!(one_vip(&gd, "plain.wb.global"), plain, "answers unchanged");
+    drop(gd);
+    c1.apply_file(&deploy.join("rbac-writeback-spec.yaml"));
+    assert_eq!(
+        can(&["patch", "serviceentries.networking.istio.io", "-n", "wb"]),
+        "yes"
+    );
 
     // With the optional write-back role: status.addresses gets the VIP.
     c1.apply_file(&deploy.join("rbac-writeback.yaml"));
@@ -290,7 +314,7 @@ fn service_account_rbac_write_back_and_manifests() {
     c1.apply(&se("wb", "contested", &["contested.wb.global"], &[]));
     guarded_patch_is_refused(&c1, "wb", "contested");
     let (a, _) = wait_answer(&gd, "contested.wb.global", Duration::from_secs(10), |a| {
-        a.as_deref() == Some(&["240.240.0.77".parse().unwrap()][..])
+        a.as_deref() == Some(&["10.77.0.77".parse().unwrap()][..])
     });
     assert!(
         a.is_some(),
@@ -298,17 +322,35 @@ fn service_account_rbac_write_back_and_manifests() {
     );
     writeback_settled(&gd);
     let j = c1.get_json(&["serviceentry", "-n", "wb", "contested"]);
-    assert_eq!(j["status"]["addresses"][0]["value"], "240.240.0.77");
+    assert_eq!(j["status"]["addresses"][0]["value"], "10.77.0.77");
     assert_eq!(j["status"]["addresses"].as_array().unwrap().len(), 1);
     let j = c1.get_json(&["serviceentry", "-n", "wb", "own"]);
     assert!(j["status"]["addresses"].is_null(), "{j}");
+
+    // Istio's allocator's address (inside 240.240.0.0/16, set through the status subresource as
+    // istiod does) is taken over: the mesh-wide VIP replaces it, and is what DNS answers.
+    c1.apply(&se("wb", "taken", &["taken.wb.global"], &[]));
+    let taken = one_vip(&gd, "taken.wb.global");
+    set_istio_status(&c1, "wb", "taken", "taken.wb.global", "240.240.0.7");
+    eventually(
+        Duration::from_secs(10),
+        "Istio's address taken over",
+        || {
+            let j = c1.get_json(&["serviceentry", "-n", "wb", "taken"]);
+            (j["status"]["addresses"]
+                == serde_json::json!([{"value": taken.to_string(), "host": "taken.wb.global"}]))
+            .then_some(())
+        },
+    );
+    writeback_settled(&gd);
+    assert_eq!(one_vip(&gd, "taken.wb.global"), taken);
 
     // Without write-back, even with the role bound, nothing is written: no write-back loop runs.
     drop(gd);
     c1.apply(&se("wb", "quiet", &["quiet.wb.global"], &[]));
     let (_t3, gd3) = start(&["--cluster", &sa_flag, "--store", "kube"]);
     one_vip(&gd3, "quiet.wb.global");
-    assert!(!gd3.log_contains("write-back of status.addresses enabled"));
+    assert!(!gd3.log_contains("write-back enabled"));
     let j = c1.get_json(&["serviceentry", "-n", "wb", "quiet"]);
     assert!(j["status"]["addresses"].is_null(), "{j}");
     // What was written back is read as the VIP it is, not as Istio's address, from the first load.

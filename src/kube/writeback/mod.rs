@@ -49,6 +49,9 @@ const PARALLEL: usize = 8;
 /// row up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
+/// A version of an object whose write conflicted is not written again for this long (the
+/// watch brings any change sooner, as a new version).
+const CONFLICT_WAIT: Duration = Duration::from_secs(3600);
 
 /// What write-back needs to know of one ServiceEntry.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,10 +103,10 @@ impl Obj {
         let raw_spec = strings("/spec/addresses");
         let managed = obj.metadata.managed_fields.as_deref().unwrap_or_default();
         let spec = SpecAddresses::of(!raw_spec.is_empty(), managed);
+        // Istio's allocator serves only entries with no spec.addresses at all (ours included:
+        // once the VIP is in spec, status is not read).
         let istio_allocates = entry.is_some_and(|e| {
-            !matches!(spec, SpecAddresses::Theirs(_))
-                && e.autoallocate
-                && e.resolution != Resolution::None
+            raw_spec.is_empty() && e.autoallocate && e.resolution != Resolution::None
         });
         Obj {
             version: api_version
@@ -306,11 +309,20 @@ impl Retries {
         (RETRY * 2u32.pow(n)).min(RETRY_MAX)
     }
 
-    fn record(&mut self, object: ObjectKey, outcome: Outcome) {
-        if matches!(outcome, Outcome::Failed | Outcome::Timeout) {
-            *self.failures.entry(object).or_default() += 1;
-        } else {
-            self.failures.remove(&object);
+    fn record(&mut self, key: (ObjectKey, String), outcome: Outcome) {
+        match outcome {
+            Outcome::Failed | Outcome::Timeout => {
+                *self.failures.entry(key.0).or_default() += 1;
+            }
+            // Someone else owns the field, or the object changed: nothing to retry until the
+            // watch brings a new version (a new key), which is judged afresh.
+            Outcome::Conflict => {
+                self.failures.remove(&key.0);
+                self.due.insert(key, Instant::now() + CONFLICT_WAIT);
+            }
+            Outcome::Written | Outcome::Withdrawn => {
+                self.failures.remove(&key.0);
+            }
         }
     }
 
@@ -355,8 +367,8 @@ pub async fn run(views: Views, ctx: Arc<Context>, writer: Writer) {
             // A new writer looks at everything once.
             let full = retry_due || !wrote_last || checked != Some(snap.generation);
             let jobs = collect(&views, &snap, &ctx.ranges, &writer, full, &mut retries);
-            for (object, outcome) in write(jobs, &ctx).await {
-                retries.record(object, outcome);
+            for (key, outcome) in write(jobs, &ctx).await {
+                retries.record(key, outcome);
             }
             if full {
                 checked = Some(snap.generation);
@@ -451,11 +463,11 @@ fn collect(
 }
 
 /// Sends the writes, a few at a time; returns how each ended.
-async fn write(jobs: Vec<Job>, ctx: &Context) -> Vec<(ObjectKey, Outcome)> {
+async fn write(jobs: Vec<Job>, ctx: &Context) -> Vec<((ObjectKey, String), Outcome)> {
     futures_util::stream::iter(jobs)
         .map(|job| async move {
             let outcome = send(&job, ctx).await;
-            (job.object, outcome)
+            ((job.object, job.resource_version), outcome)
         })
         .buffer_unordered(PARALLEL)
         .collect()

@@ -21,11 +21,10 @@ pub enum SpecAddresses {
 }
 
 impl SpecAddresses {
-    /// Reads the owners of a non-empty `spec.addresses` (`present`) from `managed`.
+    /// Reads the owners of `spec.addresses` (`present`: non-empty) from `managed`. A field
+    /// another manager declared empty (`addresses: []` in a manifest) is still theirs: an apply
+    /// of ours would conflict with it.
     pub fn of(present: bool, managed: &[ManagedFieldsEntry]) -> SpecAddresses {
-        if !present {
-            return SpecAddresses::Absent;
-        }
         let mut ours = false;
         let mut theirs: Vec<String> = Vec::new();
         for m in managed.iter().filter(|m| owns_spec_addresses(m)) {
@@ -39,10 +38,10 @@ impl SpecAddresses {
                 }
             }
         }
-        if ours && theirs.is_empty() {
-            SpecAddresses::Ours
-        } else {
-            SpecAddresses::Theirs(theirs)
+        match (present, ours, theirs.is_empty()) {
+            (false, _, true) => SpecAddresses::Absent,
+            (true, true, true) => SpecAddresses::Ours,
+            _ => SpecAddresses::Theirs(theirs),
         }
     }
 }
@@ -98,6 +97,11 @@ mod tests {
         assert_eq!(
             SpecAddresses::of(false, std::slice::from_ref(&ours)),
             SpecAddresses::Absent
+        );
+        // Declared empty in someone's manifest: theirs, an apply of ours would conflict.
+        assert_eq!(
+            SpecAddresses::of(false, &[managed("argocd", "Apply", addresses())]),
+            SpecAddresses::Theirs(vec!["argocd".into()])
         );
         assert_eq!(
             SpecAddresses::of(true, &[creator.clone(), ours.clone()]),
