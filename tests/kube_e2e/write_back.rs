@@ -260,6 +260,12 @@ fn service_account_rbac_write_back_and_manifests() {
     let se_json = c1.get_json(&["serviceentry", "-n", "wb", "plain"]);
     assert!(se_json["spec"]["addresses"].is_null(), "{se_json}");
     assert_eq!(one_vip(&gd, "plain.wb.global"), plain, "answers unchanged");
+    assert!(gd.log_contains("retried with backoff"));
+    // Tried again after its backoff (5 s), not given up.
+    eventually(Duration::from_secs(20), "a retried spec write-back", || {
+        (gd.metric("globaldns_spec_writes_total{cluster=\"c1\",result=\"failed\"}")? >= 2.0)
+            .then_some(())
+    });
     drop(gd);
     c1.apply_file(&deploy.join("rbac-writeback-spec.yaml"));
     assert_eq!(

@@ -604,6 +604,26 @@ mod tests {
     }
 
     #[test]
+    fn failed_writes_back_off_and_conflicts_wait_for_a_new_version() {
+        let mut r = Retries::default();
+        let o: ObjectKey = ("c".into(), "n".into(), "a".into());
+        assert_eq!(r.backoff(&o), RETRY);
+        r.record((o.clone(), "1".into()), Outcome::Failed);
+        assert_eq!(r.backoff(&o), RETRY * 2);
+        r.record((o.clone(), "1".into()), Outcome::Timeout);
+        assert_eq!(r.backoff(&o), RETRY * 4);
+        for _ in 0..10 {
+            r.record((o.clone(), "1".into()), Outcome::Failed);
+        }
+        assert_eq!(r.backoff(&o), RETRY_MAX);
+        r.record((o.clone(), "2".into()), Outcome::Written);
+        assert_eq!(r.backoff(&o), RETRY);
+        r.record((o.clone(), "3".into()), Outcome::Conflict);
+        let due = r.due[&(o.clone(), "3".to_string())];
+        assert!(due > Instant::now() + CONFLICT_WAIT - Duration::from_secs(60));
+    }
+
+    #[test]
     fn patch_is_guarded_by_resource_version() {
         let p = status::patch("42", &[("240.10.0.7".into(), "a.b.global".into())]);
         assert_eq!(p["metadata"]["resourceVersion"], "42");
