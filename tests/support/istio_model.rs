@@ -34,7 +34,8 @@ pub enum Resolution {
 }
 
 impl Resolution {
-    /// The proto enum's zero value is NONE: an absent field reads as NONE.
+    /// The proto enum's zero value is NONE (istio.io/api networking/v1alpha3/service_entry.proto
+    /// `Resolution`): an absent field reads as NONE.
     pub fn parse(s: Option<&str>) -> Resolution {
         match s.unwrap_or("NONE") {
             "STATIC" => Resolution::Static,
@@ -232,7 +233,9 @@ pub enum ProxyKind {
     Waypoint,
 }
 
-/// A proxy profile: its type and the metadata that decides what it knows.
+/// A proxy profile: its type and the metadata that decides what it knows (pkg/model/proxy.go
+/// `NodeMetadata`: `DNSCapture` from `ISTIO_META_DNS_CAPTURE`, `DNSAutoAllocate` from
+/// `ISTIO_META_DNS_AUTO_ALLOCATE`; a sidecar captures DNS only when set, ztunnel by default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Proxy {
     pub kind: ProxyKind,
