@@ -413,20 +413,29 @@ fn each_instance_answers_its_home_clusters_istio_allocation() {
     );
     drop((a, b));
 
-    // Write-back on (both instances): the VIP is written into each cluster's status of the
-    // entry without an address; Istio's allocations are left alone and still answered per home.
+    // Write-back of status on (both instances): Istio's per-cluster allocations (inside its
+    // prefix) are taken over with the host's one mesh-wide VIP, and the entry without an address
+    // gets its VIP: every instance answers the same address, in every cluster.
     let (_ta, a) = home("c1", "status");
     let (_tb, b) = home("c2", "status");
+    let httpbin = *debug_hosts(&a)["hosts"]["httpbin.bar.global"]["unserved_vips"]
+        .as_array()
+        .and_then(|v| v.first())
+        .and_then(|v| v.as_str())
+        .map(|v| v.parse::<IpAddr>().unwrap())
+        .get_or_insert_with(|| one_vip(&a, "httpbin.bar.global"));
     for c in [&c1, &c2] {
-        eventually(Duration::from_secs(30), "VIP written back", || {
-            let se = c.get_json(&["serviceentry", "plain", "-n", "bar"]);
-            (se["status"]["addresses"][0]["value"] == vip.to_string()).then_some(())
+        eventually(Duration::from_secs(30), "VIPs written back", || {
+            let plain = c.get_json(&["serviceentry", "plain", "-n", "bar"]);
+            let taken = c.get_json(&["serviceentry", "httpbin", "-n", "bar"]);
+            (plain["status"]["addresses"][0]["value"] == vip.to_string()
+                && taken["status"]["addresses"]
+                    == serde_json::json!([{"value": httpbin.to_string(), "host": "httpbin.bar.global"}]))
+            .then_some(())
         });
-        let se = c.get_json(&["serviceentry", "httpbin", "-n", "bar"]);
-        assert_eq!(se["status"]["addresses"].as_array().unwrap().len(), 1);
     }
-    own(&a, "240.240.0.5");
-    own(&b, "240.240.0.9");
+    own(&a, &httpbin.to_string());
+    own(&b, &httpbin.to_string());
     assert_eq!(one_vip(&a, "plain.bar.global"), vip);
     assert_eq!(one_vip(&b, "plain.bar.global"), vip);
 }
