@@ -510,20 +510,7 @@ mod tests {
     }
 
     fn report(ip: &str) -> crate::zone::HostReport {
-        crate::zone::HostReport {
-            served: true,
-            wildcard: false,
-            reason: None,
-            addresses: vec![crate::zone::AddressReport {
-                address: ip.parse().unwrap(),
-                source: crate::zone::AddressSource::Spec,
-                objects: vec![],
-            }],
-            ports: vec![],
-            objects: vec![],
-            rule: None,
-            conflict: None,
-        }
+        crate::zone::HostReport::serving(&[ip])
     }
 
     #[test]

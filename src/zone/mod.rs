@@ -322,24 +322,10 @@ mod tests {
         assert_eq!(c.check_name_servers(&ranges), Ok(()));
         let mut b = ZoneBuilder::new(&c, &ranges);
         // A host at the name server's name, with the glue's address and another, then gone.
-        let host = |ips: &[&str]| HostReport {
-            served: true,
-            wildcard: false,
-            reason: None,
-            addresses: ips
-                .iter()
-                .map(|a| AddressReport {
-                    address: a.parse().unwrap(),
-                    source: AddressSource::Spec,
-                    objects: vec![],
-                })
-                .collect(),
-            ports: vec![],
-            objects: vec![],
-            rule: None,
-            conflict: None,
-        };
-        assert!(b.set_host("ns1.global", Some(host(&["10.0.0.53", "240.10.0.9"]))));
+        assert!(b.set_host(
+            "ns1.global",
+            Some(HostReport::serving(&["10.0.0.53", "240.10.0.9"]))
+        ));
         assert!(b.set_host("ns1.global", None));
         let snap = b.snapshot();
         let glue: Vec<String> = records(&snap, "global.")

@@ -168,13 +168,19 @@ impl Node {
                         .map(|d| d.record(owner, ttl, host)),
                 );
                 let target = key::to_name(host);
-                for rtype in [RecordType::A, RecordType::AAAA] {
-                    out.additional.extend(self.records(&target, ttl, rtype));
-                }
+                out.additional.extend(self.addresses(&target, ttl));
             }
             _ => {}
         }
         out
+    }
+
+    /// The node's addresses, A then AAAA, owned by `owner`: the additional data of an answer
+    /// that names this node (an SRV target, an in-zone name server).
+    pub fn addresses<'a>(&'a self, owner: &'a Name, ttl: u32) -> impl Iterator<Item = Record> + 'a {
+        [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .flat_map(move |rtype| self.records(owner, ttl, rtype))
     }
 
     pub fn has_proto(&self, udp: bool) -> bool {
