@@ -161,8 +161,8 @@ impl Snapshot {
         if let Some(node) = self.node(qkey) {
             return Outcome::rendered(node.answer(qname, self.ttl, qtype), false);
         }
-        if let Some(service @ (label, udp, host)) = service_name(qkey) {
-            if let Some(node) = self.node(host).filter(|n| n.has_service(label, udp)) {
+        if let Some(service @ (label, transport, host)) = service_name(qkey) {
+            if let Some(node) = self.node(host).filter(|n| n.has_service(label, transport)) {
                 return Outcome::rendered(
                     node.answer_service(service, qname, self.ttl, qtype),
                     false,
@@ -212,7 +212,7 @@ impl Snapshot {
     fn is_ent(&self, qkey: &[u8]) -> bool {
         self.shard(qkey).ents.contains_key(qkey)
             || proto_name(qkey)
-                .and_then(|(udp, host)| Some(self.node(host)?.has_proto(udp)))
+                .and_then(|(transport, host)| Some(self.node(host)?.has_proto(transport)))
                 .unwrap_or(false)
     }
 }

@@ -32,6 +32,7 @@ pub use changes::Changes;
 use key::Key;
 pub use lookup::{Answer, Outcome, Resolution};
 use records::Node;
+pub use records::NAMES_IN_DATA;
 pub use transfer::AXFR_CHUNK;
 
 pub use crate::report::{AddressReport, AddressSource, HostReport};
