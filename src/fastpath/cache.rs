@@ -18,6 +18,11 @@ use crate::zone::NAMES_IN_DATA;
 
 /// Per-worker cache bound: cleared when full (random names must not grow it without limit).
 const CACHE_MAX: usize = 1 << 17;
+/// What follows a question's name: QTYPE and QCLASS.
+const QUESTION_TAIL: usize = 4;
+/// What follows a record's owner before its data: TYPE, CLASS, TTL, then RDLENGTH (at 8).
+const RECORD_FIXED: usize = 10;
+const RDLENGTH_AT: usize = 8;
 /// The header's length (RFC 1035 §4.1.1): the question starts after it.
 const HEADER_LEN: usize = 12;
 /// The DO bit (RFC 3225), in the first byte of an OPT record's flags.
@@ -89,12 +94,12 @@ pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
         key.extend(label.iter().map(u8::to_ascii_lowercase));
         i += 1 + len;
     }
-    let &[t0, t1, c0, c1] = packet.get(i..i + 4)? else {
+    let &[t0, t1, c0, c1] = packet.get(i..i + QUESTION_TAIL)? else {
         return None;
     };
     let qtype = RecordType::from(u16::from_be_bytes([t0, t1]));
     let qclass = u16::from_be_bytes([c0, c1]);
-    let question_end = i + 4;
+    let question_end = i + QUESTION_TAIL;
     // IN only; transfers and ANY-class are the general path's.
     if qclass != u16::from(DNSClass::IN) || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
         return None;
@@ -382,7 +387,7 @@ fn patch(cached: &Cached, shape: &QueryShape, query: &[u8], out: &mut Vec<u8>) -
     out.extend_from_slice(&cached.bytes[HEADER_LEN..]);
     let question_end = shape.question_end;
     out[HEADER_LEN..question_end].copy_from_slice(&query[HEADER_LEN..question_end]);
-    let name = &query[HEADER_LEN..question_end - 4];
+    let name = &query[HEADER_LEN..question_end - QUESTION_TAIL];
     for &at in &cached.owners {
         let at = usize::from(at);
         out[at..at + name.len()].copy_from_slice(name);
@@ -397,7 +402,7 @@ fn owner_offsets(
     header: &Header,
     question_end: usize,
 ) -> Option<SmallVec<[u16; 2]>> {
-    let name = response.get(HEADER_LEN..question_end.checked_sub(4)?)?;
+    let name = response.get(HEADER_LEN..question_end.checked_sub(QUESTION_TAIL)?)?;
     let mut at = question_end;
     let mut out = SmallVec::new();
     for _ in 0..header.counts.answers {
@@ -411,9 +416,10 @@ fn owner_offsets(
         } else {
             at = skip_name(response, at)?;
         }
-        // Type, class, TTL, then RDLENGTH and the data.
-        let rdlen = response.get(at + 8..at + 10)?;
-        at += 10 + usize::from(u16::from_be_bytes([rdlen[0], rdlen[1]]));
+        let &[l0, l1] = response.get(at + RDLENGTH_AT..at + RECORD_FIXED)? else {
+            return None;
+        };
+        at += RECORD_FIXED + usize::from(u16::from_be_bytes([l0, l1]));
     }
     (at <= response.len()).then_some(out)
 }

@@ -1,8 +1,8 @@
 //! Record data and its rendering, per type: what a node holds ([`Data`]), how each type becomes
 //! a record when answered or transferred, and the names derived from it (SRV owners and their
 //! `_tcp`/`_udp` empty non-terminals). A new record type is a variant of [`Data`]: the matches on
-//! it here are exhaustive, and `every_data_type_is_named_where_types_are_keyed` (below) makes it
-//! a compile error until the types the fast path and the metrics key on say how to treat it.
+//! it here are exhaustive, and the unit test `every_data_type_is_named_where_types_are_keyed`
+//! does not compile until it says how the types the fast path and the metrics key on treat it.
 
 use hickory_proto::rr::rdata::{HINFO, PTR, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
