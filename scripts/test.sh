@@ -30,6 +30,9 @@ fi
 
 export PATH="$PATH:/usr/sbin:/sbin"
 
+echo "== paths named in docs and comments exist"
+scripts/check-paths.py --self-test
+scripts/check-paths.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

@@ -12,12 +12,12 @@ use smallvec::SmallVec;
 use crate::host_view::{self, HostView, Rules};
 use crate::serviceentry::Entry;
 
-/// Identifies one unit of source content: a file of the file source, or a namespace of a cluster
-/// of the kube source.
+/// Identifies one unit of source content: a file of the file source, or one ServiceEntry object
+/// of a cluster of the kube source.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct SourceKey {
     pub cluster: String,
-    /// File path relative to the zones directory, or the cluster's watch name.
+    /// File path relative to the zones directory, or the object's `namespace/name`.
     pub unit: String,
 }
 

@@ -129,3 +129,31 @@ impl HostReport {
             .collect()
     }
 }
+
+#[cfg(test)]
+impl HostReport {
+    /// A served host with these addresses (as written in `spec.addresses`), no port, listed by
+    /// no object: the one report unit tests build zones from (set `ports` or `wildcard` with
+    /// `HostReport { .., ..HostReport::serving(&[..]) }`).
+    pub fn serving(addresses: &[&str]) -> HostReport {
+        HostReport {
+            served: true,
+            wildcard: false,
+            reason: None,
+            addresses: addresses
+                .iter()
+                .map(|a| AddressReport {
+                    address: a.parse().expect("an IP address"),
+                    source: AddressSource::Spec,
+                    objects: vec![],
+                })
+                .collect(),
+            ports: vec![],
+            objects: vec![],
+            rule: None,
+            conflict: None,
+            tcp_unroutable: None,
+            unserved_vips: None,
+        }
+    }
+}

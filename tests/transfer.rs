@@ -196,18 +196,6 @@ impl Drop for Knot {
 }
 
 /// What a resolver sees: rcode and sorted answer data, for a set of questions.
-fn answers(server: SocketAddr, questions: &[(&str, &str)]) -> Vec<String> {
-    questions
-        .iter()
-        .map(|(name, t)| {
-            let d = dig(server, &[name, t]);
-            let mut data = d.answer_data();
-            data.sort();
-            format!("{name} {t}: {} {data:?}", d.status)
-        })
-        .collect()
-}
-
 #[test]
 fn knot_follows_a_primary_by_notify_and_ixfr() {
     let (_t, dir, state) = dirs();

@@ -39,7 +39,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// old one sent and the new one no longer sees.
 #[derive(Default)]
 pub struct Sent {
-    /// Units (namespaces) the engine holds for this cluster.
+    /// Units (objects, `namespace/name`) the engine holds for this cluster.
     pub units: BTreeSet<String>,
     /// Set when the cluster is taken out: nothing may be sent after its RemoveCluster.
     pub closed: bool,

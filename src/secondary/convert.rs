@@ -51,11 +51,7 @@ fn classify(apex: &Name, reverse: bool, owner: &Name, data: &RData) -> Kind {
             // `_<name>._<tcp|udp>.<host>`, pointing at the host itself, as a primary writes it.
             let labels: Vec<&[u8]> = owner.iter().collect();
             let host = (labels.len() > 2).then(|| owner.trim_to(labels.len() - 2));
-            let transport = match labels.get(1).map(|l| l.to_ascii_lowercase()) {
-                Some(l) if l == b"_tcp" => Some(Transport::Tcp),
-                Some(l) if l == b"_udp" => Some(Transport::Udp),
-                _ => None,
-            };
+            let transport = labels.get(1).and_then(|l| Transport::from_label(l));
             match (host, transport, labels[0].strip_prefix(b"_")) {
                 (Some(host), Some(transport), Some(label))
                     if srv.priority == 0
@@ -315,6 +311,67 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    /// Every kind of data a primary serves comes through a transfer into the same zone: a type
+    /// this module does not handle would be dropped (`Kind::Dropped`) and fail here.
+    #[test]
+    fn every_kind_of_data_a_primary_serves_comes_through() {
+        let cfg = ZoneConfig {
+            zones: vec!["global".into()],
+            reverse_zones: vec![],
+            ns: vec![],
+            ttl: 30,
+        };
+        let ranges: Vec<IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
+        let port = |name: &str, transport, number| SrvPort {
+            name: name.into(),
+            transport,
+            number,
+        };
+        let mut primary = ZoneBuilder::new(&cfg, &ranges);
+        let hosts = [
+            (
+                "h.ns1.global",
+                HostReport {
+                    ports: vec![
+                        port("http", Transport::Tcp, 80),
+                        port("dns", Transport::Udp, 53),
+                    ],
+                    ..HostReport::serving(&["240.10.0.1", "fd00:10::1"])
+                },
+            ),
+            (
+                "*.ns2.global",
+                HostReport {
+                    wildcard: true,
+                    ..HostReport::serving(&["240.10.0.2"])
+                },
+            ),
+        ];
+        for (host, report) in hosts {
+            primary.set_host(host, Some(report));
+        }
+        let served_by_primary = primary.snapshot();
+        let apex = name("global.");
+        let mut records = served_by_primary.zone_records(&LowerName::new(&apex));
+        let soa = records.remove(0);
+        let zone = ZoneData {
+            apex: apex.clone(),
+            from: None,
+            soa: soa.clone(),
+            records: records
+                .into_iter()
+                .map(|r| ((LowerName::new(&r.name), r.data), r.ttl))
+                .collect(),
+        };
+        let mut secondary = Assembler::new(&cfg, &ranges);
+        assert_eq!(
+            secondary.dropped(&apex, zone.records.keys()),
+            BTreeMap::new()
+        );
+        secondary.apply(&apex, &soa, &Delta::between(None, &zone));
+        assert_eq!(served(&secondary.snapshot()), served(&served_by_primary));
     }
 
     proptest! {

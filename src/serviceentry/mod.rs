@@ -165,11 +165,29 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+/// The transport of an SRV name's second label (RFC 2782). Ordered as the zone keeps SRV data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
     Udp,
+}
+
+impl Transport {
+    /// The label of an SRV name: `_tcp`, `_udp`.
+    pub fn label(self) -> &'static [u8] {
+        match self {
+            Transport::Tcp => b"_tcp",
+            Transport::Udp => b"_udp",
+        }
+    }
+
+    /// The transport whose label `label` is, in any case.
+    pub fn from_label(label: &[u8]) -> Option<Transport> {
+        [Transport::Tcp, Transport::Udp]
+            .into_iter()
+            .find(|t| t.label().eq_ignore_ascii_case(label))
+    }
 }
 
 /// A port as served in SRV records: `_<name>._<transport>.<host>`.

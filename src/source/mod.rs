@@ -1,6 +1,6 @@
 //! Sources turn ServiceEntries (from files or clusters) into events for the engine. Every source
-//! sends the full content of a unit (a file, a cluster) on each change, so the engine never has to
-//! reason about deltas.
+//! sends the full content of a unit (a file; in a cluster, one ServiceEntry object,
+//! `namespace/name`) on each change, so the engine never has to reason about deltas.
 
 pub mod files;
 
@@ -29,7 +29,7 @@ impl Events {
 pub enum SourceEvent {
     /// A unit's complete, validated content.
     Unit { key: SourceKey, entries: Vec<Entry> },
-    /// A unit that no longer exists (a deleted file).
+    /// A unit that no longer exists (a deleted file or object).
     RemoveUnit(SourceKey),
     /// Every unit of a cluster (a cluster taken out of the configuration).
     RemoveCluster(String),

@@ -5,7 +5,6 @@
 //! be taken out exactly and its new ones put in, without looking at any other host. Empty
 //! non-terminals are reference-counted by the names below them.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -18,10 +17,9 @@ use super::journal::{Item, Journal, Pending};
 use super::key::{self, Key};
 use super::records::{Data, Node};
 use super::{
-    apexes, shard_index, unix_now, Apex, HostReport, HostShard, Shard, Snapshot, ZoneConfig,
-    HOST_SHARDS, SHARDS,
+    apexes, shard_index, unix_now, AddressReport, Apex, HostReport, HostShard, Shard, Snapshot,
+    ZoneConfig, HOST_SHARDS, SHARDS,
 };
-use crate::serviceentry::Transport;
 
 pub struct ZoneBuilder {
     ttl: u32,
@@ -92,10 +90,7 @@ impl ZoneBuilder {
                 b.create(false, &k);
             }
             for ip in addresses {
-                let d = match ip {
-                    IpAddr::V4(v4) => Data::A(v4),
-                    IpAddr::V6(v6) => Data::Aaaa(v6),
-                };
+                let d = Data::address(ip);
                 b.glue.push((k.clone(), d.clone()));
                 b.add(false, k.clone(), d);
             }
@@ -208,34 +203,36 @@ impl ZoneBuilder {
     }
 
     fn contributions(&self, k: &Key, report: &HostReport) -> Vec<Contribution> {
+        // Every field named: a new kind of data in reports is a compile error here until the
+        // zone renders it (or says why not).
+        let HostReport {
+            served,
+            wildcard,
+            addresses,
+            ports,
+            reason: _,
+            objects: _,
+            rule: _,
+            conflict: _,
+            // Reports for operators and write-back, not zone data.
+            tcp_unroutable: _,
+            unserved_vips: _,
+        } = report;
         let mut out = Vec::new();
-        if !report.served {
+        if !served {
             return out;
         }
-        let addr = |ip: IpAddr| match ip {
-            IpAddr::V4(v4) => Data::A(v4),
-            IpAddr::V6(v6) => Data::Aaaa(v6),
-        };
-        if report.wildcard {
+        let addr = |a: &AddressReport| Data::address(a.address);
+        if *wildcard {
             // `*.bar.global` is kept under `bar.global`.
             let Some(parent) = key::parent(k).map(Key::from) else {
                 return out;
             };
-            out.extend(
-                report
-                    .addresses
-                    .iter()
-                    .map(|a| (true, parent.clone(), addr(a.address))),
-            );
+            out.extend(addresses.iter().map(|a| (true, parent.clone(), addr(a))));
             return out;
         }
-        out.extend(
-            report
-                .addresses
-                .iter()
-                .map(|a| (false, k.clone(), addr(a.address))),
-        );
-        for p in &report.ports {
+        out.extend(addresses.iter().map(|a| (false, k.clone(), addr(a))));
+        for p in ports {
             let label = format!("_{}", p.name.to_ascii_lowercase());
             // The SRV owner must be a valid name: a label of at most 63 bytes, 255 in all.
             if label.len() > 63 || label.len() + 6 + k.len() > key::MAX {
@@ -245,13 +242,13 @@ impl ZoneBuilder {
                 false,
                 k.clone(),
                 Data::Srv {
-                    udp: p.transport == Transport::Udp,
+                    transport: p.transport,
                     label: label.into_bytes().into(),
                     port: p.number,
                 },
             ));
         }
-        for a in &report.addresses {
+        for a in addresses {
             let rk = key::reverse(a.address);
             if self.apex_len(&rk).is_some() {
                 out.push((false, rk, Data::Ptr(k.clone())));

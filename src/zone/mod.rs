@@ -32,6 +32,7 @@ pub use changes::Changes;
 use key::Key;
 pub use lookup::{Answer, Outcome, Resolution};
 use records::Node;
+pub use records::NAMES_IN_DATA;
 pub use transfer::AXFR_CHUNK;
 
 pub use crate::report::{AddressReport, AddressSource, HostReport};
@@ -328,26 +329,10 @@ mod tests {
         assert_eq!(c.check_name_servers(&ranges), Ok(()));
         let mut b = ZoneBuilder::new(&c, &ranges);
         // A host at the name server's name, with the glue's address and another, then gone.
-        let host = |ips: &[&str]| HostReport {
-            served: true,
-            wildcard: false,
-            reason: None,
-            addresses: ips
-                .iter()
-                .map(|a| AddressReport {
-                    address: a.parse().unwrap(),
-                    source: AddressSource::Spec,
-                    objects: vec![],
-                })
-                .collect(),
-            ports: vec![],
-            objects: vec![],
-            rule: None,
-            conflict: None,
-            tcp_unroutable: None,
-            unserved_vips: None,
-        };
-        assert!(b.set_host("ns1.global", Some(host(&["10.0.0.53", "240.10.0.9"]))));
+        assert!(b.set_host(
+            "ns1.global",
+            Some(HostReport::serving(&["10.0.0.53", "240.10.0.9"]))
+        ));
         assert!(b.set_host("ns1.global", None));
         let snap = b.snapshot();
         let glue: Vec<String> = records(&snap, "global.")

@@ -6,7 +6,7 @@
 //!
 //! A test binary includes it next to the common harness, which it uses:
 //! `#[path = "../common/mod.rs"] mod common;` and
-//! `#[path = "../support/kube_cluster.rs"] mod kube_cluster;` (paths from a `tests/x/main.rs`).
+//! `#[path = "../support/kube_cluster.rs"] mod kube_cluster;` (paths from a suite's own `main.rs` under tests/).
 //!
 //! Every test binary uses part of it: hence `dead_code` allowed.
 #![allow(dead_code)]
