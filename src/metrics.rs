@@ -105,6 +105,7 @@ pub struct Metrics {
     pub transfers_served: Family<TransferLabels, Counter>,
     pub notifies: Family<TransferLabels, Counter>,
     pub writeback_serial: Gauge,
+    pub writeback_writer: Gauge,
     pub transfers: Family<TransferLabels, Counter>,
     pub secondary_serial: Family<ZoneLabels, Gauge>,
     pub secondary_lag: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
@@ -161,6 +162,7 @@ impl Metrics {
             transfers_served: Family::default(),
             notifies: Family::default(),
             writeback_serial: Gauge::default(),
+            writeback_writer: Gauge::default(),
             transfers: Family::default(),
             secondary_serial: Family::default(),
             secondary_lag: Family::default(),
@@ -303,6 +305,12 @@ impl Metrics {
             "writeback_checked_serial",
             "Zone serial of the last snapshot write-back finished acting on",
             m.writeback_serial.clone(),
+        );
+        r.register(
+            "writeback_writer",
+            "1 once this instance has finished a write-back pass as the writer (the claimer, or \
+             no claimer); 0 while another instance writes",
+            m.writeback_writer.clone(),
         );
         r.register(
             "transfers",

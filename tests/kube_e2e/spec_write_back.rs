@@ -210,9 +210,15 @@ fn spec_write_back_owns_only_what_it_applied() {
     );
     let again = one_vip(&gd, "again.sw.global");
     wait_spec(&c, "again", &[again.to_string()]);
-    drop(gd);
+    gd.stop(); // gracefully: the claimer lease is released for the next instance
     let (_t2, gd2) = start(&flags);
     assert_eq!(one_vip(&gd2, "again.sw.global"), again);
+    // It is the writer and has looked at every entry.
+    eventually(
+        Duration::from_secs(30),
+        "the restarted instance writes",
+        || (gd2.metric("globaldns_writeback_writer")? == 1.0).then_some(()),
+    );
     writeback_settled(&gd2);
     assert_eq!(
         written(&gd2, "written"),
@@ -220,7 +226,7 @@ fn spec_write_back_owns_only_what_it_applied() {
         "nothing rewritten on restart"
     );
     assert_eq!(written(&gd2, "withdrawn"), 0.0);
-    drop(gd2);
+    gd2.stop();
 
     // Turning it off: `globaldns write-back withdraw` gives back every field globaldns owns.
     let out = Command::new(BIN)

@@ -242,7 +242,8 @@ fn service_account_rbac_write_back_and_manifests() {
     let se_json = c1.get_json(&["serviceentry", "-n", "wb", "plain"]);
     assert!(se_json["status"]["addresses"].is_null(), "{se_json}");
     assert!(gd.log_contains("write-back failed (RBAC"));
-    drop(gd);
+    // Gracefully: the claimer lease is released, and the next instance writes at once.
+    gd.stop();
     // The same for spec write-back (the server-side apply of spec.addresses).
     let (_t, gd) = start(&[
         "--cluster",
@@ -253,7 +254,7 @@ fn service_account_rbac_write_back_and_manifests() {
         "spec",
     ]);
     assert_eq!(one_vip(&gd, "plain.wb.global"), plain);
-    eventually(Duration::from_secs(10), "a refused spec write-back", || {
+    eventually(Duration::from_secs(30), "a refused spec write-back", || {
         (gd.metric("globaldns_spec_writes_total{cluster=\"c1\",result=\"failed\"}")? >= 1.0)
             .then_some(())
     });
@@ -266,7 +267,8 @@ fn service_account_rbac_write_back_and_manifests() {
         (gd.metric("globaldns_spec_writes_total{cluster=\"c1\",result=\"failed\"}")? >= 2.0)
             .then_some(())
     });
-    drop(gd);
+    // Gracefully: the claimer lease is released, and the next instance writes at once.
+    gd.stop();
     c1.apply_file(&deploy.join("rbac-writeback-spec.yaml"));
     assert_eq!(
         can(&["patch", "serviceentries.networking.istio.io", "-n", "wb"]),
@@ -352,7 +354,8 @@ fn service_account_rbac_write_back_and_manifests() {
     assert_eq!(one_vip(&gd, "taken.wb.global"), taken);
 
     // Without write-back, even with the role bound, nothing is written: no write-back loop runs.
-    drop(gd);
+    // Gracefully: the claimer lease is released, and the next instance writes at once.
+    gd.stop();
     c1.apply(&se("wb", "quiet", &["quiet.wb.global"], &[]));
     let (_t3, gd3) = start(&["--cluster", &sa_flag, "--store", "kube"]);
     one_vip(&gd3, "quiet.wb.global");
@@ -411,7 +414,8 @@ fn each_instance_answers_its_home_clusters_istio_allocation() {
         debug_hosts(&a)["hosts"]["httpbin.bar.global"]["conflict"]["istio_status"],
         true
     );
-    drop((a, b));
+    a.stop();
+    b.stop();
 
     // Write-back of status on (both instances): Istio's per-cluster allocations (inside its
     // prefix) are taken over with the host's one mesh-wide VIP, and the entry without an address

@@ -374,6 +374,11 @@ pub async fn run(views: Views, ctx: Arc<Context>, writer: Writer) {
                 checked = Some(snap.generation);
             }
         }
+        // Set after a writing pass has finished: a test (or an operator) that sees 1 knows the
+        // writes this instance owes were sent.
+        ctx.metrics
+            .writeback_writer
+            .set(i64::from(snap.loaded && writes));
         if snap.loaded {
             // Every object was looked at against this snapshot (or left to the claimer) and
             // every write has finished.
