@@ -244,7 +244,13 @@ fn service_account_rbac_write_back_and_manifests() {
     assert!(gd.log_contains("write-back failed (RBAC"));
     // Gracefully: the claimer lease is released, and the next instance writes at once.
     gd.stop();
-    // The same for spec write-back (the server-side apply of spec.addresses).
+    // The same for spec write-back (the server-side apply of spec.addresses), on an entry whose
+    // manifest has no `addresses` key (`se`'s `addresses: []` makes kubectl the field's owner:
+    // such an entry is never applied, see tests/kube_e2e/spec_write_back.rs).
+    c1.apply(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: bare, namespace: wb}\n\
+         spec:\n  hosts: [bare.wb.global]\n  resolution: DNS\n",
+    );
     let (_t, gd) = start(&[
         "--cluster",
         &sa_flag,
@@ -258,7 +264,7 @@ fn service_account_rbac_write_back_and_manifests() {
         (gd.metric("globaldns_spec_writes_total{cluster=\"c1\",result=\"failed\"}")? >= 1.0)
             .then_some(())
     });
-    let se_json = c1.get_json(&["serviceentry", "-n", "wb", "plain"]);
+    let se_json = c1.get_json(&["serviceentry", "-n", "wb", "bare"]);
     assert!(se_json["spec"]["addresses"].is_null(), "{se_json}");
     assert_eq!(one_vip(&gd, "plain.wb.global"), plain, "answers unchanged");
     assert!(gd.log_contains("retried with backoff"));
