@@ -11,10 +11,11 @@ use tracing::{error, info, warn};
 
 use crate::alloc::store::{Store, StoreEvent};
 use crate::health::Health;
+pub use crate::input::Input;
+use crate::input::SourceEvent;
 use crate::metrics::{FamilyLabels, KindLabels, Metrics};
 use crate::pipeline::Pipeline;
 use crate::published::Published;
-use crate::source::SourceEvent;
 use crate::zone::{unix_now, Snapshot};
 
 pub struct Engine {
@@ -25,20 +26,6 @@ pub struct Engine {
     pub health: Arc<Health>,
     /// Keeps serials increasing across restarts (None: `check`-like uses, nothing kept).
     pub serial_floor: Option<crate::serial_floor::SerialFloor>,
-}
-
-/// What the engine is told: a source's news, or a shared store's (a table another instance
-/// wrote, a change of who claims first).
-#[derive(Debug)]
-pub enum Input {
-    Source(SourceEvent),
-    Store(StoreEvent),
-}
-
-impl From<SourceEvent> for Input {
-    fn from(ev: SourceEvent) -> Input {
-        Input::Source(ev)
-    }
 }
 
 impl Engine {

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fastpath;
 pub mod health;
 pub mod host_view;
+pub mod input;
 pub mod kube;
 pub mod metrics;
 pub mod notify;

@@ -266,7 +266,8 @@ fn start_primary(
     };
     let allocator = store::open(store.as_mut(), &ranges, args.store.vip_hold.as_secs())?;
     store.subscribe(Arc::new(move |ev| {
-        let _ = tx.send(Input::Store(ev));
+        // Err: the engine has stopped, the process is exiting; nothing is waiting for it.
+        tx.send(Input::Store(ev)).ok();
     }));
     let files_on = kube.is_none() || args.store.zones_dir.is_dir();
     // --- end Kubernetes ---

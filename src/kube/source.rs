@@ -177,7 +177,10 @@ impl ClusterTask {
             return false;
         }
         for ev in state.flush(&mut sent.units) {
-            let _ = self.ctx.tx.send(ev);
+            // The engine is gone: the process is stopping.
+            if !self.ctx.tx.send(ev) {
+                return false;
+            }
         }
         report.objects(state.objects());
         true
@@ -232,7 +235,9 @@ pub async fn run(task: ClusterTask) {
         }
         if listed && !synced {
             synced = true;
-            let _ = ctx.tx.send(SourceEvent::Synced(source.clone()));
+            if !ctx.tx.send(SourceEvent::Synced(source.clone())) {
+                return;
+            }
             if let Some(version) = version.lock().unwrap().as_deref() {
                 info!(cluster = %task.name, %version, objects = state.objects(), "cluster synced");
             }
