@@ -178,7 +178,7 @@ impl Engine {
         true
     }
 
-    fn log_outcome(&self, outcome: &crate::alloc::Outcome) {
+    fn log_outcome(&self, outcome: &crate::alloc::AllocReport) {
         // A first load of 100,000 hosts must not write 100,000 lines: each kind is logged one
         // line per host up to LOG_EACH, then once with the count.
         let each = |n: usize| n.min(LOG_EACH);

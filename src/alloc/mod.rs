@@ -19,7 +19,7 @@ use ipnet::IpNet;
 
 /// What one reconciliation did, for logs and metrics.
 #[derive(Debug, Default, PartialEq)]
-pub struct Outcome {
+pub struct AllocReport {
     pub changed: bool,
     pub allocated: Vec<(String, IpAddr)>,
     /// Auto VIPs moved because a user address took their slot: (host, old, new or None).
@@ -32,6 +32,31 @@ pub struct Outcome {
     /// Hosts that need a new VIP and were not allowed to claim one yet (another instance claims
     /// first: see `pipeline/defer.rs`).
     pub deferred: Vec<String>,
+}
+
+/// Whether the mesh needs a VIP for a host (`HostView::wants_vip`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    Vip,
+    NoVip,
+}
+
+impl From<bool> for Want {
+    fn from(wants: bool) -> Want {
+        if wants {
+            Want::Vip
+        } else {
+            Want::NoVip
+        }
+    }
+}
+
+/// Whether this instance may claim a VIP the host lacks now, or leaves it to the claimer
+/// instance for a while (`pipeline/defer.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    Now,
+    Defer,
 }
 
 /// One host's allocation before and after a pass, for the stores (None: no entry).
@@ -251,17 +276,18 @@ impl Allocator {
 
     /// Brings one host in line: user addresses displace its auto VIPs, it is held when it no
     /// longer wants a VIP, given its VIP back when it returns within the hold, and allocated
-    /// what it lacks — unless `claim` is false: then it is left without the VIPs it lacks and
+    /// what it lacks — unless `claim` is `Defer`: then it is left without the VIPs it lacks and
     /// listed in `out.deferred`. Callers reconcile hosts in sorted order, so that instances
     /// seeing the same hosts agree.
     pub fn reconcile_host(
         &mut self,
         host: &str,
-        wants: bool,
-        claim: bool,
+        want: Want,
+        claim: Claim,
         now: u64,
-        out: &mut Outcome,
+        out: &mut AllocReport,
     ) {
+        let wants = want == Want::Vip;
         // Worked on a copy, written back once: the table is a B-tree keyed by strings, and
         // this runs for every host of a first load.
         let before = self.table.get(host).copied();
@@ -293,7 +319,7 @@ impl Allocator {
         let mut starved = false;
         let lacks =
             (a.ipv4.is_none() && self.v4.is_some()) || (a.ipv6.is_none() && self.v6.is_some());
-        if wants && lacks && !claim {
+        if wants && lacks && claim == Claim::Defer {
             out.deferred.push(host.to_string());
         } else if wants {
             if a.ipv4.is_none() && self.v4.is_some() {
@@ -344,7 +370,7 @@ impl Allocator {
     }
 
     /// Takes the host's deterministic choice in the IPv4 (or IPv6) pool; None when it is full.
-    fn allocate(&mut self, host: &str, v6: bool, out: &mut Outcome) -> Option<IpAddr> {
+    fn allocate(&mut self, host: &str, v6: bool, out: &mut AllocReport) -> Option<IpAddr> {
         let (pool, used, family) = if v6 {
             (self.v6.as_ref(), self.used6, "IPv6")
         } else {
@@ -371,7 +397,7 @@ impl Allocator {
     }
 
     /// Forgets the hosts held long enough; their VIPs may be handed out again.
-    pub fn expire_holds(&mut self, now: u64, out: &mut Outcome) {
+    pub fn expire_holds(&mut self, now: u64, out: &mut AllocReport) {
         let hold = self.hold_secs;
         let due: Vec<String> = self
             .holds
@@ -400,7 +426,7 @@ impl Allocator {
 
     /// Reports each exhausted (host, family) once, and only if it is still unallocated (a retry
     /// in the same pass may have found room).
-    pub fn settle(&self, out: &mut Outcome) {
+    pub fn settle(&self, out: &mut AllocReport) {
         out.exhausted.sort();
         out.exhausted.dedup();
         out.exhausted.retain(|(h, _)| self.starved.contains(h));
@@ -462,8 +488,8 @@ impl Allocator {
         wanted: &BTreeSet<String>,
         reserved: &BTreeSet<IpAddr>,
         now: u64,
-    ) -> Outcome {
-        let mut out = Outcome::default();
+    ) -> AllocReport {
+        let mut out = AllocReport::default();
         let gone: Vec<IpAddr> = self
             .reserved
             .iter()
@@ -477,11 +503,23 @@ impl Allocator {
         let hosts: BTreeSet<String> = self.table.keys().chain(wanted).cloned().collect();
         self.take_retry(); // every host is reconciled below anyway
         for host in &hosts {
-            self.reconcile_host(host, wanted.contains(host), true, now, &mut out);
+            self.reconcile_host(
+                host,
+                wanted.contains(host).into(),
+                Claim::Now,
+                now,
+                &mut out,
+            );
         }
         self.expire_holds(now, &mut out);
         for host in self.take_retry() {
-            self.reconcile_host(&host, wanted.contains(&host), true, now, &mut out);
+            self.reconcile_host(
+                &host,
+                wanted.contains(&host).into(),
+                Claim::Now,
+                now,
+                &mut out,
+            );
         }
         self.settle(&mut out);
         out.changed = !self.take_changes().is_empty();

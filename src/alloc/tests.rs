@@ -99,7 +99,13 @@ fn census_and_holds_follow_every_change() {
     // A user address displaces a's IPv4 VIP (a new one is allocated); undone by rollback.
     let old = a.table()["a.x.global"].ipv4.unwrap();
     a.reserve(IpAddr::V4(old));
-    a.reconcile_host("a.x.global", true, true, 116, &mut Outcome::default());
+    a.reconcile_host(
+        "a.x.global",
+        Want::Vip,
+        Claim::Now,
+        116,
+        &mut AllocReport::default(),
+    );
     assert_ne!(a.table()["a.x.global"].ipv4, Some(old));
     let changes = a.take_changes();
     assert_eq!(changes.len(), 1);

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use tracing::warn;
 
 use crate::alloc::store::{Commit, Store};
-use crate::alloc::{Allocator, Outcome, Table};
+use crate::alloc::{AllocReport, Allocator, Table};
 use crate::host_view::{Conflict, HostView, Rules};
 use crate::registry::{Delta, Registry, SourceKey};
 use crate::serviceentry::Entry;
@@ -221,7 +221,7 @@ impl Pipeline {
 
     /// Hosts of this pass that were not allowed to claim a VIP start waiting (if they were not
     /// already); returns how many started now.
-    fn start_deferrals(&mut self, outcome: &Outcome, clock: Instant) -> usize {
+    fn start_deferrals(&mut self, outcome: &AllocReport, clock: Instant) -> usize {
         outcome
             .deferred
             .iter()
@@ -231,7 +231,7 @@ impl Pipeline {
 
     /// After a successful commit: the waiting hosts of this pass that are not deferred any more
     /// stop waiting, counted by how.
-    fn end_deferrals(&mut self, outcome: &Outcome, claims: &mut ClaimCounts) {
+    fn end_deferrals(&mut self, outcome: &AllocReport, claims: &mut ClaimCounts) {
         if self.deferrals.is_empty() {
             return;
         }
@@ -275,8 +275,8 @@ impl Pipeline {
     /// Merges the pending hosts and brings their allocations in line (a host that needs a new
     /// VIP while another instance claims first may have to wait: `defer.rs`); the changes are
     /// then made durable (`pass`) before `publish` shows them.
-    fn reconcile(&mut self, now: u64, clock: Instant) -> Outcome {
-        let mut out = Outcome::default();
+    fn reconcile(&mut self, now: u64, clock: Instant) -> AllocReport {
+        let mut out = AllocReport::default();
         if self.first {
             self.pending.extend(self.allocator.table().keys().cloned());
         }
@@ -287,7 +287,7 @@ impl Pipeline {
         self.allocator.expect(self.pending.len());
         let views = merge_all(&self.registry, &mut self.pending, &self.rules);
         for (host, view) in self.pending.iter().zip(&views) {
-            let wants = view.as_ref().is_some_and(|v| v.wants_vip);
+            let wants = view.as_ref().is_some_and(|v| v.wants_vip).into();
             let claim = self.deferrals.may_claim(host, clock);
             self.allocator
                 .reconcile_host(host, wants, claim, now, &mut out);
@@ -301,7 +301,7 @@ impl Pipeline {
         // a VIP try again.
         for host in self.allocator.take_retry() {
             let view = self.registry.merge_host(&host, &self.rules);
-            let wants = view.as_ref().is_some_and(|v| v.wants_vip);
+            let wants = view.as_ref().is_some_and(|v| v.wants_vip).into();
             let claim = self.deferrals.may_claim(&host, clock);
             self.allocator
                 .reconcile_host(&host, wants, claim, now, &mut out);
@@ -407,7 +407,7 @@ pub struct ClaimCounts {
 pub struct Pass {
     pub snapshot: Snapshot,
     pub claims: ClaimCounts,
-    pub outcome: Outcome,
+    pub outcome: AllocReport,
     /// Hosts whose clusters disagree, by kind: (spec, istio-status).
     pub conflicts: (usize, usize),
     /// Hosts that entered (with each cluster's addresses) or left (None) a spec conflict.
