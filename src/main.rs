@@ -250,7 +250,7 @@ fn start_primary(
     }
     let mut kube = globaldns::kube::start(
         &args.kube,
-        globaldns::kube::Context {
+        globaldns::kube::KubeContext {
             home: args.zone.cluster_name.clone(),
             tx: events.clone(),
             metrics: metrics.clone(),

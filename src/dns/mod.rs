@@ -21,7 +21,7 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use ipnet::IpNet;
 
 pub use listen::{bind, bind_pair, server, tcp_server, Listeners, TcpLimits};
-pub use ratelimit::{RateLimiter, Verdict};
+pub use ratelimit::{RateDecision, RateLimiter};
 use reply::{encode, Reply};
 
 use crate::metrics::{self, Metrics, QueryLabels};
@@ -92,12 +92,12 @@ impl RequestHandler for Handler {
         let udp = request.protocol() == Protocol::Udp;
         if udp {
             match self.limit(request.src()) {
-                Verdict::Send => {}
-                Verdict::Slip => {
+                RateDecision::Send => {}
+                RateDecision::Slip => {
                     let reply = Reply::slip(request);
                     return reply.send(&request.queries, udp, &mut response).await;
                 }
-                Verdict::Drop => {
+                RateDecision::Drop => {
                     return bare_header(request.metadata.id, ResponseCode::Refused).into();
                 }
             }
@@ -123,15 +123,15 @@ impl Handler {
     /// Whether a UDP response to `src` may be sent, within `--rate-limit`: the one place both
     /// UDP paths (the fast path and hickory-server's loop) ask, and where limiting is counted.
     /// TCP is never asked.
-    pub fn limit(&self, src: SocketAddr) -> Verdict {
+    pub fn limit(&self, src: SocketAddr) -> RateDecision {
         let Some(limiter) = &self.rate_limit else {
-            return Verdict::Send;
+            return RateDecision::Send;
         };
         let verdict = limiter.check(src.ip());
         let action = match verdict {
-            Verdict::Send => return verdict,
-            Verdict::Slip => "slipped",
-            Verdict::Drop => "dropped",
+            RateDecision::Send => return verdict,
+            RateDecision::Slip => "slipped",
+            RateDecision::Drop => "dropped",
         };
         self.metrics
             .rate_limited

@@ -11,7 +11,7 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::warn;
 
-use super::tsig::{self, Signing, Verdict};
+use super::tsig::{self, Signing, TsigCheck};
 use super::{bare_header, clamp_payload, qtype_label, Handler};
 use crate::zone::unix_now;
 use crate::zone::{Answer, Snapshot};
@@ -63,8 +63,8 @@ impl<'s> Reply<'s> {
         let edns = response_edns(request);
         let mut transfer = vec![];
         let verdict = tsig::verify(handler.key.as_ref(), request, unix_now());
-        let signed = matches!(verdict, Verdict::Signed(_));
-        let answer = if matches!(verdict, Verdict::Bad) {
+        let signed = matches!(verdict, TsigCheck::Signed(_));
+        let answer = if matches!(verdict, TsigCheck::Bad) {
             // Counted where it matters: refused transfers.
             match queries.first().map(|q| q.query_type()) {
                 Some(RecordType::AXFR) => handler.transfers.refused("axfr"),
@@ -108,7 +108,7 @@ impl<'s> Reply<'s> {
             answer,
             transfer,
             signing: match verdict {
-                Verdict::Signed(s) => Some(s),
+                TsigCheck::Signed(s) => Some(s),
                 _ => None,
             },
             qtype: queries

@@ -11,7 +11,7 @@ use hickory_server::server::Request;
 use tracing::warn;
 
 /// What the request's signature says.
-pub(super) enum Verdict {
+pub(super) enum TsigCheck {
     /// No signature (a key may still require one: the caller decides).
     Unsigned,
     /// Verified: the response is signed with this.
@@ -29,16 +29,16 @@ pub(super) struct Signing {
     time: u64,
 }
 
-pub(super) fn verify(key: Option<&TSigner>, request: &Request, now: u64) -> Verdict {
+pub(super) fn verify(key: Option<&TSigner>, request: &Request, now: u64) -> TsigCheck {
     let Some(tsig) = request.signature.as_deref() else {
-        return Verdict::Unsigned;
+        return TsigCheck::Unsigned;
     };
     let Some(signer) = key.filter(|k| *k.signer_name() == tsig.name) else {
         warn!(src = %request.src(), key = %tsig.name, "TSIG with an unknown key; refused");
-        return Verdict::Bad;
+        return TsigCheck::Bad;
     };
     match signer.verify_message_byte(request.as_slice(), None, true) {
-        Ok((_, _, window)) if window.contains(&now) => Verdict::Signed(Signing {
+        Ok((_, _, window)) if window.contains(&now) => TsigCheck::Signed(Signing {
             signer: signer.clone(),
             request_mac: tsig.data.mac.clone(),
             id: request.metadata.id,
@@ -46,11 +46,11 @@ pub(super) fn verify(key: Option<&TSigner>, request: &Request, now: u64) -> Verd
         }),
         Ok(_) => {
             warn!(src = %request.src(), "TSIG time outside the allowed window; refused");
-            Verdict::Bad
+            TsigCheck::Bad
         }
         Err(e) => {
             warn!(src = %request.src(), error = %e, "TSIG signature does not verify; refused");
-            Verdict::Bad
+            TsigCheck::Bad
         }
     }
 }

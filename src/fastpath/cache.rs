@@ -13,7 +13,7 @@ use hickory_proto::rr::{DNSClass, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use smallvec::SmallVec;
 
-use crate::dns::{clamp_payload, count_queries, qtype_label, Handler, Verdict};
+use crate::dns::{clamp_payload, count_queries, qtype_label, Handler, RateDecision};
 use crate::zone::NAMES_IN_DATA;
 
 /// Per-worker cache bound: cleared when full (random names must not grow it without limit).
@@ -248,9 +248,9 @@ impl Responder {
     pub fn answer(&mut self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
         out.clear();
         match self.handler.limit(src) {
-            Verdict::Send => {}
-            Verdict::Drop => return false,
-            Verdict::Slip => {
+            RateDecision::Send => {}
+            RateDecision::Drop => return false,
+            RateDecision::Slip => {
                 let Some(bytes) = self.handler.slip_wire(packet, src) else {
                     return false;
                 };

@@ -26,7 +26,7 @@ use tracing::info;
 
 use crate::alloc::store::Store;
 
-pub use context::{source_name, Context};
+pub use context::{source_name, KubeContext};
 
 /// Flags of the Kubernetes part (flattened into `serve`'s). With none of them set, globaldns runs
 /// exactly as the file-based server.
@@ -235,7 +235,7 @@ impl Drop for Kube {
 }
 
 /// Starts everything the flags ask for. None when no Kubernetes flag is set.
-pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
+pub fn start(args: &KubeArgs, ctx: KubeContext) -> Result<Option<Kube>> {
     if !args.enabled() {
         return Ok(None);
     }

@@ -18,7 +18,7 @@ use kube::{Api, Client};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::context::{source_name, Context};
+use super::context::{source_name, KubeContext};
 use super::crd::{self, SERVICEENTRY_VERSIONS};
 use super::state::{ClusterState, Converter, Seen};
 use super::watch::{self, Events, Failure, Probe, Reporter, Retry, Start, Step, Watch};
@@ -48,7 +48,7 @@ pub struct Sent {
 pub struct ClusterTask {
     pub name: String,
     pub client: Client,
-    pub ctx: Arc<Context>,
+    pub ctx: Arc<KubeContext>,
     pub sent: Arc<Mutex<Sent>>,
     pub view: Option<writeback::View>,
 }

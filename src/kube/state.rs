@@ -30,7 +30,7 @@ pub struct Seen {
 }
 
 impl writeback::Watched for Seen {
-    fn key(&self) -> writeback::Key {
+    fn key(&self) -> writeback::ObjectName {
         (self.namespace.clone(), self.name.clone())
     }
     fn take(&mut self) -> Option<writeback::Obj> {

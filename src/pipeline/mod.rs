@@ -16,7 +16,7 @@ use tracing::warn;
 use crate::alloc::store::{Commit, Store};
 use crate::alloc::{AllocReport, Allocator, Table};
 use crate::host_view::{Conflict, HostView, Rules};
-use crate::registry::{Delta, Registry, SourceKey};
+use crate::registry::{Registry, SourceKey, UnitChange};
 use crate::serviceentry::Entry;
 use crate::zone::{HostReport, Snapshot, ZoneBuilder, ZoneConfig};
 
@@ -106,7 +106,7 @@ impl Pipeline {
         self.note(d)
     }
 
-    fn note(&mut self, delta: Option<Delta>) -> bool {
+    fn note(&mut self, delta: Option<UnitChange>) -> bool {
         let Some(d) = delta else { return false };
         for ip in d.unreserved {
             self.allocator.unreserve(ip);

@@ -115,7 +115,7 @@ fn kube_store_keeps_every_commit() {
             ns: vec![],
             ttl: 30,
         };
-        let ctx = std::sync::Arc::new(globaldns::kube::Context {
+        let ctx = std::sync::Arc::new(globaldns::kube::KubeContext {
             home: "c1".into(),
             tx: globaldns::source::Events::new(tx),
             metrics: std::sync::Arc::new(globaldns::metrics::Metrics::new()),

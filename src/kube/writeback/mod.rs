@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::context::Context;
+use super::context::KubeContext;
 use super::crd;
 use super::lease::{Claimer, Role};
 use super::watch::Step;
@@ -132,21 +132,21 @@ impl Obj {
     }
 }
 
-pub type Key = (String, String);
+pub type ObjectName = (String, String);
 
 #[derive(Default)]
 struct ViewInner {
     client: Option<kube::Client>,
-    objects: BTreeMap<Key, Obj>,
+    objects: BTreeMap<ObjectName, Obj>,
     /// Objects changed since write-back last looked; `all`: every one (a new list).
-    dirty: BTreeSet<Key>,
+    dirty: BTreeSet<ObjectName>,
     all: bool,
 }
 
 /// An object of a cluster's watch, as far as write-back is concerned.
 pub trait Watched {
     /// (namespace, name).
-    fn key(&self) -> Key;
+    fn key(&self) -> ObjectName;
     /// What write-back needs of it (None: nothing, as for a deleted object).
     fn take(&mut self) -> Option<Obj>;
 }
@@ -272,7 +272,7 @@ struct Job {
 
 /// How a write ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
+enum WriteResult {
     Written,
     Withdrawn,
     /// Someone else owns the field, or the object changed meanwhile: not overwritten; the
@@ -282,14 +282,14 @@ enum Outcome {
     Timeout,
 }
 
-impl Outcome {
+impl WriteResult {
     fn label(self) -> &'static str {
         match self {
-            Outcome::Written => "written",
-            Outcome::Withdrawn => "withdrawn",
-            Outcome::Conflict => "conflict",
-            Outcome::Failed => "failed",
-            Outcome::Timeout => "timeout",
+            WriteResult::Written => "written",
+            WriteResult::Withdrawn => "withdrawn",
+            WriteResult::Conflict => "conflict",
+            WriteResult::Failed => "failed",
+            WriteResult::Timeout => "timeout",
         }
     }
 }
@@ -309,18 +309,18 @@ impl Retries {
         (RETRY * 2u32.pow(n)).min(RETRY_MAX)
     }
 
-    fn record(&mut self, key: (ObjectKey, String), outcome: Outcome) {
+    fn record(&mut self, key: (ObjectKey, String), outcome: WriteResult) {
         match outcome {
-            Outcome::Failed | Outcome::Timeout => {
+            WriteResult::Failed | WriteResult::Timeout => {
                 *self.failures.entry(key.0).or_default() += 1;
             }
             // Someone else owns the field, or the object changed: nothing to retry until the
             // watch brings a new version (a new key), which is judged afresh.
-            Outcome::Conflict => {
+            WriteResult::Conflict => {
                 self.failures.remove(&key.0);
                 self.due.insert(key, Instant::now() + CONFLICT_WAIT);
             }
-            Outcome::Written | Outcome::Withdrawn => {
+            WriteResult::Written | WriteResult::Withdrawn => {
                 self.failures.remove(&key.0);
             }
         }
@@ -333,7 +333,7 @@ impl Retries {
 
 /// Writes what is missing: every object against each newly published snapshot, the objects a
 /// cluster's watch changed against the current one, and failed writes again when they are due.
-pub async fn run(views: Views, ctx: Arc<Context>, writer: Writer) {
+pub async fn run(views: Views, ctx: Arc<KubeContext>, writer: Writer) {
     let mut published = ctx.snapshot.subscribe();
     let mut retries = Retries::default();
     // The snapshot every object was last looked at against, by a writing instance.
@@ -430,7 +430,7 @@ fn collect(
         let Some(client) = v.client.clone() else {
             continue;
         };
-        let objects: Box<dyn Iterator<Item = (&Key, &Obj)>> = if all {
+        let objects: Box<dyn Iterator<Item = (&ObjectName, &Obj)>> = if all {
             Box::new(v.objects.iter())
         } else {
             Box::new(dirty.iter().filter_map(|k| v.objects.get_key_value(k)))
@@ -468,7 +468,7 @@ fn collect(
 }
 
 /// Sends the writes, a few at a time; returns how each ended.
-async fn write(jobs: Vec<Job>, ctx: &Context) -> Vec<((ObjectKey, String), Outcome)> {
+async fn write(jobs: Vec<Job>, ctx: &KubeContext) -> Vec<((ObjectKey, String), WriteResult)> {
     futures_util::stream::iter(jobs)
         .map(|job| async move {
             let outcome = send(&job, ctx).await;
@@ -479,7 +479,7 @@ async fn write(jobs: Vec<Job>, ctx: &Context) -> Vec<((ObjectKey, String), Outco
         .await
 }
 
-async fn send(job: &Job, ctx: &Context) -> Outcome {
+async fn send(job: &Job, ctx: &KubeContext) -> WriteResult {
     let (cluster, ns, name) = &job.object;
     let object = format!("{ns}/{name}");
     let timeout = Duration::from_secs(10);
@@ -510,22 +510,22 @@ async fn send(job: &Job, ctx: &Context) -> Outcome {
         Ok(Ok(_)) => match &job.write {
             Write::Spec(SpecWrite::Withdraw) => {
                 info!(%cluster, %object, "withdrew globaldns's spec.addresses (the entry can no longer carry the VIP)");
-                Outcome::Withdrawn
+                WriteResult::Withdrawn
             }
             Write::Spec(SpecWrite::Apply(ips)) => {
                 let values: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
                 info!(%cluster, %object, addresses = %values.join(","), "wrote VIPs to spec.addresses");
-                Outcome::Written
+                WriteResult::Written
             }
             Write::Status(want) => {
                 let values: Vec<&str> = want.iter().map(|(v, _)| v.as_str()).collect();
                 info!(%cluster, %object, addresses = %values.join(","), "wrote VIPs to status.addresses");
-                Outcome::Written
+                WriteResult::Written
             }
         },
         Ok(Err(kube::Error::Api(s))) if s.is_conflict() => {
             debug!(%cluster, %object, %field, message = %s.message, "not written: someone else owns the field, or the object changed meanwhile; will look again");
-            Outcome::Conflict
+            WriteResult::Conflict
         }
         Ok(Err(e)) => {
             let hint = match &e {
@@ -535,11 +535,11 @@ async fn send(job: &Job, ctx: &Context) -> Outcome {
                 _ => "",
             };
             warn!(%cluster, %object, %field, error = %e, "write-back failed{hint}; retried with backoff");
-            Outcome::Failed
+            WriteResult::Failed
         }
         Err(_) => {
             warn!(%cluster, %object, %field, "write-back timed out; retried with backoff");
-            Outcome::Timeout
+            WriteResult::Timeout
         }
     };
     family
@@ -556,10 +556,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    struct W(Key, Option<Obj>);
+    struct W(ObjectName, Option<Obj>);
 
     impl Watched for W {
-        fn key(&self) -> Key {
+        fn key(&self) -> ObjectName {
             self.0.clone()
         }
         fn take(&mut self) -> Option<Obj> {
@@ -613,17 +613,17 @@ mod tests {
         let mut r = Retries::default();
         let o: ObjectKey = ("c".into(), "n".into(), "a".into());
         assert_eq!(r.backoff(&o), RETRY);
-        r.record((o.clone(), "1".into()), Outcome::Failed);
+        r.record((o.clone(), "1".into()), WriteResult::Failed);
         assert_eq!(r.backoff(&o), RETRY * 2);
-        r.record((o.clone(), "1".into()), Outcome::Timeout);
+        r.record((o.clone(), "1".into()), WriteResult::Timeout);
         assert_eq!(r.backoff(&o), RETRY * 4);
         for _ in 0..10 {
-            r.record((o.clone(), "1".into()), Outcome::Failed);
+            r.record((o.clone(), "1".into()), WriteResult::Failed);
         }
         assert_eq!(r.backoff(&o), RETRY_MAX);
-        r.record((o.clone(), "2".into()), Outcome::Written);
+        r.record((o.clone(), "2".into()), WriteResult::Written);
         assert_eq!(r.backoff(&o), RETRY);
-        r.record((o.clone(), "3".into()), Outcome::Conflict);
+        r.record((o.clone(), "3".into()), WriteResult::Conflict);
         let due = r.due[&(o.clone(), "3".to_string())];
         assert!(due > Instant::now() + CONFLICT_WAIT - Duration::from_secs(60));
     }
