@@ -496,6 +496,42 @@ mod tests {
     }
 
     #[test]
+    fn grpc_is_off_by_default_and_tls_needs_both_files() {
+        let plain = serve(&[]);
+        assert!(plain.grpc.grpc_listen.is_empty());
+        assert!(plain.grpc.tls().is_none());
+        let tls = serve(&[
+            "--grpc-listen",
+            "127.0.0.1:8053",
+            "--grpc-listen",
+            "[::1]:8053",
+            "--grpc-tls-cert",
+            "c.pem",
+            "--grpc-tls-key",
+            "k.pem",
+            "--grpc-idle-timeout",
+            "0s",
+        ]);
+        assert_eq!(tls.grpc.grpc_listen.len(), 2);
+        let files = tls.grpc.tls().unwrap();
+        assert_eq!(
+            (files.cert.to_str(), files.client_ca),
+            (Some("c.pem"), None)
+        );
+        assert!(tls.grpc.limits().idle_timeout.is_zero());
+        for half in [
+            &["--grpc-tls-cert", "c.pem"][..],
+            &["--grpc-tls-key", "k.pem"],
+            &["--grpc-tls-client-ca", "ca.pem"],
+            &["--grpc-max-streams", "0"],
+        ] {
+            let mut args = vec!["globaldns", "serve"];
+            args.extend_from_slice(half);
+            assert!(Cli::try_parse_from(args).is_err(), "{half:?}");
+        }
+    }
+
+    #[test]
     fn the_default_name_server_takes_the_listen_addresses_or_is_refused() {
         assert_eq!(
             name_servers(&[]).unwrap(),

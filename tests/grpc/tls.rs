@@ -27,20 +27,22 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA, and a certificate it issued for `name` (server: for 127.0.0.1; client: for a client).
+/// openssl req's arguments for a new unencrypted P-256 key.
+const NEW_P256_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// A CA, and the certificates it issued: `server` (for 127.0.0.1) and `client`.
 struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
     fn new(dir: &Path) -> Pki {
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
         let mut ca = vec![
             "req",
             "-x509",
@@ -49,7 +51,7 @@ impl Pki {
             "-subj",
             "/CN=globaldns test CA",
         ];
-        ca.extend_from_slice(&ec);
+        ca.extend_from_slice(&NEW_P256_KEY);
         ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.pem"]);
         openssl(dir, &ca);
         let pki = Pki {
@@ -64,20 +66,13 @@ impl Pki {
     }
 
     fn issue(&self, name: &str, ext: &str) {
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
         let (key, csr, pem) = (
             format!("{name}.key"),
             format!("{name}.csr"),
             format!("{name}.pem"),
         );
         let mut req = vec!["req", "-subj", "/CN=globaldns test"];
-        req.extend_from_slice(&ec);
+        req.extend_from_slice(&NEW_P256_KEY);
         req.extend_from_slice(&["-keyout", &key, "-out", &csr]);
         openssl(&self.dir, &req);
         let ext_file = format!("{name}.ext");
