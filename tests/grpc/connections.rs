@@ -147,3 +147,50 @@ fn connections_over_the_cap_are_closed_and_the_others_keep_serving() {
         "second connection, after the first left",
     );
 }
+
+/// Reads HTTP/2 frames until one of `kind` arrives (Some(flags)) or the server closes (None).
+fn next_frame_of(s: &mut std::net::TcpStream, kind: u8) -> Option<u8> {
+    use std::io::Read;
+    loop {
+        let mut header = [0u8; 9];
+        s.read_exact(&mut header).ok()?;
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).ok()?;
+        if header[3] == kind {
+            return Some(header[4]);
+        }
+    }
+}
+
+#[test]
+fn a_peer_that_stops_answering_pings_is_dropped() {
+    use std::io::Write;
+    let (_t, s) = fixture(&[
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--grpc-idle-timeout",
+        "0s",
+        "--grpc-keepalive",
+        "1s",
+        "--grpc-keepalive-timeout",
+        "1s",
+    ]);
+    // An HTTP/2 client that says hello and then goes silent: it never ACKs the server's PINGs.
+    let mut peer = std::net::TcpStream::connect(grpc_addr(&s)).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    peer.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap(); // SETTINGS, empty
+    const PING: u8 = 6;
+    let flags = next_frame_of(&mut peer, PING).expect("the server PINGs a quiet connection");
+    assert_eq!(flags & 1, 0, "a PING, not an ACK");
+    assert_eq!(
+        next_frame_of(&mut peer, PING),
+        None,
+        "closed once the PING went unanswered"
+    );
+    eventually(Duration::from_secs(10), "the connection let go", || {
+        (metric0(&s, "globaldns_grpc_connections") == 0.0).then_some(())
+    });
+}
