@@ -8,6 +8,7 @@ pub mod config;
 pub mod dns;
 pub mod engine;
 pub mod fastpath;
+pub mod grpc;
 pub mod health;
 pub mod host_view;
 pub mod input;

@@ -157,6 +157,18 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                 ))
             }),
         };
+        // gRPC (CoreDNS's DnsService) answers with the same handler, as TCP does.
+        let mut grpc = Vec::new();
+        for addr in &args.grpc.grpc_listen {
+            let server = globaldns::grpc::start(
+                *addr,
+                Arc::new(handler.clone()),
+                args.grpc.limits(),
+                args.grpc.tls().as_ref(),
+            )
+            .await?;
+            grpc.push(server);
+        }
         let stop_udp = Arc::new(AtomicBool::new(false));
         for addr in &args.listen.listen {
             if args.listen.udp_fast_path {
@@ -212,13 +224,27 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             }
         });
         let dns_list: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
-        info!("listening dns={} admin={}", dns_list.join(","), admin_addr);
+        let grpc_list: Vec<String> = grpc.iter().map(|g| g.addr.to_string()).collect();
+        let grpc_field = if grpc_list.is_empty() {
+            String::new()
+        } else {
+            format!(" grpc={}", grpc_list.join(","))
+        };
+        info!(
+            "listening dns={} admin={}{}",
+            dns_list.join(","),
+            admin_addr,
+            grpc_field
+        );
 
         shutdown_signal().await;
         info!("shutting down");
         stop_udp.store(true, std::sync::atomic::Ordering::Relaxed);
         for s in servers {
             s.shutdown().await;
+        }
+        for g in grpc {
+            g.shutdown().await;
         }
         Ok::<_, anyhow::Error>(())
     })?;

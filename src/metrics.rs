@@ -117,6 +117,11 @@ pub struct Metrics {
     pub tcp_connections: Gauge,
     /// TCP connections closed by the server (kind idle|evicted|refused).
     pub tcp_closed: Family<KindLabels, Counter>,
+    pub grpc_connections: Gauge,
+    /// gRPC connections closed by the server (kind idle|refused).
+    pub grpc_closed: Family<KindLabels, Counter>,
+    /// gRPC calls answered with a gRPC status instead of a DNS message, by code.
+    pub grpc_errors: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -173,6 +178,9 @@ impl Metrics {
             dns_dropped: Family::default(),
             tcp_connections: Gauge::default(),
             tcp_closed: Family::default(),
+            grpc_connections: Gauge::default(),
+            grpc_closed: Family::default(),
+            grpc_errors: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -359,6 +367,24 @@ impl Metrics {
              closed for a new one at --tcp-max-connections (evicted), refused at the cap with \
              every connection busy (refused)",
             m.tcp_closed.clone(),
+        );
+        r.register(
+            "grpc_connections",
+            "Open gRPC connections (--grpc-listen)",
+            m.grpc_connections.clone(),
+        );
+        r.register(
+            "grpc_closed",
+            "gRPC connections closed by the server: no call for --grpc-idle-timeout (idle), or \
+             over --grpc-max-connections (refused)",
+            m.grpc_closed.clone(),
+        );
+        r.register(
+            "grpc_errors",
+            "gRPC calls answered with a gRPC status instead of a DNS message, by kind: \
+             invalid_argument (empty, shorter than a DNS header, over 65,535 bytes, or a \
+             response), unimplemented (a method other than Query)",
+            m.grpc_errors.clone(),
         );
         r.register(
             "store_claim_creates",

@@ -241,7 +241,7 @@ async fn answer(handler: &Handler, packet: Vec<u8>, src: SocketAddr, mut out: Bu
     let request = match Request::from_bytes(packet.clone(), src, Protocol::Tcp) {
         Ok(r) => r,
         Err(_) => {
-            if let Some(bytes) = handler.unparsable(&packet, false) {
+            if let Some(bytes) = handler.unparsable(&packet, super::Transport::Tcp) {
                 let _ = out.send(SerialMessage::new(bytes, src));
             }
             return;

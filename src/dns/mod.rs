@@ -1,6 +1,6 @@
 //! The DNS frontend: protocol rules (opcode, question count, EDNS, transfers) around the zone's
 //! answer engine, served by hickory-server over TCP (and UDP with `--udp-fast-path false`), and
-//! encoded to bytes for the UDP fast path by [`Handler::wire`].
+//! encoded to bytes for the UDP fast path and gRPC by [`Handler::wire_on`].
 
 mod listen;
 mod ratelimit;
@@ -74,6 +74,44 @@ impl Handler {
     }
 }
 
+/// How a message came: the size its answer may take, whether it may start a zone transfer, and
+/// its `transport` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    /// CoreDNS's gRPC `DnsService` (src/grpc): one message in, one out. Sized like TCP (up to
+    /// 65,535 bytes, never truncated); transfers are refused as over UDP, since a transfer of
+    /// several messages cannot be one reply.
+    Grpc,
+}
+
+impl Transport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Grpc => "grpc",
+        }
+    }
+
+    /// hickory's protocol for the request: a stream's but for UDP.
+    fn protocol(self) -> Protocol {
+        match self {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp | Transport::Grpc => Protocol::Tcp,
+        }
+    }
+
+    fn of(protocol: Protocol) -> Transport {
+        if protocol == Protocol::Udp {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        }
+    }
+}
+
 /// A response as bytes, and the labels it counts under (None: the caller counts nothing; a
 /// packet that does not parse is counted by [`Handler::unparsable`]).
 pub struct Wire {
@@ -89,7 +127,8 @@ impl RequestHandler for Handler {
         mut response: R,
     ) -> ResponseInfo {
         let start = Instant::now();
-        let udp = request.protocol() == Protocol::Udp;
+        let transport = Transport::of(request.protocol());
+        let udp = transport == Transport::Udp;
         if udp {
             match self.limit(request.src()) {
                 RateDecision::Send => {}
@@ -103,15 +142,14 @@ impl RequestHandler for Handler {
             }
         }
         let snapshot = self.snapshot.load();
-        let reply = Reply::decide(self, &snapshot, request);
+        let reply = Reply::decide(self, &snapshot, request, transport);
         let echoed = reply::echoed(&request.queries);
         let queries = echoed.as_ref().unwrap_or(&request.queries);
         let info = reply.send(queries, udp, &mut response).await;
-        let transport = if udp { "udp" } else { "tcp" };
         count_queries(
             &self.metrics,
             (reply.qtype, rcode_label(info.response_code)),
-            transport,
+            transport.label(),
             1,
         );
         self.metrics.latency.observe(start.elapsed().as_secs_f64());
@@ -150,15 +188,21 @@ impl Handler {
         Some(Reply::slip(&request).encode(&request.queries, true).0)
     }
 
+    /// [`Handler::wire_on`] UDP or TCP.
+    pub fn wire(&self, packet: &[u8], src: SocketAddr, udp: bool) -> Option<Wire> {
+        let transport = if udp { Transport::Udp } else { Transport::Tcp };
+        self.wire_on(packet, src, transport)
+    }
+
     /// What hickory-server would send for this packet, encoded once (within the client's UDP
     /// size over UDP), or None when it would send nothing (shorter than a header, or a
-    /// response). The fast path's only way to the general path. A transfer (TCP) gives its
-    /// last message: transfers are sent by hickory-server.
-    pub fn wire(&self, packet: &[u8], src: SocketAddr, udp: bool) -> Option<Wire> {
-        let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
-        let Ok(request) = Request::from_bytes(packet.to_vec(), src, protocol) else {
+    /// response). The fast path's and gRPC's only way to the general path. A transfer (TCP)
+    /// gives its last message: transfers are sent by hickory-server.
+    pub fn wire_on(&self, packet: &[u8], src: SocketAddr, transport: Transport) -> Option<Wire> {
+        let udp = transport == Transport::Udp;
+        let Ok(request) = Request::from_bytes(packet.to_vec(), src, transport.protocol()) else {
             // Counted here, not by the caller: a fast-path caller caches what it counts.
-            return self.unparsable(packet, udp).map(|bytes| Wire {
+            return self.unparsable(packet, transport).map(|bytes| Wire {
                 bytes,
                 counted: None,
             });
@@ -168,7 +212,7 @@ impl Handler {
             return None;
         }
         let snapshot = self.snapshot.load();
-        let reply = Reply::decide(self, &snapshot, &request);
+        let reply = Reply::decide(self, &snapshot, &request, transport);
         let echoed = reply::echoed(&request.queries);
         let (bytes, info) = reply.encode(echoed.as_ref().unwrap_or(&request.queries), udp);
         Some(Wire {
@@ -181,7 +225,7 @@ impl Handler {
 impl Handler {
     /// The answer to a packet that does not parse as a DNS message: as hickory-server, None
     /// (dropped) without a header, FORMERR with one; counted either way.
-    pub fn unparsable(&self, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
+    pub fn unparsable(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
             self.dropped("short");
             return None;
@@ -189,9 +233,9 @@ impl Handler {
         let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
         let msg = MessageResponseBuilder::new(&queries, None)
             .error_msg(&header.metadata, ResponseCode::FormErr);
+        let udp = transport == Transport::Udp;
         let (bytes, _) = encode(msg, if udp { 512 } else { u16::MAX });
-        let transport = if udp { "udp" } else { "tcp" };
-        count_queries(&self.metrics, ("NONE", "FORMERR"), transport, 1);
+        count_queries(&self.metrics, ("NONE", "FORMERR"), transport.label(), 1);
         Some(bytes)
     }
 

@@ -6,13 +6,12 @@ use hickory_proto::rr::rdata::tsig::TSIG;
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder, NameEncoding};
 use hickory_proto::ProtoError;
-use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::warn;
 
 use super::tsig::{self, Signing, TsigCheck};
-use super::{bare_header, clamp_payload, qtype_label, Handler};
+use super::{bare_header, clamp_payload, qtype_label, Handler, Transport};
 use crate::zone::unix_now;
 use crate::zone::{Answer, Snapshot};
 
@@ -58,7 +57,12 @@ impl<'s> Reply<'s> {
         }
     }
 
-    pub fn decide(handler: &Handler, snapshot: &'s Snapshot, request: &Request) -> Reply<'s> {
+    pub fn decide(
+        handler: &Handler,
+        snapshot: &'s Snapshot,
+        request: &Request,
+        transport: Transport,
+    ) -> Reply<'s> {
         let queries = request.queries.queries();
         let edns = response_edns(request);
         let mut transfer = vec![];
@@ -92,7 +96,7 @@ impl<'s> Reply<'s> {
             // Before the first full load, an NXDOMAIN would be cached downstream: say SERVFAIL.
             Answer::empty(ResponseCode::ServFail)
         } else if matches!(queries[0].query_type(), RecordType::AXFR | RecordType::IXFR) {
-            let (answer, messages) = axfr(handler, snapshot, request, signed);
+            let (answer, messages) = axfr(handler, snapshot, request, signed, transport);
             transfer = messages;
             answer
         } else {
@@ -308,17 +312,18 @@ fn notified<'s>(
     answer
 }
 
-/// AXFR and IXFR over TCP from `--allow-transfer` networks only: the answer's header and the
-/// transfer's messages. An IXFR is answered from the journal when it reaches back to the
+/// AXFR and IXFR over TCP (not UDP nor gRPC) from `--allow-transfer` networks only: the
+/// answer's header and the transfer's messages. An IXFR is answered from the journal when it reaches back to the
 /// client's serial (in the request's authority section), else with the whole zone.
 fn axfr<'s>(
     handler: &Handler,
     snapshot: &'s Snapshot,
     request: &Request,
     signed: bool,
+    transport: Transport,
 ) -> (Answer<'s>, Vec<Vec<Record>>) {
     // With a key, only signed transfers; from the allowed networks either way.
-    let allowed = request.protocol() == Protocol::Tcp
+    let allowed = transport == Transport::Tcp
         && (handler.key.is_none() || signed)
         && handler
             .allow_transfer
@@ -439,6 +444,7 @@ pub(super) fn echoed(queries: &Queries) -> Option<Queries> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_server::net::xfer::Protocol;
 
     /// Found by the dns_wire fuzz target: a question whose name is a pointer to offset 0 (the
     /// ID and flags, which happen to read as a name) was echoed as is, and the response did not

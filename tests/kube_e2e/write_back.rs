@@ -85,10 +85,13 @@ fn dry_run_deploy(c: &Cluster, deploy: &Path) -> String {
         "fleet/primary.yaml",
         "fleet/secondary.yaml",
         "fleet/tsig-secret.example.yaml",
+        "istiocoredns/rbac.yaml",
+        "istiocoredns/service.yaml",
+        "istiocoredns/deployment.yaml",
     ];
-    let kustomizations = ["base", "all-in-one", "fleet"];
+    let kustomizations = ["base", "all-in-one", "fleet", "istiocoredns"];
     let mut on_disk = BTreeSet::new();
-    for dir in ["", "base", "all-in-one", "fleet"] {
+    for dir in ["", "base", "all-in-one", "fleet", "istiocoredns"] {
         for e in std::fs::read_dir(deploy.join(dir)).unwrap() {
             let name = e.unwrap().file_name().into_string().unwrap();
             if name.ends_with(".yaml") && name != "kustomization.yaml" {
@@ -133,6 +136,8 @@ fn service_account_rbac_write_back_and_manifests() {
         "daemonset.apps/globaldns-secondary created",
         "serviceaccount/globaldns-secondary created",
         "secret/globaldns-tsig created",
+        "deployment.apps/istiocoredns created",
+        "service/istiocoredns created",
     ] {
         assert!(created.contains(object), "{object} in:\n{created}");
     }
