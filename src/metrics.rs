@@ -107,6 +107,8 @@ pub struct Metrics {
     pub secondary_serial: Family<ZoneLabels, Gauge>,
     pub secondary_lag: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     pub secondary_stale: Family<ZoneLabels, Gauge>,
+    /// The wait before a zone's next refresh round: --refresh, longer after failed rounds.
+    pub secondary_retry: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     pub propagation: Histogram,
     pub rate_limited: Family<ActionLabels, Counter>,
     /// Packets given no answer: shorter than a header, or a response (kind short|response).
@@ -161,6 +163,7 @@ impl Metrics {
             secondary_serial: Family::default(),
             secondary_lag: Family::default(),
             secondary_stale: Family::default(),
+            secondary_retry: Family::default(),
             // 1 ms … ~16 s.
             propagation: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             rate_limited: Family::default(),
@@ -307,6 +310,12 @@ impl Metrics {
             "secondary_stale",
             "1 while no primary answers for the zone (the last loaded zone is served)",
             m.secondary_stale.clone(),
+        );
+        r.register(
+            "secondary_retry_seconds",
+            "Wait before the zone's next refresh round: --refresh, longer and jittered after \
+             failed rounds (a NOTIFY still starts one at once)",
+            m.secondary_retry.clone(),
         );
         r.register(
             "propagation_seconds",
