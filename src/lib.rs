@@ -11,6 +11,7 @@ pub mod fastpath;
 pub mod health;
 pub mod host_view;
 pub mod kube;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

@@ -101,6 +101,10 @@ pub struct Metrics {
     pub watch_restarts: Family<ClusterLabels, Counter>,
     pub status_writes: Family<WriteLabels, Counter>,
     pub transfers_served: Family<TransferLabels, Counter>,
+    /// Zone transfers being sent now (at most `--transfers-out`).
+    pub transfers_out_active: Gauge,
+    /// Zone transfers waiting for a turn (see `--transfers-out-wait`).
+    pub transfers_out_waiting: Gauge,
     pub notifies: Family<TransferLabels, Counter>,
     pub writeback_serial: Gauge,
     pub transfers: Family<TransferLabels, Counter>,
@@ -157,6 +161,8 @@ impl Metrics {
             watch_restarts: Family::default(),
             status_writes: Family::default(),
             transfers_served: Family::default(),
+            transfers_out_active: Gauge::default(),
+            transfers_out_waiting: Gauge::default(),
             notifies: Family::default(),
             writeback_serial: Gauge::default(),
             transfers: Family::default(),
@@ -273,8 +279,20 @@ impl Metrics {
         );
         r.register(
             "transfers_served",
-            "Zone transfers asked of this server, by kind (axfr, ixfr) and result (served, refused)",
+            "Zone transfers asked of this server, by kind (axfr, ixfr) and result (served, \
+             refused, busy: over --transfers-out, answered SERVFAIL, aborted: the client stopped \
+             reading or went away)",
             m.transfers_served.clone(),
+        );
+        r.register(
+            "transfers_out_active",
+            "Zone transfers being sent now (at most --transfers-out)",
+            m.transfers_out_active.clone(),
+        );
+        r.register(
+            "transfers_out_waiting",
+            "Zone transfers waiting for a turn (over --transfers-out, for up to --transfers-out-wait)",
+            m.transfers_out_waiting.clone(),
         );
         r.register(
             "notifies",

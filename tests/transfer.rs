@@ -390,11 +390,7 @@ fn a_large_zone_transfers_whole_to_a_slow_reader() {
     }
     let p = primary(&dir, &state, &[]);
 
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&p.dns.into()).unwrap();
-    let mut tcp: std::net::TcpStream = sock.into();
-    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut tcp = tcp_stream(p.dns, true);
     let mut q = Message::query();
     q.add_query(Query::query(
         Name::from_ascii("global.").unwrap(),

@@ -148,3 +148,16 @@ pub fn v4_of(ips: &[IpAddr]) -> Option<Ipv4Addr> {
         _ => None,
     })
 }
+
+/// A plain TCP connection to `server` (30 s read timeout); `small`: with a 4 KiB receive buffer,
+/// so that a server writing to it waits for the reader as soon as a few messages are unread.
+pub fn tcp_stream(server: SocketAddr, small: bool) -> std::net::TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if small {
+        sock.set_recv_buffer_size(4096).unwrap();
+    }
+    sock.connect(&server.into()).unwrap();
+    let tcp: std::net::TcpStream = sock.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tcp
+}
