@@ -235,23 +235,31 @@ impl<'s> Reply<'s> {
         out: &TransfersOut,
     ) -> ResponseInfo {
         let id = self.meta.id;
-        let asked = plan.asked;
-        let Some(_slot) = out.slot().await else {
-            plan.transfers.count(asked, "busy");
-            warn!(client = %plan.client, zone = %plan.zone, limit_wait = ?out.wait,
-                "too many transfers at once (--transfers-out): answered SERVFAIL");
+        // SERVFAIL, signed when the request was (RFC 8945 §5.3).
+        let servfail = || {
             let mut meta = self.meta;
             meta.response_code = ResponseCode::ServFail;
             meta.authoritative = false;
-            return send(response, self.builder(queries).build_no_records(meta), id).await;
+            let header = || self.builder(queries).build_no_records(meta);
+            let mut msg = header();
+            if let Some(signing) = &self.signing {
+                if let Ok(sig) =
+                    emit(header(), u16::MAX).and_then(|(b, _)| signing.chain().sign(&b))
+                {
+                    msg.set_signature(Box::new(sig));
+                }
+            }
+            msg
+        };
+        let Some(_slot) = out.slot().await else {
+            plan.transfers.count(plan.asked, "busy");
+            warn!(client = %plan.client, zone = %plan.zone, limit_wait = ?out.wait,
+                "too many transfers at once (--transfers-out): answered SERVFAIL");
+            return send(response, servfail(), id).await;
         };
         let Some((kind, messages)) = plan.messages(out).await else {
-            return send(
-                response,
-                self.builder(queries).build_no_records(self.meta),
-                id,
-            )
-            .await;
+            // Not a zone of this snapshot after all (`decide` checked its SOA).
+            return send(response, servfail(), id).await;
         };
         plan.transfers.served(kind, plan.client);
         let mut chain = self.signing.as_ref().map(Signing::chain);
