@@ -368,9 +368,8 @@ fn tsig_signs_transfers_and_notify_and_refuses_the_rest() {
 /// reads slowly (a 4 KiB receive buffer): it arrives whole.
 #[test]
 fn a_large_zone_transfers_whole_to_a_slow_reader() {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RecordType};
-    use std::io::{Read, Write};
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RecordType;
 
     let (_t, dir, state) = dirs();
     const HOSTS: usize = 40_000;
@@ -391,23 +390,11 @@ fn a_large_zone_transfers_whole_to_a_slow_reader() {
     let p = primary(&dir, &state, &[]);
 
     let mut tcp = tcp_stream(p.dns, true);
-    let mut q = Message::query();
-    q.add_query(Query::query(
-        Name::from_ascii("global.").unwrap(),
-        RecordType::AXFR,
-    ));
-    let q = q.to_vec().unwrap();
-    tcp.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
-    tcp.write_all(&q).unwrap();
+    ask_axfr(&mut tcp, 1);
 
     let (mut messages, mut a, mut soa) = (0, 0, 0);
     while soa < 2 {
-        let mut len = [0u8; 2];
-        tcp.read_exact(&mut len)
-            .unwrap_or_else(|e| panic!("after {messages} messages: {e}"));
-        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        tcp.read_exact(&mut buf).unwrap();
-        let m = Message::from_vec(&buf).unwrap();
+        let m = Message::from_vec(&read_message(&mut tcp)).unwrap();
         messages += 1;
         for r in &m.answers {
             match r.record_type() {

@@ -7,13 +7,11 @@
 mod common;
 use common::*;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
 
 const KEY: &str = "xfr:hmac-sha256:c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==";
 
@@ -39,27 +37,6 @@ fn hosts(dir: &Path, n: usize, ports: usize) {
             .collect();
         write_file(&dir.join(format!("f{f}.yaml")), &docs.join("---\n"));
     }
-}
-
-/// Sends an AXFR of `global.` with message ID `id`.
-fn ask_axfr(tcp: &mut TcpStream, id: u16) {
-    let mut q = Message::query();
-    q.metadata.id = id;
-    q.add_query(Query::query(
-        Name::from_ascii("global.").unwrap(),
-        RecordType::AXFR,
-    ));
-    let q = q.to_vec().unwrap();
-    tcp.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
-    tcp.write_all(&q).unwrap();
-}
-
-fn read_message(tcp: &mut TcpStream) -> Vec<u8> {
-    let mut len = [0u8; 2];
-    tcp.read_exact(&mut len).unwrap();
-    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    tcp.read_exact(&mut buf).unwrap();
-    buf
 }
 
 /// A message's rcode and how many SOA records its answer section holds, walked without
