@@ -8,36 +8,11 @@ mod common;
 use common::*;
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 
 const KEY: &str = "xfr:hmac-sha256:c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==";
-
-/// `n` single-host ServiceEntries (`s<i>.big.global`) with `ports` ports each (an SRV record
-/// each), 1,000 to a file.
-fn hosts(dir: &Path, n: usize, ports: usize) {
-    let mut spec = String::from("  ports:\n");
-    for p in 0..ports {
-        spec += &format!("  - {{number: {}, name: p{p}, protocol: TCP}}\n", 8000 + p);
-    }
-    let spec = if ports == 0 { String::new() } else { spec };
-    for f in 0..n.div_ceil(1000) {
-        let docs: Vec<String> = (f * 1000..((f + 1) * 1000).min(n))
-            .map(|i| {
-                se(
-                    &format!("s{i}"),
-                    "big",
-                    &[&format!("s{i}.big.global")],
-                    &[],
-                    &spec,
-                )
-            })
-            .collect();
-        write_file(&dir.join(format!("f{f}.yaml")), &docs.join("---\n"));
-    }
-}
 
 /// A message's rcode and how many SOA records its answer section holds, walked without
 /// decoding the records (a debug build decodes a quarter of a million of them slowly).
@@ -91,7 +66,7 @@ fn transfers_over_the_cap_wait_their_turn_or_are_answered_servfail_and_counted()
     // ~0.5 MB on the wire: many times what the socket buffers hold between the server (a
     // 32 KiB send buffer, which the kernel doubles) and a client with a 4 KiB receive buffer,
     // so a client that stops reading stops the transfer.
-    hosts(&dir, 2_000, 8);
+    big_hosts(&dir, 2_000, 8);
     let p = Server::start(
         &dir,
         &state,
@@ -178,7 +153,7 @@ fn transfers_over_the_cap_wait_their_turn_or_are_answered_servfail_and_counted()
 fn a_large_signed_transfer_verifies_message_by_message_in_dig() {
     let (_t, dir, state) = dirs();
     const N: usize = 2_000;
-    hosts(&dir, N, 0);
+    big_hosts(&dir, N, 0);
     let p = Server::start(
         &dir,
         &state,
