@@ -353,6 +353,11 @@ pub struct ListenArgs {
     /// A DNS TCP connection with no complete message for this long is closed.
     #[arg(long, env = "GLOBALDNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub tcp_idle_timeout: Duration,
+    /// Kernel send buffer of each DNS TCP connection, in bytes (SO_SNDBUF); 0 leaves it to the
+    /// kernel, which grows it up to net.ipv4.tcp_wmem's maximum (4 MiB by default) for a
+    /// transfer to a secondary that reads slowly.
+    #[arg(long, env = "GLOBALDNS_TCP_SEND_BUFFER", default_value_t = 0)]
+    pub tcp_send_buffer: u32,
 }
 
 impl ListenArgs {
@@ -360,6 +365,7 @@ impl ListenArgs {
         crate::dns::TcpLimits {
             max_connections: self.tcp_max_connections as usize,
             idle_timeout: self.tcp_idle_timeout,
+            send_buffer: self.tcp_send_buffer as usize,
         }
     }
 }
@@ -414,6 +420,13 @@ pub struct TransferArgs {
     /// secondaries that transferred recently are notified without being listed.
     #[arg(long = "notify", env = "GLOBALDNS_NOTIFY", value_delimiter = ',')]
     pub notify: Vec<SocketAddr>,
+    /// Zone transfers (AXFR, IXFR) sent at once, as BIND's `transfers-out`; one more waits up
+    /// to --transfers-out-wait for a turn, then is answered SERVFAIL (its secondary retries).
+    #[arg(long, env = "GLOBALDNS_TRANSFERS_OUT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub transfers_out: u32,
+    /// How long a transfer over --transfers-out waits for a turn before SERVFAIL.
+    #[arg(long, env = "GLOBALDNS_TRANSFERS_OUT_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub transfers_out_wait: Duration,
     /// TSIG key for transfers and NOTIFY, NAME:ALGORITHM:BASE64 (hmac-sha256/384/512). When set,
     /// unsigned or badly signed transfers and NOTIFYs are refused.
     #[arg(long, env = "GLOBALDNS_TSIG_KEY", conflicts_with = "tsig_key_file")]

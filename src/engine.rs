@@ -161,7 +161,9 @@ impl Engine {
         self.record_metrics(&published);
         if pass.touched > 1000 {
             // Before readiness: a first load should not be reported ready at its peak.
-            release_freed_memory();
+            // The pages freed by a large pass (a first load's parse trees, a replaced
+            // snapshot) go back now.
+            crate::memory::release_now();
         }
         self.health.set_published();
         info!(
@@ -268,19 +270,6 @@ impl Engine {
             .get_or_create(&FamilyLabels { family: "ipv6" })
             .set(census.ipv6 as i64);
         m.vips_held.set(census.held as i64);
-    }
-}
-
-/// Hands the pages freed by a large pass (a first load's parse trees, a replaced snapshot) back
-/// to the kernel now: allocators keep freed memory for reuse, and the server then sits at its
-/// peak for as long as nothing else allocates. The server's allocator is mimalloc; glibc's
-/// malloc still serves C code and builds without it.
-fn release_freed_memory() {
-    // SAFETY: both only release memory that is already free; neither has preconditions.
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        libc::malloc_trim(0);
     }
 }
 

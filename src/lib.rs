@@ -13,6 +13,7 @@ pub mod health;
 pub mod host_view;
 pub mod input;
 pub mod kube;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

@@ -118,6 +118,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A worker idle after a burst of transfers hands back what it freed (see memory.rs).
+        .on_thread_park(globaldns::memory::on_park)
         .build()?;
     runtime.block_on(async move {
         // The lead's NOTIFY receiver wakes zones through this; the loops run on their own.
@@ -148,6 +150,11 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             metrics: metrics.clone(),
             allow_transfer: args.transfer.allow_transfer.clone(),
             transfers: transfers.clone(),
+            transfers_out: Arc::new(dns::TransfersOut::new(
+                args.transfer.transfers_out as usize,
+                args.transfer.transfers_out_wait,
+                Some(metrics.clone()),
+            )),
             notify,
             key: key.as_ref().map(|k| k.signer()),
             rate_limit: (args.listen.rate_limit > 0).then(|| {

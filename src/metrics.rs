@@ -103,6 +103,10 @@ pub struct Metrics {
     pub status_writes: Family<WriteLabels, Counter>,
     pub spec_writes: Family<WriteLabels, Counter>,
     pub transfers_served: Family<TransferLabels, Counter>,
+    /// Zone transfers being sent now (at most `--transfers-out`).
+    pub transfers_out_active: Gauge,
+    /// Zone transfers waiting for a turn (see `--transfers-out-wait`).
+    pub transfers_out_waiting: Gauge,
     pub notifies: Family<TransferLabels, Counter>,
     pub writeback_serial: Gauge,
     pub writeback_writer: Gauge,
@@ -110,6 +114,8 @@ pub struct Metrics {
     pub secondary_serial: Family<ZoneLabels, Gauge>,
     pub secondary_lag: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     pub secondary_stale: Family<ZoneLabels, Gauge>,
+    /// The wait before a zone's next refresh round: --refresh, longer after failed rounds.
+    pub secondary_retry: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     pub propagation: Histogram,
     pub rate_limited: Family<ActionLabels, Counter>,
     /// Packets given no answer: shorter than a header, or a response (kind short|response).
@@ -165,6 +171,8 @@ impl Metrics {
             status_writes: Family::default(),
             spec_writes: Family::default(),
             transfers_served: Family::default(),
+            transfers_out_active: Gauge::default(),
+            transfers_out_waiting: Gauge::default(),
             notifies: Family::default(),
             writeback_serial: Gauge::default(),
             writeback_writer: Gauge::default(),
@@ -172,6 +180,7 @@ impl Metrics {
             secondary_serial: Family::default(),
             secondary_lag: Family::default(),
             secondary_stale: Family::default(),
+            secondary_retry: Family::default(),
             // 1 ms … ~16 s.
             propagation: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             rate_limited: Family::default(),
@@ -290,8 +299,20 @@ impl Metrics {
         );
         r.register(
             "transfers_served",
-            "Zone transfers asked of this server, by kind (axfr, ixfr) and result (served, refused)",
+            "Zone transfers asked of this server, by kind (axfr, ixfr) and result (served, \
+             refused, busy: over --transfers-out, answered SERVFAIL, aborted: the client stopped \
+             reading or went away)",
             m.transfers_served.clone(),
+        );
+        r.register(
+            "transfers_out_active",
+            "Zone transfers being sent now (at most --transfers-out)",
+            m.transfers_out_active.clone(),
+        );
+        r.register(
+            "transfers_out_waiting",
+            "Zone transfers waiting for a turn (over --transfers-out, for up to --transfers-out-wait)",
+            m.transfers_out_waiting.clone(),
         );
         r.register(
             "notifies",
@@ -339,6 +360,12 @@ impl Metrics {
             "secondary_stale",
             "1 while no primary answers for the zone (the last loaded zone is served)",
             m.secondary_stale.clone(),
+        );
+        r.register(
+            "secondary_retry_seconds",
+            "Wait before the zone's next refresh round: --refresh, longer and jittered after \
+             failed rounds (a NOTIFY still starts one at once)",
+            m.secondary_retry.clone(),
         );
         r.register(
             "propagation_seconds",

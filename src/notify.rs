@@ -42,7 +42,8 @@ impl Transfers {
         }
     }
 
-    fn count(&self, kind: &'static str, result: &'static str) {
+    /// Counts a transfer of `kind` asked of us by its `result`.
+    pub fn count(&self, kind: &'static str, result: &'static str) {
         if let Some(m) = &self.metrics {
             m.transfers_served
                 .get_or_create(&TransferLabels { kind, result })

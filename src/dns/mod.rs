@@ -5,7 +5,9 @@
 mod listen;
 mod ratelimit;
 mod reply;
+mod tcp_io;
 mod tsig;
+mod xfr_out;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use ipnet::IpNet;
 pub use listen::{bind, bind_pair, server, tcp_server, Listeners, TcpLimits};
 pub use ratelimit::{RateDecision, RateLimiter};
 use reply::{encode, Reply};
+pub use xfr_out::TransfersOut;
 
 use crate::metrics::{self, Metrics, QueryLabels};
 use crate::notify::Transfers;
@@ -49,6 +52,8 @@ pub struct Handler {
     pub allow_transfer: Vec<IpNet>,
     /// Transfers served and their recent clients (a primary NOTIFYs them).
     pub transfers: Arc<Transfers>,
+    /// The cap on transfers sent at once (`--transfers-out`), and what they share.
+    pub transfers_out: Arc<TransfersOut>,
     /// A secondary's NOTIFY receiver. None: NOTIFY is not implemented here (NOTIMP).
     pub notify: Option<OnNotify>,
     /// TSIG key: signed requests are verified and answered signed; transfers and NOTIFY must
@@ -67,6 +72,7 @@ impl Handler {
             metrics,
             allow_transfer: vec![],
             transfers: Arc::default(),
+            transfers_out: Arc::default(),
             notify: None,
             key: None,
             rate_limit: None,
@@ -134,18 +140,23 @@ impl RequestHandler for Handler {
                 RateDecision::Send => {}
                 RateDecision::Slip => {
                     let reply = Reply::slip(request);
-                    return reply.send(&request.queries, udp, &mut response).await;
+                    return reply
+                        .send(&request.queries, udp, &mut response, &self.transfers_out)
+                        .await;
                 }
                 RateDecision::Drop => {
                     return bare_header(request.metadata.id, ResponseCode::Refused).into();
                 }
             }
         }
-        let snapshot = self.snapshot.load();
+        // Held across awaits (a transfer is sent over seconds): not a short-lived guard.
+        let snapshot = self.snapshot.load_full();
         let reply = Reply::decide(self, &snapshot, request, transport);
         let echoed = reply::echoed(&request.queries);
         let queries = echoed.as_ref().unwrap_or(&request.queries);
-        let info = reply.send(queries, udp, &mut response).await;
+        let info = reply
+            .send(queries, udp, &mut response, &self.transfers_out)
+            .await;
         count_queries(
             &self.metrics,
             (reply.qtype, rcode_label(info.response_code)),
@@ -197,7 +208,7 @@ impl Handler {
     /// What hickory-server would send for this packet, encoded once (within the client's UDP
     /// size over UDP), or None when it would send nothing (shorter than a header, or a
     /// response). The fast path's and gRPC's only way to the general path. A transfer (TCP)
-    /// gives its last message: transfers are sent by hickory-server.
+    /// gives its last message: transfers are streamed by `Reply::send`.
     pub fn wire_on(&self, packet: &[u8], src: SocketAddr, transport: Transport) -> Option<Wire> {
         let udp = transport == Transport::Udp;
         let Ok(request) = Request::from_bytes(packet.to_vec(), src, transport.protocol()) else {

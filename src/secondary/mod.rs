@@ -7,6 +7,7 @@
 //! loaded once (before that, SERVFAIL and `/readyz` 503); after that a zone whose primaries all
 //! stop answering keeps its last content and is reported stale.
 
+mod backoff;
 mod convert;
 mod refresh;
 mod replay;

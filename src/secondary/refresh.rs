@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 use hickory_proto::rr::{Name, Record};
 use tracing::{debug, info, warn};
 
+use super::backoff::Backoff;
 use super::wire::{self, Ask, WireError};
 use super::zone_data::{self, newer, Delta, Received, ZoneData};
 use super::{Shared, ZoneWake};
@@ -42,6 +43,16 @@ pub(super) struct ZoneLoop {
 /// moments. At most [`STICK_MAX`], in refresh periods.
 const STICK_REFRESHES: u32 = 3;
 const STICK_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a round asks of the next.
+enum After {
+    /// A transfer a NOTIFY asked for failed: ask every primary now.
+    AtOnce,
+    /// Up to date, or updated: the next in --refresh.
+    Refresh,
+    /// A transfer failed or no primary answered: the next later each time (see [`Backoff`]).
+    Backoff,
+}
 
 /// What a transfer brought that is newer than ours.
 enum Got {
@@ -87,12 +98,20 @@ impl ZoneLoop {
     }
 
     pub async fn run(mut self) {
+        let mut backoff = Backoff::new(self.shared.refresh);
         loop {
-            if self.round().await {
-                continue; // a hinted transfer failed: ask every primary at once
-            }
+            let wait = match self.round().await {
+                After::AtOnce => continue,
+                After::Refresh => backoff.succeeded(),
+                After::Backoff => backoff.failed(),
+            };
+            self.shared
+                .metrics
+                .secondary_retry
+                .get_or_create(&self.labels())
+                .set(wait.as_secs_f64());
             tokio::select! {
-                _ = tokio::time::sleep(self.shared.refresh) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notify.notified() => debug!(zone = %self.zone, "refresh on NOTIFY"),
             }
         }
@@ -107,9 +126,8 @@ impl ZoneLoop {
     }
 
     /// One refresh: SOA queries (skipped when a NOTIFY named the serial of the primary our zone
-    /// came from), then a transfer from the newest primary that gives one. True when a hinted
-    /// transfer failed, for a full round at once.
-    async fn round(&mut self) -> bool {
+    /// came from), then a transfer from the newest primary that gives one.
+    async fn round(&mut self) -> After {
         let hinted = self.hinted();
         let (candidates, reachable, mut errors) = match hinted {
             Some(c) => (vec![c], true, Vec::new()),
@@ -146,10 +164,14 @@ impl ZoneLoop {
         }
         if hinted.is_some() && failed {
             debug!(zone = %self.zone, "the transfer a NOTIFY asked for failed: {}", errors.join("; "));
-            return true;
+            return After::AtOnce;
         }
         self.report(reachable, self.current.is_some(), &errors);
-        false
+        if failed || !reachable {
+            After::Backoff
+        } else {
+            After::Refresh
+        }
     }
 
     /// Every primary's serial: those newer than ours, newest first (RFC 1982 order among those

@@ -29,11 +29,12 @@ use ipnet::IpNet;
 
 pub use builder::ZoneBuilder;
 pub use changes::Changes;
+pub use ixfr::Records as IxfrRecords;
 use key::Key;
 pub use lookup::{Answer, Outcome, Resolution};
 use records::Node;
 pub use records::NAMES_IN_DATA;
-pub use transfer::AXFR_CHUNK;
+pub use transfer::{messages, Messages, Order, ZoneRecords, AXFR_CHUNK};
 
 pub use crate::report::{AddressReport, AddressSource, HostReport};
 

@@ -76,16 +76,23 @@ impl Data {
         Record::from_rdata(owner.clone(), ttl, rdata)
     }
 
-    /// The owner of data kept on a node but answered below it (`_http._tcp.<node>` for SRV).
-    pub(super) fn owner_below(&self, node: &Name) -> Option<Name> {
+    /// The labels of the owner of data kept on a node but answered below it, leftmost first
+    /// (`_http`, `_tcp` for SRV).
+    pub(super) fn labels_below(&self) -> Option<[&[u8]; 2]> {
         match self {
             Data::Srv {
                 transport, label, ..
-            } => Name::from_labels([&label[..], transport.label()])
-                .and_then(|n| n.append_domain(node))
-                .ok(),
+            } => Some([&label[..], transport.label()]),
             Data::A(_) | Data::Aaaa(_) | Data::Ptr(_) => None,
         }
+    }
+
+    /// The owner of data kept on a node but answered below it (`_http._tcp.<node>` for SRV).
+    pub(super) fn owner_below(&self, node: &Name) -> Option<Name> {
+        let labels = self.labels_below()?;
+        Name::from_labels(labels)
+            .and_then(|n| n.append_domain(node))
+            .ok()
     }
 }
 
