@@ -41,7 +41,7 @@ fn creates(s: &Server, result: &str) -> f64 {
 }
 
 /// The one instance holding the claimer lease (its index), once exactly one of `servers` does.
-fn the_claimer(servers: &[&Server]) -> usize {
+pub fn the_claimer(servers: &[&Server]) -> usize {
     eventually(Duration::from_secs(60), "exactly one claimer", || {
         let held: Vec<bool> = servers
             .iter()

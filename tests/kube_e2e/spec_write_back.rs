@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::claimer::the_claimer;
 use crate::common::{debug_hosts, eventually, Server, BIN};
 use crate::kube_cluster::{one_vip, serial, start, wait_answer, writeback_settled, Cluster};
 
@@ -69,6 +70,23 @@ fn owners(c: &Cluster, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// `serve` flags: one cluster c1 (`cluster` = its `--cluster` value) holding the kube store, spec
+/// write-back on.
+fn spec_flags(cluster: &str) -> Vec<&str> {
+    vec![
+        "--cluster",
+        cluster,
+        "--store",
+        "kube",
+        "--store-cluster",
+        "c1",
+        "--cluster-name",
+        "c1",
+        "--write-back",
+        "spec",
+    ]
+}
+
 fn written(gd: &Server, result: &str) -> f64 {
     gd.metric(&format!(
         "globaldns_spec_writes_total{{cluster=\"c1\",result=\"{result}\"}}"
@@ -117,18 +135,8 @@ fn spec_write_back_owns_only_what_it_applied() {
         &manifest("bad", &["bad.sw.global"], &["not-an-ip"]),
         false,
     );
-    let flags = [
-        "--cluster",
-        &c.flag(),
-        "--store",
-        "kube",
-        "--store-cluster",
-        "c1",
-        "--cluster-name",
-        "c1",
-        "--write-back",
-        "spec",
-    ];
+    let cluster = c.flag();
+    let flags = spec_flags(&cluster);
     let (_t, gd) = start(&flags);
     let vip = one_vip(&gd, "db.sw.global");
     wait_spec(&c, "db", &[vip.to_string()]);
@@ -249,4 +257,44 @@ fn spec_write_back_owns_only_what_it_applied() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("0 withdrew"), "nothing left: {stdout}");
+}
+
+/// The claimer is killed (SIGKILL: its lease is not released) just before an entry is created:
+/// the survivor claims the host after --claim-defer and publishes it while it still follows the
+/// dead lease; when it takes the lease over, nothing else happens, and it must still write the
+/// entry on its own (found by benches/writeback.sh: the role change went unnoticed).
+#[test]
+fn a_successor_writes_what_a_killed_claimer_left() {
+    let _g = serial();
+    let c = Cluster::up("c1");
+    c.ensure_namespace("sw");
+    c.ensure_namespace("globaldns");
+    let cluster = c.flag();
+    let mut flags = spec_flags(&cluster);
+    // A short lease: the successor takes over soon after the kill.
+    flags.extend(["--claim-lease", "6s"]);
+    let mut pair = [Some(start(&flags)), Some(start(&flags))];
+    let holder = {
+        let servers: Vec<&Server> = pair.iter().map(|p| &p.as_ref().unwrap().1).collect();
+        the_claimer(&servers)
+    };
+    let (_dir, dead) = pair[holder].take().unwrap();
+    dead.kill9();
+    let (_t, successor) = pair[1 - holder].take().unwrap();
+    apply_as(
+        &c,
+        "gitops",
+        &manifest("late", &["late.sw.global"], &[]),
+        false,
+    );
+    // Served before the takeover (claimed after the defer), written after it.
+    let vip = one_vip(&successor, "late.sw.global");
+    the_claimer(&[&successor]);
+    eventually(
+        Duration::from_secs(30),
+        "the successor writes the VIP",
+        || (spec_addresses(&c, "late") == [vip.to_string()]).then_some(()),
+    );
+    assert_eq!(owners(&c, "late"), ["globaldns"]);
+    assert_eq!(written(&successor, "written"), 1.0);
 }

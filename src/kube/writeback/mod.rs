@@ -397,8 +397,11 @@ pub async fn run(views: Views, ctx: Arc<KubeContext>, writer: Writer) {
             () = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now)), if next_retry.is_some() => {
                 retry_due = true;
             }
-            // The claimer role can change without anything else happening.
-            _ = tick.tick(), if writer.claimer.is_some() && writer.writes() != wrote_last => {}
+            // The claimer role can change without anything else happening (a successor takes
+            // over a dead claimer's lease after its hosts were claimed and published). The
+            // guard of a select! branch is evaluated once, when the select starts, so the role
+            // is looked at on every tick, not in the guard.
+            _ = tick.tick(), if writer.claimer.is_some() => {}
         }
     }
 }
