@@ -48,7 +48,8 @@ pub struct TransferLabels {
     /// axfr or ixfr (transfers); notify-out or notify-in (NOTIFY).
     pub kind: &'static str,
     /// Transfers received (secondary): ok, full (an IXFR answered with the whole zone),
-    /// uptodate, refused, unreachable, invalid or older. Served (primary): served, refused.
+    /// uptodate, refused, unreachable, invalid, older, or mismatch (an IXFR matched by content
+    /// that did not lead to the content the primary announced). Served (primary): served, refused.
     /// NOTIFY: sent, unanswered, accepted, refused.
     pub result: &'static str,
 }
@@ -101,6 +102,8 @@ pub struct Metrics {
     pub watch_restarts: Family<ClusterLabels, Counter>,
     pub status_writes: Family<WriteLabels, Counter>,
     pub transfers_served: Family<TransferLabels, Counter>,
+    /// IXFR requests carrying a content digest: matched a version of the journal or not.
+    pub ixfr_content: Family<ResultLabels, Counter>,
     pub notifies: Family<TransferLabels, Counter>,
     pub writeback_serial: Gauge,
     pub transfers: Family<TransferLabels, Counter>,
@@ -155,6 +158,7 @@ impl Metrics {
             watch_restarts: Family::default(),
             status_writes: Family::default(),
             transfers_served: Family::default(),
+            ixfr_content: Family::default(),
             notifies: Family::default(),
             writeback_serial: Gauge::default(),
             transfers: Family::default(),
@@ -272,6 +276,13 @@ impl Metrics {
             "transfers_served",
             "Zone transfers asked of this server, by kind (axfr, ixfr) and result (served, refused)",
             m.transfers_served.clone(),
+        );
+        r.register(
+            "ixfr_content",
+            "IXFR requests that carried the content digest of the client's zone, by result: matched \
+             (a version of the journal had that content: answered incrementally from it) or \
+             unmatched (answered with the whole zone)",
+            m.ixfr_content.clone(),
         );
         r.register(
             "notifies",

@@ -2,6 +2,7 @@
 //! hickory-server or encoded to bytes for the fast path, with the same size rule on UDP.
 
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::tsig::TSIG;
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder, NameEncoding};
@@ -13,7 +14,7 @@ use tracing::warn;
 
 use super::tsig::{self, Signing, Verdict};
 use super::{bare_header, clamp_payload, qtype_label, Handler};
-use crate::zone::unix_now;
+use crate::zone::{digest, unix_now};
 use crate::zone::{Answer, Snapshot};
 
 /// hickory's response type with its four record iterators, spelt once.
@@ -60,7 +61,7 @@ impl<'s> Reply<'s> {
 
     pub fn decide(handler: &Handler, snapshot: &'s Snapshot, request: &Request) -> Reply<'s> {
         let queries = request.queries.queries();
-        let edns = response_edns(request);
+        let mut edns = response_edns(request);
         let mut transfer = vec![];
         let verdict = tsig::verify(handler.key.as_ref(), request, unix_now());
         let signed = matches!(verdict, Verdict::Signed(_));
@@ -92,8 +93,12 @@ impl<'s> Reply<'s> {
             // Before the first full load, an NXDOMAIN would be cached downstream: say SERVFAIL.
             Answer::empty(ResponseCode::ServFail)
         } else if matches!(queries[0].query_type(), RecordType::AXFR | RecordType::IXFR) {
-            let (answer, messages) = axfr(handler, snapshot, request, signed);
+            let (answer, messages, echo) = axfr(handler, snapshot, request, signed);
             transfer = messages;
+            if let (Some(e), Some(echo)) = (&mut edns, echo) {
+                e.options_mut()
+                    .insert(EdnsOption::Unknown(digest::EDNS_OPTION, echo));
+            }
             answer
         } else {
             // The name as sent: answers are owned by the query's spelling.
@@ -308,15 +313,17 @@ fn notified<'s>(
     answer
 }
 
-/// AXFR and IXFR over TCP from `--allow-transfer` networks only: the answer's header and the
-/// transfer's messages. An IXFR is answered from the journal when it reaches back to the
-/// client's serial (in the request's authority section), else with the whole zone.
+/// AXFR and IXFR over TCP from `--allow-transfer` networks only: the answer's header, the
+/// transfer's messages and the content-digest option of the answer, if any. An IXFR is
+/// answered from the journal when it reaches back to the client's content (its digest in the
+/// request's EDNS option, see `zone::digest`) or, without that option, to the client's serial
+/// (in the request's authority section); else with the whole zone.
 fn axfr<'s>(
     handler: &Handler,
     snapshot: &'s Snapshot,
     request: &Request,
     signed: bool,
-) -> (Answer<'s>, Vec<Vec<Record>>) {
+) -> (Answer<'s>, Vec<Vec<Record>>, Option<Vec<u8>>) {
     // With a key, only signed transfers; from the allowed networks either way.
     let allowed = request.protocol() == Protocol::Tcp
         && (handler.key.is_none() || signed)
@@ -327,8 +334,38 @@ fn axfr<'s>(
     let query = &request.queries.queries()[0];
     let zone = query.name();
     let mut kind = "axfr";
+    let mut echo = None;
+    let content = request
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::Unknown(digest::EDNS_OPTION)))
+        .and_then(|o| match o {
+            EdnsOption::Unknown(_, b) => digest::Digest::from_bytes(b),
+            _ => None,
+        });
     let messages = if !allowed {
         vec![]
+    } else if let (RecordType::IXFR, Some(client)) = (query.query_type(), content) {
+        // By content: the client's serial may be another primary's.
+        let found = snapshot.ixfr_from_content(zone, client);
+        let result = if found.is_some() {
+            "matched"
+        } else {
+            "unmatched"
+        };
+        handler
+            .metrics
+            .ixfr_content
+            .get_or_create(&crate::metrics::ResultLabels { result })
+            .inc();
+        match found {
+            Some((m, now)) => {
+                kind = "ixfr";
+                echo = Some([client.to_bytes(), now.to_bytes()].concat());
+                m
+            }
+            None => snapshot.axfr(zone),
+        }
     } else if query.query_type() == RecordType::IXFR {
         let client = request.authorities.iter().find_map(|r| match &r.data {
             RData::SOA(soa) => Some(soa.serial),
@@ -352,12 +389,12 @@ fn axfr<'s>(
             ResponseCode::Refused
         };
         handler.transfers.refused(kind);
-        return (Answer::empty(rcode), vec![]);
+        return (Answer::empty(rcode), vec![], None);
     }
     handler.transfers.served(kind, request.src().ip());
     let mut answer = Answer::empty(ResponseCode::NoError);
     answer.authoritative = true;
-    (answer, messages)
+    (answer, messages, echo)
 }
 
 fn emit<'a>(msg: response!('_, 'a), limit: u16) -> Result<(Vec<u8>, ResponseInfo), ProtoError> {

@@ -7,6 +7,7 @@
 //! loaded once (before that, SERVFAIL and `/readyz` 503); after that a zone whose primaries all
 //! stop answering keeps its last content and is reported stale.
 
+mod content;
 mod convert;
 mod refresh;
 mod replay;
@@ -401,3 +402,6 @@ mod tests {
         assert_eq!(serial_of(&published), Some(6));
     }
 }
+
+#[cfg(test)]
+mod rollout_tests;

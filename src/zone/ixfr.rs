@@ -1,12 +1,12 @@
 //! Incremental zone transfer (RFC 1995) from the snapshot's journal: one condensed difference
 //! from the client's serial to ours, in the message layout of RFC 1995 §4.
 
-use hickory_proto::rr::{LowerName, Name, RData, Record};
+use hickory_proto::rr::{LowerName, RData, Record};
 
-use super::journal::Item;
-use super::key;
+use super::digest::{self, Digest};
+use super::journal::{self, Item};
 use super::transfer::AXFR_CHUNK;
-use super::Snapshot;
+use super::{Apex, Snapshot};
 
 /// RFC 1982 serial arithmetic: `a` is older than `b`.
 pub fn serial_lt(a: u32, b: u32) -> bool {
@@ -26,7 +26,7 @@ impl Snapshot {
         let render = |items: &[Item]| -> Vec<Record> {
             let mut out: Vec<Record> = items
                 .iter()
-                .filter_map(|item| self.item_record(item))
+                .filter_map(|item| journal::render(item, self.ttl))
                 .filter(|r| self.zone_of(&r.name).is_some_and(|a| a.name == *zone))
                 .collect();
             out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -44,23 +44,54 @@ impl Snapshot {
         Some(all.chunks(AXFR_CHUNK).map(<[Record]>::to_vec).collect())
     }
 
-    /// The record one journal item stands for.
-    fn item_record(&self, (wild, k, data): &Item) -> Option<Record> {
-        let node = if *wild {
-            Name::from_labels([&b"*"[..]])
-                .and_then(|w| w.append_domain(&key::to_name(k)))
-                .ok()?
-        } else {
-            key::to_name(k)
-        };
-        let owner = data.owner_below(&node).unwrap_or_else(|| node.clone());
-        Some(data.record(&owner, self.ttl, k))
+    /// The IXFR of `zone` for a client whose copy of it has content `digest` (whatever its
+    /// serial, whichever primary it came from): the difference from the newest version of the
+    /// journal that had that content, the old SOA carrying our serial for it; with the digest
+    /// of the content it leads to. None when no version reaches back to that content.
+    pub fn ixfr_from_content(
+        &self,
+        zone: &LowerName,
+        digest: Digest,
+    ) -> Option<(Vec<Vec<Record>>, Digest)> {
+        let (i, apex) = self
+            .apexes
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.name == *zone)?;
+        let ns = ns_digest(apex);
+        let mut items = digest;
+        items.remove(ns);
+        let serial = self.journal.version_of(i, items)?;
+        let mut now = *self.journal.head()?.1.get(i)?;
+        now.add(ns);
+        Some((self.ixfr(zone, serial)?, now))
+    }
+
+    /// The digest of `zone` as served now (None without a journal).
+    pub fn content_digest(&self, zone: &LowerName) -> Option<Digest> {
+        let (i, apex) = self
+            .apexes
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.name == *zone)?;
+        let mut d = *self.journal.head()?.1.get(i)?;
+        d.add(ns_digest(apex));
+        Some(d)
     }
 
     /// The oldest serial an IXFR can start from (for logs and tests).
     pub fn journal_oldest(&self) -> Option<u32> {
         self.journal.oldest()
     }
+}
+
+/// The apex NS records' part of a zone's digest (the journal's digests leave them out).
+fn ns_digest(apex: &Apex) -> Digest {
+    let mut d = Digest::default();
+    for r in &apex.ns {
+        d.add(digest::record(&r.name, r.ttl, &r.data));
+    }
+    d
 }
 
 #[cfg(test)]

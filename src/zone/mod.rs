@@ -10,8 +10,10 @@
 
 mod builder;
 mod changes;
+pub mod digest;
 mod ixfr;
 mod journal;
+mod journal_file;
 pub mod key;
 mod lookup;
 #[cfg(test)]
@@ -29,6 +31,7 @@ use ipnet::IpNet;
 
 pub use builder::ZoneBuilder;
 pub use changes::Changes;
+pub use journal_file::{JournalFile, Lineage};
 use key::Key;
 pub use lookup::{Answer, Outcome, Resolution};
 use records::Node;
@@ -171,6 +174,17 @@ struct Shard {
 /// its shard (the snapshots being answered hold the old one), and copying pointers to a few
 /// hundred reports is much cheaper than copying the reports, their addresses and objects.
 type HostShard = HashMap<Key, Arc<HostReport>, FnvBuildHasher>;
+
+/// Every (owner, data) pair of the shards: what the journal's digests and checkpoints are of.
+fn items(shards: &[Arc<Shard>]) -> impl Iterator<Item = journal::Item> + '_ {
+    shards.iter().flat_map(|s| {
+        let nodes = s.nodes.iter().map(|(k, n)| (false, k, n));
+        let wild = s.wildcards.iter().map(|(k, n)| (true, k, n));
+        nodes
+            .chain(wild)
+            .flat_map(|(w, k, n)| n.data.iter().map(move |d| (w, k.clone(), d.clone())))
+    })
+}
 
 fn shard_index(key: &[u8], shards: usize) -> usize {
     (key::hash(key) as usize) & (shards - 1)
