@@ -63,9 +63,10 @@ impl Canon {
         self
     }
 
-    /// Labels already in key form (length-prefixed, lower-case), then the root.
+    /// Labels already in key form (length-prefixed, lower-cased when the key was made), then
+    /// the root.
     pub fn key(&mut self, k: &[u8]) -> &mut Canon {
-        self.0.extend(k.iter().map(u8::to_ascii_lowercase));
+        self.0.extend_from_slice(k);
         self.0.push(0);
         self
     }
