@@ -67,18 +67,6 @@ impl Snapshot {
         Some((self.ixfr(zone, serial)?, now))
     }
 
-    /// The digest of `zone` as served now (None without a journal).
-    pub fn content_digest(&self, zone: &LowerName) -> Option<Digest> {
-        let (i, apex) = self
-            .apexes
-            .iter()
-            .enumerate()
-            .find(|(_, a)| a.name == *zone)?;
-        let mut d = *self.journal.head()?.1.get(i)?;
-        d.add(ns_digest(apex));
-        Some(d)
-    }
-
     /// The oldest serial an IXFR can start from (for logs and tests).
     pub fn journal_oldest(&self) -> Option<u32> {
         self.journal.oldest()

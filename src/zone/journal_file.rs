@@ -453,3 +453,80 @@ pub(super) fn difference(old: &[Item], new: &[Item]) -> (Vec<Item>, Vec<Item>) {
     }
     (removed, added)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::{HostReport, ZoneBuilder, ZoneConfig};
+
+    fn builder() -> ZoneBuilder {
+        let cfg = ZoneConfig {
+            zones: vec!["global".into()],
+            reverse_zones: vec![],
+            ns: vec![],
+            ttl: 30,
+        };
+        let mut b = ZoneBuilder::new(&cfg, &["240.10.0.0/16".parse().unwrap()]);
+        b.keep_journal();
+        b
+    }
+
+    fn host(b: &mut ZoneBuilder, name: &str, ip: [u8; 4]) {
+        let report = HostReport {
+            served: true,
+            wildcard: false,
+            reason: None,
+            addresses: vec![crate::report::AddressReport {
+                address: ip.into(),
+                source: crate::report::AddressSource::Vip,
+                objects: vec![],
+            }],
+            ports: vec![],
+            objects: vec![],
+            rule: None,
+            conflict: None,
+        };
+        b.set_host(name, Some(report));
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_other_flags_or_garbage_start_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = builder();
+        let fp = b.fingerprint();
+        let (mut jf, none) = JournalFile::open(dir.path(), fp.clone(), 0);
+        assert!(none.is_none());
+        host(&mut b, "a.global", [240, 10, 0, 1]);
+        let first = b.snapshot();
+        jf.persist(&first).unwrap();
+        host(&mut b, "b.global", [240, 10, 0, 2]);
+        let snap = b.snapshot();
+        jf.persist(&snap).unwrap();
+        let path = dir.path().join("journal");
+        let whole = fs::read(&path).unwrap();
+
+        let (_, l) = JournalFile::open(dir.path(), fp.clone(), 0);
+        let l = l.expect("a lineage");
+        assert_eq!(
+            (l.serial, l.content.len()),
+            (snap.serial, 4),
+            "A and PTR of each"
+        );
+        assert_eq!(l.journal.oldest(), Some(first.serial));
+
+        // The last delta torn: the version before it.
+        fs::write(&path, &whole[..whole.len() - 5]).unwrap();
+        let (_, l) = JournalFile::open(dir.path(), fp.clone(), 0);
+        assert_eq!(l.expect("a lineage").serial, first.serial);
+
+        // Other flags, garbage, a floor above the lineage: nothing continued.
+        fs::write(&path, &whole).unwrap();
+        assert!(JournalFile::open(dir.path(), "ttl=60".into(), 0)
+            .1
+            .is_none());
+        let floor = snap.serial + 2 * crate::serial_floor::LEAP;
+        assert!(JournalFile::open(dir.path(), fp.clone(), floor).1.is_none());
+        fs::write(&path, b"\x00\x00\x00\x05hello world and more").unwrap();
+        assert!(JournalFile::open(dir.path(), fp, 0).1.is_none());
+    }
+}
