@@ -382,24 +382,7 @@ fn follow_through_changes_restarts_and_a_replica(seed: u64) {
 
 /// A report with a port no random change gives.
 fn unique(port: u16) -> HostReport {
-    HostReport {
-        served: true,
-        wildcard: false,
-        reason: None,
-        addresses: vec![AddressReport {
-            address: IpAddr::from([240, 10, 1, 7]),
-            source: AddressSource::Vip,
-            objects: vec![],
-        }],
-        ports: vec![SrvPort {
-            name: "http".into(),
-            transport: Transport::Tcp,
-            number: port,
-        }],
-        objects: vec![],
-        rule: None,
-        conflict: None,
-    }
+    crate::zone::lookup_tests::host(&["240.10.1.7"], &[("http", Transport::Tcp, port)], false)
 }
 
 proptest! {

@@ -457,7 +457,8 @@ pub(super) fn difference(old: &[Item], new: &[Item]) -> (Vec<Item>, Vec<Item>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zone::{HostReport, ZoneBuilder, ZoneConfig};
+    use crate::zone::lookup_tests::host;
+    use crate::zone::{ZoneBuilder, ZoneConfig};
 
     fn builder() -> ZoneBuilder {
         let cfg = ZoneConfig {
@@ -471,24 +472,6 @@ mod tests {
         b
     }
 
-    fn host(b: &mut ZoneBuilder, name: &str, ip: [u8; 4]) {
-        let report = HostReport {
-            served: true,
-            wildcard: false,
-            reason: None,
-            addresses: vec![crate::report::AddressReport {
-                address: ip.into(),
-                source: crate::report::AddressSource::Vip,
-                objects: vec![],
-            }],
-            ports: vec![],
-            objects: vec![],
-            rule: None,
-            conflict: None,
-        };
-        b.set_host(name, Some(report));
-    }
-
     #[test]
     fn a_torn_tail_is_dropped_and_other_flags_or_garbage_start_anew() {
         let dir = tempfile::tempdir().unwrap();
@@ -496,10 +479,10 @@ mod tests {
         let fp = b.fingerprint();
         let (mut jf, none) = JournalFile::open(dir.path(), fp.clone(), 0);
         assert!(none.is_none());
-        host(&mut b, "a.global", [240, 10, 0, 1]);
+        b.set_host("a.global", Some(host(&["240.10.0.1"], &[], false)));
         let first = b.snapshot();
         jf.persist(&first).unwrap();
-        host(&mut b, "b.global", [240, 10, 0, 2]);
+        b.set_host("b.global", Some(host(&["240.10.0.2"], &[], false)));
         let snap = b.snapshot();
         jf.persist(&snap).unwrap();
         let path = dir.path().join("journal");

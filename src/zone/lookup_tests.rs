@@ -6,7 +6,12 @@ use hickory_proto::rr::{Name, RecordType};
 use super::{AddressReport, AddressSource, HostReport, Outcome, Snapshot, ZoneBuilder, ZoneConfig};
 use crate::serviceentry::{SrvPort, Transport};
 
-fn host(addresses: &[&str], ports: &[(&str, Transport, u16)], wildcard: bool) -> HostReport {
+/// A served host's report (also used by the journal's and the secondary's tests).
+pub(crate) fn host(
+    addresses: &[&str],
+    ports: &[(&str, Transport, u16)],
+    wildcard: bool,
+) -> HostReport {
     HostReport {
         served: true,
         wildcard,

@@ -17,7 +17,7 @@ mod journal_file;
 pub mod key;
 mod lookup;
 #[cfg(test)]
-mod lookup_tests;
+pub(crate) mod lookup_tests;
 mod records;
 mod transfer;
 
