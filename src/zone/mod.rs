@@ -374,6 +374,24 @@ mod tests {
     }
 
     #[test]
+    fn an_address_listed_twice_is_one_record_in_the_journal_too() {
+        let ranges = ["240.10.0.0/16".parse().unwrap()];
+        let mut b = ZoneBuilder::new(&cfg(&[]), &ranges);
+        b.keep_journal();
+        let twice = lookup_tests::host(&["240.10.0.1", "240.10.0.1"], &[], false);
+        b.set_host("h.global", Some(twice));
+        let first = b.snapshot().serial;
+        b.set_host(
+            "h.global",
+            Some(lookup_tests::host(&["240.10.0.1"], &[], false)),
+        );
+        let snap = b.snapshot();
+        // Taken out twice and put in once would have been a removal.
+        assert_eq!(snap.journal.since(first), Some((vec![], vec![])));
+        assert!(records(&snap, "global.").contains(&"h.global. 30 IN A 240.10.0.1".to_string()));
+    }
+
+    #[test]
     fn name_servers_a_secondary_could_not_load_are_refused() {
         let ranges = ["240.10.0.0/16".parse().unwrap()];
         let err = cfg(&[]).check_name_servers(&ranges).unwrap_err();
