@@ -26,6 +26,8 @@ pub struct Engine {
     pub health: Arc<Health>,
     /// Keeps serials increasing across restarts (None: `check`-like uses, nothing kept).
     pub serial_floor: Option<crate::serial_floor::SerialFloor>,
+    /// The journal kept on disk, for IXFR across restarts (None: not kept).
+    pub journal_file: Option<crate::zone::JournalFile>,
 }
 
 impl Engine {
@@ -152,6 +154,13 @@ impl Engine {
         let served = snap.served_hosts();
         if let Some(floor) = &mut self.serial_floor {
             floor.cover(serial);
+        }
+        if let Some(journal) = &mut self.journal_file {
+            if let Err(e) = journal.persist(&snap) {
+                // Removed: a restart starts a new lineage (secondaries transfer the zone once).
+                warn!(error = %format!("{e:#}"), "cannot keep the journal on disk; IXFR across a restart is lost");
+                self.journal_file = None;
+            }
         }
         // The build time first: whoever sees the new answers also sees how long they took. The
         // counts and the serial after: whoever sees them can query what they count.

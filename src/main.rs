@@ -24,7 +24,7 @@ use globaldns::kube::WriteBackModes;
 use globaldns::metrics::Metrics;
 use globaldns::pipeline::Pipeline;
 use globaldns::source::{files, Events, SourceEvent};
-use globaldns::zone::{unix_now, Snapshot};
+use globaldns::zone::{unix_now, JournalFile, Snapshot};
 use globaldns::{admin, dns, fastpath};
 
 // mimalloc, not glibc's malloc: at 100,000 hosts the server makes millions of small allocations
@@ -317,12 +317,26 @@ fn start_primary(
     let mut pipeline = Pipeline::new(&zone_cfg, &ranges, args.zone.prefer_istio_status, allocator)
         .home_cluster(&args.zone.cluster_name)
         .spec_write_back(write_back.spec && kube.is_some());
-    if journal {
-        pipeline.keep_journal();
-    }
     let serial_floor = globaldns::serial_floor::SerialFloor::open(&args.store.state_dir)?;
     pipeline.serial_floor(serial_floor.floor());
+    // The journal survives restarts in the state directory (zone/journal_file.rs).
+    let journal_file = if journal {
+        pipeline.keep_journal();
+        let (file, lineage) = JournalFile::open(
+            &args.store.state_dir,
+            pipeline.zone_fingerprint(),
+            serial_floor.floor(),
+        );
+        if let Some(l) = lineage {
+            pipeline.resume_journal(l);
+        }
+        Some(file)
+    } else {
+        JournalFile::remove(&args.store.state_dir);
+        None
+    };
     let engine = Engine {
+        journal_file,
         serial_floor: Some(serial_floor),
         pipeline,
         store,

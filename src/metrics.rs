@@ -48,7 +48,8 @@ pub struct TransferLabels {
     /// axfr or ixfr (transfers); notify-out or notify-in (NOTIFY).
     pub kind: &'static str,
     /// Transfers received (secondary): ok, full (an IXFR answered with the whole zone),
-    /// uptodate, refused, unreachable, invalid or older. Served (primary): served, refused.
+    /// uptodate, refused, unreachable, invalid, older, or mismatch (an IXFR matched by content
+    /// that did not lead to the content the primary announced). Served (primary): served, refused.
     /// NOTIFY: sent, unanswered, accepted, refused.
     pub result: &'static str,
 }
@@ -107,6 +108,8 @@ pub struct Metrics {
     pub transfers_out_active: Gauge,
     /// Zone transfers waiting for a turn (see `--transfers-out-wait`).
     pub transfers_out_waiting: Gauge,
+    /// IXFR requests carrying a content digest: matched a version of the journal or not.
+    pub ixfr_content: Family<ResultLabels, Counter>,
     pub notifies: Family<TransferLabels, Counter>,
     pub writeback_serial: Gauge,
     pub writeback_writer: Gauge,
@@ -173,6 +176,7 @@ impl Metrics {
             transfers_served: Family::default(),
             transfers_out_active: Gauge::default(),
             transfers_out_waiting: Gauge::default(),
+            ixfr_content: Family::default(),
             notifies: Family::default(),
             writeback_serial: Gauge::default(),
             writeback_writer: Gauge::default(),
@@ -313,6 +317,13 @@ impl Metrics {
             "transfers_out_waiting",
             "Zone transfers waiting for a turn (over --transfers-out, for up to --transfers-out-wait)",
             m.transfers_out_waiting.clone(),
+        );
+        r.register(
+            "ixfr_content",
+            "IXFR requests that carried the content digest of the client's zone, by result: matched \
+             (a version of the journal had that content: answered incrementally from it) or \
+             unmatched (answered with the whole zone)",
+            m.ixfr_content.clone(),
         );
         r.register(
             "notifies",

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder, NameEncoding};
 use hickory_proto::ProtoError;
@@ -16,7 +17,7 @@ use super::tsig::{self, Signing, TsigCheck};
 use super::xfr_out::TransfersOut;
 use super::{bare_header, clamp_payload, qtype_label, Handler, Transport};
 use crate::notify::Transfers;
-use crate::zone::{messages, unix_now, Answer, Snapshot};
+use crate::zone::{digest, messages, unix_now, Answer, Snapshot};
 
 /// hickory's response type with its four record iterators, spelt once.
 macro_rules! response {
@@ -67,7 +68,7 @@ impl<'s> Reply<'s> {
         transport: Transport,
     ) -> Reply<'s> {
         let queries = request.queries.queries();
-        let edns = response_edns(request);
+        let mut edns = response_edns(request);
         let mut transfer = None;
         let verdict = tsig::verify(handler.key.as_ref(), request, unix_now());
         let signed = matches!(verdict, TsigCheck::Signed(_));
@@ -99,8 +100,12 @@ impl<'s> Reply<'s> {
             // Before the first full load, an NXDOMAIN would be cached downstream: say SERVFAIL.
             Answer::empty(ResponseCode::ServFail)
         } else if matches!(queries[0].query_type(), RecordType::AXFR | RecordType::IXFR) {
-            let (answer, plan) = axfr(handler, snapshot, request, signed, transport);
+            let (answer, plan, echo) = axfr(handler, snapshot, request, signed, transport);
             transfer = plan;
+            if let (Some(e), Some(echo)) = (&mut edns, echo) {
+                e.options_mut()
+                    .insert(EdnsOption::Unknown(digest::EDNS_OPTION, echo));
+            }
             answer
         } else {
             // The name as sent: answers are owned by the query's spelling.
@@ -401,14 +406,17 @@ impl<'s> Plan<'s> {
 }
 
 /// AXFR and IXFR over TCP (not UDP nor gRPC) from `--allow-transfer` networks only: the
-/// answer's header and the transfer to send.
+/// answer's header, the transfer to send and the content-digest option of the answer, if any.
+/// An IXFR is answered from the journal when it reaches back to the client's content (its
+/// digest in the request's EDNS option, see `zone::digest`) or, without that option, to the
+/// client's serial (in the request's authority section); else with the whole zone.
 fn axfr<'s>(
     handler: &Handler,
     snapshot: &'s Snapshot,
     request: &Request,
     signed: bool,
     transport: Transport,
-) -> (Answer<'s>, Option<Plan<'s>>) {
+) -> (Answer<'s>, Option<Plan<'s>>, Option<Vec<u8>>) {
     // With a key, only signed transfers; from the allowed networks either way.
     let allowed = transport == Transport::Tcp
         && (handler.key.is_none() || signed)
@@ -428,16 +436,47 @@ fn axfr<'s>(
             ResponseCode::Refused
         };
         handler.transfers.refused(asked);
-        return (Answer::empty(rcode), None);
+        return (Answer::empty(rcode), None, None);
     }
-    let ixfr_from = ixfr
-        .then(|| {
-            request.authorities.iter().find_map(|r| match &r.data {
-                RData::SOA(soa) => Some(soa.serial),
-                _ => None,
+    // A globaldns secondary sends the digest of its copy's content: answered from the journal's
+    // version with that content, whatever its serial (it may be another primary's), or whole.
+    let content = request
+        .edns
+        .as_ref()
+        .filter(|_| ixfr)
+        .and_then(|e| e.option(EdnsCode::Unknown(digest::EDNS_OPTION)))
+        .and_then(|o| match o {
+            EdnsOption::Unknown(_, b) => digest::Digest::from_bytes(b),
+            _ => None,
+        });
+    let mut echo = None;
+    let ixfr_from = match content {
+        Some(client) => {
+            let found = snapshot.version_of_content(zone, client);
+            let result = if found.is_some() {
+                "matched"
+            } else {
+                "unmatched"
+            };
+            handler
+                .metrics
+                .ixfr_content
+                .get_or_create(&crate::metrics::ResultLabels { result })
+                .inc();
+            found.map(|(serial, now)| {
+                echo = Some([client.to_bytes(), now.to_bytes()].concat());
+                serial
             })
-        })
-        .flatten();
+        }
+        None => ixfr
+            .then(|| {
+                request.authorities.iter().find_map(|r| match &r.data {
+                    RData::SOA(soa) => Some(soa.serial),
+                    _ => None,
+                })
+            })
+            .flatten(),
+    };
     let mut answer = Answer::empty(ResponseCode::NoError);
     answer.authoritative = true;
     let plan = Plan {
@@ -448,7 +487,7 @@ fn axfr<'s>(
         client: request.src().ip(),
         transfers: handler.transfers.clone(),
     };
-    (answer, Some(plan))
+    (answer, Some(plan), echo)
 }
 
 fn emit<'a>(msg: response!('_, 'a), limit: u16) -> Result<(Vec<u8>, ResponseInfo), ProtoError> {

@@ -90,6 +90,16 @@ impl Pipeline {
         self.zone.keep_journal();
     }
 
+    /// What the zone's rendering depends on besides the hosts (see `ZoneBuilder::fingerprint`).
+    pub fn zone_fingerprint(&self) -> String {
+        self.zone.fingerprint()
+    }
+
+    /// Continues a previous run's journal at the first snapshot.
+    pub fn resume_journal(&mut self, lineage: crate::zone::Lineage) {
+        self.zone.resume(lineage);
+    }
+
     /// Replaces a unit's entries; returns whether anything changed.
     pub fn set_unit(&mut self, key: SourceKey, entries: Vec<Entry>) -> bool {
         let d = self.registry.set(key, entries);

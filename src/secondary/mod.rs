@@ -8,6 +8,7 @@
 //! stop answering keeps its last content and is reported stale.
 
 mod backoff;
+mod content;
 mod convert;
 mod refresh;
 mod replay;
@@ -402,3 +403,6 @@ mod tests {
         assert_eq!(serial_of(&published), Some(6));
     }
 }
+
+#[cfg(test)]
+mod rollout_tests;

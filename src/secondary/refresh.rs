@@ -13,6 +13,7 @@ use hickory_proto::rr::{Name, Record};
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
+use super::content::{self, ZoneDigest};
 use super::wire::{self, Ask, WireError};
 use super::zone_data::{self, newer, Delta, Received, ZoneData};
 use super::{Shared, ZoneWake};
@@ -26,6 +27,8 @@ pub(super) struct ZoneLoop {
     pub source: String,
     /// The zone as served (None until the first transfer).
     current: Option<ZoneData>,
+    /// The digest of its content, sent with IXFR requests (see `content`).
+    digest: ZoneDigest,
     /// The newest serial seen at a primary and not loaded yet, and since when.
     pending: Option<(u32, Instant)>,
     /// The serial last warned about per primary that is behind us (one line per serial).
@@ -38,7 +41,8 @@ pub(super) struct ZoneLoop {
 
 /// How long a secondary stays with the primary its zone came from while another has a newer
 /// serial: the replicas of a primary count serials on their own, so "newer" across them says
-/// little, and a switch costs a whole zone (an IXFR only works from the same replica). Both
+/// little, and a switch costs a whole zone unless the other replica's journal had our content
+/// (an IXFR by content, see `content`; counted by the primary's `ixfr_content`). Both
 /// replicas see the same changes; the one we follow normally has its own newer serial within
 /// moments. At most [`STICK_MAX`], in refresh periods.
 const STICK_REFRESHES: u32 = 3;
@@ -76,6 +80,7 @@ impl ZoneLoop {
             wake,
             source,
             current: None,
+            digest: ZoneDigest::default(),
             pending: None,
             behind: HashMap::new(),
             was_stale: false,
@@ -283,13 +288,14 @@ impl ZoneLoop {
     }
 
     /// IXFR from ours (AXFR from the same primary when that fails but the primary answers),
-    /// AXFR when we have nothing or ours came from another primary. Ok(None): nothing newer after all.
+    /// AXFR when we have nothing. From another primary, the IXFR counts only when it matched
+    /// our content (see `content`). Ok(None): nothing newer after all.
     async fn transfer(
         &self,
         primary: SocketAddr,
         ours: Option<&ZoneData>,
     ) -> Result<Option<Got>, String> {
-        if let Some(cur) = ours.filter(|c| c.from == Some(primary)) {
+        if let Some(cur) = ours {
             match self.ixfr(primary, cur).await {
                 Ok(z) => return Ok(z),
                 Err(Failure::Unreachable(e)) => return Err(e),
@@ -332,7 +338,9 @@ impl ZoneLoop {
 
     async fn ixfr(&self, primary: SocketAddr, cur: &ZoneData) -> Result<Option<Got>, Failure> {
         let key = self.shared.key.as_ref();
-        let got = match wire::exchange(primary, &self.zone, Ask::Ixfr(&cur.soa), key).await {
+        let ours = self.digest.value();
+        let ask = Ask::Ixfr(&cur.soa, Some(ours));
+        let got = match wire::exchange_with_echo(primary, &self.zone, ask, key).await {
             Ok(r) => r,
             Err(e) => {
                 self.count("ixfr", e.label());
@@ -342,7 +350,18 @@ impl ZoneLoop {
                 });
             }
         };
-        let (g, serial, result) = match zone_data::receive(&self.zone, got, Some(cur)) {
+        let same = cur.from == Some(primary);
+        let ttl = |k: &zone_data::RecordKey| cur.records.get(k).copied();
+        let received = content::receive_ixfr(&self.zone, cur, self.digest, same, got, ttl);
+        let (g, serial, result) = match received {
+            Err(content::Refused::Mismatch(e)) => {
+                self.count("ixfr", "mismatch");
+                return Err(Failure::Other(e));
+            }
+            Err(content::Refused::Invalid(e)) => {
+                self.count("ixfr", "invalid");
+                return Err(Failure::Other(e));
+            }
             Ok(Received::Incremental { soa, delta }) => {
                 let serial = zone_data::serial_of(&soa).unwrap_or(0);
                 (Got::Delta { soa, delta }, serial, "ok")
@@ -354,10 +373,6 @@ impl ZoneLoop {
             Ok(Received::UpToDate) => {
                 self.count("ixfr", "uptodate");
                 return Ok(None);
-            }
-            Err(e) => {
-                self.count("ixfr", "invalid");
-                return Err(Failure::Other(e));
             }
         };
         if !newer(serial, cur.serial()) {
@@ -376,6 +391,7 @@ impl ZoneLoop {
         let dropped = match got {
             Got::Full(mut z) => {
                 z.from = Some(primary);
+                self.digest = ZoneDigest::of(z.records.iter().map(|(k, ttl)| (k, *ttl)));
                 let delta = Delta::between(self.current.as_ref(), &z);
                 let dropped = self.shared.dropped(&self.zone, z.records.keys());
                 self.shared.apply(&self.zone, &z.soa, &delta, Some(&z));
@@ -388,7 +404,10 @@ impl ZoneLoop {
                     .dropped(&self.zone, delta.added.iter().map(|(k, _)| k));
                 self.shared.apply(&self.zone, &soa, &delta, None);
                 if let Some(cur) = &mut self.current {
+                    let ttl = |k: &zone_data::RecordKey| cur.records.get(k).copied();
+                    self.digest = content::after(self.digest, &delta, ttl);
                     cur.apply(soa, &delta);
+                    cur.from = Some(primary);
                 }
                 dropped
             }

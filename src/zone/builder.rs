@@ -13,7 +13,9 @@ use hickory_proto::rr::{LowerName, Name, RData, Record};
 use ipnet::IpNet;
 
 use super::changes::ChangeTracker;
-use super::journal::{Item, Journal, Pending};
+use super::digest::{Canon, Digest};
+use super::journal::{item_digest, Delta, Item, Journal, Pending};
+use super::journal_file::Lineage;
 use super::key::{self, Key};
 use super::records::{Data, Node};
 use super::{
@@ -41,6 +43,11 @@ pub struct ZoneBuilder {
     /// What changed since the last snapshot, when a journal is kept (zone transfers served).
     pending: Option<Pending>,
     journal: Journal,
+    /// Each zone's digest now (with a journal, from the first snapshot on).
+    digests: Vec<Digest>,
+    canon: Canon,
+    /// The journal of a previous run, continued at the first snapshot (`journal_file`).
+    resume: Option<Lineage>,
     floor: u32,
     /// A secondary's zones: the primary's SOA and apex NS records, served as they came.
     apex_overrides: Vec<(Name, Record, Vec<Record>)>,
@@ -74,6 +81,9 @@ impl ZoneBuilder {
             host_count: 0,
             pending: None,
             journal: Journal::default(),
+            digests: vec![],
+            canon: Canon::default(),
+            resume: None,
             floor: 0,
             apex_overrides: vec![],
             changes: ChangeTracker::default(),
@@ -174,6 +184,118 @@ impl ZoneBuilder {
         self.pending.get_or_insert_with(Pending::default);
     }
 
+    /// What the rendering of records depends on besides the hosts (TTL, zones, name servers
+    /// and their glue): a journal written with other flags is not continued.
+    pub fn fingerprint(&self) -> String {
+        let zones: Vec<String> = self.apexes.iter().map(|(n, _)| n.to_ascii()).collect();
+        let ns: Vec<String> = self.ns_names.iter().map(Name::to_ascii).collect();
+        format!(
+            "ttl={} zones={zones:?} ns={ns:?} glue={:?}",
+            self.ttl, self.glue
+        )
+    }
+
+    /// Continues the journal of a previous run at the first snapshot: the same content keeps
+    /// its serial, other content becomes one delta from it (see `journal_file`). Only with a
+    /// journal kept, before the first snapshot.
+    pub fn resume(&mut self, lineage: Lineage) {
+        if self.pending.is_some() && self.serial.is_none() {
+            self.resume = Some(lineage);
+        }
+    }
+
+    /// The index of the zone enclosing `key` among the apexes.
+    fn apex_index(&self, key: &[u8]) -> Option<usize> {
+        self.apexes
+            .iter()
+            .position(|(_, a)| key::is_at_or_below(key, a))
+    }
+
+    /// Every zone's digest, from all its items (the first snapshot's).
+    fn scan_digests(&mut self) -> Vec<Digest> {
+        let mut out = vec![Digest::default(); self.apexes.len()];
+        let mut canon = std::mem::take(&mut self.canon);
+        for item in super::items(&self.shards) {
+            if let Some(z) = self.apex_index(&item.1) {
+                out[z].add(item_digest(&mut canon, &item, self.ttl));
+            }
+        }
+        self.canon = canon;
+        out
+    }
+
+    /// The journal's part of a snapshot at `serial`: the delta since the last one and the
+    /// new digests; at the first, the digests from scratch and the previous run's journal
+    /// continued. Returns the serial to publish (a resumed run keeps an unchanged content's).
+    fn record_version(&mut self, serial: u32, now: u32) -> u32 {
+        let Some(from) = self.serial else {
+            self.digests = self.scan_digests();
+            let serial = match self.resume.take() {
+                Some(l) => self.continue_lineage(l, now),
+                None => serial,
+            };
+            self.journal.set_head(serial, self.digests.clone().into());
+            if let Some(p) = &mut self.pending {
+                p.clear();
+            }
+            return serial;
+        };
+        let Some(p) = &mut self.pending else {
+            return serial;
+        };
+        if from == serial {
+            p.clear();
+            return serial;
+        }
+        let delta = p.take(from, serial, self.digests.clone().into());
+        let mut canon = std::mem::take(&mut self.canon);
+        for (item, added) in delta
+            .removed
+            .iter()
+            .map(|i| (i, false))
+            .chain(delta.added.iter().map(|i| (i, true)))
+        {
+            if let Some(z) = self.apex_index(&item.1) {
+                let d = item_digest(&mut canon, item, self.ttl);
+                if added {
+                    self.digests[z].add(d);
+                } else {
+                    self.digests[z].remove(d);
+                }
+            }
+        }
+        self.canon = canon;
+        self.journal.push(delta);
+        self.journal.set_head(serial, self.digests.clone().into());
+        serial
+    }
+
+    /// Takes over a previous run's journal: its serial when the content is the same, else
+    /// one delta from its content to ours.
+    fn continue_lineage(&mut self, l: Lineage, now: u32) -> u32 {
+        if *l.digests == *self.digests {
+            // The same content (the digests the whole scheme trusts): no sort, no diff.
+            self.journal = l.journal;
+            return l.serial;
+        }
+        let mut current: Vec<Item> = super::items(&self.shards).collect();
+        current.sort_unstable();
+        let (removed, added) = super::journal_file::difference(&l.content, &current);
+        self.journal = l.journal;
+        if removed.is_empty() && added.is_empty() {
+            return l.serial;
+        }
+        let serial = l.serial.wrapping_add(1).max(now);
+        self.journal.push(Delta {
+            from: l.serial,
+            to: serial,
+            removed,
+            added,
+            from_digests: l.digests,
+        });
+        serial
+    }
+
     /// Records one (owner, data) pair taken out or put in. Not before the first snapshot: a
     /// first load has no serial to be a difference from.
     fn note(&mut self, added: bool, item: Item) {
@@ -229,6 +351,8 @@ impl ZoneBuilder {
                 return out;
             };
             out.extend(addresses.iter().map(|a| (true, parent.clone(), addr(a))));
+            out.sort_unstable();
+            out.dedup();
             return out;
         }
         out.extend(addresses.iter().map(|a| (false, k.clone(), addr(a))));
@@ -254,6 +378,10 @@ impl ZoneBuilder {
                 out.push((false, rk, Data::Ptr(k.clone())));
             }
         }
+        // A node holds a pair once: so does the journal (an address listed twice would be
+        // taken out twice and put in once).
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
@@ -396,16 +524,13 @@ impl ZoneBuilder {
     /// last snapshot (at least to the current unix time, so restarts do not go backwards).
     pub fn snapshot(&mut self) -> Snapshot {
         let now = unix_now() as u32;
-        let serial = match self.serial {
+        let mut serial = match self.serial {
             None => now.max(self.floor),
             Some(s) if self.changed => s.wrapping_add(1).max(now),
             Some(s) => s,
         };
-        if let Some(p) = &mut self.pending {
-            match self.serial {
-                Some(from) if from != serial => self.journal.push(p.take(from, serial)),
-                _ => p.clear(),
-            }
+        if self.pending.is_some() {
+            serial = self.record_version(serial, now);
         }
         self.serial = Some(serial);
         self.changed = false;

@@ -5,10 +5,10 @@
 use hickory_proto::rr::{LowerName, RData, Record};
 use smallvec::SmallVec;
 
-use super::journal::Item;
+use super::digest::{self, Digest};
+use super::journal::{self, Item};
 use super::key;
-use super::transfer::wildcard_name;
-use super::Snapshot;
+use super::{Apex, Snapshot};
 
 /// RFC 1982 serial arithmetic: `a` is older than `b`.
 pub fn serial_lt(a: u32, b: u32) -> bool {
@@ -66,20 +66,41 @@ impl Snapshot {
     }
 
     /// The record one journal item stands for.
-    fn item_record(&self, (wild, k, data): &Item) -> Option<Record> {
-        let node = if *wild {
-            wildcard_name(k)
-        } else {
-            key::to_name(k)
-        };
-        let owner = data.owner_below(&node).unwrap_or_else(|| node.clone());
-        Some(data.record(&owner, self.ttl, k))
+    fn item_record(&self, item: &Item) -> Option<Record> {
+        journal::render(item, self.ttl)
+    }
+
+    /// The serial of the newest journal version of `zone` whose content has `digest` (a
+    /// client's copy, whatever its serial, from whichever primary), and the digest of the
+    /// content an IXFR from it leads to. None when no version reaches back to that content.
+    pub fn version_of_content(&self, zone: &LowerName, digest: Digest) -> Option<(u32, Digest)> {
+        let (i, apex) = self
+            .apexes
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.name == *zone)?;
+        let ns = ns_digest(apex);
+        let mut items = digest;
+        items.remove(ns);
+        let serial = self.journal.version_of(i, items)?;
+        let mut now = *self.journal.head()?.1.get(i)?;
+        now.add(ns);
+        Some((serial, now))
     }
 
     /// The oldest serial an IXFR can start from (for logs and tests).
     pub fn journal_oldest(&self) -> Option<u32> {
         self.journal.oldest()
     }
+}
+
+/// The apex NS records' part of a zone's digest (the journal's digests leave them out).
+fn ns_digest(apex: &Apex) -> Digest {
+    let mut d = Digest::default();
+    for r in &apex.ns {
+        d.add(digest::record(&r.name, r.ttl, &r.data));
+    }
+    d
 }
 
 #[cfg(test)]

@@ -7,6 +7,26 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use super::{HostReport, NameServer, Outcome, Snapshot, ZoneBuilder, ZoneConfig};
 use crate::serviceentry::{SrvPort, Transport};
 
+/// A served host's report (also used by the journal's and the secondary's tests).
+pub(crate) fn host(
+    addresses: &[&str],
+    ports: &[(&str, Transport, u16)],
+    wildcard: bool,
+) -> HostReport {
+    HostReport {
+        wildcard,
+        ports: ports
+            .iter()
+            .map(|(name, transport, number)| SrvPort {
+                name: name.to_string(),
+                transport: *transport,
+                number: *number,
+            })
+            .collect(),
+        ..HostReport::serving(addresses)
+    }
+}
+
 fn snapshot() -> Snapshot {
     let cfg = ZoneConfig {
         zones: vec!["global".into()],

@@ -10,12 +10,14 @@
 
 mod builder;
 mod changes;
+pub mod digest;
 mod ixfr;
 mod journal;
+mod journal_file;
 pub mod key;
 mod lookup;
 #[cfg(test)]
-mod lookup_tests;
+pub(crate) mod lookup_tests;
 mod records;
 mod transfer;
 
@@ -30,6 +32,7 @@ use ipnet::IpNet;
 pub use builder::ZoneBuilder;
 pub use changes::Changes;
 pub use ixfr::Records as IxfrRecords;
+pub use journal_file::{JournalFile, Lineage};
 use key::Key;
 pub use lookup::{Answer, Outcome, Resolution};
 use records::Node;
@@ -173,6 +176,17 @@ struct Shard {
 /// its shard (the snapshots being answered hold the old one), and copying pointers to a few
 /// hundred reports is much cheaper than copying the reports, their addresses and objects.
 type HostShard = HashMap<Key, Arc<HostReport>, FnvBuildHasher>;
+
+/// Every (owner, data) pair of the shards: what the journal's digests and checkpoints are of.
+fn items(shards: &[Arc<Shard>]) -> impl Iterator<Item = journal::Item> + '_ {
+    shards.iter().flat_map(|s| {
+        let nodes = s.nodes.iter().map(|(k, n)| (false, k, n));
+        let wild = s.wildcards.iter().map(|(k, n)| (true, k, n));
+        nodes
+            .chain(wild)
+            .flat_map(|(w, k, n)| n.data.iter().map(move |d| (w, k.clone(), d.clone())))
+    })
+}
 
 fn shard_index(key: &[u8], shards: usize) -> usize {
     (key::hash(key) as usize) & (shards - 1)
@@ -351,6 +365,24 @@ mod tests {
         );
         // Out-of-zone names get no records; the reverse zone names the same servers.
         assert_eq!(records(&snap, "10.240.in-addr.arpa.").len(), 3);
+    }
+
+    #[test]
+    fn an_address_listed_twice_is_one_record_in_the_journal_too() {
+        let ranges = ["240.10.0.0/16".parse().unwrap()];
+        let mut b = ZoneBuilder::new(&cfg(&[]), &ranges);
+        b.keep_journal();
+        let twice = lookup_tests::host(&["240.10.0.1", "240.10.0.1"], &[], false);
+        b.set_host("h.global", Some(twice));
+        let first = b.snapshot().serial;
+        b.set_host(
+            "h.global",
+            Some(lookup_tests::host(&["240.10.0.1"], &[], false)),
+        );
+        let snap = b.snapshot();
+        // Taken out twice and put in once would have been a removal.
+        assert_eq!(snap.journal.since(first), Some((vec![], vec![])));
+        assert!(records(&snap, "global.").contains(&"h.global. 30 IN A 240.10.0.1".to_string()));
     }
 
     #[test]

@@ -6,12 +6,13 @@
 
 mod dig;
 mod dns;
+mod knot;
 mod server;
 mod store;
 
 // A suite that uses nothing of a submodule would warn about its re-export.
 #[allow(unused_imports)]
-pub use {dig::*, dns::*, server::*, store::*};
+pub use {dig::*, dns::*, knot::*, server::*, store::*};
 
 use std::net::{IpAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
