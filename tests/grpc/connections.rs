@@ -110,11 +110,12 @@ fn an_idle_connection_is_closed_and_the_client_reconnects() {
         "the idle connection closed",
         || {
             let idle = metric0(&s, "globaldns_grpc_closed_total{kind=\"idle\"}");
-            (idle == 1.0 && metric0(&s, "globaldns_grpc_connections") == 0.0).then_some(())
+            (idle >= 1.0 && metric0(&s, "globaldns_grpc_connections") == 0.0).then_some(())
         },
     );
+    // Not counted after this call: the 1 s timeout closes the new connection again, and under
+    // load that can come before a look at the metrics.
     answered(&mut grpc, Duration::from_secs(20), "after the idle close");
-    assert_eq!(metric0(&s, "globaldns_grpc_connections"), 1.0);
 }
 
 #[test]
