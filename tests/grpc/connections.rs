@@ -110,11 +110,17 @@ fn an_idle_connection_is_closed_and_the_client_reconnects() {
         "the idle connection closed",
         || {
             let idle = metric0(&s, "globaldns_grpc_closed_total{kind=\"idle\"}");
-            (idle == 1.0 && metric0(&s, "globaldns_grpc_connections") == 0.0).then_some(())
+            (idle >= 1.0 && metric0(&s, "globaldns_grpc_connections") == 0.0).then_some(())
         },
     );
+    // The close is a plain TCP close (no GOAWAY): a call racing the client's read of it fails
+    // UNAVAILABLE once, as CoreDNS would see it; the one after reconnects. Not counted after
+    // this: the 1 s timeout closes the new connection again, under load before a look.
+    let q = a_query("httpbin.bar.global.", 9);
+    if let Err(e) = grpc.query_waiting(&q, Duration::from_secs(20)) {
+        assert_eq!(e.code, "UNAVAILABLE", "{e:?}");
+    }
     answered(&mut grpc, Duration::from_secs(20), "after the idle close");
-    assert_eq!(metric0(&s, "globaldns_grpc_connections"), 1.0);
 }
 
 #[test]
