@@ -11,7 +11,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use globaldns::alloc::store::MemoryStore;
 use globaldns::alloc::{Allocator, Table};
-use globaldns::dns::Handler;
+use globaldns::dns::{Handler, Transport};
 use globaldns::fastpath::{general, Responder};
 use globaldns::host_view::Rules;
 use globaldns::metrics::Metrics;
@@ -121,7 +121,7 @@ fn answering(c: &mut Criterion) {
             b.iter(|| responder.answer(std::hint::black_box(q), src, &mut out))
         });
         c.bench_function(&format!("general_path/{label}"), |b| {
-            b.iter(|| general(&handler, std::hint::black_box(q), src, true))
+            b.iter(|| general(&handler, std::hint::black_box(q), src, Transport::Udp))
         });
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use globaldns::alloc::store::MemoryStore;
 use globaldns::alloc::{Allocator, Table};
-use globaldns::dns::Handler;
+use globaldns::dns::{Handler, Transport};
 use globaldns::fastpath::{general, shape, Responder};
 use globaldns::metrics::Metrics;
 use globaldns::pipeline::Pipeline;
@@ -224,7 +224,7 @@ fn fast_path_bytes_equal_general_path_bytes_in_process() {
         if shape(&p, &mut key).is_some() && !seen_keys.insert(key.clone()) {
             fast_shaped += 1; // answered from the cache: the case that must be proven equal
         }
-        let expected = general(&handler, &p, src, true);
+        let expected = general(&handler, &p, src, Transport::Udp);
         let sent = responder.answer(&p, src, &mut out);
         assert_eq!(sent, expected.is_some(), "packet {i} {p:02x?}");
         if let Some(exp) = expected {
@@ -331,7 +331,7 @@ fn fast_path_equals_general_path_across_publishes_and_keeps_what_they_did_not_ch
                 1
             };
             let p = packet(&mut rng, &name, qtype);
-            let expected = general(&handler, &p, src, true);
+            let expected = general(&handler, &p, src, Transport::Udp);
             let sent = responder.answer(&p, src, &mut out);
             assert_eq!(
                 sent,

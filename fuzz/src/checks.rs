@@ -9,7 +9,7 @@ use std::sync::Arc;
 use globaldns::alloc::file_store::{self, FileStore};
 use globaldns::alloc::store::MemoryStore;
 use globaldns::alloc::{Allocator, Table};
-use globaldns::dns::{Handler, MAX_UDP_PAYLOAD};
+use globaldns::dns::{Handler, Transport, MAX_UDP_PAYLOAD};
 use globaldns::fastpath::{shape, Responder};
 use globaldns::kube::clusters::{client_for, ConfigSource};
 use globaldns::metrics::Metrics;
@@ -119,8 +119,9 @@ impl DnsTarget {
         if let Some(s) = shape(packet, &mut self.key) {
             assert!(s.question_end <= packet.len());
         }
-        for udp in [true, false] {
-            let Some(wire) = self.handler.wire(packet, src, udp) else {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let udp = transport == Transport::Udp;
+            let Some(wire) = self.handler.wire_on(packet, src, transport) else {
                 continue;
             };
             let reply = Message::from_vec(&wire.bytes).unwrap_or_else(|e| {

@@ -199,12 +199,6 @@ impl Handler {
         Some(Reply::slip(&request).encode(&request.queries, true).0)
     }
 
-    /// [`Handler::wire_on`] UDP or TCP.
-    pub fn wire(&self, packet: &[u8], src: SocketAddr, udp: bool) -> Option<Wire> {
-        let transport = if udp { Transport::Udp } else { Transport::Tcp };
-        self.wire_on(packet, src, transport)
-    }
-
     /// What hickory-server would send for this packet, encoded once (within the client's UDP
     /// size over UDP), or None when it would send nothing (shorter than a header, or a
     /// response). The fast path's and gRPC's only way to the general path. A transfer (TCP)

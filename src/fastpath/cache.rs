@@ -13,7 +13,7 @@ use hickory_proto::rr::{DNSClass, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use smallvec::SmallVec;
 
-use crate::dns::{clamp_payload, count_queries, qtype_label, Handler, RateDecision};
+use crate::dns::{clamp_payload, count_queries, qtype_label, Handler, RateDecision, Transport};
 use crate::zone::NAMES_IN_DATA;
 
 /// Per-worker cache bound: cleared when full (random names must not grow it without limit).
@@ -283,7 +283,7 @@ impl Responder {
             }
             split = Some((name.len(), exact));
         }
-        let Some(wire) = self.handler.wire(packet, src, true) else {
+        let Some(wire) = self.handler.wire_on(packet, src, Transport::Udp) else {
             return false;
         };
         if let Some(labels) = wire.counted {

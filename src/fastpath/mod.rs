@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use tracing::info;
 
-use crate::dns::Handler;
+use crate::dns::{Handler, Transport};
 pub use cache::{shape, QueryShape, Responder};
 pub use mmsg::{arrival_ns, realtime_ns, worker, Answerer};
 pub use socket::{bind, bind_reuseport, stamp_arrivals, warn_if_ephemeral};
@@ -43,8 +43,13 @@ impl Answerer for Responder {
 
 /// The general path on raw bytes: what hickory-server would send for this packet, or None when
 /// it would send nothing (shorter than a header, or a response).
-pub fn general(handler: &Handler, packet: &[u8], src: SocketAddr, udp: bool) -> Option<Vec<u8>> {
-    handler.wire(packet, src, udp).map(|w| w.bytes)
+pub fn general(
+    handler: &Handler,
+    packet: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    handler.wire_on(packet, src, transport).map(|w| w.bytes)
 }
 
 /// Starts one thread per socket. They run until `stop` is set.

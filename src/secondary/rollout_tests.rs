@@ -227,7 +227,7 @@ fn answers(snap: &Arc<Snapshot>) -> Vec<Vec<u8>> {
             q.metadata.id = 7;
             q.add_query(Query::query(Name::from_ascii(n).unwrap(), *t));
             handler
-                .wire(&q.to_vec().unwrap(), src, false)
+                .wire_on(&q.to_vec().unwrap(), src, crate::dns::Transport::Tcp)
                 .expect("an answer")
                 .bytes
         })
