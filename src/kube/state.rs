@@ -10,6 +10,7 @@ use kube::runtime::watcher;
 use tracing::{debug, warn};
 
 use super::crd;
+use super::object::ServiceEntryObject;
 use super::watch::Step;
 use super::writeback;
 use crate::registry::SourceKey;
@@ -36,6 +37,11 @@ impl writeback::Watched for Seen {
     fn take(&mut self) -> Option<writeback::Obj> {
         self.writeback.take()
     }
+}
+
+/// The typed object write-back reads, until the watch itself reads them.
+fn typed(obj: &DynamicObject) -> ServiceEntryObject {
+    ServiceEntryObject::decode(&serde_json::to_string(obj).unwrap_or_default())
 }
 
 /// Converts the objects of one cluster, read at one ServiceEntry version.
@@ -85,7 +91,7 @@ impl Converter {
         let (namespace, name) = key_of(obj);
         let writeback = self
             .writeback
-            .then(|| writeback::Obj::from_object(obj, &self.api_version));
+            .then(|| writeback::Obj::from_object(&typed(obj), &self.api_version));
         let (entry, invalid) = self.validate(obj, &namespace, &name);
         Seen {
             namespace,

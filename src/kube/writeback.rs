@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::context::Context;
 use super::crd;
+use super::object::ServiceEntryObject;
 use super::watch::Step;
 use crate::metrics::WriteLabels;
 use crate::serviceentry::{normalise_name, parse_host_address};
@@ -46,25 +47,18 @@ pub struct Obj {
 }
 
 impl Obj {
-    /// From the object as read at `api_version` (`networking.istio.io/v1`).
-    pub fn from_object(obj: &DynamicObject, api_version: &str) -> Obj {
-        let get = |p: &str| obj.data.pointer(p).and_then(|v| v.as_array());
-        let strings = |p: &str| -> Vec<String> {
-            get(p)
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        };
-        let status = get("/status/addresses")
-            .into_iter()
-            .flatten()
-            .filter_map(|a| {
-                Some((
-                    a.get("value")?.as_str()?.to_string(),
-                    a.get("host").and_then(|h| h.as_str()).map(normalise_name),
-                ))
-            })
+    /// From the object as read at `api_version` (`networking.istio.io/v1`). One whose spec does
+    /// not fit the model (skipped by the source) has no hosts: nothing is written to it.
+    pub fn from_object(obj: &ServiceEntryObject, api_version: &str) -> Obj {
+        let body = obj.body.as_ref().ok();
+        let spec = body.map(|b| &b.spec);
+        let status = body
+            .and_then(|b| b.status.as_ref())
+            .map(|s| &s.addresses[..])
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| !a.value.is_empty())
+            .map(|a| (a.value.clone(), a.host.as_deref().map(normalise_name)))
             .collect();
         Obj {
             version: api_version
@@ -72,11 +66,13 @@ impl Obj {
                 .map_or(api_version, |(_, v)| v)
                 .to_string(),
             resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
-            hosts: strings("/spec/hosts")
+            hosts: spec
+                .map(|s| &s.hosts[..])
+                .unwrap_or_default()
                 .iter()
                 .map(|h| normalise_name(h))
                 .collect(),
-            has_spec_addresses: !strings("/spec/addresses").is_empty(),
+            has_spec_addresses: spec.is_some_and(|s| !s.addresses.is_empty()),
             status,
         }
     }
@@ -394,13 +390,15 @@ mod tests {
     }
 
     fn w(name: &str, rv: &str) -> W {
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
-            "metadata": {"name": name, "namespace": "n", "resourceVersion": rv},
-            "spec": {"hosts": ["A.n.global."]},
-            "status": {"addresses": [{"value": "240.10.0.1", "host": "a.n.global"}]},
-        }))
-        .unwrap();
+        let obj = ServiceEntryObject::decode(
+            &json!({
+                "apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
+                "metadata": {"name": name, "namespace": "n", "resourceVersion": rv},
+                "spec": {"hosts": ["A.n.global."]},
+                "status": {"addresses": [{"value": "240.10.0.1", "host": "a.n.global"}]},
+            })
+            .to_string(),
+        );
         let o = Obj::from_object(&obj, "networking.istio.io/v1beta1");
         W(("n".into(), name.into()), Some(o))
     }
