@@ -37,11 +37,7 @@ while (($#)); do
     --rounds) ROUNDS=$2; shift 2 ;;
     --kube-store) KUBE_STORE=1; shift ;;
     --gd-args) GD_ARGS=$2; shift 2 ;;
-    --no-build) BUILD=0; shift ;;
-    --keep) KEEP=1; shift ;;
-    --workdir) WORK=$2; shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option $1 (see --help)" ;;
+    *) common_option "$@"; ((SHIFT)) || die "unknown option $1 (see --help)"; shift "$SHIFT" ;;
   esac
 done
 [[ $HOSTS =~ ^[1-9][0-9]*$ && $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "numeric options expected"

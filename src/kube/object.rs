@@ -115,24 +115,6 @@ struct Head {
     metadata: Meta,
 }
 
-/// Only the object's identity, for one whose metadata does not fit [`Meta`] either.
-#[derive(Default, Deserialize)]
-struct Ident {
-    #[serde(default)]
-    metadata: IdentMeta,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IdentMeta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    resource_version: Option<String>,
-}
-
 impl ServiceEntryObject {
     /// Decodes one object from its JSON text. Never fails: an object that does not fit says why
     /// in `body`, with as much of its metadata as could be read.
@@ -151,11 +133,13 @@ impl ServiceEntryObject {
                 if let Ok(h) = serde_json::from_str::<Head>(json) {
                     return ServiceEntryObject::new(h.api_version, h.metadata, why);
                 }
-                let id = serde_json::from_str::<Ident>(json).unwrap_or_default();
+                // Metadata that does not fit either (no API server sends that): its identity only.
+                let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                let field = |f: &str| v["metadata"][f].as_str().map(String::from);
                 let meta = Meta {
-                    name: id.metadata.name,
-                    namespace: id.metadata.namespace,
-                    resource_version: id.metadata.resource_version,
+                    name: field("name"),
+                    namespace: field("namespace"),
+                    resource_version: field("resourceVersion"),
                     ..Meta::default()
                 };
                 ServiceEntryObject::new(String::new(), meta, why)
