@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use kube::api::ApiResource;
 use kube::core::NamespaceResourceScope;
 use serde::{Deserialize, Deserializer};
@@ -34,24 +34,9 @@ pub struct ManagedField {
     #[serde(default)]
     pub subresource: Option<String>,
     /// The set of fields as the API server wrote it (`{"f:spec":{"f:addresses":{}}}`), kept as
-    /// text: decoded only by whoever asks ([`ManagedField::owns`]).
+    /// text: decoded only when asked ([`ServiceEntryObject::managed_fields_entries`]).
     #[serde(default, rename = "fieldsV1")]
     pub fields_v1: Option<Box<RawValue>>,
-}
-
-impl ManagedField {
-    /// Whether this manager set the field at `path` (`["spec", "addresses"]`) or something in it.
-    pub fn owns(&self, path: &[&str]) -> bool {
-        let Some(raw) = &self.fields_v1 else {
-            return false;
-        };
-        let Ok(set) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
-            return false;
-        };
-        path.iter()
-            .try_fold(&set, |at, field| at.get(format!("f:{field}")))
-            .is_some()
-    }
 }
 
 /// What of `spec` and `status` globaldns reads.
@@ -161,6 +146,26 @@ impl ServiceEntryObject {
             managed_fields: m.managed_fields.unwrap_or_default(),
             body,
         }
+    }
+
+    /// `metadata.managedFields` as k8s-openapi's type, `fieldsV1` decoded now (only write-back
+    /// asks, so a watch without it never pays for them).
+    pub fn managed_fields_entries(&self) -> Vec<ManagedFieldsEntry> {
+        self.managed_fields
+            .iter()
+            .map(|m| ManagedFieldsEntry {
+                manager: Some(m.manager.clone()),
+                operation: Some(m.operation.clone()),
+                subresource: m.subresource.clone(),
+                fields_type: m.fields_v1.as_ref().map(|_| "FieldsV1".into()),
+                fields_v1: m
+                    .fields_v1
+                    .as_ref()
+                    .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                    .map(FieldsV1),
+                ..ManagedFieldsEntry::default()
+            })
+            .collect()
     }
 
     /// `namespace/name`, as logs name the object.
@@ -285,14 +290,13 @@ mod tests {
         assert_eq!(obj.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(obj.metadata.annotations.as_ref().unwrap()["a"], "b");
         assert_eq!(obj.api_version, "networking.istio.io/v1");
-        let mf = &obj.managed_fields;
+        let mf = obj.managed_fields_entries();
         assert_eq!(mf.len(), 2);
-        assert_eq!(
-            (mf[0].manager.as_str(), mf[0].operation.as_str()),
-            ("kubectl", "Update")
-        );
-        assert!(mf[0].owns(&["spec", "addresses"]) && !mf[1].owns(&["spec", "addresses"]));
-        assert!(mf[1].owns(&["status", "addresses"]));
+        assert_eq!(mf[0].manager.as_deref(), Some("kubectl"));
+        assert_eq!(mf[0].operation.as_deref(), Some("Update"));
+        let fields = |i: usize| mf[i].fields_v1.as_ref().unwrap().0.clone();
+        assert!(fields(0)["f:spec"].get("f:addresses").is_some());
+        assert!(fields(1)["f:status"].get("f:addresses").is_some());
         assert_eq!(mf[1].subresource.as_deref(), Some("status"));
         let body = obj.body.as_ref().unwrap();
         assert_eq!(body.spec.addresses, ["10.0.0.1"]);
