@@ -1,5 +1,5 @@
 //! The typed decode of ServiceEntries (src/kube/object.rs) against a REAL kube-apiserver (v1.20.2
-//! + etcd on 127.0.0.1, from scripts/kube/cluster.sh, as tests/kube_e2e.rs uses): bad objects in
+//! and etcd on 127.0.0.1, from scripts/kube/cluster.sh, as tests/kube_e2e.rs uses): bad objects in
 //! the list and in watch events are skipped one by one, each with a log line naming it and
 //! counted in `globaldns_invalid_objects_total`, while every other object is served and the
 //! watch goes on (no restart).
