@@ -12,12 +12,13 @@
 #      the state it left (warm): start → /readyz, start → every host served, VmRSS / VmHWM once
 #      served (lib/coldstart_probe.py);
 #   3. with --kube-store, the same with --store kube (VipClaims in the same cluster, a fresh
-#      store namespace per build, so the first start claims every VIP through the API).
+#      store namespace per build, so the first start claims every VIP through the API), once.
 #
 # Usage: benches/coldstart.sh [options]
 #   --hosts N        ServiceEntries, one host each (default 100000)
 #   --rounds R       rounds of step 2 (default 2); builds alternate within a round
-#   --kube-store     also step 3 (once per build: 100,000 creates take minutes)
+#   --kube-store L   also step 3 for the builds labelled L (comma-separated, or `all`; once per
+#                    build: 100,000 creates take minutes)
 #   --gd-args "..."  extra flags for `globaldns serve` (default "--vip-range 240.10.0.0/15")
 #   --no-build; --keep; --workdir DIR
 # Env: GLOBALDNS_BIN (default target/release/globaldns), or GLOBALDNS_BINS="label=path ..." to
@@ -30,12 +31,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 source "$HERE/lib/common.sh"
 
-HOSTS=100000 ROUNDS=2 KUBE_STORE=0 GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK=""
+HOSTS=100000 ROUNDS=2 KUBE_STORE="" GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK=""
 while (($#)); do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
-    --kube-store) KUBE_STORE=1; shift ;;
+    --kube-store) KUBE_STORE=$2; shift 2 ;;
     --gd-args) GD_ARGS=$2; shift 2 ;;
     *) common_option "$@"; ((SHIFT)) || die "unknown option $1 (see --help)"; shift "$SHIFT" ;;
   esac
@@ -96,9 +97,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
     start "$NAME/file/warm/$r" "$WORK/state-$NAME"
   done
 done
-if ((KUBE_STORE)); then
+if [[ -n $KUBE_STORE ]]; then
   for b in "${BINS[@]}"; do
     NAME=${b%%=*} BIN=${b#*=}
+    [[ $KUBE_STORE == all || ,$KUBE_STORE, == *,$NAME,* ]] || continue
     NS=gd-store-$NAME-$RANDOM
     kubectl create namespace "$NS" >&2
     rm -rf "$WORK/kstate-$NAME"
