@@ -19,6 +19,8 @@
 #   --rounds R       rounds of step 2 (default 2); builds alternate within a round
 #   --kube-store L   also step 3 for the builds labelled L (comma-separated, or `all`; once per
 #                    build: 100,000 creates take minutes)
+#   --reuse DIR      the cluster directory of an earlier run kept with --keep (its etcd data holds
+#                    the ServiceEntries): brought up again on its port, nothing loaded
 #   --gd-args "..."  extra flags for `globaldns serve` (default "--vip-range 240.10.0.0/15")
 #   --no-build; --keep; --workdir DIR
 # Env: GLOBALDNS_BIN (default target/release/globaldns), or GLOBALDNS_BINS="label=path ..." to
@@ -31,13 +33,14 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 source "$HERE/lib/common.sh"
 
-HOSTS=100000 ROUNDS=2 KUBE_STORE="" GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK=""
+HOSTS=100000 ROUNDS=2 KUBE_STORE="" REUSE="" GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK=""
 while (($#)); do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --kube-store) KUBE_STORE=$2; shift 2 ;;
     --gd-args) GD_ARGS=$2; shift 2 ;;
+    --reuse) REUSE=$2; shift 2 ;;
     *) common_option "$@"; ((SHIFT)) || die "unknown option $1 (see --help)"; shift "$SHIFT" ;;
   esac
 done
@@ -56,22 +59,27 @@ for b in "${BINS[@]}"; do [[ $b == *=* && -x ${b#*=} ]] || die "not label=execut
 "$PY" "$HERE/gen-serviceentries.py" "$HOSTS" "$WORK/se" --clusters 1 --queries-dir "$WORK/queries" >&2 \
   || die "generator failed"
 CLUSTER_SH=$REPO_ROOT/scripts/kube/cluster.sh
-CLUSTER=$WORK/cluster
+CLUSTER=${REUSE:-$WORK/cluster}
 on_exit "'$CLUSTER_SH' down '$CLUSTER' >/dev/null 2>&1"
-for attempt in 1 2 3; do # the apiserver uses PORT, etcd PORT+1 and PORT+2
-  API_PORT=$(free_port)
-  "$CLUSTER_SH" up "$CLUSTER" "$API_PORT" >&2 && break
-  "$CLUSTER_SH" down "$CLUSTER" >/dev/null 2>&1 || true
-  rm -rf "$CLUSTER"
-  ((attempt < 3)) || die "the test cluster did not come up"
-done
 kubectl() { "$CLUSTER_SH" kubectl "$CLUSTER" "$@"; }
-kubectl apply -f "$REPO_ROOT/tests/kube/serviceentry-crd.yaml" -f "$REPO_ROOT/deploy/base/vipclaim-crd.yaml" >&2
-kubectl wait --for=condition=Established --timeout=60s crd/serviceentries.networking.istio.io \
-  crd/vipclaims.globaldns.io >&2
-kubectl create namespace bench >&2
-log "loading $HOSTS single-host ServiceEntries: $("$PY" "$HERE/lib/kube_mesh.py" load "$CLUSTER" \
-  "$WORK/queries/hosts.txt" --per-object 1 --connections 8)"
+if [[ -n $REUSE ]]; then
+  [[ -f $REUSE/port && -d $REUSE/etcd-data ]] || die "--reuse: $REUSE is no kept cluster directory"
+  "$CLUSTER_SH" up "$CLUSTER" "$(<"$REUSE/port")" >&2 || die "the kept cluster did not come up"
+else
+  for attempt in 1 2 3; do # the apiserver uses PORT, etcd PORT+1 and PORT+2
+    API_PORT=$(free_port)
+    "$CLUSTER_SH" up "$CLUSTER" "$API_PORT" >&2 && break
+    "$CLUSTER_SH" down "$CLUSTER" >/dev/null 2>&1 || true
+    rm -rf "$CLUSTER"
+    ((attempt < 3)) || die "the test cluster did not come up"
+  done
+  kubectl apply -f "$REPO_ROOT/tests/kube/serviceentry-crd.yaml" -f "$REPO_ROOT/deploy/base/vipclaim-crd.yaml" >&2
+  kubectl wait --for=condition=Established --timeout=60s crd/serviceentries.networking.istio.io \
+    crd/vipclaims.globaldns.io >&2
+  kubectl create namespace bench >&2
+  log "loading $HOSTS single-host ServiceEntries: $("$PY" "$HERE/lib/kube_mesh.py" load "$CLUSTER" \
+    "$WORK/queries/hosts.txt" --per-object 1 --connections 8)"
+fi
 LIST=$("$PY" "$HERE/lib/kube_mesh.py" list "$CLUSTER" --rounds 3)
 log "apiserver list: $(tr '\n' ';' <<<"$LIST")"
 

@@ -34,7 +34,8 @@ PATH = "/apis/networking.istio.io/v1/namespaces/%s/serviceentries" % NS
 
 
 class Mesh:
-    def __init__(self, cluster_dir):
+    def __init__(self, cluster_dir, timeout=30):
+        self.timeout = timeout
         self.port = int(open(os.path.join(cluster_dir, "port")).read().strip())
         self.token = open(os.path.join(cluster_dir, "admin.token")).read().strip()
         self.ctx = ssl.create_default_context(cafile=os.path.join(cluster_dir, "ca.crt"))
@@ -43,7 +44,7 @@ class Mesh:
     def _conn(self):
         c = getattr(self.local, "conn", None)
         if c is None:
-            c = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=30)
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=self.timeout)
             self.local.conn = c
         return c
 
@@ -131,7 +132,7 @@ def timed_list(mesh, query):
 
 
 def list_times(a):
-    mesh = Mesh(a.cluster_dir)
+    mesh = Mesh(a.cluster_dir, timeout=600)  # a loaded apiserver takes long to start a whole list
     for name, query in (("pages500", "limit=500"), ("cache", "resourceVersion=0")):
         runs = [timed_list(mesh, query) for _ in range(a.rounds)]
         secs = sorted(s for s, _ in runs)
