@@ -1,7 +1,9 @@
 //! Micro-benchmarks: answering from wire bytes to wire bytes (positive, NODATA, NXDOMAIN; through
 //! the fast path's cache and through the general path); at 100k hosts: the first full pass
 //! (merge, allocate, build), one change (a file of 500 entries rewritten with one host more or
-//! less: merge, reconcile, re-render, publish), merging every host, and allocating 100k hosts.
+//! less: merge, reconcile, re-render, publish), merging every host, and allocating 100k hosts;
+//! decoding one list page of 500 ServiceEntries as the API server sends it (typed, against kube's
+//! `DynamicObject` then a typed parse, the path before it).
 //! Run: `cargo bench --bench micro`.
 
 use std::collections::BTreeSet;
@@ -172,5 +174,70 @@ fn scale(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, answering, scale);
+/// One list page of `n` single-host ServiceEntries as kube-apiserver 1.20 sends them
+/// (benches/lib/kube_mesh.py's objects).
+fn list_page(n: usize) -> String {
+    let items: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+                "metadata": {
+                    "name": format!("se-{i:05}"), "namespace": "bench",
+                    "uid": "6f1c1f0e-3b7e-4a0e-9d53-0c1f7f0a5b2e", "generation": 1,
+                    "resourceVersion": format!("{}", 1000 + i),
+                    "creationTimestamp": "2026-12-07T09:00:00Z",
+                    "managedFields": [{
+                        "manager": "python-urllib", "operation": "Update",
+                        "apiVersion": "networking.istio.io/v1", "time": "2026-12-07T09:00:00Z",
+                        "fieldsType": "FieldsV1",
+                        "fieldsV1": {"f:spec": {".": {}, "f:endpoints": {}, "f:hosts": {},
+                                                "f:location": {}, "f:ports": {}, "f:resolution": {}}}
+                    }]
+                },
+                "spec": {
+                    "hosts": [format!("svc-{i}.ns-{}.global", i / 50)],
+                    "location": "MESH_INTERNAL", "resolution": "DNS",
+                    "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
+                    "endpoints": [{"address": "192.0.2.10"}]
+                }
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntryList",
+        "metadata": {"resourceVersion": "99999", "continue": "token"},
+        "items": items,
+    })
+    .to_string()
+}
+
+fn kube_decode(c: &mut Criterion) {
+    use globaldns::kube::object::ServiceEntryObject;
+    use globaldns::serviceentry::{ServiceEntrySpec, ServiceEntryStatus};
+    use kube::api::DynamicObject;
+    use kube::core::{Object, ObjectList};
+    let page = list_page(500);
+    let mut g = c.benchmark_group("kube_list_page_500");
+    g.bench_function("typed", |b| {
+        b.iter(|| {
+            let list: ObjectList<ServiceEntryObject> = serde_json::from_str(&page).unwrap();
+            let models = list.items.into_iter().map(|o| o.into_model().unwrap());
+            assert_eq!(models.count(), 500);
+        })
+    });
+    g.bench_function("dynamic_then_parse", |b| {
+        b.iter(|| {
+            let list: ObjectList<DynamicObject> = serde_json::from_str(&page).unwrap();
+            let parsed = list.items.iter().map(|o| {
+                o.clone()
+                    .try_parse::<Object<ServiceEntrySpec, ServiceEntryStatus>>()
+                    .unwrap()
+            });
+            assert_eq!(parsed.count(), 500);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, answering, scale, kube_decode);
 criterion_main!(benches);

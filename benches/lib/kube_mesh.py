@@ -8,6 +8,12 @@ creates one ServiceEntry per H consecutive hosts of HOSTS_FILE (gen-serviceentri
 hosts.txt) in namespace `bench`, named se-<k>, without addresses (every host gets a VIP), over
 a few kept-alive connections; prints `objects=… seconds=…`.
 
+  kube_mesh.py list CLUSTER_DIR [--rounds R]
+
+times the apiserver's own list of every ServiceEntry (all namespaces), received whole and not
+decoded: in pages of 500 as kube-rs's watcher asks for them (from etcd), and in one piece from
+the watch cache (`resourceVersion=0`); prints the median of R rounds of each and the bytes.
+
 As a module, `Mesh(CLUSTER_DIR)` gives `objects(hosts, per_object)` (name → hosts, the same
 grouping as `load`) and `set_addresses(name, addrs)` (a JSON merge patch of spec.addresses: every
 host of that entry answers those addresses), used by churn_driver.py --kube.
@@ -17,6 +23,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import ssl
 import sys
 import threading
@@ -27,7 +34,8 @@ PATH = "/apis/networking.istio.io/v1/namespaces/%s/serviceentries" % NS
 
 
 class Mesh:
-    def __init__(self, cluster_dir):
+    def __init__(self, cluster_dir, timeout=30):
+        self.timeout = timeout
         self.port = int(open(os.path.join(cluster_dir, "port")).read().strip())
         self.token = open(os.path.join(cluster_dir, "admin.token")).read().strip()
         self.ctx = ssl.create_default_context(cafile=os.path.join(cluster_dir, "ca.crt"))
@@ -36,7 +44,7 @@ class Mesh:
     def _conn(self):
         c = getattr(self.local, "conn", None)
         if c is None:
-            c = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=30)
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=self.timeout)
             self.local.conn = c
         return c
 
@@ -100,6 +108,38 @@ def load(a):
     print("objects=%d hosts=%d seconds=%.1f" % (len(objs), len(hosts), time.monotonic() - t0))
 
 
+LIST = "/apis/networking.istio.io/v1/serviceentries"
+
+
+def timed_list(mesh, query):
+    """Seconds and bytes of one list, following `continue` tokens; nothing is decoded but the
+    token (the list metadata comes before the items)."""
+    t0, size, token = time.monotonic(), 0, None
+    while True:
+        q = query + ("&continue=" + token if token else "")
+        c = mesh._conn()
+        c.request("GET", LIST + "?" + q, headers={"Authorization": "Bearer " + mesh.token,
+                                                  "Accept": "application/json"})
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise SystemExit("list: HTTP %d %s" % (r.status, body[:300]))
+        size += len(body)
+        m = re.search(rb'"continue":"([^"]*)"', body[:4096])
+        token = m.group(1).decode() if m and m.group(1) else None
+        if not token:
+            return time.monotonic() - t0, size
+
+
+def list_times(a):
+    mesh = Mesh(a.cluster_dir, timeout=600)  # a loaded apiserver takes long to start a whole list
+    for name, query in (("pages500", "limit=500"), ("cache", "resourceVersion=0")):
+        runs = [timed_list(mesh, query) for _ in range(a.rounds)]
+        secs = sorted(s for s, _ in runs)
+        print("list=%s seconds=%.2f min=%.2f max=%.2f bytes=%d"
+              % (name, secs[len(secs) // 2], secs[0], secs[-1], runs[0][1]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -108,7 +148,12 @@ def main():
     p.add_argument("hosts")
     p.add_argument("--per-object", type=int, default=50)
     p.add_argument("--connections", type=int, default=4)
+    p = sub.add_parser("list")
+    p.add_argument("cluster_dir")
+    p.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
+    if a.cmd == "list":
+        return list_times(a)
     if a.per_object < 1:
         ap.error("--per-object must be at least 1")
     load(a)

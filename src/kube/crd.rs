@@ -1,31 +1,13 @@
 //! The two resource types globaldns talks to: Istio's ServiceEntry (read, and its status written
 //! back when asked) and globaldns's own VipClaim (the shared allocation store).
 //!
-//! No Istio crate supports kube 5, so ServiceEntry is declared here with `CustomResource`, schema
-//! disabled (Istio ships the CRD), on top of the very model the file source uses
-//! ([`crate::serviceentry`]): both sources share one validation.
+//! No Istio crate supports kube 5: ServiceEntry is read as [`super::object::ServiceEntryObject`]
+//! (the very model the file source uses, [`crate::serviceentry`], so both sources share one
+//! validation) at the version the cluster serves.
 
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::ApiResource;
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
-
-use crate::serviceentry::{self as model, ServiceEntrySpec, ServiceEntryStatus};
-
-/// `spec` of Istio's ServiceEntry: the file source's model, unchanged.
-#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[kube(
-    group = "networking.istio.io",
-    version = "v1",
-    kind = "ServiceEntry",
-    plural = "serviceentries",
-    namespaced,
-    schema = "disabled",
-    status = "ServiceEntryStatus"
-)]
-pub struct IstioServiceEntrySpec {
-    #[serde(flatten)]
-    pub model: ServiceEntrySpec,
-}
 
 /// Versions of `networking.istio.io` ServiceEntry globaldns reads, newest first. The first one the
 /// cluster serves is used (found by discovery when the cluster is first reached).
@@ -33,34 +15,14 @@ pub const SERVICEENTRY_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
 
 /// The ServiceEntry resource at a given version.
 pub fn serviceentry_resource(version: &str) -> ApiResource {
-    let mut ar = ApiResource::erase::<ServiceEntry>(&());
-    ar.version = version.to_string();
-    ar.api_version = format!("{}/{}", ar.group, version);
-    ar
-}
-
-/// Converts an object as the API server sent it into the shared model. Err names what does not
-/// fit (one bad object never stops the watch of its cluster).
-pub fn to_model(obj: &DynamicObject) -> Result<model::ServiceEntry, String> {
-    let typed: ServiceEntry = obj.clone().try_parse().map_err(|e| e.to_string())?;
-    let meta = &typed.metadata;
-    Ok(model::ServiceEntry {
-        api_version: obj
-            .types
-            .as_ref()
-            .map(|t| t.api_version.clone())
-            .unwrap_or_default(),
+    let group = "networking.istio.io";
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: format!("{group}/{version}"),
         kind: "ServiceEntry".into(),
-        metadata: model::ObjectMeta {
-            name: meta.name.clone().unwrap_or_default(),
-            namespace: meta.namespace.clone(),
-            labels: meta.labels.clone().unwrap_or_default(),
-            annotations: meta.annotations.clone().unwrap_or_default(),
-            creation_timestamp: None,
-        },
-        spec: typed.spec.model,
-        status: typed.status,
-    })
+        plural: "serviceentries".into(),
+    }
 }
 
 /// `spec` of a VipClaim: one object per VIP, named after the address (see [`claim_name`]), so that
@@ -118,22 +80,11 @@ mod tests {
     }
 
     #[test]
-    fn dynamic_object_converts_to_the_shared_model() {
-        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
-            "apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
-            "metadata": {"name": "a", "namespace": "n", "resourceVersion": "7",
-                         "labels": {"x": "y"}},
-            "spec": {"hosts": ["a.n.global"], "resolution": "DNS", "unknownField": 1},
-            "status": {"addresses": [{"value": "240.240.0.1", "host": "a.n.global"}],
-                       "conditions": []}
-        }))
-        .unwrap();
-        let se = to_model(&obj).unwrap();
-        assert_eq!(se.spec.hosts, vec!["a.n.global"]);
-        assert_eq!(se.metadata.labels["x"], "y");
-        assert_eq!(se.status.unwrap().addresses[0].value, "240.240.0.1");
+    fn serviceentry_resource_at_a_version() {
         let ar = serviceentry_resource("v1alpha3");
         assert_eq!(ar.api_version, "networking.istio.io/v1alpha3");
         assert_eq!(ar.plural, "serviceentries");
+        let url = <super::super::object::ServiceEntryObject as kube::Resource>::url_path(&ar, None);
+        assert_eq!(url, "/apis/networking.istio.io/v1alpha3/serviceentries");
     }
 }

@@ -10,6 +10,7 @@ pub mod clusters;
 mod context;
 pub mod crd;
 pub mod lease;
+pub mod object;
 pub mod source;
 pub mod state;
 pub mod store;

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
-use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::time::Instant;
@@ -20,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::context::{source_name, KubeContext};
 use super::crd::{self, SERVICEENTRY_VERSIONS};
+use super::object::ServiceEntryObject;
 use super::state::{ClusterState, Converter, Seen};
 use super::watch::{self, Events, Failure, Probe, Reporter, Retry, Start, Step, Watch};
 use super::writeback;
@@ -161,7 +161,7 @@ impl Discovery {
             api_version: ar.api_version.clone(),
             ..self.convert.clone()
         };
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let api: Api<ServiceEntryObject> = Api::all_with(self.client.clone(), &ar);
         let cfg = watcher::Config::default().timeout(watch::WATCH_TIMEOUT_SECS);
         Ok(watcher(api, cfg)
             .map(move |r| r.map(|ev| convert.event(ev)).map_err(Failure::from))

@@ -2,14 +2,14 @@
 //! arrive ([`Converter`]), then [`ClusterState`] is fed the watch's [`Step`]s and says which
 //! [`SourceEvent`]s bring the engine in line, one object (unit) at a time.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
-use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use tracing::{debug, warn};
 
-use super::crd;
+use super::object::ServiceEntryObject;
 use super::watch::Step;
 use super::writeback;
 use crate::registry::SourceKey;
@@ -51,7 +51,7 @@ pub struct Converter {
     pub writeback: bool,
 }
 
-fn key_of(obj: &DynamicObject) -> (String, String) {
+fn key_of(obj: &ServiceEntryObject) -> (String, String) {
     (
         obj.metadata.namespace.clone().unwrap_or_default(),
         obj.metadata.name.clone().unwrap_or_default(),
@@ -60,13 +60,13 @@ fn key_of(obj: &DynamicObject) -> (String, String) {
 
 impl Converter {
     /// Converts the objects of a watcher event (a deleted object only needs its name).
-    pub fn event(&self, ev: watcher::Event<DynamicObject>) -> watcher::Event<Seen> {
+    pub fn event(&self, ev: watcher::Event<ServiceEntryObject>) -> watcher::Event<Seen> {
         use watcher::Event as E;
         match ev {
             E::Init => E::Init,
             E::InitDone => E::InitDone,
-            E::InitApply(o) => E::InitApply(self.seen(&o)),
-            E::Apply(o) => E::Apply(self.seen(&o)),
+            E::InitApply(o) => E::InitApply(self.seen(o)),
+            E::Apply(o) => E::Apply(self.seen(o)),
             E::Delete(o) => {
                 let (namespace, name) = key_of(&o);
                 E::Delete(Seen {
@@ -81,12 +81,20 @@ impl Converter {
     }
 
     /// Validates one object into an entry (problems are logged).
-    pub fn seen(&self, obj: &DynamicObject) -> Seen {
-        let (namespace, name) = key_of(obj);
-        let (entry, invalid) = self.validate(obj, &namespace, &name);
-        let writeback = self
+    pub fn seen(&self, obj: ServiceEntryObject) -> Seen {
+        let (namespace, name) = key_of(&obj);
+        // Who owns spec.addresses: decoded only for the managedFields entries that name an
+        // `addresses` field (every one when write-back is on, which reads them all).
+        let managed = if self.writeback {
+            obj.managed_fields_entries()
+        } else {
+            obj.managed_fields_entries_naming("\"f:addresses\"")
+        };
+        let read = self
             .writeback
-            .then(|| writeback::Obj::from_object(obj, &self.api_version, entry.as_ref()));
+            .then(|| writeback::Obj::from_object(&obj, &self.api_version, &managed));
+        let (entry, invalid) = self.validate(obj, &namespace, &name, &managed);
+        let writeback = read.map(|o| o.judged(entry.as_ref()));
         Seen {
             namespace,
             name,
@@ -96,8 +104,14 @@ impl Converter {
         }
     }
 
-    fn validate(&self, obj: &DynamicObject, ns: &str, name: &str) -> (Option<Entry>, bool) {
-        let mut se = match crd::to_model(obj) {
+    fn validate(
+        &self,
+        obj: ServiceEntryObject,
+        ns: &str,
+        name: &str,
+        managed: &[ManagedFieldsEntry],
+    ) -> (Option<Entry>, bool) {
+        let mut se = match obj.into_model() {
             Ok(se) => se,
             Err(e) => {
                 warn!(cluster = %self.cluster, object = %format!("{ns}/{name}"), error = %e, "ServiceEntry does not fit the model; skipped");
@@ -107,7 +121,6 @@ impl Converter {
         // spec.addresses owned by globaldns alone are its own write-back, a copy of the VIP kept
         // in the store: not a user's address (nothing is reserved, nothing moves). Istio ignores
         // status.addresses once spec.addresses is set, and so does the answer.
-        let managed = obj.metadata.managed_fields.as_deref().unwrap_or_default();
         let owners = writeback::SpecAddresses::of(!se.spec.addresses.is_empty(), managed);
         if owners == writeback::SpecAddresses::Ours {
             se.spec.addresses.clear();
@@ -248,14 +261,17 @@ mod tests {
     use futures_util::stream::{self, StreamExt};
     use watcher::Event;
 
-    fn obj(ns: &str, name: &str, hosts: &[&str]) -> DynamicObject {
-        serde_json::from_value(serde_json::json!({
+    fn json(ns: &str, name: &str, hosts: &[&str]) -> serde_json::Value {
+        serde_json::json!({
             "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
             "metadata": {"name": name, "namespace": ns, "resourceVersion": "1"},
             "spec": {"hosts": hosts, "resolution": "STATIC",
                      "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]},
-        }))
-        .unwrap()
+        })
+    }
+
+    fn obj(ns: &str, name: &str, hosts: &[&str]) -> ServiceEntryObject {
+        ServiceEntryObject::decode(&json(ns, name, hosts).to_string())
     }
 
     fn converter() -> Converter {
@@ -271,7 +287,7 @@ mod tests {
     /// Feeds watcher events through the watch's buffer into the state, flushing after each step;
     /// returns the engine events (as text) of every flush that sent something.
     async fn run(
-        events: Vec<Event<DynamicObject>>,
+        events: Vec<Event<ServiceEntryObject>>,
     ) -> (Vec<String>, ClusterState, BTreeSet<String>) {
         let conv = converter();
         let steps: Vec<Step<Seen>> = stream::iter(events)
@@ -340,7 +356,7 @@ mod tests {
         let conv = converter();
         let mut state = ClusterState::new("c1");
         let mut sent = BTreeSet::from(["old".to_string()]);
-        state.apply(Step::Replaced(vec![conv.seen(&obj(
+        state.apply(Step::Replaced(vec![conv.seen(obj(
             "a",
             "x",
             &["x.a.global"],
@@ -359,22 +375,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn invalid_objects_are_skipped_and_counted() {
-        let mut bad = obj("a", "bad", &["bad.a.global"]);
-        bad.data["spec"]["hosts"] = serde_json::json!("not a list");
-        let mut bogus = obj("b", "y", &["y.b.global"]);
-        bogus.data["spec"]["resolution"] = serde_json::json!("BOGUS");
+    async fn invalid_objects_are_skipped_one_by_one_and_counted() {
+        let decode = |v: serde_json::Value| ServiceEntryObject::decode(&v.to_string());
+        let mut wrong_type = json("a", "bad", &["bad.a.global"]);
+        wrong_type["spec"]["hosts"] = serde_json::json!("not a list");
+        let mut no_spec = json("a", "nospec", &[]);
+        no_spec.as_object_mut().unwrap().remove("spec");
+        // Unknown fields are Istio's to add: read past, not a reason to skip.
+        let mut unknown = json("b", "z", &["z.b.global"]);
+        unknown["spec"]["workloadSelector"] = serde_json::json!({"labels": {"app": "z"}});
+        unknown["spec"]["someFutureField"] = serde_json::json!([{"deep": true}]);
+        unknown["someTopLevelField"] = serde_json::json!(1);
+        let mut bogus = json("b", "y", &["y.b.global"]);
+        bogus["spec"]["resolution"] = serde_json::json!("BOGUS");
         let (out, mut state, _) = run(vec![
             Event::InitApply(obj("a", "x", &["x.a.global"])),
-            Event::InitApply(bad),
+            Event::InitApply(decode(wrong_type)),
+            Event::InitApply(decode(no_spec)),
+            Event::InitApply(decode(unknown)),
             Event::InitDone,
-            Event::Apply(bogus),
+            Event::Apply(decode(bogus)),
         ])
         .await;
-        assert_eq!(out, ["unit c1/a/x x.a.global"]);
-        assert_eq!(state.take_invalid(), 2);
+        assert_eq!(out, ["unit c1/a/x x.a.global", "unit c1/b/z z.b.global"]);
+        assert_eq!(state.take_invalid(), 3);
         assert_eq!(state.take_invalid(), 0);
         // Counted as objects all the same (they exist in the cluster).
-        assert_eq!(state.objects(), 3);
+        assert_eq!(state.objects(), 5);
     }
 }

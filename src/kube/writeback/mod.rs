@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use ipnet::IpNet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::Api;
 use tokio::sync::Notify;
@@ -33,6 +34,7 @@ use tracing::{debug, info, warn};
 use super::context::KubeContext;
 use super::crd;
 use super::lease::{Claimer, Role};
+use super::object::ServiceEntryObject;
 use super::watch::Step;
 use super::WriteBackModes;
 use crate::metrics::WriteLabels;
@@ -79,56 +81,63 @@ pub struct Obj {
 }
 
 impl Obj {
-    /// From the object as read at `api_version` (`networking.istio.io/v1`), and its validated
-    /// entry (None: the object was skipped).
-    pub fn from_object(obj: &DynamicObject, api_version: &str, entry: Option<&Entry>) -> Obj {
-        let get = |p: &str| obj.data.pointer(p).and_then(|v| v.as_array());
-        let strings = |p: &str| -> Vec<String> {
-            get(p)
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        };
-        let status = get("/status/addresses")
-            .into_iter()
-            .flatten()
-            .filter_map(|a| {
-                Some((
-                    a.get("value")?.as_str()?.to_string(),
-                    a.get("host").and_then(|h| h.as_str()).map(normalise_name),
-                ))
-            })
+    /// What write-back reads of an object as read at `api_version` (`networking.istio.io/v1`),
+    /// with its `managedFields` decoded; [`Obj::judged`] adds what its validated entry says.
+    pub fn from_object(
+        obj: &ServiceEntryObject,
+        api_version: &str,
+        managed: &[ManagedFieldsEntry],
+    ) -> Obj {
+        let body = obj.body.as_ref().ok();
+        let spec = body.map(|b| &b.spec);
+        let status = body
+            .and_then(|b| b.status.as_ref())
+            .map(|s| &s.addresses[..])
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| !a.value.is_empty())
+            .map(|a| (a.value.clone(), a.host.as_deref().map(normalise_name)))
             .collect();
-        let raw_spec = strings("/spec/addresses");
-        let managed = obj.metadata.managed_fields.as_deref().unwrap_or_default();
-        let spec = SpecAddresses::of(!raw_spec.is_empty(), managed);
-        // Istio's allocator serves only entries with no spec.addresses at all (ours included:
-        // once the VIP is in spec, status is not read).
-        let istio_allocates = entry.is_some_and(|e| {
-            raw_spec.is_empty() && e.autoallocate && e.resolution != Resolution::None
-        });
+        let raw_spec = spec.map(|s| &s.addresses[..]).unwrap_or_default();
         Obj {
             version: api_version
                 .rsplit_once('/')
                 .map_or(api_version, |(_, v)| v)
                 .to_string(),
             resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
-            hosts: strings("/spec/hosts")
+            hosts: spec
+                .map(|s| &s.hosts[..])
+                .unwrap_or_default()
                 .iter()
                 .map(|h| normalise_name(h))
                 .collect(),
-            host: entry.and_then(|e| (e.hosts.len() == 1).then(|| e.hosts[0].clone())),
+            host: None,
             spec_values: raw_spec
                 .iter()
                 .filter_map(|a| parse_host_address(a).ok().flatten())
                 .collect(),
-            spec,
+            spec: SpecAddresses::of(!raw_spec.is_empty(), managed),
             ours_anywhere: ownership::ours_anywhere(managed),
-            writable: entry.map(spec_writable),
-            istio_allocates,
+            writable: None,
+            istio_allocates: false,
             status,
         }
+    }
+
+    /// With what the object's validated entry says (None: the object was skipped; nothing is
+    /// written to it, nothing withdrawn).
+    pub fn judged(mut self, entry: Option<&Entry>) -> Obj {
+        self.host = entry.and_then(|e| (e.hosts.len() == 1).then(|| e.hosts[0].clone()));
+        self.writable = entry.map(spec_writable);
+        // Istio's allocator serves only entries with no spec.addresses at all (ours included:
+        // once the VIP is in spec, status is not read).
+        self.istio_allocates = entry.is_some_and(|e| {
+            self.spec_values.is_empty()
+                && self.spec == SpecAddresses::Absent
+                && e.autoallocate
+                && e.resolution != Resolution::None
+        });
+        self
     }
 }
 
@@ -571,14 +580,16 @@ mod tests {
     }
 
     fn w(name: &str, rv: &str) -> W {
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
-            "metadata": {"name": name, "namespace": "n", "resourceVersion": rv},
-            "spec": {"hosts": ["A.n.global."]},
-            "status": {"addresses": [{"value": "240.10.0.1", "host": "a.n.global"}]},
-        }))
-        .unwrap();
-        let o = Obj::from_object(&obj, "networking.istio.io/v1beta1", None);
+        let obj = ServiceEntryObject::decode(
+            &json!({
+                "apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
+                "metadata": {"name": name, "namespace": "n", "resourceVersion": rv},
+                "spec": {"hosts": ["A.n.global."]},
+                "status": {"addresses": [{"value": "240.10.0.1", "host": "a.n.global"}]},
+            })
+            .to_string(),
+        );
+        let o = Obj::from_object(&obj, "networking.istio.io/v1beta1", &[]).judged(None);
         W(("n".into(), name.into()), Some(o))
     }
 

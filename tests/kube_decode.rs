@@ -1,0 +1,247 @@
+//! The typed decode of ServiceEntries (src/kube/object.rs) against a REAL kube-apiserver (v1.20.2
+//! and etcd on 127.0.0.1, from scripts/kube/cluster.sh, as tests/kube_e2e/ uses): bad objects in
+//! the list and in watch events are skipped one by one, each with a log line naming it and
+//! counted in `globaldns_invalid_objects_total`, while every other object is served and the
+//! watch goes on (no restart).
+//!
+//! Istio's own CRD types `spec`, so the API server refuses such objects; older Istio CRDs (and
+//! any CRD whose schema preserves unknown fields) let them in. The cluster here serves the
+//! ServiceEntry CRD with such a schema.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{eventually, free_ports, query_a, Server, Transport};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn script(name: &str) -> PathBuf {
+    Path::new(ROOT).join("scripts/kube").join(name)
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// One throw-away etcd + kube-apiserver, brought down on drop.
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let built = run(&mut Command::new(script("build-apiserver.sh")), None);
+        assert!(
+            built.status.success(),
+            "scripts/kube/build-apiserver.sh failed"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cluster");
+        // A port can be taken between the check and the bind: then try others.
+        for attempt in 1.. {
+            let up = Command::new(script("cluster.sh"))
+                .arg("up")
+                .arg(&dir)
+                .arg(free_ports(3).to_string())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            if up.status.success() {
+                break;
+            }
+            assert!(
+                attempt < 3,
+                "cluster did not come up: {}",
+                String::from_utf8_lossy(&up.stderr)
+            );
+            let _ = Command::new(script("cluster.sh"))
+                .arg("down")
+                .arg(&dir)
+                .status();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Cluster { _tmp: tmp, dir }
+    }
+
+    /// `kubectl ARGS` as admin with `stdin`; panics on failure.
+    fn kubectl(&self, args: &[&str], stdin: &str) {
+        let mut cmd = Command::new(script("cluster.sh"));
+        cmd.arg("kubectl").arg(&self.dir).args(args);
+        let out = run(&mut cmd, Some(stdin));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}\n{stdin}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn apply(&self, doc: &serde_json::Value) {
+        self.kubectl(&["apply", "-f", "-"], &doc.to_string());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script("cluster.sh"))
+            .arg("down")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// Istio's ServiceEntry CRD (tests/kube/serviceentry-crd.yaml) with every version's schema
+/// replaced by one that keeps whatever `spec` it is given, and does not require one.
+fn permissive_crd() -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(Path::new(ROOT).join("tests/kube/serviceentry-crd.yaml")).unwrap();
+    let mut crd: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    for v in crd["spec"]["versions"].as_array_mut().unwrap() {
+        v["schema"]["openAPIV3Schema"] = serde_json::json!({
+            "type": "object",
+            "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+            "x-kubernetes-preserve-unknown-fields": true,
+        });
+    }
+    crd
+}
+
+fn se(name: &str, spec: Option<serde_json::Value>) -> serde_json::Value {
+    let mut doc = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+        "metadata": {"name": name, "namespace": "bar"},
+    });
+    if let Some(spec) = spec {
+        doc["spec"] = spec;
+    }
+    doc
+}
+
+/// A valid spec: one host, one port, a VIP from globaldns.
+fn good(host: &str) -> serde_json::Value {
+    serde_json::json!({"hosts": [host], "resolution": "DNS",
+                       "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]})
+}
+
+fn answers(gd: &Server, host: &str) -> bool {
+    query_a(gd.dns, Transport::Udp, host).is_some_and(|a| !a.is_empty())
+}
+
+fn skipped(gd: &Server, object: &str, error: &str) -> bool {
+    gd.log_contains(&format!(
+        "ServiceEntry does not fit the model; skipped cluster=c1 object=bar/{object} error={error}"
+    ))
+}
+
+const INVALID: &str = "globaldns_invalid_objects_total{source=\"cluster/c1\"}";
+const RESTARTS: &str = "globaldns_watch_restarts_total{cluster=\"c1\"}";
+
+#[test]
+fn bad_objects_in_the_list_and_the_watch_are_skipped_one_by_one() {
+    let c = Cluster::up();
+    c.apply(&permissive_crd());
+    c.kubectl(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/serviceentries.networking.istio.io",
+        ],
+        "",
+    );
+    c.apply(
+        &serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bar"}}),
+    );
+    let mut unknown = good("unknown.bar.global");
+    unknown["someFutureField"] = serde_json::json!({"nested": [1, {"x": null}]});
+    unknown["workloadSelector"] = serde_json::json!({"labels": {"app": "u"}});
+    let mut bad_port = good("badport.bar.global");
+    bad_port["ports"][0]["number"] = serde_json::json!("http");
+    // One list page holds them all: the bad ones must not take the good ones down with them.
+    let objects = [
+        se("a", Some(good("a.bar.global"))),
+        se(
+            "wrong-type",
+            Some(serde_json::json!({"hosts": "wrong.bar.global"})),
+        ),
+        se("no-spec", None),
+        se("unknown", Some(unknown)),
+        se("bad-port", Some(bad_port)),
+        se("c", Some(good("c.bar.global"))),
+    ];
+    for o in &objects {
+        c.apply(o);
+    }
+
+    let (_t, zones, state) = common::dirs();
+    let kubeconfig = format!("c1={}", c.dir.join("admin.kubeconfig").display());
+    let flags = ["--log", "info", "--cluster", &kubeconfig];
+    let gd = Server::spawn(&zones, &state, &flags).unwrap_or_else(|log| panic!("{log}"));
+    eventually(Duration::from_secs(60), "/readyz 200", || {
+        (gd.get("/readyz").0 == 200).then_some(())
+    });
+    for host in ["a.bar.global", "c.bar.global", "unknown.bar.global"] {
+        eventually(Duration::from_secs(10), host, || {
+            answers(&gd, host).then_some(())
+        });
+    }
+    assert!(
+        !answers(&gd, "badport.bar.global"),
+        "the object with a bad port is skipped whole"
+    );
+    assert!(!answers(&gd, "wrong.bar.global"));
+    assert!(skipped(
+        &gd,
+        "wrong-type",
+        "spec.hosts: invalid type: string \"wrong.bar.global\", expected a sequence"
+    ));
+    assert!(skipped(&gd, "no-spec", "missing field `spec`"));
+    assert!(skipped(
+        &gd,
+        "bad-port",
+        "spec.ports[0].number: invalid value: string \"http\""
+    ));
+    assert!(
+        !gd.log_contains("object=bar/unknown"),
+        "unknown fields are read past"
+    );
+    assert_eq!(gd.metric(INVALID), Some(3.0));
+
+    // In a watch event: `c` turns bad (skipped: its host goes), then a new good object comes,
+    // through the same watch.
+    c.apply(&se(
+        "c",
+        Some(serde_json::json!({"hosts": [{"not": "a name"}]})),
+    ));
+    eventually(Duration::from_secs(10), "c withdrawn", || {
+        (!answers(&gd, "c.bar.global")).then_some(())
+    });
+    assert!(skipped(&gd, "c", "spec.hosts[0]: invalid type: map"));
+    c.apply(&se("d", Some(good("d.bar.global"))));
+    eventually(Duration::from_secs(10), "d.bar.global", || {
+        answers(&gd, "d.bar.global").then_some(())
+    });
+    assert!(answers(&gd, "a.bar.global"));
+    assert_eq!(gd.metric(INVALID), Some(4.0));
+    assert_eq!(
+        gd.metric(RESTARTS).unwrap_or(0.0),
+        0.0,
+        "the watch never failed"
+    );
+}
