@@ -286,7 +286,7 @@ impl Engine {
 /// to the kernel now: allocators keep freed memory for reuse, and the server then sits at its
 /// peak for as long as nothing else allocates. The server's allocator is mimalloc; glibc's
 /// malloc still serves C code and builds without it.
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     // SAFETY: both only release memory that is already free; neither has preconditions.
     unsafe {
         libmimalloc_sys::mi_collect(true);

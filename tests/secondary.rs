@@ -534,7 +534,8 @@ fn primary_with_kubernetes_flags_is_refused() {
 struct Script {
     serial: u32,
     hosts: Vec<(&'static str, &'static str)>,
-    /// IXFR: a delta that deletes a record the secondary does not have.
+    /// IXFR: a delta that deletes a record the secondary does not have (an address of a host it
+    /// has), after one it has.
     bad_ixfr: bool,
     /// AXFR: a record outside the zone.
     bad_axfr: bool,
@@ -603,7 +604,8 @@ fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketA
                     vec![
                         soa(s.serial),
                         soa(old),
-                        a("never-had.global.", "240.10.9.8"),
+                        a("a.global.", "240.10.0.1"),
+                        a("a.global.", "240.10.9.8"),
                         soa(s.serial),
                         soa(s.serial),
                     ]

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use hickory_proto::rr::{Name, Record, TSigner};
+use hickory_proto::rr::{Name, RData, Record, TSigner};
 use ipnet::IpNet;
 use tracing::warn;
 
@@ -28,8 +28,8 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::published::Published;
 use crate::zone::{reverse_zone_for, ZoneConfig};
-use convert::Assembler;
-use zone_data::{Delta, ZoneData};
+use convert::{Assembler, Dropped};
+use zone_data::{Delta, FullZone, Holds, Received, ZoneData};
 
 pub use replay::{replay_transfers, REPLAY_ID};
 pub use zone_data::newer as serial_newer;
@@ -151,32 +151,48 @@ impl Shared {
         now
     }
 
-    fn dropped<'a>(
+    /// Checks the answer records of a transfer of `zone` (`current`: ours, for an IXFR, whose
+    /// deletions are checked against what the snapshot's builder holds).
+    fn receive(
         &self,
-        apex: &Name,
-        records: impl Iterator<Item = &'a zone_data::RecordKey>,
-    ) -> std::collections::BTreeMap<hickory_proto::rr::RecordType, usize> {
-        self.state.lock().unwrap().assembler.dropped(apex, records)
+        zone: &Name,
+        records: Vec<Record>,
+        current: Option<&ZoneData>,
+    ) -> Result<Received, String> {
+        let st = self.state.lock().unwrap();
+        let holds = |owner: &Name, data: &RData| st.assembler.holds(zone, owner, data);
+        zone_data::receive(
+            zone,
+            records,
+            current.map(|c| (c.serial(), &holds as Holds)),
+        )
     }
 
-    /// Applies a zone's change (`full`: the whole zone it came in, for the checks only a whole
-    /// zone allows), and publishes once every zone is loaded.
-    fn apply(&self, apex: &Name, soa: &Record, delta: &Delta, full: Option<&ZoneData>) {
+    /// Applies a zone's change and publishes once every zone is loaded; returns the types of
+    /// the records it brought that are not served. A whole zone is dropped here, and the pages
+    /// it took handed back.
+    fn apply(&self, apex: &Name, change: Change) -> Dropped {
         let mut st = self.state.lock().unwrap();
         let first = st.loaded.insert(apex.clone());
-        st.assembler.apply(apex, soa, delta);
-        if first && delta.added.len() > 10_000 {
+        let (dropped, large) = match &change {
+            Change::Delta { soa, delta } => (
+                st.assembler.apply(apex, soa, delta),
+                delta.added.len() > 10_000,
+            ),
+            Change::Full(z) => (st.assembler.replace(apex, z), z.records.len() > 10_000),
+        };
+        if first && large {
             st.assembler.compact();
         }
         if st.loaded.len() < self.zone_count {
-            return;
+            return dropped;
         }
         let snap = st.assembler.snapshot();
-        if let Some(z) = full {
-            let (missing, extra) = st.assembler.ptr_difference(z, &snap);
+        if let Change::Full(z) = &change {
+            let (missing, extra) = st.assembler.ptr_difference(apex, z, &snap);
             if missing + extra > 0 {
                 // Expected for a moment after a change (the zones are transferred one by one).
-                warn!(zone = %z.apex, missing, extra,
+                warn!(zone = %apex, missing, extra,
                     "the primary's PTR records differ from those derived from the forward zones");
             }
         }
@@ -188,7 +204,21 @@ impl Shared {
         for z in &st.loaded {
             self.health.synced(&format!("primary {z}"));
         }
+        drop(st);
+        if large {
+            drop(change);
+            crate::engine::release_freed_memory();
+        }
+        dropped
     }
+}
+
+/// A zone's change as transferred.
+enum Change {
+    /// An IXFR's netted deltas and the new SOA.
+    Delta { soa: Record, delta: Delta },
+    /// A whole zone.
+    Full(FullZone),
 }
 
 /// The zones served with these flags (as a primary with them serves): the `--zone`s, the
@@ -340,7 +370,7 @@ mod tests {
                             removed: vec![],
                             added: vec![((host.into(), data), 30)],
                         };
-                        shared.apply(&apex, &soa, &delta, None);
+                        shared.apply(&apex, Change::Delta { soa, delta });
                         // Seen at once, and not taken back by the other loop's publish.
                         let snap = shared.published.load();
                         let name = format!("h{i}.{}", zone.trim_end_matches('.'));

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::join_all;
-use hickory_proto::rr::{Name, Record};
+use hickory_proto::rr::Name;
 use tracing::{debug, info, warn};
 
 use super::wire::{self, Ask, WireError};
-use super::zone_data::{self, newer, Delta, Received, ZoneData};
-use super::{Shared, ZoneWake};
+use super::zone_data::{self, newer, FullZone, Received, ZoneData};
+use super::{Change, Shared, ZoneWake};
 use crate::metrics::{TransferLabels, ZoneLabels};
 
 pub(super) struct ZoneLoop {
@@ -44,10 +44,7 @@ const STICK_REFRESHES: u32 = 3;
 const STICK_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a transfer brought that is newer than ours.
-enum Got {
-    Full(ZoneData),
-    Delta { soa: Record, delta: Delta },
-}
+type Got = Change;
 
 enum Failure {
     /// Not worth an AXFR from the same primary (it is down).
@@ -283,7 +280,7 @@ impl ZoneLoop {
                 self.count("axfr", e.label());
                 format!("AXFR: {e}")
             })?;
-        let z = match zone_data::receive(&self.zone, got, None) {
+        let z = match self.shared.receive(&self.zone, got, None) {
             Ok(Received::Full(z)) => z,
             Ok(other) => {
                 self.count("axfr", "invalid");
@@ -320,7 +317,7 @@ impl ZoneLoop {
                 });
             }
         };
-        let (g, serial, result) = match zone_data::receive(&self.zone, got, Some(cur)) {
+        let (g, serial, result) = match self.shared.receive(&self.zone, got, Some(cur)) {
             Ok(Received::Incremental { soa, delta }) => {
                 let serial = zone_data::serial_of(&soa).unwrap_or(0);
                 (Got::Delta { soa, delta }, serial, "ok")
@@ -351,26 +348,14 @@ impl ZoneLoop {
     /// Serves what a transfer brought: only the records it changed are looked at (all of them
     /// for a whole zone, which is compared with ours).
     fn publish(&mut self, primary: SocketAddr, got: Got) {
-        let dropped = match got {
-            Got::Full(mut z) => {
-                z.from = Some(primary);
-                let delta = Delta::between(self.current.as_ref(), &z);
-                let dropped = self.shared.dropped(&self.zone, z.records.keys());
-                self.shared.apply(&self.zone, &z.soa, &delta, Some(&z));
-                self.current = Some(z);
-                dropped
-            }
-            Got::Delta { soa, delta } => {
-                let dropped = self
-                    .shared
-                    .dropped(&self.zone, delta.added.iter().map(|(k, _)| k));
-                self.shared.apply(&self.zone, &soa, &delta, None);
-                if let Some(cur) = &mut self.current {
-                    cur.apply(soa, &delta);
-                }
-                dropped
-            }
+        let soa = match &got {
+            Got::Full(FullZone { soa, .. }) | Got::Delta { soa, .. } => soa.clone(),
         };
+        let dropped = self.shared.apply(&self.zone, got);
+        self.current = Some(ZoneData {
+            from: Some(primary),
+            soa,
+        });
         if !dropped.is_empty() {
             warn!(zone = %self.zone, %primary, ?dropped, "records of types globaldns does not serve: dropped");
         }
