@@ -98,6 +98,22 @@ struct ZoneState {
     /// globaldns does not serve), as 64-bit fingerprints: all an IXFR's deletions of them need
     /// checked against, in a twentieth of the records' memory.
     others: HashSet<u64, FnvBuildHasher>,
+    /// How many of `others` are PTRs (to compare with the PTRs derived, after a whole zone).
+    ptrs: usize,
+}
+
+impl ZoneState {
+    /// Takes (or gives back) a record kept as a fingerprint.
+    fn other(&mut self, add: bool, kind: &Kind, owner: &Name, data: &RData) {
+        let f = fingerprint(owner, data);
+        let changed = match add {
+            true => self.others.insert(f),
+            false => self.others.remove(&f),
+        };
+        if changed && matches!(kind, Kind::Ptr) {
+            self.ptrs = if add { self.ptrs + 1 } else { self.ptrs - 1 };
+        }
+    }
 }
 
 /// The fingerprint of a record (owner and data, case-insensitive as the zone compares them).
@@ -199,12 +215,7 @@ impl Assembler {
                     if let Kind::Dropped(t) = kind {
                         *dropped.entry(t).or_default() += usize::from(add);
                     }
-                    let f = fingerprint(&owner, data);
-                    if add {
-                        zone.others.insert(f);
-                    } else {
-                        zone.others.remove(&f);
-                    }
+                    zone.other(add, &kind, &owner, data);
                     continue;
                 }
             };
@@ -232,8 +243,9 @@ impl Assembler {
 
     /// Serves `zone` (a whole zone of `apex`) in place of what `apex` held: hosts it does not
     /// list are removed, the others set (unchanged ones cost a comparison). Returns the types
-    /// of the records that are not served.
-    pub fn replace(&mut self, apex: &Name, zone: &FullZone) -> Dropped {
+    /// of the records that are not served. The records are freed before the hosts are set, so
+    /// that the zone's new names take their place rather than memory of their own.
+    pub fn replace(&mut self, apex: &Name, zone: FullZone) -> Dropped {
         let reverse = self.is_reverse(apex);
         let mut dropped = Dropped::new();
         let mut state = ZoneState::default();
@@ -257,10 +269,12 @@ impl Assembler {
                     if let Kind::Dropped(t) = kind {
                         *dropped.entry(t).or_default() += 1;
                     }
-                    state.others.insert(fingerprint(&r.name, &r.data));
+                    state.other(true, &kind, &r.name, &r.data);
                 }
             }
         }
+        let FullZone { soa, records } = zone;
+        drop(records);
         state.others.shrink_to_fit();
         for gone in self.builder.hosts_in(apex) {
             if !hosts.contains_key(&gone) {
@@ -268,7 +282,7 @@ impl Assembler {
             }
         }
         self.zones.insert(apex.clone(), state);
-        self.set_apex(apex, &zone.soa);
+        self.set_apex(apex, &soa);
         for (host, r) in hosts {
             self.set_host(&host, r);
         }
@@ -311,26 +325,22 @@ impl Assembler {
         self.builder.compact();
     }
 
-    /// PTR records of `zone` (a whole reverse zone of `apex` as transferred) that `snap` does
-    /// not serve, and those it serves that the primary has not: (missing, extra).
-    pub fn ptr_difference(&self, apex: &Name, zone: &FullZone, snap: &Snapshot) -> (usize, usize) {
-        if !self.is_reverse(apex) {
+    /// PTR records the primary has in zone `apex` (a reverse zone) that `snap` does not
+    /// serve, and those it serves that the primary has not: (missing, extra).
+    pub fn ptr_difference(&self, apex: &Name, snap: &Snapshot) -> (usize, usize) {
+        let Some(theirs) = self.zones.get(apex).filter(|_| self.is_reverse(apex)) else {
             return (0, 0);
+        };
+        let ours = snap.zone_records(&LowerName::new(apex));
+        let ours = ours.iter().filter(|r| r.record_type() == RecordType::PTR);
+        let (mut common, mut extra) = (0, 0);
+        for r in ours {
+            match theirs.others.contains(&fingerprint(&r.name, &r.data)) {
+                true => common += 1,
+                false => extra += 1,
+            }
         }
-        let ours: HashSet<u64> = snap
-            .zone_records(&LowerName::new(apex))
-            .iter()
-            .filter(|r| r.record_type() == RecordType::PTR)
-            .map(|r| fingerprint(&r.name, &r.data))
-            .collect();
-        let theirs: HashSet<u64> = zone
-            .records
-            .iter()
-            .filter(|r| r.record_type() == RecordType::PTR)
-            .map(|r| fingerprint(&r.name, &r.data))
-            .collect();
-        let missing = theirs.difference(&ours).count();
-        (missing, ours.len() - (theirs.len() - missing))
+        (theirs.ptrs.saturating_sub(common), extra)
     }
 }
 
@@ -470,7 +480,7 @@ mod tests {
                 let z = zone(i as u32 + 1, present);
                 match &old {
                     Some(old) if !whole => incremental.apply(&apex, &z.soa, &delta(old, &z)),
-                    _ => incremental.replace(&apex, &z),
+                    _ => incremental.replace(&apex, zone(i as u32 + 1, present)),
                 };
                 let held: HashSet<RecordKey> = z.records.iter().map(key).collect();
                 for i in 0..32 {
@@ -487,7 +497,7 @@ mod tests {
             }
             let last = old.unwrap();
             let mut fresh = Assembler::new(&cfg, &ranges);
-            fresh.replace(&apex, &last);
+            fresh.replace(&apex, last);
             prop_assert_eq!(served(&snap.unwrap()), served(&fresh.snapshot()));
         }
     }
@@ -514,7 +524,7 @@ mod tests {
             records: vec![ptr("1", "a.global."), ptr("2", "b.global."), txt.clone()],
         };
         assert_eq!(
-            a.replace(&apex, &full),
+            a.replace(&apex, full),
             Dropped::from([(RecordType::TXT, 1)])
         );
         let holds = |a: &Assembler, r: &Record| a.holds(&apex, &r.name, &r.data);

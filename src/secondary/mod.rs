@@ -169,44 +169,47 @@ impl Shared {
     }
 
     /// Applies a zone's change and publishes once every zone is loaded; returns the types of
-    /// the records it brought that are not served. A whole zone is dropped here, and the pages
-    /// it took handed back.
+    /// the records it brought that are not served. After a large change the pages it freed (a
+    /// whole zone's records, the reports replaced) are handed back.
     fn apply(&self, apex: &Name, change: Change) -> Dropped {
         let mut st = self.state.lock().unwrap();
         let first = st.loaded.insert(apex.clone());
-        let (dropped, large) = match &change {
+        let (dropped, large, full) = match change {
             Change::Delta { soa, delta } => (
-                st.assembler.apply(apex, soa, delta),
+                st.assembler.apply(apex, &soa, &delta),
                 delta.added.len() > 10_000,
+                false,
             ),
-            Change::Full(z) => (st.assembler.replace(apex, z), z.records.len() > 10_000),
+            Change::Full(z) => {
+                let large = z.records.len() > 10_000;
+                (st.assembler.replace(apex, z), large, true)
+            }
         };
         if first && large {
             st.assembler.compact();
         }
-        if st.loaded.len() < self.zone_count {
-            return dropped;
-        }
-        let snap = st.assembler.snapshot();
-        if let Change::Full(z) = &change {
-            let (missing, extra) = st.assembler.ptr_difference(apex, z, &snap);
+        if st.loaded.len() == self.zone_count {
+            let snap = st.assembler.snapshot();
+            let (missing, extra) = match full {
+                true => st.assembler.ptr_difference(apex, &snap),
+                false => (0, 0),
+            };
             if missing + extra > 0 {
                 // Expected for a moment after a change (the zones are transferred one by one).
                 warn!(zone = %apex, missing, extra,
                     "the primary's PTR records differ from those derived from the forward zones");
             }
-        }
-        self.metrics.hosts_served.set(snap.served_hosts() as i64);
-        // Under the lock: the zone loops run concurrently, and a snapshot taken before another
-        // loop's change must not be published after that loop's.
-        self.published.publish(snap);
-        self.health.set_published();
-        for z in &st.loaded {
-            self.health.synced(&format!("primary {z}"));
+            self.metrics.hosts_served.set(snap.served_hosts() as i64);
+            // Under the lock: the zone loops run concurrently, and a snapshot taken before
+            // another loop's change must not be published after that loop's.
+            self.published.publish(snap);
+            self.health.set_published();
+            for z in &st.loaded {
+                self.health.synced(&format!("primary {z}"));
+            }
         }
         drop(st);
         if large {
-            drop(change);
             crate::engine::release_freed_memory();
         }
         dropped

@@ -39,7 +39,7 @@ pub fn replay_transfers(stream: &[u8], reverse: bool) -> Result<Vec<Snapshot>, S
         return Err("AXFR: not a full zone".into());
     };
     let mut serial = first.serial();
-    snapshots.push(full(&mut assembler, &zone, &first));
+    snapshots.push(full(&mut assembler, &zone, first));
     while !rest.is_empty() {
         let records = read(&zone, RecordType::IXFR, &mut rest)?;
         let holds = |owner: &Name, data: &RData| assembler.holds(&zone, owner, data);
@@ -47,7 +47,7 @@ pub fn replay_transfers(stream: &[u8], reverse: bool) -> Result<Vec<Snapshot>, S
             Received::UpToDate => continue,
             Received::Full(z) => {
                 serial = z.serial();
-                snapshots.push(full(&mut assembler, &zone, &z));
+                snapshots.push(full(&mut assembler, &zone, z));
             }
             Received::Incremental { soa, delta } => {
                 serial = serial_of(&soa).unwrap_or(0);
@@ -60,10 +60,10 @@ pub fn replay_transfers(stream: &[u8], reverse: bool) -> Result<Vec<Snapshot>, S
 }
 
 /// Serves a whole zone in place of what the zone held, as a secondary does after an AXFR.
-fn full(assembler: &mut Assembler, apex: &Name, zone: &FullZone) -> Snapshot {
+fn full(assembler: &mut Assembler, apex: &Name, zone: FullZone) -> Snapshot {
     assembler.replace(apex, zone);
     let snap = assembler.snapshot();
-    assembler.ptr_difference(apex, zone, &snap);
+    assembler.ptr_difference(apex, &snap);
     snap
 }
 
