@@ -254,7 +254,7 @@ impl Assembler {
             let wildcard = host.starts_with("*.");
             hosts.entry(host).or_insert_with(|| empty_report(wildcard))
         }
-        for r in &zone.records {
+        for r in zone.records() {
             match classify(apex, reverse, &r.name, &r.data) {
                 Kind::Apex => {
                     if matches!(r.data, RData::NS(_)) {
@@ -423,13 +423,17 @@ mod tests {
                     let (owner, data) = record(i as u8);
                     Record::from_rdata((&owner).into(), 30, data)
                 })
+                .collect::<Vec<_>>()
+                // As a primary sends them: a few records a message.
+                .chunks(5)
+                .map(<[Record]>::to_vec)
                 .collect(),
         }
     }
 
     /// The IXFR that turns `old` into `new`, netted.
     fn delta(old: &FullZone, new: &FullZone) -> Delta {
-        let keys = |z: &FullZone| -> HashSet<RecordKey> { z.records.iter().map(key).collect() };
+        let keys = |z: &FullZone| -> HashSet<RecordKey> { z.records().map(key).collect() };
         let (old, new) = (keys(old), keys(new));
         Delta {
             removed: old.difference(&new).cloned().collect(),
@@ -482,7 +486,7 @@ mod tests {
                     Some(old) if !whole => incremental.apply(&apex, &z.soa, &delta(old, &z)),
                     _ => incremental.replace(&apex, zone(i as u32 + 1, present)),
                 };
-                let held: HashSet<RecordKey> = z.records.iter().map(key).collect();
+                let held: HashSet<RecordKey> = z.records().map(key).collect();
                 for i in 0..32 {
                     let (owner, data) = record(i);
                     let k = (owner.clone(), data.clone());
@@ -521,7 +525,11 @@ mod tests {
         let mut a = Assembler::new(&cfg, &ranges);
         let full = FullZone {
             soa: soa(1),
-            records: vec![ptr("1", "a.global."), ptr("2", "b.global."), txt.clone()],
+            records: vec![vec![
+                ptr("1", "a.global."),
+                ptr("2", "b.global."),
+                txt.clone(),
+            ]],
         };
         assert_eq!(
             a.replace(&apex, full),

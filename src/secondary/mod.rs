@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::published::Published;
 use crate::zone::{reverse_zone_for, ZoneConfig};
 use convert::{Assembler, Dropped};
-use zone_data::{Delta, FullZone, Holds, Received, ZoneData};
+use zone_data::{Delta, FullZone, Holds, Messages, Received, ZoneData};
 
 pub use replay::{replay_transfers, REPLAY_ID};
 pub use zone_data::newer as serial_newer;
@@ -156,7 +156,7 @@ impl Shared {
     fn receive(
         &self,
         zone: &Name,
-        records: Vec<Record>,
+        records: Messages,
         current: Option<&ZoneData>,
     ) -> Result<Received, String> {
         let st = self.state.lock().unwrap();
@@ -181,7 +181,7 @@ impl Shared {
                 false,
             ),
             Change::Full(z) => {
-                let large = z.records.len() > 10_000;
+                let large = z.len() > 10_000;
                 (st.assembler.replace(apex, z), large, true)
             }
         };

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 
 use super::convert::Assembler;
 use super::wire::Reader;
-use super::zone_data::{receive, serial_of, FullZone, Received};
+use super::zone_data::{receive, serial_of, FullZone, Messages, Received};
 use crate::zone::{reverse_zone_for, Snapshot, ZoneConfig};
 
 /// The query id the replayed answers must carry (a real exchange uses a random one).
@@ -68,11 +68,7 @@ fn full(assembler: &mut Assembler, apex: &Name, zone: FullZone) -> Snapshot {
 }
 
 /// The records of one exchange, its messages taken from the front of `rest`.
-fn read(
-    zone: &Name,
-    qtype: RecordType,
-    rest: &mut &[u8],
-) -> Result<Vec<hickory_proto::rr::Record>, String> {
+fn read(zone: &Name, qtype: RecordType, rest: &mut &[u8]) -> Result<Messages, String> {
     let mut reader = Reader::new(zone, qtype, REPLAY_ID, None);
     loop {
         let (len, tail) = rest

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType, TSigVerifier, TSigner};
+
+use super::zone_data::Messages;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -63,9 +65,10 @@ pub async fn soa(
     zone: &Name,
     key: Option<&TSigner>,
 ) -> Result<Record, WireError> {
-    let records = exchange(primary, zone, Ask::Soa, key).await?;
-    records
+    let messages = exchange(primary, zone, Ask::Soa, key).await?;
+    messages
         .into_iter()
+        .flatten()
         .find(|r| r.record_type() == RecordType::SOA && r.name == *zone)
         .ok_or_else(|| WireError::Invalid("no SOA of the zone in the answer".into()))
 }
@@ -77,7 +80,7 @@ pub async fn exchange(
     zone: &Name,
     ask: Ask<'_>,
     key: Option<&TSigner>,
-) -> Result<Vec<Record>, WireError> {
+) -> Result<Messages, WireError> {
     let qtype = match ask {
         Ask::Soa => RecordType::SOA,
         Ask::Axfr => RecordType::AXFR,
@@ -143,7 +146,7 @@ pub struct Reader<'a> {
     id: u16,
     verifier: Option<TSigVerifier>,
     end: End,
-    pub records: Vec<Record>,
+    pub records: Messages,
 }
 
 impl<'a> Reader<'a> {
@@ -187,7 +190,7 @@ impl<'a> Reader<'a> {
             || self
                 .end
                 .feed(&resp.answers, first && self.qtype == RecordType::IXFR);
-        self.records.extend(resp.answers);
+        self.records.push(resp.answers);
         Ok(done)
     }
 }

@@ -23,17 +23,30 @@ impl ZoneData {
     }
 }
 
+/// The answer records of an exchange, message by message: a large AXFR is never one block of
+/// all its records (nor grown by copying it).
+pub type Messages = Vec<Vec<Record>>;
+
 /// A whole zone as transferred (an AXFR, or an IXFR the primary answered in full): its SOA and
 /// every other record, as they came (the same record twice is harmless to whoever reads it).
 #[derive(Debug)]
 pub struct FullZone {
     pub soa: Record,
-    pub records: Vec<Record>,
+    pub records: Messages,
 }
 
 impl FullZone {
     pub fn serial(&self) -> u32 {
         serial_of(&self.soa).unwrap_or(0)
+    }
+
+    /// Every record but the SOA.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.records.iter().flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.iter().map(Vec::len).sum()
     }
 }
 
@@ -81,11 +94,12 @@ pub fn newer(a: u32, b: u32) -> bool {
 /// holds, for an IXFR.
 pub fn receive(
     zone: &Name,
-    records: Vec<Record>,
+    messages: Messages,
     current: Option<(u32, Holds<'_>)>,
 ) -> Result<Received, String> {
     let apex_soa = |r: &Record| r.record_type() == RecordType::SOA && r.name == *zone;
-    let Some(first) = records.first() else {
+    let mut records = messages.iter().flatten();
+    let Some(first) = records.next() else {
         return Err("empty transfer".into());
     };
     if !apex_soa(first) {
@@ -96,14 +110,14 @@ pub fn receive(
         ));
     }
     let serial = serial_of(first).unwrap_or(0);
-    if records.len() == 1 {
+    let Some(second) = records.next() else {
         return Ok(Received::UpToDate);
-    }
-    let last = &records[records.len() - 1];
+    };
+    let last = messages.iter().flatten().next_back().unwrap_or(first);
     if !apex_soa(last) || serial_of(last) != Some(serial) {
         return Err("the transfer does not end with the SOA it started with".into());
     }
-    for r in &records {
+    for r in messages.iter().flatten() {
         if !zone.zone_of(&r.name) {
             return Err(format!("owner {} is outside the zone", r.name));
         }
@@ -111,30 +125,41 @@ pub fn receive(
             return Err(format!("record {} of class {}", r.name, r.dns_class));
         }
     }
-    let body = &records[1..records.len() - 1];
-    let incremental = records.len() > 2
-        && body
-            .first()
-            .is_some_and(|r| r.record_type() == RecordType::SOA);
+    // `[SOA, SOA]` is an empty zone; deltas start with a second SOA before the closing one.
+    let incremental = !std::ptr::eq(second, last) && second.record_type() == RecordType::SOA;
     match (incremental, current) {
         (true, Some((at, holds))) => {
-            deltas(at, holds, first, body).map(|delta| Received::Incremental {
-                soa: first.clone(),
+            let records: Vec<Record> = messages.into_iter().flatten().collect();
+            let body = &records[1..records.len() - 1];
+            deltas(at, holds, &records[0], body).map(|delta| Received::Incremental {
+                soa: records[0].clone(),
                 delta,
             })
         }
         (true, None) => Err("deltas without a zone to apply them to".into()),
-        (false, _) => full(records).map(Received::Full),
+        (false, _) => full(messages).map(Received::Full),
     }
 }
 
-fn full(mut records: Vec<Record>) -> Result<FullZone, String> {
-    records.pop(); // the closing SOA, checked equal to the first
-    let soa = records.remove(0);
-    if let Some(r) = records.iter().find(|r| r.record_type() == RecordType::SOA) {
+/// A whole zone from its messages: the opening SOA taken out, the closing one (checked equal)
+/// dropped.
+fn full(mut messages: Messages) -> Result<FullZone, String> {
+    messages.retain(|m| !m.is_empty());
+    if let Some(m) = messages.last_mut() {
+        m.pop();
+    }
+    let soa = messages[0].remove(0);
+    if let Some(r) = messages
+        .iter()
+        .flatten()
+        .find(|r| r.record_type() == RecordType::SOA)
+    {
         return Err(format!("a second SOA at {} inside a full transfer", r.name));
     }
-    Ok(FullZone { soa, records })
+    Ok(FullZone {
+        soa,
+        records: messages,
+    })
 }
 
 /// Checks the deltas of an IXFR (`[old SOA, deletions…, new SOA, additions…]…`) against our
@@ -245,11 +270,31 @@ mod tests {
     #[test]
     fn full_transfers_are_checked() {
         let z = name("global.");
-        let ok = receive(&z, vec![soa(5), a("h.global.", "240.0.0.1"), soa(5)], None).unwrap();
+        let ok = receive(
+            &z,
+            vec![vec![soa(5), a("h.global.", "240.0.0.1"), soa(5)]],
+            None,
+        )
+        .unwrap();
         let Received::Full(zone) = ok else {
             panic!("{ok:?}")
         };
-        assert_eq!((zone.serial(), zone.records.len()), (5, 1));
+        assert_eq!((zone.serial(), zone.len()), (5, 1));
+        // Across messages, an empty one among them: the same zone.
+        let split = vec![
+            vec![soa(5), a("h.global.", "240.0.0.1")],
+            vec![],
+            vec![a("i.global.", "240.0.0.2"), soa(5)],
+        ];
+        let Ok(Received::Full(zone)) = receive(&z, split, None) else {
+            panic!()
+        };
+        let owners: Vec<String> = zone.records().map(|r| r.name.to_string()).collect();
+        assert_eq!(owners, ["h.global.", "i.global."]);
+        assert!(matches!(
+            receive(&z, vec![vec![soa(5)], vec![soa(5)]], None),
+            Ok(Received::Full(FullZone { records, .. })) if records.iter().all(Vec::is_empty)
+        ));
         for bad in [
             vec![a("h.global.", "240.0.0.1"), soa(5)],
             vec![soa(5), a("h.global.", "240.0.0.1")],
@@ -257,7 +302,7 @@ mod tests {
             vec![soa(5), a("h.example.", "240.0.0.1"), soa(5)],
             vec![soa(5), a("h.global.", "240.0.0.1"), soa(5), soa(5)],
         ] {
-            assert!(receive(&z, bad.clone(), None).is_err(), "{bad:?}");
+            assert!(receive(&z, vec![bad.clone()], None).is_err(), "{bad:?}");
         }
     }
 
@@ -293,7 +338,8 @@ mod tests {
             a("j.global.", "240.0.0.3"),
             soa(7),
         ];
-        let Ok(Received::Incremental { soa: new, delta }) = receive(&z, ixfr, Some((5, &holds)))
+        let Ok(Received::Incremental { soa: new, delta }) =
+            receive(&z, vec![ixfr], Some((5, &holds)))
         else {
             panic!()
         };
@@ -303,7 +349,7 @@ mod tests {
         let added: Vec<RecordKey> = delta.added.into_iter().map(|(k, _)| k).collect();
         assert_eq!(owners(&added), ["i.global.", "j.global."]);
         assert!(matches!(
-            receive(&z, vec![soa(5)], Some((5, &holds))),
+            receive(&z, vec![vec![soa(5)]], Some((5, &holds))),
             Ok(Received::UpToDate)
         ));
     }
@@ -347,10 +393,10 @@ mod tests {
             ),
             (vec![soa(7), soa(5), soa(4), soa(7)], "not forward"),
         ] {
-            let err = receive(&z, bad.clone(), Some((5, &holds))).unwrap_err();
+            let err = receive(&z, vec![bad.clone()], Some((5, &holds))).unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");
         }
-        let err = receive(&z, vec![soa(6), soa(5), soa(6), soa(6)], None).unwrap_err();
+        let err = receive(&z, vec![vec![soa(6), soa(5), soa(6), soa(6)]], None).unwrap_err();
         assert!(err.contains("without a zone"), "{err}");
     }
 }
