@@ -15,6 +15,12 @@
 #   --qps                also run benches/load.sh --servers knot,globaldns,secondary
 #                        (dnsperf against Knot, the primary and a secondary, each capped at 50 %
 #                        of its core so the server is the bottleneck; --load-args "..." to change)
+#   --rollout            also run (or with --parts rollout, only) a rolling restart of 2 primaries
+#                        with changes flowing (lib/rollout_probe.py): bytes sent to
+#                        --rollout-secondaries N (default 4) secondaries at --rollout-hosts N
+#                        (default --hosts) while each primary is stopped, kept down
+#                        --rollout-down S (default 5), started again on its state directory
+#                        and given 10 s; a change (one new host) every 2 s meanwhile
 #   --kube               also run the real-apiserver comparison (lib/fleet_kube.py: 2 clusters,
 #                        --kube-hosts new hosts (default 400); for each N of --kube-sizes "N ..."
 #                        (default "50"): N all-in-one instances vs 4 primaries + N secondaries)
@@ -34,6 +40,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib/common.sh"
 
 HOSTS=100000 NSEC=50 NOTIFY_HOSTS=5000 CHANGES=50 IXFR_REPS=10 AXFR_REPS=3 PARTS=xfr,notify QPS=0 KUBE=0 KUBE_SIZES=50 KUBE_HOSTS=400 TIMEOUT=30
+ROLLOUT=0 ROLLOUT_SECS=4 ROLLOUT_HOSTS="" ROLLOUT_DOWN=5
 GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK="" LOAD_ARGS="--hosts 10000 --rounds 2 --duration 10 --mix positive --server-quota 50 --no-half-peak"
 while (($#)); do
   case $1 in
@@ -47,6 +54,10 @@ while (($#)); do
     --qps) QPS=1; shift ;;
     --load-args) LOAD_ARGS=$2; shift 2 ;;
     --kube) KUBE=1; shift ;;
+    --rollout) ROLLOUT=1; shift ;;
+    --rollout-secondaries) ROLLOUT_SECS=$2; shift 2 ;;
+    --rollout-hosts) ROLLOUT_HOSTS=$2; shift 2 ;;
+    --rollout-down) ROLLOUT_DOWN=$2; shift 2 ;;
     --kube-sizes) KUBE_SIZES=$2; shift 2 ;;
     --kube-hosts) KUBE_HOSTS=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
@@ -66,6 +77,8 @@ part xfr && XFR=1
 part notify && ((NSEC > 0)) && NOTIFY=1
 part qps && QPS=1
 part kube && KUBE=1
+part rollout && ROLLOUT=1
+ROLLOUT_HOSTS=${ROLLOUT_HOSTS:-$HOSTS}
 ((NOTIFY && !XFR)) && [[ $NOTIFY_HOSTS == auto ]] && die "--parts notify without xfr: give --notify-hosts N"
 
 setup_workdir fleet
@@ -128,6 +141,21 @@ if ((NOTIFY)); then
   probe notify "$ndir" "$NOTIFY_HOSTS" --secondaries "$NSEC" --changes "$CHANGES"
 fi
 
+# ---------------------------------------------------------------- a rolling restart of the primaries
+if ((ROLLOUT)); then
+  rdir=$WORK/rollout; mkdir -p "$rdir"
+  gen "$rdir" "$ROLLOUT_HOSTS"
+  log "== rolling restart of 2 primaries: $ROLLOUT_SECS secondaries, $ROLLOUT_HOSTS hosts =="
+  rc=0
+  timeout -k 10 5400 "$PY" "$HERE/lib/rollout_probe.py" --bin "$GLOBALDNS_BIN" --zones "$rdir/se" \
+    --hosts "$ROLLOUT_HOSTS" --work "$rdir" --gd-args "$GD_ARGS" --secondaries "$ROLLOUT_SECS" \
+    --down "$ROLLOUT_DOWN" &
+  track_pid $!
+  wait $! || rc=$?
+  BENCH_PIDS=()
+  ((rc == 0)) || { tail -n 5 "$rdir"/*.log >&2 || true; die "rollout probe failed (rc $rc); logs in $rdir"; }
+fi
+
 # ---------------------------------------------------------------- qps: secondary vs Knot
 if ((QPS)); then
   log "== qps: benches/load.sh --servers knot,globaldns,secondary $LOAD_ARGS =="
@@ -166,6 +194,11 @@ if ((NOTIFY)); then
   echo
   echo "== NOTIFY: $NSEC secondaries (--udp-workers 1, --refresh 1h), $NOTIFY_HOSTS hosts =="
   cat "$ndir/rows-notify.txt"
+fi
+if ((ROLLOUT)); then
+  echo
+  echo "== rolling restart of 2 primaries (changes flowing): $ROLLOUT_SECS secondaries, $ROLLOUT_HOSTS hosts =="
+  cat "$rdir/rows-rollout.txt"
 fi
 if ((QPS)); then echo; cat "$WORK/load.txt"; fi
 if ((KUBE)); then echo; cat "$WORK/kube.txt"; fi

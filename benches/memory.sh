@@ -30,12 +30,7 @@ while (($#)); do
   case $1 in
     --sizes) SIZES=$2; shift 2 ;;
     --settle) SETTLE=$2; shift 2 ;;
-    --gd-args) GD_ARGS=$2; shift 2 ;;
-    --no-build) BUILD=0; shift ;;
-    --keep) KEEP=1; shift ;;
-    --workdir) WORK=$2; shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option $1 (see --help)" ;;
+    *) common_opt "$@"; shift "$BENCH_SHIFT" ;;
   esac
 done
 for n in $SIZES; do [[ $n =~ ^[0-9]+$ ]] || die "--sizes: numbers expected"; done

@@ -39,6 +39,7 @@ fn entries(n: usize) -> Vec<Entry> {
             ports: vec![],
             resolution: Resolution::Dns,
             autoallocate: true,
+            routing: Default::default(),
         })
         .collect()
 }

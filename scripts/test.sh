@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of globaldns on a fresh machine: installs the DNS tools the tests drive when they
-# are missing (dig, dnsmasq, Knot's knotd and kzonecheck, BIND's named-checkzone), then formatting,
+# are missing (dig, dnsmasq, Knot's knotd and kzonecheck, BIND's named-checkzone; Python's grpcio
+# and openssl for the gRPC tests), then formatting,
 # lints and the whole cargo test suite, including the Kubernetes end-to-end tests
-# (tests/kube_e2e.rs), whose first run on a machine installs etcd and builds kube-apiserver from
+# (tests/kube_e2e/), whose first run on a machine installs etcd and builds kube-apiserver from
 # Debian's sources (scripts/kube/build-apiserver.sh, cached in ~/.cache/globaldns; about 5
 # minutes on 2 cores).
 set -euo pipefail
@@ -16,9 +17,12 @@ command -v named-checkzone >/dev/null 2>&1 || missing+=(bind9-utils)
 # knotd (a real primary and secondary for the transfer tests) is in /usr/sbin, which a non-root
 # PATH may lack: the tests find it through PATH, so it is added below.
 command -v knotd >/dev/null 2>&1 || [ -x /usr/sbin/knotd ] || missing+=(knot)
+# tests/grpc: Python's grpcio is the gRPC client (CoreDNS's stand-in), openssl makes the TLS CA.
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
 if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
   echo "== installing test tools: ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -30,6 +34,17 @@ fi
 
 export PATH="$PATH:/usr/sbin:/sbin"
 
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+  echo "== installing grpcio for tests/grpc"
+  # From PyPI (a wheel: nothing to compile); a system Python that refuses pip gets Debian's.
+  python3 -m pip install --quiet grpcio \
+    || { $sudo apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-grpcio >/dev/null; }
+fi
+
+echo "== paths named in docs and comments exist"
+scripts/check-paths.py --self-test
+scripts/check-paths.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

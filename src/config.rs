@@ -54,6 +54,32 @@ pub enum Command {
     Allocations(AllocationsArgs),
     /// Print everything the server would answer as RFC 1035 zone files (allocating like serve).
     Zonefile(ZonefileArgs),
+    /// Spec write-back housekeeping in Kubernetes clusters.
+    #[command(subcommand, name = "write-back")]
+    WriteBack(WriteBackCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WriteBackCommand {
+    /// Give up every field globaldns owns (its spec.addresses) in every ServiceEntry of the
+    /// clusters, for turning spec write-back off; a field someone else also owns stays theirs.
+    Withdraw(WithdrawArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WithdrawArgs {
+    /// The cluster globaldns runs in (service account).
+    #[arg(long)]
+    pub in_cluster: bool,
+    /// Name for the --in-cluster cluster in messages.
+    #[arg(long, default_value = "local")]
+    pub cluster_name: String,
+    /// A cluster from a kubeconfig file: NAME=PATH[#CONTEXT] (repeatable).
+    #[arg(long = "cluster", value_delimiter = ',', value_parser = crate::kube::parse_cluster_flag)]
+    pub clusters: Vec<crate::kube::ClusterFlag>,
+    /// Only say which entries would change (server-side dry run).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -230,6 +256,65 @@ pub struct ServeArgs {
     pub transfer: TransferArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+}
+
+// CoreDNS's gRPC DnsService (src/grpc): off unless --grpc-listen is given.
+#[derive(Args, Debug)]
+pub struct GrpcArgs {
+    /// Serve CoreDNS's gRPC DnsService (its `grpc` plugin's upstream) on this address
+    /// (repeatable; port 0 picks a free port, logged at start). Off by default.
+    #[arg(long, env = "GLOBALDNS_GRPC_LISTEN", value_delimiter = ',')]
+    pub grpc_listen: Vec<SocketAddr>,
+    /// gRPC over TLS: the server's certificate chain (PEM); needs --grpc-tls-key.
+    #[arg(long, env = "GLOBALDNS_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// The private key of --grpc-tls-cert (PEM).
+    #[arg(long, env = "GLOBALDNS_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// With TLS: clients must present a certificate issued by this CA (PEM), as CoreDNS's
+    /// `tls CERT KEY CA` does.
+    #[arg(long, env = "GLOBALDNS_GRPC_TLS_CLIENT_CA", requires = "grpc_tls_cert")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
+    /// Open gRPC connections per --grpc-listen address; one more is closed at once.
+    #[arg(long, env = "GLOBALDNS_GRPC_MAX_CONNECTIONS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_connections: u32,
+    /// Concurrent calls per gRPC connection (HTTP/2 max concurrent streams); clients queue the
+    /// rest.
+    #[arg(long, env = "GLOBALDNS_GRPC_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_streams: u32,
+    /// A gRPC connection with no call for this long is closed (0s: never); the client
+    /// reconnects on its next call.
+    #[arg(long, env = "GLOBALDNS_GRPC_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub grpc_idle_timeout: Duration,
+    /// HTTP/2 PING on each gRPC connection this often to find dead peers (0s: never).
+    #[arg(long, env = "GLOBALDNS_GRPC_KEEPALIVE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub grpc_keepalive: Duration,
+    /// A PING not answered within this closes the gRPC connection.
+    #[arg(long, env = "GLOBALDNS_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub grpc_keepalive_timeout: Duration,
+}
+
+impl GrpcArgs {
+    pub fn limits(&self) -> crate::grpc::Limits {
+        crate::grpc::Limits {
+            max_connections: self.grpc_max_connections as usize,
+            max_streams: self.grpc_max_streams,
+            idle_timeout: self.grpc_idle_timeout,
+            keepalive: self.grpc_keepalive,
+            keepalive_timeout: self.grpc_keepalive_timeout,
+        }
+    }
+
+    /// None: plaintext (the loopback sidecar layout).
+    pub fn tls(&self) -> Option<crate::grpc::TlsFiles> {
+        Some(crate::grpc::TlsFiles {
+            cert: self.grpc_tls_cert.clone()?,
+            key: self.grpc_tls_key.clone()?,
+            client_ca: self.grpc_tls_client_ca.clone(),
+        })
+    }
 }
 
 // Listeners: where DNS and admin are served, and the limits of the DNS listeners.
@@ -268,6 +353,11 @@ pub struct ListenArgs {
     /// A DNS TCP connection with no complete message for this long is closed.
     #[arg(long, env = "GLOBALDNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub tcp_idle_timeout: Duration,
+    /// Kernel send buffer of each DNS TCP connection, in bytes (SO_SNDBUF); 0 leaves it to the
+    /// kernel, which grows it up to net.ipv4.tcp_wmem's maximum (4 MiB by default) for a
+    /// transfer to a secondary that reads slowly.
+    #[arg(long, env = "GLOBALDNS_TCP_SEND_BUFFER", default_value_t = 0)]
+    pub tcp_send_buffer: u32,
 }
 
 impl ListenArgs {
@@ -275,6 +365,7 @@ impl ListenArgs {
         crate::dns::TcpLimits {
             max_connections: self.tcp_max_connections as usize,
             idle_timeout: self.tcp_idle_timeout,
+            send_buffer: self.tcp_send_buffer as usize,
         }
     }
 }
@@ -329,6 +420,13 @@ pub struct TransferArgs {
     /// secondaries that transferred recently are notified without being listed.
     #[arg(long = "notify", env = "GLOBALDNS_NOTIFY", value_delimiter = ',')]
     pub notify: Vec<SocketAddr>,
+    /// Zone transfers (AXFR, IXFR) sent at once, as BIND's `transfers-out`; one more waits up
+    /// to --transfers-out-wait for a turn, then is answered SERVFAIL (its secondary retries).
+    #[arg(long, env = "GLOBALDNS_TRANSFERS_OUT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub transfers_out: u32,
+    /// How long a transfer over --transfers-out waits for a turn before SERVFAIL.
+    #[arg(long, env = "GLOBALDNS_TRANSFERS_OUT_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub transfers_out_wait: Duration,
     /// TSIG key for transfers and NOTIFY, NAME:ALGORITHM:BASE64 (hmac-sha256/384/512). When set,
     /// unsigned or badly signed transfers and NOTIFYs are refused.
     #[arg(long, env = "GLOBALDNS_TSIG_KEY", conflicts_with = "tsig_key_file")]
@@ -362,6 +460,10 @@ pub struct CheckArgs {
     /// State directory to read (never written) so that existing VIPs are shown.
     #[arg(long, env = "GLOBALDNS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Judge routability as a server with this `--write-back` would (`spec`: eligible entries
+    /// get their VIP in spec.addresses).
+    #[arg(long, value_delimiter = ',', default_value = "off")]
+    pub write_back: Vec<crate::kube::WriteBack>,
 }
 
 #[derive(Args, Debug)]
@@ -434,6 +536,42 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["globaldns", "serve", "--ns", "ns.global=nope"]).is_err());
         assert!(Cli::try_parse_from(["globaldns", "serve", "--ns", "=10.0.0.1"]).is_err());
+    }
+
+    #[test]
+    fn grpc_is_off_by_default_and_tls_needs_both_files() {
+        let plain = serve(&[]);
+        assert!(plain.grpc.grpc_listen.is_empty());
+        assert!(plain.grpc.tls().is_none());
+        let tls = serve(&[
+            "--grpc-listen",
+            "127.0.0.1:8053",
+            "--grpc-listen",
+            "[::1]:8053",
+            "--grpc-tls-cert",
+            "c.pem",
+            "--grpc-tls-key",
+            "k.pem",
+            "--grpc-idle-timeout",
+            "0s",
+        ]);
+        assert_eq!(tls.grpc.grpc_listen.len(), 2);
+        let files = tls.grpc.tls().unwrap();
+        assert_eq!(
+            (files.cert.to_str(), files.client_ca),
+            (Some("c.pem"), None)
+        );
+        assert!(tls.grpc.limits().idle_timeout.is_zero());
+        for half in [
+            &["--grpc-tls-cert", "c.pem"][..],
+            &["--grpc-tls-key", "k.pem"],
+            &["--grpc-tls-client-ca", "ca.pem"],
+            &["--grpc-max-streams", "0"],
+        ] {
+            let mut args = vec!["globaldns", "serve"];
+            args.extend_from_slice(half);
+            assert!(Cli::try_parse_from(args).is_err(), "{half:?}");
+        }
     }
 
     #[test]

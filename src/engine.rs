@@ -11,10 +11,11 @@ use tracing::{error, info, warn};
 
 use crate::alloc::store::{Store, StoreEvent};
 use crate::health::Health;
+pub use crate::input::Input;
+use crate::input::SourceEvent;
 use crate::metrics::{FamilyLabels, KindLabels, Metrics};
 use crate::pipeline::Pipeline;
 use crate::published::Published;
-use crate::source::SourceEvent;
 use crate::zone::{unix_now, Snapshot};
 
 pub struct Engine {
@@ -25,20 +26,8 @@ pub struct Engine {
     pub health: Arc<Health>,
     /// Keeps serials increasing across restarts (None: `check`-like uses, nothing kept).
     pub serial_floor: Option<crate::serial_floor::SerialFloor>,
-}
-
-/// What the engine is told: a source's news, or a shared store's (a table another instance
-/// wrote, a change of who claims first).
-#[derive(Debug)]
-pub enum Input {
-    Source(SourceEvent),
-    Store(StoreEvent),
-}
-
-impl From<SourceEvent> for Input {
-    fn from(ev: SourceEvent) -> Input {
-        Input::Source(ev)
-    }
+    /// The journal kept on disk, for IXFR across restarts (None: not kept).
+    pub journal_file: Option<crate::zone::JournalFile>,
 }
 
 impl Engine {
@@ -166,6 +155,13 @@ impl Engine {
         if let Some(floor) = &mut self.serial_floor {
             floor.cover(serial);
         }
+        if let Some(journal) = &mut self.journal_file {
+            if let Err(e) = journal.persist(&snap) {
+                // Removed: a restart starts a new lineage (secondaries transfer the zone once).
+                warn!(error = %format!("{e:#}"), "cannot keep the journal on disk; IXFR across a restart is lost");
+                self.journal_file = None;
+            }
+        }
         // The build time first: whoever sees the new answers also sees how long they took. The
         // counts and the serial after: whoever sees them can query what they count.
         self.metrics.snapshot_build.observe(pass.took.as_secs_f64());
@@ -174,7 +170,9 @@ impl Engine {
         self.record_metrics(&published);
         if pass.touched > 1000 {
             // Before readiness: a first load should not be reported ready at its peak.
-            release_freed_memory();
+            // The pages freed by a large pass (a first load's parse trees, a replaced
+            // snapshot) go back now.
+            crate::memory::release_now();
         }
         self.health.set_published();
         info!(
@@ -191,7 +189,7 @@ impl Engine {
         true
     }
 
-    fn log_outcome(&self, outcome: &crate::alloc::Outcome) {
+    fn log_outcome(&self, outcome: &crate::alloc::AllocReport) {
         // A first load of 100,000 hosts must not write 100,000 lines: each kind is logged one
         // line per host up to LOG_EACH, then once with the count.
         let each = |n: usize| n.min(LOG_EACH);
@@ -270,6 +268,8 @@ impl Engine {
         let served = snap.served_hosts();
         m.hosts_served.set(served as i64);
         m.hosts_unserved.set((snap.host_count() - served) as i64);
+        m.hosts_tcp_unroutable
+            .set(snap.tcp_unroutable_hosts() as i64);
         m.zone_serial.set(i64::from(snap.serial));
         let census = self.pipeline.census();
         m.vips_allocated
@@ -279,19 +279,6 @@ impl Engine {
             .get_or_create(&FamilyLabels { family: "ipv6" })
             .set(census.ipv6 as i64);
         m.vips_held.set(census.held as i64);
-    }
-}
-
-/// Hands the pages freed by a large pass (a first load's parse trees, a replaced snapshot) back
-/// to the kernel now: allocators keep freed memory for reuse, and the server then sits at its
-/// peak for as long as nothing else allocates. The server's allocator is mimalloc; glibc's
-/// malloc still serves C code and builds without it.
-pub(crate) fn release_freed_memory() {
-    // SAFETY: both only release memory that is already free; neither has preconditions.
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        libc::malloc_trim(0);
     }
 }
 

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::routing::{spec_writable, NotWritable, Unroutable};
 use crate::serviceentry::{Entry, Resolution, SrvPort};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -52,6 +53,9 @@ pub struct Rules {
     pub home: String,
     /// Serve Istio's `status.addresses` for home hosts without `spec.addresses`.
     pub prefer_istio_status: bool,
+    /// VIPs are written into `spec.addresses` of the entries that can carry them
+    /// (`--write-back spec`), so default sidecars know them.
+    pub spec_write_back: bool,
 }
 
 impl Default for Rules {
@@ -59,6 +63,7 @@ impl Default for Rules {
         Rules {
             home: "local".into(),
             prefer_istio_status: true,
+            spec_write_back: false,
         }
     }
 }
@@ -98,6 +103,8 @@ pub struct HostView {
     pub rule: Option<Rule>,
     /// Boxed: rare, and the view of 100,000 hosts should not carry the room for it.
     pub conflict: Option<Box<Conflict>>,
+    /// Why the home cluster's default sidecars cannot route the host's TCP ports by address.
+    pub tcp_unroutable: Option<Box<Unroutable>>,
 }
 
 impl HostView {
@@ -114,11 +121,17 @@ struct ClusterSide {
     status: Origins,
     /// One of its entries allows a VIP.
     allows_vip: bool,
+    /// One of its entries has a port routed by destination address.
+    tcp: bool,
+    /// An entry with several hosts and such a port.
+    shared_tcp: Option<String>,
+    /// An entry with such a port that cannot carry the VIP in `spec.addresses`, and why.
+    unwritable: Option<(String, NotWritable)>,
 }
 
 /// Whether an entry allows an automatic VIP for `host`: Istio allocates for wildcards only with
 /// DYNAMIC_DNS; NONE is not served without addresses; the opt-out label wins for its own entry.
-fn allows_vip(entry: &Entry, wildcard: bool) -> bool {
+pub fn allows_vip(entry: &Entry, wildcard: bool) -> bool {
     entry.autoallocate
         && entry.addresses.is_empty()
         && match entry.resolution {
@@ -167,6 +180,15 @@ pub fn merge<'a>(
             }
         }
         side.allows_vip |= allows_vip(entry, view.wildcard);
+        if entry.routing.tcp_by_address {
+            side.tcp = true;
+            if !entry.routing.sole_host && side.shared_tcp.is_none() {
+                side.shared_tcp = Some(object.clone());
+            }
+            if let (Err(why), None) = (spec_writable(entry), &side.unwritable) {
+                side.unwritable = Some((object.clone(), why));
+            }
+        }
         view.objects.push(object);
     }
     if sides.is_empty() {
@@ -184,6 +206,15 @@ pub fn merge<'a>(
         |s: &ClusterSide| s.spec.is_empty() && (s.status.is_empty() || !prefer) && s.allows_vip;
     view.wants_vip = (no_spec_anywhere && any_allows) || sides.iter().any(|(_, s)| vip_at_home(s));
     view.conflict = conflict(&sides, prefer);
+
+    let home_at = sides.iter().position(|(c, _)| *c == rules.home);
+    view.tcp_unroutable = home_at
+        .map(|i| &sides[i].1)
+        .and_then(|home| tcp_unroutable(home, rules))
+        .or_else(|| {
+            (home_at.is_none() && sides.iter().any(|(_, s)| s.tcp)).then_some(Unroutable::NotAtHome)
+        })
+        .map(Box::new);
 
     match sides.iter_mut().find(|(c, _)| *c == rules.home) {
         Some((_, home)) => {
@@ -210,6 +241,38 @@ pub fn merge<'a>(
     }
     view.addresses.values_mut().for_each(sort_dedup);
     Some(view)
+}
+
+/// Why the home cluster's default sidecars cannot route the host's TCP ports by address: they
+/// know `spec.addresses` only, so the answer must be one of those, or the VIP written there.
+fn tcp_unroutable(home: &ClusterSide, rules: &Rules) -> Option<Unroutable> {
+    if !home.tcp {
+        return None;
+    }
+    if let Some(object) = &home.shared_tcp {
+        return Some(Unroutable::SharedEntry {
+            object: object.clone(),
+        });
+    }
+    if !home.spec.is_empty() {
+        return None;
+    }
+    // What is answered without spec addresses: Istio's status address, else the VIP; either way
+    // only spec write-back puts an address the default sidecar knows into every entry.
+    let answers_status = rules.prefer_istio_status && !home.status.is_empty();
+    if !home.allows_vip && !answers_status {
+        // Not served at all: nothing to route.
+        return None;
+    }
+    match (&home.unwritable, rules.spec_write_back) {
+        (_, false) if answers_status => Some(Unroutable::IstioStatusOnly),
+        (_, false) => Some(Unroutable::VipNotWritten),
+        (Some((object, why)), true) => Some(Unroutable::NotWritable {
+            object: object.clone(),
+            why: *why,
+        }),
+        (None, true) => None,
+    }
 }
 
 /// Clusters disagree when two of them have non-empty, different sets of one kind.
@@ -273,12 +336,14 @@ mod tests {
             ports: vec![],
             resolution: Resolution::Dns,
             autoallocate: true,
+            routing: Default::default(),
         }
     }
 
     fn at(home: &str, entries: &[Entry]) -> HostView {
         let rules = Rules {
             home: home.into(),
+            spec_write_back: false,
             prefer_istio_status: true,
         };
         merge(HOST, entries.iter(), &rules).unwrap()
@@ -360,6 +425,7 @@ mod tests {
         let e = [entry("local", &[], &["240.240.0.5"])];
         let rules = Rules {
             home: "local".into(),
+            spec_write_back: false,
             prefer_istio_status: false,
         };
         let v = merge(HOST, e.iter(), &rules).unwrap();

@@ -16,14 +16,15 @@ use tracing_subscriber::EnvFilter;
 use globaldns::alloc::file_store::{self, FileStore};
 use globaldns::alloc::store::{self, check_ranges, MemoryStore, Store};
 use globaldns::config::{
-    AllocationsArgs, CheckArgs, Cli, Command, LogFormat, ServeArgs, ZonefileArgs,
+    AllocationsArgs, CheckArgs, Cli, Command, LogFormat, ServeArgs, WriteBackCommand, ZonefileArgs,
 };
 use globaldns::engine::{Engine, Input};
 use globaldns::health::Health;
+use globaldns::kube::WriteBackModes;
 use globaldns::metrics::Metrics;
 use globaldns::pipeline::Pipeline;
 use globaldns::source::{files, Events, SourceEvent};
-use globaldns::zone::{unix_now, Snapshot};
+use globaldns::zone::{unix_now, JournalFile, Snapshot};
 use globaldns::{admin, dns, fastpath};
 
 // mimalloc, not glibc's malloc: at 100,000 hosts the server makes millions of small allocations
@@ -52,6 +53,9 @@ fn main() -> ExitCode {
         Command::Check(a) => check(a),
         Command::Allocations(a) => allocations(a),
         Command::Zonefile(mut a) => a.resolve_name_servers().and_then(|()| zonefile(a)),
+        Command::WriteBack(WriteBackCommand::Withdraw(a)) => {
+            globaldns::kube::writeback::withdraw::command(&a)
+        }
     };
     match result {
         Ok(code) => code,
@@ -114,6 +118,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A worker idle after a burst of transfers hands back what it freed (see memory.rs).
+        .on_thread_park(globaldns::memory::on_park)
         .build()?;
     runtime.block_on(async move {
         // The lead's NOTIFY receiver wakes zones through this; the loops run on their own.
@@ -144,6 +150,11 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             metrics: metrics.clone(),
             allow_transfer: args.transfer.allow_transfer.clone(),
             transfers: transfers.clone(),
+            transfers_out: Arc::new(dns::TransfersOut::new(
+                args.transfer.transfers_out as usize,
+                args.transfer.transfers_out_wait,
+                Some(metrics.clone()),
+            )),
             notify,
             key: key.as_ref().map(|k| k.signer()),
             rate_limit: (args.listen.rate_limit > 0).then(|| {
@@ -153,6 +164,18 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                 ))
             }),
         };
+        // gRPC (CoreDNS's DnsService) answers with the same handler, as TCP does.
+        let mut grpc = Vec::new();
+        for addr in &args.grpc.grpc_listen {
+            let server = globaldns::grpc::start(
+                *addr,
+                Arc::new(handler.clone()),
+                args.grpc.limits(),
+                args.grpc.tls().as_ref(),
+            )
+            .await?;
+            grpc.push(server);
+        }
         let stop_udp = Arc::new(AtomicBool::new(false));
         for addr in &args.listen.listen {
             if args.listen.udp_fast_path {
@@ -208,13 +231,27 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             }
         });
         let dns_list: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
-        info!("listening dns={} admin={}", dns_list.join(","), admin_addr);
+        let grpc_list: Vec<String> = grpc.iter().map(|g| g.addr.to_string()).collect();
+        let grpc_field = if grpc_list.is_empty() {
+            String::new()
+        } else {
+            format!(" grpc={}", grpc_list.join(","))
+        };
+        info!(
+            "listening dns={} admin={}{}",
+            dns_list.join(","),
+            admin_addr,
+            grpc_field
+        );
 
         shutdown_signal().await;
         info!("shutting down");
         stop_udp.store(true, std::sync::atomic::Ordering::Relaxed);
         for s in servers {
             s.shutdown().await;
+        }
+        for g in grpc {
+            g.shutdown().await;
         }
         Ok::<_, anyhow::Error>(())
     })?;
@@ -241,9 +278,12 @@ fn start_primary(
     // --- Kubernetes (src/kube): cluster sources, the allocation store (the file store unless
     // --store kube), write-back. Without Kubernetes flags `kube` is None: the file-based server,
     // unchanged. With them, the file source runs too only when the --zones directory exists.
+    if WriteBackModes::of(&args.kube.write_back)?.any() && !args.kube.enabled() {
+        anyhow::bail!("--write-back writes into Kubernetes ServiceEntries: it needs --in-cluster or a --cluster");
+    }
     let mut kube = globaldns::kube::start(
         &args.kube,
-        globaldns::kube::Context {
+        globaldns::kube::KubeContext {
             home: args.zone.cluster_name.clone(),
             tx: events.clone(),
             metrics: metrics.clone(),
@@ -259,7 +299,8 @@ fn start_primary(
     };
     let allocator = store::open(store.as_mut(), &ranges, args.store.vip_hold.as_secs())?;
     store.subscribe(Arc::new(move |ev| {
-        let _ = tx.send(Input::Store(ev));
+        // Err: the engine has stopped, the process is exiting; nothing is waiting for it.
+        tx.send(Input::Store(ev)).ok();
     }));
     let files_on = kube.is_none() || args.store.zones_dir.is_dir();
     // --- end Kubernetes ---
@@ -272,14 +313,30 @@ fn start_primary(
             metrics.clone(),
         )?;
     }
+    let write_back = WriteBackModes::of(&args.kube.write_back)?;
     let mut pipeline = Pipeline::new(&zone_cfg, &ranges, args.zone.prefer_istio_status, allocator)
-        .home_cluster(&args.zone.cluster_name);
-    if journal {
-        pipeline.keep_journal();
-    }
+        .home_cluster(&args.zone.cluster_name)
+        .spec_write_back(write_back.spec && kube.is_some());
     let serial_floor = globaldns::serial_floor::SerialFloor::open(&args.store.state_dir)?;
     pipeline.serial_floor(serial_floor.floor());
+    // The journal survives restarts in the state directory (zone/journal_file.rs).
+    let journal_file = if journal {
+        pipeline.keep_journal();
+        let (file, lineage) = JournalFile::open(
+            &args.store.state_dir,
+            pipeline.zone_fingerprint(),
+            serial_floor.floor(),
+        );
+        if let Some(l) = lineage {
+            pipeline.resume_journal(l);
+        }
+        Some(file)
+    } else {
+        JournalFile::remove(&args.store.state_dir);
+        None
+    };
     let engine = Engine {
+        journal_file,
         serial_floor: Some(serial_floor),
         pipeline,
         store,
@@ -322,6 +379,7 @@ fn build_once(
     args: &globaldns::config::ZoneArgs,
     store: &mut dyn Store,
     hold_secs: u64,
+    spec_write_back: bool,
 ) -> Result<Snapshot> {
     let allocator = store::open(store, &args.vip_ranges, hold_secs)?;
     let mut pipeline = Pipeline::new(
@@ -330,7 +388,8 @@ fn build_once(
         args.prefer_istio_status,
         allocator,
     )
-    .home_cluster(&args.cluster_name);
+    .home_cluster(&args.cluster_name)
+    .spec_write_back(spec_write_back);
     for ev in events {
         match ev {
             SourceEvent::Unit { key, entries } => {
@@ -390,9 +449,17 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             }
         }
     }
-    let snap = build_once(events, &args.zone, &mut MemoryStore { table }, 0)?;
+    let spec_write_back = WriteBackModes::of(&args.write_back)?.spec;
+    let snap = build_once(
+        events,
+        &args.zone,
+        &mut MemoryStore { table },
+        0,
+        spec_write_back,
+    )?;
     let mut out = std::io::stdout().lock();
     let mut conflicts = 0usize;
+    let mut unroutable = 0usize;
     for (host, r) in snap.hosts() {
         let addrs: Vec<String> = r
             .addresses
@@ -426,6 +493,11 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             },
             r.objects.join(" ")
         )?;
+        if let Some(u) = &r.tcp_unroutable {
+            unroutable += 1;
+            // A comment line too: why default sidecars cannot route its TCP ports, what to do.
+            writeln!(out, "# tcp-unroutable {host}: {u}; {}", u.fix())?;
+        }
         if let Some(c) = &r.conflict {
             conflicts += 1;
             // A comment line: the host lines keep their four fields for scripts.
@@ -439,6 +511,15 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             out,
             "# {conflicts} hosts listed with different addresses by different clusters (home: {})",
             args.zone.cluster_name
+        )?;
+    }
+    if unroutable > 0 {
+        // Not a problem of the files either: HTTP and TLS still route by Host and SNI.
+        writeln!(
+            out,
+            "# {unroutable} hosts with TCP ports that default sidecars (no DNS capture) cannot \
+             route by address: their TCP traffic shares 0.0.0.0:<port> (README: \"Which address \
+             a proxy routes\")"
         )?;
     }
     writeln!(
@@ -525,6 +606,7 @@ fn zonefile(args: ZonefileArgs) -> Result<ExitCode> {
         &args.zone,
         &mut store,
         args.store.vip_hold.as_secs(),
+        false,
     )?;
     let mut out = std::io::stdout().lock();
     let apexes: BTreeSet<_> = snap.apex_names().into_iter().collect();

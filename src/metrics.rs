@@ -48,7 +48,8 @@ pub struct TransferLabels {
     /// axfr or ixfr (transfers); notify-out or notify-in (NOTIFY).
     pub kind: &'static str,
     /// Transfers received (secondary): ok, full (an IXFR answered with the whole zone),
-    /// uptodate, refused, unreachable, invalid or older. Served (primary): served, refused.
+    /// uptodate, refused, unreachable, invalid, older, or mismatch (an IXFR matched by content
+    /// that did not lead to the content the primary announced). Served (primary): served, refused.
     /// NOTIFY: sent, unanswered, accepted, refused.
     pub result: &'static str,
 }
@@ -76,6 +77,7 @@ pub struct Metrics {
     pub udp_wait: Histogram,
     pub hosts_served: Gauge,
     pub hosts_unserved: Gauge,
+    pub hosts_tcp_unroutable: Gauge,
     pub vips_allocated: Family<FamilyLabels, Gauge>,
     pub vips_held: Gauge,
     pub host_conflicts: Family<KindLabels, Gauge>,
@@ -100,13 +102,23 @@ pub struct Metrics {
     pub source_objects: Family<ClusterLabels, Gauge>,
     pub watch_restarts: Family<ClusterLabels, Counter>,
     pub status_writes: Family<WriteLabels, Counter>,
+    pub spec_writes: Family<WriteLabels, Counter>,
     pub transfers_served: Family<TransferLabels, Counter>,
+    /// Zone transfers being sent now (at most `--transfers-out`).
+    pub transfers_out_active: Gauge,
+    /// Zone transfers waiting for a turn (see `--transfers-out-wait`).
+    pub transfers_out_waiting: Gauge,
+    /// IXFR requests carrying a content digest: matched a version of the journal or not.
+    pub ixfr_content: Family<ResultLabels, Counter>,
     pub notifies: Family<TransferLabels, Counter>,
     pub writeback_serial: Gauge,
+    pub writeback_writer: Gauge,
     pub transfers: Family<TransferLabels, Counter>,
     pub secondary_serial: Family<ZoneLabels, Gauge>,
     pub secondary_lag: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     pub secondary_stale: Family<ZoneLabels, Gauge>,
+    /// The wait before a zone's next refresh round: --refresh, longer after failed rounds.
+    pub secondary_retry: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     pub propagation: Histogram,
     pub rate_limited: Family<ActionLabels, Counter>,
     /// Packets given no answer: shorter than a header, or a response (kind short|response).
@@ -114,6 +126,11 @@ pub struct Metrics {
     pub tcp_connections: Gauge,
     /// TCP connections closed by the server (kind idle|evicted|refused).
     pub tcp_closed: Family<KindLabels, Counter>,
+    pub grpc_connections: Gauge,
+    /// gRPC connections closed by the server (kind idle|refused).
+    pub grpc_closed: Family<KindLabels, Counter>,
+    /// gRPC calls answered with a gRPC status instead of a DNS message, by code.
+    pub grpc_errors: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -132,6 +149,7 @@ impl Metrics {
             udp_wait: Histogram::new(exponential_buckets(0.00001, 2.0, 15)),
             hosts_served: Gauge::default(),
             hosts_unserved: Gauge::default(),
+            hosts_tcp_unroutable: Gauge::default(),
             vips_allocated: Family::default(),
             vips_held: Gauge::default(),
             host_conflicts: Family::default(),
@@ -154,19 +172,28 @@ impl Metrics {
             source_objects: Family::default(),
             watch_restarts: Family::default(),
             status_writes: Family::default(),
+            spec_writes: Family::default(),
             transfers_served: Family::default(),
+            transfers_out_active: Gauge::default(),
+            transfers_out_waiting: Gauge::default(),
+            ixfr_content: Family::default(),
             notifies: Family::default(),
             writeback_serial: Gauge::default(),
+            writeback_writer: Gauge::default(),
             transfers: Family::default(),
             secondary_serial: Family::default(),
             secondary_lag: Family::default(),
             secondary_stale: Family::default(),
+            secondary_retry: Family::default(),
             // 1 ms … ~16 s.
             propagation: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             rate_limited: Family::default(),
             dns_dropped: Family::default(),
             tcp_connections: Gauge::default(),
             tcp_closed: Family::default(),
+            grpc_connections: Gauge::default(),
+            grpc_closed: Family::default(),
+            grpc_errors: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -195,6 +222,12 @@ impl Metrics {
             "hosts_unserved",
             "Hosts known but not answered (no address, no VIP)",
             m.hosts_unserved.clone(),
+        );
+        r.register(
+            "hosts_tcp_unroutable",
+            "Hosts with TCP ports that the home cluster's default sidecars (no DNS capture) cannot \
+             route by address: no spec.addresses and no VIP written there (see /debug/hosts)",
+            m.hosts_tcp_unroutable.clone(),
         );
         r.register(
             "vips_allocated",
@@ -270,8 +303,27 @@ impl Metrics {
         );
         r.register(
             "transfers_served",
-            "Zone transfers asked of this server, by kind (axfr, ixfr) and result (served, refused)",
+            "Zone transfers asked of this server, by kind (axfr, ixfr) and result (served, \
+             refused, busy: over --transfers-out, answered SERVFAIL, aborted: the client stopped \
+             reading or went away)",
             m.transfers_served.clone(),
+        );
+        r.register(
+            "transfers_out_active",
+            "Zone transfers being sent now (at most --transfers-out)",
+            m.transfers_out_active.clone(),
+        );
+        r.register(
+            "transfers_out_waiting",
+            "Zone transfers waiting for a turn (over --transfers-out, for up to --transfers-out-wait)",
+            m.transfers_out_waiting.clone(),
+        );
+        r.register(
+            "ixfr_content",
+            "IXFR requests that carried the content digest of the client's zone, by result: matched \
+             (a version of the journal had that content: answered incrementally from it) or \
+             unmatched (answered with the whole zone)",
+            m.ixfr_content.clone(),
         );
         r.register(
             "notifies",
@@ -284,9 +336,21 @@ impl Metrics {
             m.status_writes.clone(),
         );
         r.register(
+            "spec_writes",
+            "Write-back server-side applies of spec.addresses (field manager globaldns), by \
+             cluster and result (written, withdrawn, conflict, failed, timeout)",
+            m.spec_writes.clone(),
+        );
+        r.register(
             "writeback_checked_serial",
             "Zone serial of the last snapshot write-back finished acting on",
             m.writeback_serial.clone(),
+        );
+        r.register(
+            "writeback_writer",
+            "1 once this instance has finished a write-back pass as the writer (the claimer, or \
+             no claimer); 0 while another instance writes",
+            m.writeback_writer.clone(),
         );
         r.register(
             "transfers",
@@ -307,6 +371,12 @@ impl Metrics {
             "secondary_stale",
             "1 while no primary answers for the zone (the last loaded zone is served)",
             m.secondary_stale.clone(),
+        );
+        r.register(
+            "secondary_retry_seconds",
+            "Wait before the zone's next refresh round: --refresh, longer and jittered after \
+             failed rounds (a NOTIFY still starts one at once)",
+            m.secondary_retry.clone(),
         );
         r.register(
             "propagation_seconds",
@@ -335,6 +405,24 @@ impl Metrics {
              closed for a new one at --tcp-max-connections (evicted), refused at the cap with \
              every connection busy (refused)",
             m.tcp_closed.clone(),
+        );
+        r.register(
+            "grpc_connections",
+            "Open gRPC connections (--grpc-listen)",
+            m.grpc_connections.clone(),
+        );
+        r.register(
+            "grpc_closed",
+            "gRPC connections closed by the server: no call for --grpc-idle-timeout (idle), or \
+             over --grpc-max-connections (refused)",
+            m.grpc_closed.clone(),
+        );
+        r.register(
+            "grpc_errors",
+            "gRPC calls answered with a gRPC status instead of a DNS message, by kind: \
+             invalid_argument (empty, shorter than a DNS header, over 65,535 bytes, or a \
+             response), unimplemented (a method other than Query)",
+            m.grpc_errors.clone(),
         );
         r.register(
             "store_claim_creates",

@@ -42,7 +42,8 @@ impl Transfers {
         }
     }
 
-    fn count(&self, kind: &'static str, result: &'static str) {
+    /// Counts a transfer of `kind` asked of us by its `result`.
+    pub fn count(&self, kind: &'static str, result: &'static str) {
         if let Some(m) = &self.metrics {
             m.transfers_served
                 .get_or_create(&TransferLabels { kind, result })
@@ -88,13 +89,16 @@ impl Notifier {
     pub async fn run(self) {
         let this = Arc::new(self);
         let mut changed = this.published.subscribe();
-        let mut last = this.published.load().serial;
+        // Not the placeholder's serial: the first load's may be the same number (a restart
+        // continuing its journal), and secondaries must hear of it.
+        let mut last = None;
         while changed.changed().await.is_ok() {
             let snap = this.published.load_full();
-            if !snap.loaded || snap.serial == last {
+            if !snap.loaded || Some(snap.serial) == last {
                 continue;
             }
-            last = snap.serial;
+            let serial = snap.serial;
+            last = Some(serial);
             let mut targets: BTreeSet<SocketAddr> = this.targets.iter().copied().collect();
             targets.extend(
                 this.transfers
@@ -103,13 +107,14 @@ impl Notifier {
                     .map(|ip| SocketAddr::new(ip, this.port)),
             );
             targets.retain(|t| !is_own(t, &this.own));
-            debug!(serial = last, targets = targets.len(), "sending NOTIFY");
+            debug!(serial, targets = targets.len(), "sending NOTIFY");
             for zone in snap.apex_names() {
                 for target in &targets {
-                    tokio::spawn(
-                        this.clone()
-                            .notify(target.to_owned(), zone.clone().into(), last),
-                    );
+                    tokio::spawn(this.clone().notify(
+                        target.to_owned(),
+                        zone.clone().into(),
+                        serial,
+                    ));
                 }
             }
         }

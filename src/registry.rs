@@ -12,12 +12,12 @@ use smallvec::SmallVec;
 use crate::host_view::{self, HostView, Rules};
 use crate::serviceentry::Entry;
 
-/// Identifies one unit of source content: a file of the file source, or a namespace of a cluster
-/// of the kube source.
+/// Identifies one unit of source content: a file of the file source, or one ServiceEntry object
+/// of a cluster of the kube source.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct SourceKey {
     pub cluster: String,
-    /// File path relative to the zones directory, or the cluster's watch name.
+    /// File path relative to the zones directory, or the object's `namespace/name`.
     pub unit: String,
 }
 
@@ -39,7 +39,7 @@ pub struct Registry {
 /// What one change did: the hosts whose view may differ, and the addresses that became (or
 /// stopped being) written anywhere.
 #[derive(Debug, Default, PartialEq)]
-pub struct Delta {
+pub struct UnitChange {
     pub hosts: Vec<String>,
     pub reserved: Vec<IpAddr>,
     pub unreserved: Vec<IpAddr>,
@@ -62,8 +62,8 @@ fn written(e: &Entry) -> impl Iterator<Item = IpAddr> + '_ {
 
 impl Registry {
     /// Replaces a unit's entries; None when nothing changed.
-    pub fn set(&mut self, key: SourceKey, mut entries: Vec<Entry>) -> Option<Delta> {
-        let mut d = Delta::default();
+    pub fn set(&mut self, key: SourceKey, mut entries: Vec<Entry>) -> Option<UnitChange> {
+        let mut d = UnitChange::default();
         let slot = match self.slots.get(&key) {
             Some(&s) if self.units[s as usize] == entries => return None,
             Some(&s) => {
@@ -121,7 +121,7 @@ impl Registry {
         Some(d)
     }
 
-    fn unlist(&mut self, slot: u32, d: &mut Delta) {
+    fn unlist(&mut self, slot: u32, d: &mut UnitChange) {
         let entries = std::mem::take(&mut self.units[slot as usize]);
         for e in &entries {
             for h in &e.hosts {
@@ -145,26 +145,26 @@ impl Registry {
         }
     }
 
-    pub fn remove(&mut self, key: &SourceKey) -> Option<Delta> {
+    pub fn remove(&mut self, key: &SourceKey) -> Option<UnitChange> {
         let slot = self.slots.remove(key)?;
-        let mut d = Delta::default();
+        let mut d = UnitChange::default();
         self.unlist(slot, &mut d);
         self.free.push(slot);
         Some(d)
     }
 
     /// Removes every unit of a cluster (a cluster taken out of the configuration).
-    pub fn remove_cluster(&mut self, cluster: &str) -> Option<Delta> {
+    pub fn remove_cluster(&mut self, cluster: &str) -> Option<UnitChange> {
         let keys: Vec<SourceKey> = self
             .slots
             .keys()
             .filter(|k| k.cluster == cluster)
             .cloned()
             .collect();
-        let mut total: Option<Delta> = None;
+        let mut total: Option<UnitChange> = None;
         for k in keys {
             if let Some(d) = self.remove(&k) {
-                let t = total.get_or_insert_with(Delta::default);
+                let t = total.get_or_insert_with(UnitChange::default);
                 t.hosts.extend(d.hosts);
                 t.unreserved.extend(d.unreserved);
             }
@@ -233,6 +233,7 @@ mod tests {
             ports: vec![],
             resolution: Resolution::Dns,
             autoallocate: true,
+            routing: Default::default(),
         }
     }
 
@@ -301,6 +302,7 @@ mod tests {
         r.set(key("c", "s"), vec![e]);
         let home = |prefer_istio_status| Rules {
             home: "c".into(),
+            spec_write_back: false,
             prefer_istio_status,
         };
         let m = r.merge(&home(true));

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::host_view::{AddressKind, Conflict, HostView, Rule};
+use crate::routing::Unroutable;
 use crate::serviceentry::SrvPort;
 
 /// Where a served address came from.
@@ -59,6 +60,13 @@ pub struct HostReport {
     /// Clusters that list the host with different addresses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conflict: Option<Box<Conflict>>,
+    /// Why the home cluster's default sidecars cannot route the host's TCP ports by address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_unroutable: Option<Box<Unroutable>>,
+    /// The host's VIPs when this instance serves other addresses for it: spec write-back
+    /// still writes them into entries without addresses (in other clusters, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unserved_vips: Option<Box<[IpAddr]>>,
 }
 
 impl HostReport {
@@ -77,6 +85,7 @@ impl HostReport {
                 objects: origins.into_iter().map(|(_, o)| o).collect(),
             })
             .collect();
+        let mut unserved_vips = None;
         if serves_vip {
             addresses.extend(vips.map(|ip| AddressReport {
                 address: ip,
@@ -85,6 +94,9 @@ impl HostReport {
             }));
             // Kept as long as the host: no growth slack (100,000 of them).
             addresses.shrink_to_fit();
+        } else {
+            let vips: Box<[IpAddr]> = vips.collect();
+            unserved_vips = (!vips.is_empty()).then_some(vips);
         }
         let reason = match () {
             _ if !addresses.is_empty() => None,
@@ -100,6 +112,48 @@ impl HostReport {
             objects: view.objects,
             rule: view.rule,
             conflict: view.conflict,
+            tcp_unroutable: view.tcp_unroutable,
+            unserved_vips,
+        }
+    }
+
+    /// The host's VIPs, served or not (the mesh-wide address spec write-back writes).
+    pub fn vips(&self) -> Vec<IpAddr> {
+        let served = self
+            .addresses
+            .iter()
+            .filter(|a| a.source == AddressSource::Vip)
+            .map(|a| a.address);
+        served
+            .chain(self.unserved_vips.iter().flat_map(|v| v.iter().copied()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+impl HostReport {
+    /// A served host with these addresses (as written in `spec.addresses`), no port, listed by
+    /// no object: the one report unit tests build zones from (set `ports` or `wildcard` with
+    /// `HostReport { .., ..HostReport::serving(&[..]) }`).
+    pub fn serving(addresses: &[&str]) -> HostReport {
+        HostReport {
+            served: true,
+            wildcard: false,
+            reason: None,
+            addresses: addresses
+                .iter()
+                .map(|a| AddressReport {
+                    address: a.parse().expect("an IP address"),
+                    source: AddressSource::Spec,
+                    objects: vec![],
+                })
+                .collect(),
+            ports: vec![],
+            objects: vec![],
+            rule: None,
+            conflict: None,
+            tcp_unroutable: None,
+            unserved_vips: None,
         }
     }
 }

@@ -791,3 +791,65 @@ fn serve_runs_without_transparent_huge_pages() {
         .expect("THP_enabled in /proc/PID/status (Linux ≥ 5.0)");
     assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
 }
+
+/// `check` says which hosts default sidecars cannot route by address, why and what to do; with
+/// `--write-back spec` the single-host entry no longer counts. The server says the same in
+/// /debug/hosts and its metric.
+#[test]
+fn check_and_the_server_report_tcp_hosts_no_default_sidecar_can_route() {
+    let file = data("tcp-routing.yaml");
+    let out = check(&[&file], &[]);
+    assert_eq!(out.code, 0, "not a problem of the files: {}", out.stderr);
+    let flagged: BTreeMap<&str, &str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("# tcp-unroutable "))
+        .filter_map(|l| l.split_once(": "))
+        .collect();
+    assert_eq!(
+        flagged.keys().copied().collect::<Vec<_>>(),
+        [
+            "db.data.global",
+            "redis-a.data.global",
+            "redis-b.data.global"
+        ],
+        "{}",
+        out.stdout
+    );
+    assert!(
+        flagged["db.data.global"].contains("--write-back spec"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        flagged["redis-a.data.global"].contains("split the entry"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("# 3 hosts with TCP ports"),
+        "{}",
+        out.stdout
+    );
+
+    let out = check(&[&file], &["--write-back", "spec"]);
+    assert!(
+        !out.stdout.contains("# tcp-unroutable db.data.global"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("# tcp-unroutable redis-a.data.global"));
+
+    let (_t, zones, state) = dirs();
+    std::fs::copy(&file, zones.join("tcp-routing.yaml")).unwrap();
+    let s = Server::start(&zones, &state, &[]);
+    s.wait_ready();
+    let d = debug_hosts(&s);
+    let db = d["hosts"]["db.data.global"]["tcp_unroutable"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(db.contains("write-back off"), "{d}");
+    assert!(d["hosts"]["pinned.data.global"]["tcp_unroutable"].is_null());
+    assert!(d["hosts"]["web.data.global"]["tcp_unroutable"].is_null());
+    assert_eq!(s.metric("globaldns_hosts_tcp_unroutable"), Some(3.0));
+}

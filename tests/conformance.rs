@@ -173,3 +173,24 @@ fn answers_are_owned_by_the_query_spelling() {
         assert_eq!(d.authority[0][0], "global.", "{what}:\n{}", d.raw);
     });
 }
+
+#[test]
+fn the_apex_ns_answer_carries_the_in_zone_name_servers_address() {
+    // RFC 1034 §4.3.2 step 6, as Knot answers: the default name server `ns.global` (inside the
+    // zone) takes the --listen address, 127.0.0.1, and a resolver gets it with the NS set.
+    each_way(|what, ask| {
+        // Twice: the second time the fast path may answer from its cache.
+        for spelling in ["global", "Global"] {
+            let d = ask(&[spelling, "NS"]);
+            let w = format!("{what} {spelling} NS");
+            assert_eq!(d.status, "NOERROR", "{w}:\n{}", d.raw);
+            assert_eq!(d.answer_data(), ["ns.global."], "{w}:\n{}", d.raw);
+            let glue: Vec<String> = d.additional.iter().map(|r| r.join(" ")).collect();
+            assert_eq!(glue, ["ns.global. 30 IN A 127.0.0.1"], "{w}:\n{}", d.raw);
+        }
+        // The reverse zone's name server is outside it: no additional data.
+        let d = ask(&["10.240.in-addr.arpa", "NS"]);
+        assert_eq!(d.answer_data(), ["ns.global."], "{what}:\n{}", d.raw);
+        assert!(d.additional.is_empty(), "{what}: reverse NS\n{}", d.raw);
+    });
+}

@@ -1,5 +1,5 @@
-//! The core answer rules of DESIGN §3 as an operator sees them: through the real `dig`, over UDP and
-//! TCP (`+tcp`). Same fixture as tests/answers/ (`tests/data/answers/`).
+//! The core answer rules (README, "Answers") as an operator sees them: through the real `dig`,
+//! over UDP and TCP (`+tcp`). Same fixture as tests/answers/ (`tests/data/answers/`).
 
 mod common;
 use common::*;

@@ -1,6 +1,8 @@
 //! Conformance against Knot DNS: the same data (`globaldns zonefile` of a realistic zones/ tree)
-//! loaded into knotd and served by `globaldns serve`, both asked the same 1,200 deterministic,
-//! varied questions over real sockets (UDP and TCP), and the responses compared field by field:
+//! loaded into knotd and served by `globaldns serve`, both asked the same 1,500 deterministic,
+//! varied questions (and every apex's NS set, whose additional section carries the in-zone name
+//! server's address, over UDP with and without EDNS and over TCP) over real sockets, and the
+//! responses compared field by field:
 //! rcode, header flags, question, every section as sorted record sets (TTLs and owner case
 //! included) and the OPT record.
 //!
@@ -710,6 +712,18 @@ fn asks(model: &ZoneModel) -> Vec<Ask> {
             },
         });
     }
+    // The apex NS sets, whatever the draw: `global.`'s carries its name server's address in the
+    // additional section (RFC 1034 §4.3.2 step 6), on each path that answers it.
+    for apex in &model.apexes {
+        for (edns, tcp) in [(None, false), (Some((1232, false, 0)), false), (None, true)] {
+            out.push(Ask {
+                id: rng.random(),
+                edns,
+                tcp,
+                ..Ask::new(&format!("{apex}."), NS)
+            });
+        }
+    }
     out
 }
 
@@ -779,6 +793,8 @@ fn answers_agree_with_knot_on_the_same_zone_data() {
     let mut differ = vec![];
     // What Knot answered, to show (and check) that the corpus covers every kind of answer.
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    // Agreed NS answers with addresses in the additional section.
+    let mut ns_with_glue = vec![];
     for ask in &asks {
         let ((a, _), (b, knot_len)) = (exchange(ours.dns, ask), exchange(knot.addr, ask));
         let (a, b) = (seen(&a), seen(&b));
@@ -791,6 +807,9 @@ fn answers_agree_with_knot_on_the_same_zone_data() {
         }
         if a == b {
             agree += 1;
+            if ask.rtype == RecordType::NS && !b.additional.is_empty() {
+                ns_with_glue.push(ask.describe());
+            }
             continue;
         }
         let detail = format!("{}\n  ours: {a:?}\n  knot: {b:?}", ask.describe());
@@ -842,4 +861,13 @@ fn answers_agree_with_knot_on_the_same_zone_data() {
         differ.join("\n")
     );
     assert!(agree >= 1000, "at least 1,000 compared queries: {agree}");
+    // The UDP fast path (no EDNS, and EDNS), the TCP path: each answered the glue as Knot did.
+    for path in [" noedns udp", " edns(v0 1232) udp", " noedns tcp"] {
+        assert!(
+            ns_with_glue
+                .iter()
+                .any(|d| d.starts_with("global. IN NS") && d.ends_with(path)),
+            "global. NS{path} agreed with its glue: {ns_with_glue:?}"
+        );
+    }
 }

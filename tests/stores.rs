@@ -1,5 +1,5 @@
 //! The store battery (tests/support/store_battery.rs) against the file store and the in-memory
-//! store; the Kubernetes store runs it against a real apiserver in tests/kube_e2e.rs.
+//! store; the Kubernetes store runs it against a real apiserver in tests/kube_e2e/store.rs.
 
 #[path = "support/store_battery.rs"]
 mod store_battery;

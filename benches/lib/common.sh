@@ -242,6 +242,20 @@ _workdir_cleanup() {
   exit "$rc"
 }
 
+# common_opt "$@": the options every script takes (--gd-args, --no-build, --keep, --workdir,
+# --help); anything else is an error. Sets BENCH_SHIFT to how many arguments it used.
+common_opt() {
+  BENCH_SHIFT=1
+  case $1 in
+    --gd-args) GD_ARGS=$2; BENCH_SHIFT=2 ;;
+    --no-build) BUILD=0 ;;
+    --keep) KEEP=1 ;;
+    --workdir) WORK=$2; BENCH_SHIFT=2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+}
+
 # require_globaldns: builds the release binary unless --no-build ($BUILD=0), then insists on it.
 require_globaldns() {
   if ((BUILD)); then maybe_build_globaldns; fi

@@ -19,127 +19,16 @@ concurrent `kubectl create -f`, then
     apiserver_longrunning_gauge{verb="WATCH"} of each apiserver while the instances run.
 Every wait is bounded; clusters and instances are stopped on exit.
 """
-import argparse
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dnsq  # noqa: E402
 from fleet_probe import free_ports  # noqa: E402
-from scale_probe import http_get, parse_metrics  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-CLUSTER_SH = os.path.join(ROOT, "scripts/kube/cluster.sh")
-USED = set()
-PROCS = []
-CLUSTERS = []
-
-
-def on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
-def run(args, stdin=None, timeout=120):
-    r = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        raise SystemExit("%s failed: %s" % (" ".join(args[:4]), r.stderr.strip()[-800:]))
-    return r.stdout
-
-
-class Cluster:
-    def __init__(self, name, work):
-        self.name = name
-        self.dir = os.path.join(work, name)
-        for attempt in range(3):
-            # cluster.sh uses PORT (apiserver), PORT+1 and PORT+2 (etcd).
-            while True:
-                p = free_ports(1, USED)[0]
-                if p + 1 not in USED and p + 2 not in USED:
-                    USED.update((p + 1, p + 2))
-                    break
-            r = subprocess.run([CLUSTER_SH, "up", self.dir, str(p)], capture_output=True, text=True, timeout=180)
-            if r.returncode == 0:
-                self.port = p
-                break
-            subprocess.run([CLUSTER_SH, "down", self.dir], capture_output=True, timeout=120)
-            subprocess.run(["rm", "-rf", self.dir])
-            if attempt == 2:
-                raise SystemExit("cluster %s did not come up: %s" % (name, r.stderr[-800:]))
-        CLUSTERS.append(self)
-        self.kubeconfig = os.path.join(self.dir, "admin.kubeconfig")
-        self.token = open(os.path.join(self.dir, "admin.token")).read().strip()
-        self.kubectl("apply", "-f", os.path.join(ROOT, "tests/kube/serviceentry-crd.yaml"))
-        self.kubectl("apply", "-f", os.path.join(ROOT, "deploy/base/vipclaim-crd.yaml"))
-        for crd in ("serviceentries.networking.istio.io", "vipclaims.globaldns.io"):
-            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/" + crd)
-        for ns in ("bench", "globaldns"):
-            self.kubectl("create", "namespace", ns)
-
-    def kubectl(self, *args, stdin=None, timeout=120):
-        return run([CLUSTER_SH, "kubectl", self.dir] + list(args), stdin=stdin, timeout=timeout)
-
-    def kubectl_popen(self, *args, stdin_path):
-        return subprocess.Popen([CLUSTER_SH, "kubectl", self.dir] + list(args), stdin=open(stdin_path),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    def metrics(self):
-        # curl: the CA is the cluster's own; the admin token reads /metrics.
-        out = run(["curl", "-fsS", "--max-time", "20", "--cacert", os.path.join(self.dir, "ca.crt"),
-                   "-H", "Authorization: Bearer " + self.token, "https://127.0.0.1:%d/metrics" % self.port])
-        return parse_metrics(out)
-
-    def down(self):
-        subprocess.run([CLUSTER_SH, "down", self.dir], capture_output=True, timeout=120)
-
-
-class Instance:
-    def __init__(self, name, args, work):
-        self.name = name
-        self.dns, self.admin = free_ports(2, USED)
-        state = os.path.join(work, "state", name)
-        os.makedirs(state, exist_ok=True)
-        self.log = open(os.path.join(work, "logs", name + ".log"), "a")
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "warn")
-        cmd = [A.bin, "serve", "--listen", "127.0.0.1:%d" % self.dns, "--admin", "127.0.0.1:%d" % self.admin,
-               "--state-dir", state, "--zones", os.path.join(work, "empty-zones"), "--udp-workers", "1"] + args
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        PROCS.append(self)
-
-    def wait_ready(self, deadline):
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("%s exited (%s); log %s" % (self.name, self.proc.returncode, self.log.name))
-            if http_get("http://127.0.0.1:%d/readyz" % self.admin, timeout=1.0)[0] == 200:
-                return
-            time.sleep(0.1)
-        raise SystemExit("%s not ready in time; log %s" % (self.name, self.log.name))
-
-    def served(self):
-        st, text = http_get("http://127.0.0.1:%d/metrics" % self.admin, timeout=2.0)
-        return parse_metrics(text).get("globaldns_hosts_served", -1) if st == 200 else -1
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-
-
-def stop_instances():
-    for p in PROCS:
-        p.stop()
-    PROCS.clear()
+from kube_bench import USED, Cluster, Instance, arg_parser, stop_instances, teardown, trap_signals  # noqa: E402
 
 
 def se_list(prefix, cluster, count):
@@ -235,17 +124,12 @@ def measure(label, instances, clusters, prefix, work, rows):
 
 def main():
     global A
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--work", required=True)
+    ap = arg_parser()
     ap.add_argument("--aio", type=int, default=50)
     ap.add_argument("--secondaries", type=int, default=50)
     ap.add_argument("--hosts", type=int, default=400)
-    ap.add_argument("--timeout", type=int, default=300)
-    ap.add_argument("--gd-args", default="")
     A = ap.parse_args()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    trap_signals()
     work = os.path.abspath(A.work)
     for d in ("logs", "state", "empty-zones"):
         os.makedirs(os.path.join(work, d), exist_ok=True)
@@ -264,7 +148,7 @@ def main():
 
         # (a) all-in-one
         t = time.monotonic()
-        insts = [Instance("aio-%02d" % i, common, work) for i in range(A.aio)]
+        insts = [Instance("aio-%02d" % i, A.bin, common, work) for i in range(A.aio)]
         for i in insts:
             i.wait_ready(time.monotonic() + 300)
         print("%d all-in-one ready in %.0f s" % (A.aio, time.monotonic() - t), file=sys.stderr)
@@ -278,32 +162,18 @@ def main():
         prims = {}
         for c in clusters:
             notify = [x for d, _ in sec_ports[c.name] for x in ("--notify", "127.0.0.1:%d" % d)]
-            prims[c.name] = [Instance("primary-%s-%d" % (c.name, j), common + ["--allow-transfer", "127.0.0.0/8"]
-                                      + notify, work) for j in range(2)]
+            prims[c.name] = [Instance("primary-%s-%d" % (c.name, j), A.bin,
+                                      common + ["--allow-transfer", "127.0.0.0/8"] + notify, work)
+                             for j in range(2)]
         for ps in prims.values():
             for p in ps:
                 p.wait_ready(time.monotonic() + 300)
         secs = []
         for c in clusters:
-            for j, (d, a) in enumerate(sec_ports[c.name]):
-                s = Instance.__new__(Instance)
-                s.name = "sec-%s-%02d" % (c.name, j)
-                USED.update((d, a))
-                # The ports were chosen before the primaries started (their --notify targets).
-                s.dns, s.admin = d, a
-                state = os.path.join(work, "state", s.name)
-                os.makedirs(state, exist_ok=True)
-                s.log = open(os.path.join(work, "logs", s.name + ".log"), "a")
-                env = dict(os.environ)
-                env.setdefault("RUST_LOG", "warn")
-                cmd = [A.bin, "serve", "--listen", "127.0.0.1:%d" % d, "--admin", "127.0.0.1:%d" % a,
-                       "--state-dir", state, "--zones", os.path.join(work, "empty-zones"), "--udp-workers", "1"]
-                for p in prims[c.name]:
-                    cmd += ["--primary", "127.0.0.1:%d" % p.dns]
-                s.proc = subprocess.Popen(cmd + A.gd_args.split(), stdout=s.log, stderr=subprocess.STDOUT,
-                                          env=env, start_new_session=True)
-                PROCS.append(s)
-                secs.append(s)
+            # The ports were chosen before the primaries started (their --notify targets).
+            primaries = [x for p in prims[c.name] for x in ("--primary", "127.0.0.1:%d" % p.dns)]
+            secs += [Instance("sec-%s-%02d" % (c.name, j), A.bin, primaries + A.gd_args.split(), work, ports=(d, a))
+                     for j, (d, a) in enumerate(sec_ports[c.name])]
         for s in secs:
             s.wait_ready(time.monotonic() + 300)
         print("4 primaries + %d secondaries ready in %.0f s" % (len(secs), time.monotonic() - t), file=sys.stderr)
@@ -311,9 +181,7 @@ def main():
         rc |= measure("(b) 4 primaries + %d secondaries (all %d instances)" % (len(secs), len(secs) + 4),
                       allp + secs, clusters, "fleet", work, rows)
     finally:
-        stop_instances()
-        for c in CLUSTERS:
-            c.down()
+        teardown()
         w = max((len(a) for a, _ in rows), default=0)
         print("== real apiservers (v1.20.2): %d new hosts, store cluster c1 ==" % A.hosts)
         for a, b in rows:

@@ -5,77 +5,21 @@
 pub mod file_store;
 mod pool;
 pub mod store;
+mod table;
 
 pub use pool::{host_hash, Pool};
+use table::tally;
+pub use table::{Allocation, Census, Table};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use fnv::FnvBuildHasher;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-
-/// One host's VIPs. `released_at` (unix seconds) is set while the host is gone and its VIPs held.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Allocation {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv4: Option<Ipv4Addr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv6: Option<Ipv6Addr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub released_at: Option<u64>,
-}
-
-impl Allocation {
-    fn ips(&self) -> impl Iterator<Item = IpAddr> {
-        self.ipv4
-            .map(IpAddr::V4)
-            .into_iter()
-            .chain(self.ipv6.map(IpAddr::V6))
-    }
-}
-
-/// The allocation table: host (normalised) → its VIPs.
-pub type Table = BTreeMap<String, Allocation>;
-
-/// Counts over the table, kept as it changes: metrics read them at every publish, which must
-/// not cost a walk over 100,000 entries when one host changed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Census {
-    pub ipv4: usize,
-    pub ipv6: usize,
-    pub held: usize,
-}
-
-fn tally(
-    census: &mut Census,
-    holds: &mut BTreeSet<(u64, String)>,
-    host: &str,
-    a: &Allocation,
-    enters: bool,
-) {
-    for (has, n) in [
-        (a.ipv4.is_some(), &mut census.ipv4),
-        (a.ipv6.is_some(), &mut census.ipv6),
-        (a.released_at.is_some(), &mut census.held),
-    ] {
-        if has {
-            *n = if enters { *n + 1 } else { *n - 1 };
-        }
-    }
-    if let Some(t) = a.released_at {
-        if enters {
-            holds.insert((t, host.to_string()));
-        } else {
-            holds.remove(&(t, host.to_string()));
-        }
-    }
-}
 
 /// What one reconciliation did, for logs and metrics.
 #[derive(Debug, Default, PartialEq)]
-pub struct Outcome {
+pub struct AllocReport {
     pub changed: bool,
     pub allocated: Vec<(String, IpAddr)>,
     /// Auto VIPs moved because a user address took their slot: (host, old, new or None).
@@ -88,6 +32,31 @@ pub struct Outcome {
     /// Hosts that need a new VIP and were not allowed to claim one yet (another instance claims
     /// first: see `pipeline/defer.rs`).
     pub deferred: Vec<String>,
+}
+
+/// Whether the mesh needs a VIP for a host (`HostView::wants_vip`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    Vip,
+    NoVip,
+}
+
+impl From<bool> for Want {
+    fn from(wants: bool) -> Want {
+        if wants {
+            Want::Vip
+        } else {
+            Want::NoVip
+        }
+    }
+}
+
+/// Whether this instance may claim a VIP the host lacks now, or leaves it to the claimer
+/// instance for a while (`pipeline/defer.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    Now,
+    Defer,
 }
 
 /// One host's allocation before and after a pass, for the stores (None: no entry).
@@ -307,17 +276,18 @@ impl Allocator {
 
     /// Brings one host in line: user addresses displace its auto VIPs, it is held when it no
     /// longer wants a VIP, given its VIP back when it returns within the hold, and allocated
-    /// what it lacks — unless `claim` is false: then it is left without the VIPs it lacks and
+    /// what it lacks — unless `claim` is `Defer`: then it is left without the VIPs it lacks and
     /// listed in `out.deferred`. Callers reconcile hosts in sorted order, so that instances
     /// seeing the same hosts agree.
     pub fn reconcile_host(
         &mut self,
         host: &str,
-        wants: bool,
-        claim: bool,
+        want: Want,
+        claim: Claim,
         now: u64,
-        out: &mut Outcome,
+        out: &mut AllocReport,
     ) {
+        let wants = want == Want::Vip;
         // Worked on a copy, written back once: the table is a B-tree keyed by strings, and
         // this runs for every host of a first load.
         let before = self.table.get(host).copied();
@@ -349,7 +319,7 @@ impl Allocator {
         let mut starved = false;
         let lacks =
             (a.ipv4.is_none() && self.v4.is_some()) || (a.ipv6.is_none() && self.v6.is_some());
-        if wants && lacks && !claim {
+        if wants && lacks && claim == Claim::Defer {
             out.deferred.push(host.to_string());
         } else if wants {
             if a.ipv4.is_none() && self.v4.is_some() {
@@ -400,7 +370,7 @@ impl Allocator {
     }
 
     /// Takes the host's deterministic choice in the IPv4 (or IPv6) pool; None when it is full.
-    fn allocate(&mut self, host: &str, v6: bool, out: &mut Outcome) -> Option<IpAddr> {
+    fn allocate(&mut self, host: &str, v6: bool, out: &mut AllocReport) -> Option<IpAddr> {
         let (pool, used, family) = if v6 {
             (self.v6.as_ref(), self.used6, "IPv6")
         } else {
@@ -427,7 +397,7 @@ impl Allocator {
     }
 
     /// Forgets the hosts held long enough; their VIPs may be handed out again.
-    pub fn expire_holds(&mut self, now: u64, out: &mut Outcome) {
+    pub fn expire_holds(&mut self, now: u64, out: &mut AllocReport) {
         let hold = self.hold_secs;
         let due: Vec<String> = self
             .holds
@@ -456,7 +426,7 @@ impl Allocator {
 
     /// Reports each exhausted (host, family) once, and only if it is still unallocated (a retry
     /// in the same pass may have found room).
-    pub fn settle(&self, out: &mut Outcome) {
+    pub fn settle(&self, out: &mut AllocReport) {
         out.exhausted.sort();
         out.exhausted.dedup();
         out.exhausted.retain(|(h, _)| self.starved.contains(h));
@@ -518,8 +488,8 @@ impl Allocator {
         wanted: &BTreeSet<String>,
         reserved: &BTreeSet<IpAddr>,
         now: u64,
-    ) -> Outcome {
-        let mut out = Outcome::default();
+    ) -> AllocReport {
+        let mut out = AllocReport::default();
         let gone: Vec<IpAddr> = self
             .reserved
             .iter()
@@ -533,11 +503,23 @@ impl Allocator {
         let hosts: BTreeSet<String> = self.table.keys().chain(wanted).cloned().collect();
         self.take_retry(); // every host is reconciled below anyway
         for host in &hosts {
-            self.reconcile_host(host, wanted.contains(host), true, now, &mut out);
+            self.reconcile_host(
+                host,
+                wanted.contains(host).into(),
+                Claim::Now,
+                now,
+                &mut out,
+            );
         }
         self.expire_holds(now, &mut out);
         for host in self.take_retry() {
-            self.reconcile_host(&host, wanted.contains(&host), true, now, &mut out);
+            self.reconcile_host(
+                &host,
+                wanted.contains(&host).into(),
+                Claim::Now,
+                now,
+                &mut out,
+            );
         }
         self.settle(&mut out);
         out.changed = !self.take_changes().is_empty();
@@ -555,178 +537,4 @@ impl Allocator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(hosts: &[&str]) -> BTreeSet<String> {
-        hosts.iter().map(|h| h.to_string()).collect()
-    }
-
-    fn alloc(ranges: &[&str]) -> Allocator {
-        let ranges: Vec<IpNet> = ranges.iter().map(|r| r.parse().unwrap()).collect();
-        Allocator::new(&ranges, 100, Table::new())
-    }
-
-    #[test]
-    fn hash_is_the_documented_fnv1a() {
-        // FNV-1a 64 test vectors.
-        assert_eq!(host_hash(""), 0xcbf29ce484222325);
-        assert_eq!(host_hash("a"), 0xaf63dc4c8601ec8c);
-    }
-
-    #[test]
-    fn never_network_or_broadcast_and_exhausts_cleanly() {
-        let mut a = alloc(&["240.10.0.0/30"]);
-        let hosts: Vec<String> = (0..5).map(|i| format!("h{i}.ns.global")).collect();
-        let wanted: BTreeSet<String> = hosts.iter().cloned().collect();
-        let out = a.reconcile(&wanted, &BTreeSet::new(), 0);
-        // /30 = .0 .1 .2 .3: .0 excluded, 3 usable.
-        assert_eq!(out.allocated.len(), 3);
-        assert_eq!(out.exhausted.len(), 2);
-        for (_, ip) in &out.allocated {
-            assert!(a.v4.as_ref().unwrap().usable(*ip), "{ip}");
-            assert_ne!(*ip, "240.10.0.0".parse::<IpAddr>().unwrap());
-        }
-    }
-
-    #[test]
-    fn same_hosts_same_table_and_hold_returns_vip() {
-        let hosts = set(&["a.x.global", "b.x.global", "c.x.global"]);
-        let mut a = alloc(&["240.10.0.0/16", "fd00:10::/64"]);
-        let mut b = alloc(&["240.10.0.0/16", "fd00:10::/64"]);
-        a.reconcile(&hosts, &BTreeSet::new(), 0);
-        b.reconcile(&hosts, &BTreeSet::new(), 5);
-        assert_eq!(a.table(), b.table());
-        let vip: Vec<IpAddr> = a.vips("a.x.global").collect();
-        assert_eq!(vip.len(), 2);
-
-        // Gone: held, not served, not reusable; back within the hold: same VIPs.
-        let out = a.reconcile(&set(&["b.x.global"]), &BTreeSet::new(), 10);
-        assert_eq!(out.released.len(), 2);
-        assert_eq!(a.vips("a.x.global").count(), 0);
-        a.reconcile(&set(&["a.x.global", "b.x.global"]), &BTreeSet::new(), 50);
-        assert_eq!(a.vips("a.x.global").collect::<Vec<_>>(), vip);
-        // c expires after 100 s of hold.
-        let out = a.reconcile(&set(&["a.x.global", "b.x.global"]), &BTreeSet::new(), 111);
-        assert_eq!(out.expired, vec!["c.x.global".to_string()]);
-    }
-
-    /// The census counted the slow way.
-    fn recount(a: &Allocator) -> Census {
-        let t = a.table();
-        Census {
-            ipv4: t.values().filter(|x| x.ipv4.is_some()).count(),
-            ipv6: t.values().filter(|x| x.ipv6.is_some()).count(),
-            held: t.values().filter(|x| x.released_at.is_some()).count(),
-        }
-    }
-
-    #[test]
-    fn census_and_holds_follow_every_change() {
-        let mut a = alloc(&["240.10.0.0/16", "fd00:10::/64"]);
-        let all = set(&["a.x.global", "b.x.global", "c.x.global"]);
-        a.reconcile(&all, &BTreeSet::new(), 0);
-        a.take_changes();
-        assert_eq!(
-            a.census(),
-            Census {
-                ipv4: 3,
-                ipv6: 3,
-                held: 0
-            }
-        );
-        // b and c go at different times: two holds, due one after the other.
-        a.reconcile(&set(&["a.x.global", "c.x.global"]), &BTreeSet::new(), 10);
-        a.reconcile(&set(&["a.x.global"]), &BTreeSet::new(), 20);
-        assert_eq!(a.census(), recount(&a));
-        assert_eq!(a.census().held, 2);
-        assert!(!a.holds_due(109));
-        assert!(a.holds_due(110));
-        let out = a.reconcile(&set(&["a.x.global"]), &BTreeSet::new(), 115);
-        assert_eq!(out.expired, vec!["b.x.global".to_string()]);
-        assert_eq!(
-            a.census(),
-            Census {
-                ipv4: 2,
-                ipv6: 2,
-                held: 1
-            }
-        );
-        // A user address displaces a's IPv4 VIP (a new one is allocated); undone by rollback.
-        let old = a.table()["a.x.global"].ipv4.unwrap();
-        a.reserve(IpAddr::V4(old));
-        a.reconcile_host("a.x.global", true, true, 116, &mut Outcome::default());
-        assert_ne!(a.table()["a.x.global"].ipv4, Some(old));
-        let changes = a.take_changes();
-        assert_eq!(changes.len(), 1);
-        a.rollback(&changes);
-        a.unreserve(IpAddr::V4(old));
-        assert_eq!(a.table()["a.x.global"].ipv4, Some(old));
-        assert_eq!(a.census(), recount(&a));
-        // c comes back within its hold: no longer held, nothing due.
-        a.reconcile(&set(&["a.x.global", "c.x.global"]), &BTreeSet::new(), 117);
-        assert_eq!(
-            a.census(),
-            Census {
-                ipv4: 2,
-                ipv6: 2,
-                held: 0
-            }
-        );
-        assert!(!a.holds_due(u64::MAX));
-        // A table from a store replaces the counts.
-        let mut b = alloc(&["240.10.0.0/16"]);
-        b.replace_table(a.table().clone());
-        assert_eq!(b.census(), recount(&a));
-    }
-
-    #[test]
-    fn user_address_displaces_auto_vip() {
-        let mut a = alloc(&["240.10.0.0/16"]);
-        let hosts = set(&["a.x.global"]);
-        a.reconcile(&hosts, &BTreeSet::new(), 0);
-        let old = a.vips("a.x.global").next().unwrap();
-        let reserved: BTreeSet<IpAddr> = [old].into();
-        let out = a.reconcile(&hosts, &reserved, 1);
-        let new = a.vips("a.x.global").next().unwrap();
-        assert_ne!(old, new);
-        assert_eq!(out.displaced, vec![("a.x.global".into(), old, Some(new))]);
-    }
-
-    #[test]
-    fn validation_names_bad_entries() {
-        let a = alloc(&["240.10.0.0/16"]);
-        let mut t = Table::new();
-        let ip = Some("240.10.1.1".parse().unwrap());
-        t.insert(
-            "a.x.global".into(),
-            Allocation {
-                ipv4: ip,
-                ..Default::default()
-            },
-        );
-        t.insert(
-            "b.x.global".into(),
-            Allocation {
-                ipv4: ip,
-                ..Default::default()
-            },
-        );
-        t.insert(
-            "c.x.global".into(),
-            Allocation {
-                ipv4: Some("10.0.0.1".parse().unwrap()),
-                ..Default::default()
-            },
-        );
-        let errs = a.validate(&t).unwrap_err();
-        assert!(
-            errs.iter().any(|e| e.contains("a.x.global and b.x.global")),
-            "{errs:?}"
-        );
-        assert!(
-            errs.iter().any(|e| e.contains("c.x.global: 10.0.0.1")),
-            "{errs:?}"
-        );
-    }
-}
+mod tests;

@@ -7,34 +7,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures_util::StreamExt;
-use hickory_proto::op::{MessageType, SerialMessage};
-use hickory_server::net::runtime::iocompat::AsyncIoTokioAsStd;
+use hickory_proto::op::MessageType;
 use hickory_server::net::runtime::TokioTime;
-use hickory_server::net::tcp::TcpStream as DnsTcpStream;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::net::{BufDnsStreamHandle, DnsStreamHandle};
-use hickory_server::server::{Request, RequestHandler, ResponseHandle, TimeoutStream};
+use hickory_server::server::{Request, RequestHandler};
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::tcp_io::{read_message, Responder, Writer};
 use super::Handler;
 use crate::metrics::{KindLabels, Metrics};
-
-/// Responses queued per TCP connection. A request is answered whole before the connection's
-/// writer runs again (as in hickory-server's loop), and what does not fit in the queue is
-/// dropped: a zone transfer must fit whole. Messages are allocated as queued, so the bound costs
-/// nothing until used; a primary's is 16,384 messages of up to 64 KiB (millions of hosts).
-fn response_queue(handler: &Handler) -> usize {
-    if handler.allow_transfer.is_empty() {
-        64
-    } else {
-        16_384
-    }
-}
 
 /// Binds UDP with `bind_udp` (which returns its socket(s) and the address they got), then TCP on
 /// that address. With port 0 the TCP port is the one UDP got: when it is taken for TCP, both
@@ -78,6 +63,8 @@ pub struct TcpLimits {
     pub max_connections: usize,
     /// A connection that sends no complete message for this long is closed.
     pub idle_timeout: Duration,
+    /// SO_SNDBUF of each connection; 0: the kernel's own (autotuned).
+    pub send_buffer: usize,
 }
 
 /// The DNS servers of one `--listen` address: TCP (our accept loop) and, without the fast path,
@@ -195,7 +182,7 @@ async fn accept_loop(handler: Handler, listener: TcpListener, limits: TcpLimits)
         tokio::spawn(async move {
             tokio::select! {
                 _ = conn.close.notified() => {}
-                _ = serve_connection(&handler, &conns, &conn, stream, src, limits.idle_timeout) => {}
+                _ = serve_connection(&handler, &conns, &conn, stream, src, limits) => {}
             }
             conns.remove(id, &handler.metrics);
         });
@@ -203,24 +190,28 @@ async fn accept_loop(handler: Handler, listener: TcpListener, limits: TcpLimits)
 }
 
 /// Reads length-prefixed messages and answers each in turn, as hickory-server does, until the
-/// client closes, sends garbage framing, or is idle for `idle`.
+/// client closes, sends garbage framing, or is idle for `idle` (also while a response waits for
+/// the client to read: a transfer to a client that stopped reading ends).
 async fn serve_connection(
     handler: &Handler,
     conns: &Conns,
     conn: &Conn,
     stream: tokio::net::TcpStream,
     src: SocketAddr,
-    idle: Duration,
+    limits: TcpLimits,
 ) {
-    let (messages, out) = DnsTcpStream::from_stream_with_buffer_size(
-        AsyncIoTokioAsStd(stream),
-        src,
-        response_queue(handler),
-    );
-    let mut messages = TimeoutStream::new(messages, idle);
-    while let Some(message) = messages.next().await {
-        let packet = match message {
-            Ok(m) => m.into_parts().0,
+    let idle = limits.idle_timeout;
+    if limits.send_buffer > 0 {
+        if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(limits.send_buffer) {
+            debug!(%src, error = %e, "cannot set the TCP send buffer");
+        }
+    }
+    let (mut read, write) = stream.into_split();
+    let writer = Writer::new(write, idle);
+    loop {
+        let packet = match read_message(&mut read, idle).await {
+            Ok(Some(packet)) => packet,
+            Ok(None) => return,
             Err(e) => {
                 if e.kind() == std::io::ErrorKind::TimedOut {
                     closed(&handler.metrics, "idle");
@@ -230,19 +221,19 @@ async fn serve_connection(
             }
         };
         conn.busy.store(true, Ordering::Relaxed);
-        answer(handler, packet, src, out.clone()).await;
+        answer(handler, packet, src, &writer).await;
         conn.last_active.store(conns.tick(), Ordering::Relaxed);
         conn.busy.store(false, Ordering::Relaxed);
     }
 }
 
 /// One message of a TCP connection, through the same rules as hickory-server's loop.
-async fn answer(handler: &Handler, packet: Vec<u8>, src: SocketAddr, mut out: BufDnsStreamHandle) {
+async fn answer(handler: &Handler, packet: Vec<u8>, src: SocketAddr, writer: &Writer) {
     let request = match Request::from_bytes(packet.clone(), src, Protocol::Tcp) {
         Ok(r) => r,
         Err(_) => {
-            if let Some(bytes) = handler.unparsable(&packet, false) {
-                let _ = out.send(SerialMessage::new(bytes, src));
+            if let Some(bytes) = handler.unparsable(&packet, super::Transport::Tcp) {
+                let _ = writer.write(&bytes).await;
             }
             return;
         }
@@ -251,7 +242,10 @@ async fn answer(handler: &Handler, packet: Vec<u8>, src: SocketAddr, mut out: Bu
         handler.dropped("response");
         return;
     }
-    let response = ResponseHandle::new(src, out, Protocol::Tcp);
+    let response = Responder {
+        writer: writer.clone(),
+        peer: src,
+    };
     handler
         .handle_request::<_, TokioTime>(&request, response)
         .await;

@@ -1,11 +1,13 @@
 //! The DNS frontend: protocol rules (opcode, question count, EDNS, transfers) around the zone's
 //! answer engine, served by hickory-server over TCP (and UDP with `--udp-fast-path false`), and
-//! encoded to bytes for the UDP fast path by [`Handler::wire`].
+//! encoded to bytes for the UDP fast path and gRPC by [`Handler::wire_on`].
 
 mod listen;
 mod ratelimit;
 mod reply;
+mod tcp_io;
 mod tsig;
+mod xfr_out;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,8 +23,9 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use ipnet::IpNet;
 
 pub use listen::{bind, bind_pair, server, tcp_server, Listeners, TcpLimits};
-pub use ratelimit::{RateLimiter, Verdict};
+pub use ratelimit::{RateDecision, RateLimiter};
 use reply::{encode, Reply};
+pub use xfr_out::TransfersOut;
 
 use crate::metrics::{self, Metrics, QueryLabels};
 use crate::notify::Transfers;
@@ -49,6 +52,8 @@ pub struct Handler {
     pub allow_transfer: Vec<IpNet>,
     /// Transfers served and their recent clients (a primary NOTIFYs them).
     pub transfers: Arc<Transfers>,
+    /// The cap on transfers sent at once (`--transfers-out`), and what they share.
+    pub transfers_out: Arc<TransfersOut>,
     /// A secondary's NOTIFY receiver. None: NOTIFY is not implemented here (NOTIMP).
     pub notify: Option<OnNotify>,
     /// TSIG key: signed requests are verified and answered signed; transfers and NOTIFY must
@@ -67,9 +72,48 @@ impl Handler {
             metrics,
             allow_transfer: vec![],
             transfers: Arc::default(),
+            transfers_out: Arc::default(),
             notify: None,
             key: None,
             rate_limit: None,
+        }
+    }
+}
+
+/// How a message came: the size its answer may take, whether it may start a zone transfer, and
+/// its `transport` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    /// CoreDNS's gRPC `DnsService` (src/grpc): one message in, one out. Sized like TCP (up to
+    /// 65,535 bytes, never truncated); transfers are refused as over UDP, since a transfer of
+    /// several messages cannot be one reply.
+    Grpc,
+}
+
+impl Transport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Grpc => "grpc",
+        }
+    }
+
+    /// hickory's protocol for the request: a stream's but for UDP.
+    fn protocol(self) -> Protocol {
+        match self {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp | Transport::Grpc => Protocol::Tcp,
+        }
+    }
+
+    fn of(protocol: Protocol) -> Transport {
+        if protocol == Protocol::Udp {
+            Transport::Udp
+        } else {
+            Transport::Tcp
         }
     }
 }
@@ -89,29 +133,34 @@ impl RequestHandler for Handler {
         mut response: R,
     ) -> ResponseInfo {
         let start = Instant::now();
-        let udp = request.protocol() == Protocol::Udp;
+        let transport = Transport::of(request.protocol());
+        let udp = transport == Transport::Udp;
         if udp {
             match self.limit(request.src()) {
-                Verdict::Send => {}
-                Verdict::Slip => {
+                RateDecision::Send => {}
+                RateDecision::Slip => {
                     let reply = Reply::slip(request);
-                    return reply.send(&request.queries, udp, &mut response).await;
+                    return reply
+                        .send(&request.queries, udp, &mut response, &self.transfers_out)
+                        .await;
                 }
-                Verdict::Drop => {
+                RateDecision::Drop => {
                     return bare_header(request.metadata.id, ResponseCode::Refused).into();
                 }
             }
         }
-        let snapshot = self.snapshot.load();
-        let reply = Reply::decide(self, &snapshot, request);
+        // Held across awaits (a transfer is sent over seconds): not a short-lived guard.
+        let snapshot = self.snapshot.load_full();
+        let reply = Reply::decide(self, &snapshot, request, transport);
         let echoed = reply::echoed(&request.queries);
         let queries = echoed.as_ref().unwrap_or(&request.queries);
-        let info = reply.send(queries, udp, &mut response).await;
-        let transport = if udp { "udp" } else { "tcp" };
+        let info = reply
+            .send(queries, udp, &mut response, &self.transfers_out)
+            .await;
         count_queries(
             &self.metrics,
             (reply.qtype, rcode_label(info.response_code)),
-            transport,
+            transport.label(),
             1,
         );
         self.metrics.latency.observe(start.elapsed().as_secs_f64());
@@ -123,15 +172,15 @@ impl Handler {
     /// Whether a UDP response to `src` may be sent, within `--rate-limit`: the one place both
     /// UDP paths (the fast path and hickory-server's loop) ask, and where limiting is counted.
     /// TCP is never asked.
-    pub fn limit(&self, src: SocketAddr) -> Verdict {
+    pub fn limit(&self, src: SocketAddr) -> RateDecision {
         let Some(limiter) = &self.rate_limit else {
-            return Verdict::Send;
+            return RateDecision::Send;
         };
         let verdict = limiter.check(src.ip());
         let action = match verdict {
-            Verdict::Send => return verdict,
-            Verdict::Slip => "slipped",
-            Verdict::Drop => "dropped",
+            RateDecision::Send => return verdict,
+            RateDecision::Slip => "slipped",
+            RateDecision::Drop => "dropped",
         };
         self.metrics
             .rate_limited
@@ -150,15 +199,21 @@ impl Handler {
         Some(Reply::slip(&request).encode(&request.queries, true).0)
     }
 
+    /// [`Handler::wire_on`] UDP or TCP.
+    pub fn wire(&self, packet: &[u8], src: SocketAddr, udp: bool) -> Option<Wire> {
+        let transport = if udp { Transport::Udp } else { Transport::Tcp };
+        self.wire_on(packet, src, transport)
+    }
+
     /// What hickory-server would send for this packet, encoded once (within the client's UDP
     /// size over UDP), or None when it would send nothing (shorter than a header, or a
-    /// response). The fast path's only way to the general path. A transfer (TCP) gives its
-    /// last message: transfers are sent by hickory-server.
-    pub fn wire(&self, packet: &[u8], src: SocketAddr, udp: bool) -> Option<Wire> {
-        let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
-        let Ok(request) = Request::from_bytes(packet.to_vec(), src, protocol) else {
+    /// response). The fast path's and gRPC's only way to the general path. A transfer (TCP)
+    /// gives its last message: transfers are streamed by `Reply::send`.
+    pub fn wire_on(&self, packet: &[u8], src: SocketAddr, transport: Transport) -> Option<Wire> {
+        let udp = transport == Transport::Udp;
+        let Ok(request) = Request::from_bytes(packet.to_vec(), src, transport.protocol()) else {
             // Counted here, not by the caller: a fast-path caller caches what it counts.
-            return self.unparsable(packet, udp).map(|bytes| Wire {
+            return self.unparsable(packet, transport).map(|bytes| Wire {
                 bytes,
                 counted: None,
             });
@@ -168,7 +223,7 @@ impl Handler {
             return None;
         }
         let snapshot = self.snapshot.load();
-        let reply = Reply::decide(self, &snapshot, &request);
+        let reply = Reply::decide(self, &snapshot, &request, transport);
         let echoed = reply::echoed(&request.queries);
         let (bytes, info) = reply.encode(echoed.as_ref().unwrap_or(&request.queries), udp);
         Some(Wire {
@@ -181,7 +236,7 @@ impl Handler {
 impl Handler {
     /// The answer to a packet that does not parse as a DNS message: as hickory-server, None
     /// (dropped) without a header, FORMERR with one; counted either way.
-    pub fn unparsable(&self, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
+    pub fn unparsable(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
             self.dropped("short");
             return None;
@@ -189,9 +244,9 @@ impl Handler {
         let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
         let msg = MessageResponseBuilder::new(&queries, None)
             .error_msg(&header.metadata, ResponseCode::FormErr);
+        let udp = transport == Transport::Udp;
         let (bytes, _) = encode(msg, if udp { 512 } else { u16::MAX });
-        let transport = if udp { "udp" } else { "tcp" };
-        count_queries(&self.metrics, ("NONE", "FORMERR"), transport, 1);
+        count_queries(&self.metrics, ("NONE", "FORMERR"), transport.label(), 1);
         Some(bytes)
     }
 
@@ -221,23 +276,32 @@ pub fn count_queries(
         .inc_by(n);
 }
 
+/// The query types counted under their own name (hickory's), every other under `OTHER`: every
+/// type the zone answers (the zone's records test checks its data types are here), transfers,
+/// and the types resolvers commonly ask of any name.
+const LABELLED_TYPES: [RecordType; 14] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::SRV,
+    RecordType::PTR,
+    RecordType::SOA,
+    RecordType::NS,
+    RecordType::ANY,
+    RecordType::AXFR,
+    RecordType::IXFR,
+    RecordType::TXT,
+    RecordType::CNAME,
+    RecordType::MX,
+    RecordType::HTTPS,
+    RecordType::SVCB,
+];
+
+/// The `qtype` label a query is counted under (a bounded set: see [`LABELLED_TYPES`]).
 pub fn qtype_label(t: RecordType) -> &'static str {
-    match t {
-        RecordType::A => "A",
-        RecordType::AAAA => "AAAA",
-        RecordType::SRV => "SRV",
-        RecordType::PTR => "PTR",
-        RecordType::SOA => "SOA",
-        RecordType::NS => "NS",
-        RecordType::ANY => "ANY",
-        RecordType::AXFR => "AXFR",
-        RecordType::IXFR => "IXFR",
-        RecordType::TXT => "TXT",
-        RecordType::CNAME => "CNAME",
-        RecordType::MX => "MX",
-        RecordType::HTTPS => "HTTPS",
-        RecordType::SVCB => "SVCB",
-        _ => "OTHER",
+    if LABELLED_TYPES.contains(&t) {
+        t.into()
+    } else {
+        "OTHER"
     }
 }
 

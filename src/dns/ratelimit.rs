@@ -19,7 +19,7 @@ const BUCKETS: usize = 1 << 14;
 
 /// What to do with one UDP response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum RateDecision {
     Send,
     /// Send it truncated (TC, no records): the client retries over TCP.
     Slip,
@@ -61,12 +61,12 @@ impl RateLimiter {
     }
 
     /// The verdict for one more response to `client`.
-    pub fn check(&self, client: IpAddr) -> Verdict {
+    pub fn check(&self, client: IpAddr) -> RateDecision {
         let now = self.start.elapsed().as_millis() as u64;
         self.check_at(client, now)
     }
 
-    fn check_at(&self, client: IpAddr, now_ms: u64) -> Verdict {
+    fn check_at(&self, client: IpAddr, now_ms: u64) -> RateDecision {
         let prefix = prefix_of(client);
         let index = (self.hasher.hash_one(prefix) as usize) & (BUCKETS - 1);
         let full = self.rate * 1000;
@@ -88,13 +88,13 @@ impl RateLimiter {
         b.at = now_ms;
         if b.tokens >= 1000 {
             b.tokens -= 1000;
-            return Verdict::Send;
+            return RateDecision::Send;
         }
         b.limited += 1;
         if self.slip > 0 && b.limited.is_multiple_of(self.slip) {
-            Verdict::Slip
+            RateDecision::Slip
         } else {
-            Verdict::Drop
+            RateDecision::Drop
         }
     }
 }
@@ -123,14 +123,14 @@ mod tests {
     fn a_prefix_gets_its_rate_then_every_kth_is_slipped() {
         let l = RateLimiter::new(3, 2);
         let c = ip("10.0.0.1");
-        let got: Vec<Verdict> = (0..9).map(|_| l.check_at(c, 0)).collect();
-        use Verdict::*;
+        let got: Vec<RateDecision> = (0..9).map(|_| l.check_at(c, 0)).collect();
+        use RateDecision::*;
         assert_eq!(got, [Send, Send, Send, Drop, Slip, Drop, Slip, Drop, Slip]);
         // Same /24: same allowance. Another /24: its own.
         assert_eq!(l.check_at(ip("10.0.0.200"), 0), Drop);
         assert_eq!(l.check_at(ip("10.0.1.1"), 0), Send);
         // A second later the allowance is back, never more than one second's worth.
-        let later: Vec<Verdict> = (0..4).map(|_| l.check_at(c, 5000)).collect();
+        let later: Vec<RateDecision> = (0..4).map(|_| l.check_at(c, 5000)).collect();
         assert_eq!(later, [Send, Send, Send, Slip]);
         // A third of a second buys one response at 3/s.
         assert_eq!(l.check_at(c, 5334), Send);
@@ -143,11 +143,11 @@ mod tests {
         let all = RateLimiter::new(1, 1);
         let c = ip("fd00::1");
         for l in [&none, &all] {
-            assert_eq!(l.check_at(c, 0), Verdict::Send);
+            assert_eq!(l.check_at(c, 0), RateDecision::Send);
         }
         for _ in 0..5 {
-            assert_eq!(none.check_at(c, 0), Verdict::Drop);
-            assert_eq!(all.check_at(c, 0), Verdict::Slip);
+            assert_eq!(none.check_at(c, 0), RateDecision::Drop);
+            assert_eq!(all.check_at(c, 0), RateDecision::Slip);
         }
     }
 

@@ -1,20 +1,23 @@
 //! One request's response: decided once ([`Reply::decide`]), then either sent through
 //! hickory-server or encoded to bytes for the fast path, with the same size rule on UDP.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::tsig::TSIG;
-use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder, NameEncoding};
 use hickory_proto::ProtoError;
-use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
-use tracing::warn;
+use tracing::{debug, warn};
 
-use super::tsig::{self, Signing, Verdict};
-use super::{bare_header, clamp_payload, qtype_label, Handler};
-use crate::zone::unix_now;
-use crate::zone::{Answer, Snapshot};
+use super::tsig::{self, Signing, TsigCheck};
+use super::xfr_out::TransfersOut;
+use super::{bare_header, clamp_payload, qtype_label, Handler, Transport};
+use crate::notify::Transfers;
+use crate::zone::{digest, messages, unix_now, Answer, Snapshot};
 
 /// hickory's response type with its four record iterators, spelt once.
 macro_rules! response {
@@ -36,8 +39,8 @@ pub(super) struct Reply<'s> {
     /// The response's OPT: our version 0, the client's payload size within our cap, its DO bit.
     edns: Option<Edns>,
     answer: Answer<'s>,
-    /// The messages of a zone transfer (TCP only); empty otherwise.
-    transfer: Vec<Vec<Record>>,
+    /// A zone transfer to send (TCP only).
+    transfer: Option<Plan<'s>>,
     /// The request was signed with our key: so is every message of the response.
     signing: Option<Signing>,
     pub qtype: &'static str,
@@ -52,19 +55,24 @@ impl<'s> Reply<'s> {
             meta,
             edns: response_edns(request),
             answer: Answer::empty(ResponseCode::NoError),
-            transfer: vec![],
+            transfer: None,
             signing: None,
             qtype: "NONE",
         }
     }
 
-    pub fn decide(handler: &Handler, snapshot: &'s Snapshot, request: &Request) -> Reply<'s> {
+    pub fn decide(
+        handler: &Handler,
+        snapshot: &'s Snapshot,
+        request: &Request,
+        transport: Transport,
+    ) -> Reply<'s> {
         let queries = request.queries.queries();
-        let edns = response_edns(request);
-        let mut transfer = vec![];
+        let mut edns = response_edns(request);
+        let mut transfer = None;
         let verdict = tsig::verify(handler.key.as_ref(), request, unix_now());
-        let signed = matches!(verdict, Verdict::Signed(_));
-        let answer = if matches!(verdict, Verdict::Bad) {
+        let signed = matches!(verdict, TsigCheck::Signed(_));
+        let answer = if matches!(verdict, TsigCheck::Bad) {
             // Counted where it matters: refused transfers.
             match queries.first().map(|q| q.query_type()) {
                 Some(RecordType::AXFR) => handler.transfers.refused("axfr"),
@@ -92,8 +100,12 @@ impl<'s> Reply<'s> {
             // Before the first full load, an NXDOMAIN would be cached downstream: say SERVFAIL.
             Answer::empty(ResponseCode::ServFail)
         } else if matches!(queries[0].query_type(), RecordType::AXFR | RecordType::IXFR) {
-            let (answer, messages) = axfr(handler, snapshot, request, signed);
-            transfer = messages;
+            let (answer, plan, echo) = axfr(handler, snapshot, request, signed, transport);
+            transfer = plan;
+            if let (Some(e), Some(echo)) = (&mut edns, echo) {
+                e.options_mut()
+                    .insert(EdnsOption::Unknown(digest::EDNS_OPTION, echo));
+            }
             answer
         } else {
             // The name as sent: answers are owned by the query's spelling.
@@ -108,7 +120,7 @@ impl<'s> Reply<'s> {
             answer,
             transfer,
             signing: match verdict {
-                Verdict::Signed(s) => Some(s),
+                TsigCheck::Signed(s) => Some(s),
                 _ => None,
             },
             qtype: queries
@@ -154,26 +166,6 @@ impl<'s> Reply<'s> {
         )
     }
 
-    /// The TSIG records of the transfer's messages, chained (none when the request was not
-    /// signed, or signing failed: the transfer then goes out unsigned and the client rejects it).
-    fn sign_transfer(&self, queries: &Queries) -> Vec<Record<TSIG>> {
-        let Some(signing) = &self.signing else {
-            return vec![];
-        };
-        let bytes: Result<Vec<Vec<u8>>, ProtoError> = self
-            .transfer
-            .iter()
-            .map(|records| emit(self.transfer_message(queries, records), u16::MAX).map(|(b, _)| b))
-            .collect();
-        match bytes.and_then(|b| signing.sign_chain(&b)) {
-            Ok(sigs) => sigs,
-            Err(e) => {
-                warn!(error = %e, "cannot sign a transfer");
-                vec![]
-            }
-        }
-    }
-
     /// The size a response may take: the client's EDNS payload (clamped) or 512 on UDP.
     fn limit(&self, udp: bool) -> u16 {
         match (udp, &self.edns) {
@@ -186,15 +178,20 @@ impl<'s> Reply<'s> {
     /// The response as bytes, encoded once unless it has to be truncated.
     pub fn encode(&self, queries: &Queries, udp: bool) -> (Vec<u8>, ResponseInfo) {
         let limit = self.limit(udp);
-        if let Some(last) = self.transfer.last() {
-            return encode(self.transfer_message(queries, last), limit);
+        if let Some(plan) = &self.transfer {
+            // Not counted and not limited: transfers are sent by `send`.
+            let last = plan
+                .messages_now()
+                .and_then(|(_, m)| m.last())
+                .unwrap_or_default();
+            return encode(self.transfer_message(queries, &last), limit);
         }
         if let Some(signing) = &self.signing {
             // Signed: encoded once to be signed, then with the signature.
             if let Ok((bytes, _)) = emit(self.message(queries), u16::MAX) {
-                if let Ok(mut sig) = signing.sign_chain(&[bytes]) {
+                if let Ok(sig) = signing.chain().sign(&bytes) {
                     let mut msg = self.message(queries);
-                    msg.set_signature(Box::new(sig.remove(0)));
+                    msg.set_signature(Box::new(sig));
                     return encode(msg, u16::MAX);
                 }
             }
@@ -206,31 +203,23 @@ impl<'s> Reply<'s> {
         }
     }
 
-    /// Sends the response through hickory-server (which encodes it).
+    /// Sends the response through `response` (which encodes it).
     pub async fn send<R: ResponseHandler>(
         &self,
         queries: &Queries,
         udp: bool,
         response: &mut R,
+        out: &TransfersOut,
     ) -> ResponseInfo {
         let id = self.meta.id;
-        if !self.transfer.is_empty() {
-            let mut signatures = self.sign_transfer(queries).into_iter();
-            let mut info = None;
-            for records in &self.transfer {
-                let mut msg = self.transfer_message(queries, records);
-                if let Some(sig) = signatures.next() {
-                    msg.set_signature(Box::new(sig));
-                }
-                info = Some(send(response, msg, id).await);
-            }
-            return info.expect("at least one message");
+        if let Some(plan) = &self.transfer {
+            return self.send_transfer(plan, queries, response, out).await;
         }
         if let Some(signing) = &self.signing {
             if let Ok((bytes, _)) = emit(self.message(queries), u16::MAX) {
-                if let Ok(mut sig) = signing.sign_chain(&[bytes]) {
+                if let Ok(sig) = signing.chain().sign(&bytes) {
                     let mut msg = self.message(queries);
-                    msg.set_signature(Box::new(sig.remove(0)));
+                    msg.set_signature(Box::new(sig));
                     return send(response, msg, id).await;
                 }
             }
@@ -242,6 +231,69 @@ impl<'s> Reply<'s> {
         } else {
             send(response, self.truncated(queries), id).await
         }
+    }
+
+    /// Sends a transfer when its turn comes (SERVFAIL when none comes in time), a message at a
+    /// time: each is rendered, signed, chained to the one before, and written before the next
+    /// is made, so a transfer holds one message whatever the zone's size.
+    async fn send_transfer<R: ResponseHandler>(
+        &self,
+        plan: &Plan<'s>,
+        queries: &Queries,
+        response: &mut R,
+        out: &TransfersOut,
+    ) -> ResponseInfo {
+        let id = self.meta.id;
+        // SERVFAIL, signed when the request was (RFC 8945 §5.3).
+        let servfail = || {
+            let mut meta = self.meta;
+            meta.response_code = ResponseCode::ServFail;
+            meta.authoritative = false;
+            let header = || self.builder(queries).build_no_records(meta);
+            let mut msg = header();
+            if let Some(signing) = &self.signing {
+                if let Ok(sig) =
+                    emit(header(), u16::MAX).and_then(|(b, _)| signing.chain().sign(&b))
+                {
+                    msg.set_signature(Box::new(sig));
+                }
+            }
+            msg
+        };
+        let Some(_slot) = out.slot().await else {
+            plan.transfers.count(plan.asked, "busy");
+            warn!(client = %plan.client, zone = %plan.zone, limit_wait = ?out.wait,
+                "too many transfers at once (--transfers-out): answered SERVFAIL");
+            return send(response, servfail(), id).await;
+        };
+        let Some((kind, messages)) = plan.messages(out).await else {
+            // Not a zone of this snapshot after all (`decide` checked its SOA).
+            return send(response, servfail(), id).await;
+        };
+        plan.transfers.served(kind, plan.client);
+        let mut chain = self.signing.as_ref().map(Signing::chain);
+        let mut info = None;
+        for records in messages {
+            let mut msg = self.transfer_message(queries, &records);
+            if let Some(chain) = &mut chain {
+                // Unsigned when signing fails: the client then rejects the transfer.
+                match emit(self.transfer_message(queries, &records), u16::MAX)
+                    .and_then(|(bytes, _)| chain.sign(&bytes))
+                {
+                    Ok(sig) => msg.set_signature(Box::new(sig)),
+                    Err(e) => warn!(error = %e, "cannot sign a transfer message"),
+                }
+            }
+            match response.send_response(msg).await {
+                Ok(i) => info = Some(i),
+                Err(e) => {
+                    plan.transfers.count(kind, "aborted");
+                    debug!(client = %plan.client, zone = %plan.zone, error = %e, "transfer aborted");
+                    break;
+                }
+            }
+        }
+        info.unwrap_or_else(|| bare_header(id, ResponseCode::NoError).into())
     }
 }
 
@@ -308,17 +360,65 @@ fn notified<'s>(
     answer
 }
 
-/// AXFR and IXFR over TCP from `--allow-transfer` networks only: the answer's header and the
-/// transfer's messages. An IXFR is answered from the journal when it reaches back to the
-/// client's serial (in the request's authority section), else with the whole zone.
+/// A zone transfer decided but not rendered: its records are made as it is sent.
+pub(super) struct Plan<'s> {
+    snapshot: &'s Snapshot,
+    zone: LowerName,
+    /// `axfr` or `ixfr`, as asked.
+    asked: &'static str,
+    /// The client's serial (IXFR, from the request's authority section).
+    ixfr_from: Option<u32>,
+    client: IpAddr,
+    transfers: Arc<Transfers>,
+}
+
+/// A transfer's kind as sent (`ixfr`, or `axfr` also for an IXFR the journal does not cover)
+/// and its messages, each rendered when taken.
+type Messages<'s> = (
+    &'static str,
+    Box<dyn Iterator<Item = Vec<Record>> + Send + 's>,
+);
+
+impl<'s> Plan<'s> {
+    /// An IXFR from the journal when it reaches back to the client's serial, else the whole
+    /// zone, in the order shared by the transfers of this snapshot.
+    async fn messages(&self, out: &TransfersOut) -> Option<Messages<'s>> {
+        if let Some(ixfr) = self.ixfr() {
+            return Some(ixfr);
+        }
+        let order = out.order(self.snapshot, &self.zone).await?;
+        Some(("axfr", Box::new(self.snapshot.axfr(order))))
+    }
+
+    /// [`Plan::messages`] with an order of its own (the byte path, which cannot wait).
+    fn messages_now(&self) -> Option<Messages<'s>> {
+        if let Some(ixfr) = self.ixfr() {
+            return Some(ixfr);
+        }
+        let order = self.snapshot.transfer_order(&self.zone)?;
+        Some(("axfr", Box::new(self.snapshot.axfr(order))))
+    }
+
+    fn ixfr(&self) -> Option<Messages<'s>> {
+        let records = self.snapshot.ixfr(&self.zone, self.ixfr_from?)?;
+        Some(("ixfr", Box::new(messages(records))))
+    }
+}
+
+/// AXFR and IXFR over TCP (not UDP nor gRPC) from `--allow-transfer` networks only: the
+/// answer's header, the transfer to send and the content-digest option of the answer, if any.
+/// An IXFR is answered from the journal when it reaches back to the client's content (its
+/// digest in the request's EDNS option, see `zone::digest`) or, without that option, to the
+/// client's serial (in the request's authority section); else with the whole zone.
 fn axfr<'s>(
     handler: &Handler,
     snapshot: &'s Snapshot,
     request: &Request,
     signed: bool,
-) -> (Answer<'s>, Vec<Vec<Record>>) {
+    transport: Transport,
+) -> (Answer<'s>, Option<Plan<'s>>, Option<Vec<u8>>) {
     // With a key, only signed transfers; from the allowed networks either way.
-    let allowed = request.protocol() == Protocol::Tcp
+    let allowed = transport == Transport::Tcp
         && (handler.key.is_none() || signed)
         && handler
             .allow_transfer
@@ -326,38 +426,68 @@ fn axfr<'s>(
             .any(|n| n.contains(&request.src().ip()));
     let query = &request.queries.queries()[0];
     let zone = query.name();
-    let mut kind = "axfr";
-    let messages = if !allowed {
-        vec![]
-    } else if query.query_type() == RecordType::IXFR {
-        let client = request.authorities.iter().find_map(|r| match &r.data {
-            RData::SOA(soa) => Some(soa.serial),
-            _ => None,
-        });
-        match client.and_then(|serial| snapshot.ixfr(zone, serial)) {
-            Some(m) => {
-                kind = "ixfr";
-                m
-            }
-            None => snapshot.axfr(zone),
-        }
-    } else {
-        snapshot.axfr(zone)
-    };
-    if messages.is_empty() {
+    let ixfr = query.query_type() == RecordType::IXFR;
+    let asked = if ixfr { "ixfr" } else { "axfr" };
+    if !allowed || snapshot.soa(zone).is_none() {
         // Not allowed, over UDP, or not the apex of a zone we serve.
         let rcode = if allowed {
             ResponseCode::NotAuth
         } else {
             ResponseCode::Refused
         };
-        handler.transfers.refused(kind);
-        return (Answer::empty(rcode), vec![]);
+        handler.transfers.refused(asked);
+        return (Answer::empty(rcode), None, None);
     }
-    handler.transfers.served(kind, request.src().ip());
+    // A globaldns secondary sends the digest of its copy's content: answered from the journal's
+    // version with that content, whatever its serial (it may be another primary's), or whole.
+    let content = request
+        .edns
+        .as_ref()
+        .filter(|_| ixfr)
+        .and_then(|e| e.option(EdnsCode::Unknown(digest::EDNS_OPTION)))
+        .and_then(|o| match o {
+            EdnsOption::Unknown(_, b) => digest::Digest::from_bytes(b),
+            _ => None,
+        });
+    let mut echo = None;
+    let ixfr_from = match content {
+        Some(client) => {
+            let found = snapshot.version_of_content(zone, client);
+            let result = if found.is_some() {
+                "matched"
+            } else {
+                "unmatched"
+            };
+            handler
+                .metrics
+                .ixfr_content
+                .get_or_create(&crate::metrics::ResultLabels { result })
+                .inc();
+            found.map(|(serial, now)| {
+                echo = Some([client.to_bytes(), now.to_bytes()].concat());
+                serial
+            })
+        }
+        None => ixfr
+            .then(|| {
+                request.authorities.iter().find_map(|r| match &r.data {
+                    RData::SOA(soa) => Some(soa.serial),
+                    _ => None,
+                })
+            })
+            .flatten(),
+    };
     let mut answer = Answer::empty(ResponseCode::NoError);
     answer.authoritative = true;
-    (answer, messages)
+    let plan = Plan {
+        snapshot,
+        zone: zone.clone(),
+        asked,
+        ixfr_from,
+        client: request.src().ip(),
+        transfers: handler.transfers.clone(),
+    };
+    (answer, Some(plan), echo)
 }
 
 fn emit<'a>(msg: response!('_, 'a), limit: u16) -> Result<(Vec<u8>, ResponseInfo), ProtoError> {
@@ -439,6 +569,7 @@ pub(super) fn echoed(queries: &Queries) -> Option<Queries> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_server::net::xfer::Protocol;
 
     /// Found by the dns_wire fuzz target: a question whose name is a pointer to offset 0 (the
     /// ID and flags, which happen to read as a name) was echoed as is, and the response did not

@@ -11,7 +11,7 @@ use hickory_server::server::Request;
 use tracing::warn;
 
 /// What the request's signature says.
-pub(super) enum Verdict {
+pub(super) enum TsigCheck {
     /// No signature (a key may still require one: the caller decides).
     Unsigned,
     /// Verified: the response is signed with this.
@@ -29,16 +29,16 @@ pub(super) struct Signing {
     time: u64,
 }
 
-pub(super) fn verify(key: Option<&TSigner>, request: &Request, now: u64) -> Verdict {
+pub(super) fn verify(key: Option<&TSigner>, request: &Request, now: u64) -> TsigCheck {
     let Some(tsig) = request.signature.as_deref() else {
-        return Verdict::Unsigned;
+        return TsigCheck::Unsigned;
     };
     let Some(signer) = key.filter(|k| *k.signer_name() == tsig.name) else {
         warn!(src = %request.src(), key = %tsig.name, "TSIG with an unknown key; refused");
-        return Verdict::Bad;
+        return TsigCheck::Bad;
     };
     match signer.verify_message_byte(request.as_slice(), None, true) {
-        Ok((_, _, window)) if window.contains(&now) => Verdict::Signed(Signing {
+        Ok((_, _, window)) if window.contains(&now) => TsigCheck::Signed(Signing {
             signer: signer.clone(),
             request_mac: tsig.data.mac.clone(),
             id: request.metadata.id,
@@ -46,11 +46,11 @@ pub(super) fn verify(key: Option<&TSigner>, request: &Request, now: u64) -> Verd
         }),
         Ok(_) => {
             warn!(src = %request.src(), "TSIG time outside the allowed window; refused");
-            Verdict::Bad
+            TsigCheck::Bad
         }
         Err(e) => {
             warn!(src = %request.src(), error = %e, "TSIG signature does not verify; refused");
-            Verdict::Bad
+            TsigCheck::Bad
         }
     }
 }
@@ -59,26 +59,12 @@ pub(super) fn verify(key: Option<&TSigner>, request: &Request, now: u64) -> Verd
 pub(super) const BAD: ResponseCode = ResponseCode::NotAuth;
 
 impl Signing {
-    /// The TSIG records of a chain of messages, each given as it encodes without its TSIG.
-    pub fn sign_chain(&self, messages: &[Vec<u8>]) -> Result<Vec<Record<TSIG>>, ProtoError> {
-        let mut out: Vec<Record<TSIG>> = Vec::with_capacity(messages.len());
-        for (i, message) in messages.iter().enumerate() {
-            let record = if i == 0 {
-                *(TSigResponseContext::new(
-                    self.id,
-                    self.time,
-                    self.signer.clone(),
-                    self.request_mac.clone(),
-                    None,
-                )
-                .sign(message)?)
-            } else {
-                let previous = &out[i - 1].data.mac;
-                self.subsequent(previous, message)?
-            };
-            out.push(record);
+    /// Signs the messages of one response in turn, each chained to the one before.
+    pub fn chain(&self) -> Chain<'_> {
+        Chain {
+            signing: self,
+            previous: None,
         }
-        Ok(out)
     }
 
     /// A later message: prior MAC, the message, and the timers only (RFC 8945 §5.3.1).
@@ -105,5 +91,35 @@ impl Signing {
             Vec::new(),
         );
         Ok(make_tsig_record(self.signer.signer_name().clone(), tsig))
+    }
+}
+
+/// The signer of one response's messages (a transfer's are signed as they are sent).
+pub(super) struct Chain<'a> {
+    signing: &'a Signing,
+    /// The MAC of the last message signed.
+    previous: Option<Vec<u8>>,
+}
+
+impl Chain<'_> {
+    /// The TSIG record of the next message, given as it encodes without it: the first signed
+    /// over the request's MAC, the others over the one before (RFC 8945 §5.3.1).
+    pub fn sign(&mut self, message: &[u8]) -> Result<Record<TSIG>, ProtoError> {
+        let s = self.signing;
+        let record = match &self.previous {
+            None => {
+                *(TSigResponseContext::new(
+                    s.id,
+                    s.time,
+                    s.signer.clone(),
+                    s.request_mac.clone(),
+                    None,
+                )
+                .sign(message)?)
+            }
+            Some(previous) => s.subsequent(previous, message)?,
+        };
+        self.previous = Some(record.data.mac.clone());
+        Ok(record)
     }
 }

@@ -8,48 +8,73 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::rr::RecordType;
+use hickory_proto::op::{Header, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use smallvec::SmallVec;
 
-use crate::dns::{clamp_payload, count_queries, qtype_label, Handler, Verdict};
+use crate::dns::{clamp_payload, count_queries, qtype_label, Handler, RateDecision};
+use crate::zone::NAMES_IN_DATA;
 
 /// Per-worker cache bound: cleared when full (random names must not grow it without limit).
 const CACHE_MAX: usize = 1 << 17;
+/// What follows a question's name: QTYPE and QCLASS.
+const QUESTION_TAIL: usize = 4;
+/// What follows a record's owner before its data: TYPE, CLASS, TTL, then RDLENGTH (at 8).
+const RECORD_FIXED: usize = 10;
+const RDLENGTH_AT: usize = 8;
+/// The header's length (RFC 1035 §4.1.1): the question starts after it.
 const HEADER_LEN: usize = 12;
+/// The DO bit (RFC 3225), in the first byte of an OPT record's flags.
+const DNSSEC_OK: u8 = 0x80;
+
+/// A message's header (hickory's parser reads the 12 bytes; nothing is allocated).
+fn header(message: &[u8]) -> Option<Header> {
+    Header::read(&mut BinDecoder::new(message)).ok()
+}
 
 /// What makes a cached answer reusable, parsed from a query without allocating.
 #[derive(Debug, PartialEq)]
 pub struct QueryShape {
     /// End offset of the question section (name + type + class) in the packet.
     pub question_end: usize,
-    pub qtype: u16,
+    pub qtype: RecordType,
     /// 0 without EDNS; else the client's UDP size clamped as the general path clamps it.
     pub payload: u16,
     /// The DNSSEC OK bit, which the response's OPT echoes.
     pub dnssec_ok: bool,
+    /// The query's header: a hit copies its ID, RD and CD.
+    pub header: Header,
 }
 
-/// Types whose answers carry names in their data (SRV target, SOA and NS names at the apex, PTR
-/// target, the SOA of ANY at the apex), which hickory compresses against the owner's labels
-/// only when their case matches: the bytes depend on the query's case, so these are cached per
-/// spelling. The answers of every other type hold the query name only as owners (the first
-/// written out, the others pointing at it), which a hit rewrites in the query's spelling.
-const EXACT_CASE: [u16; 5] = [2, 6, 12, 33, 255];
+/// Whether answers to `qtype` carry names in their data (SRV target, SOA and NS names at the
+/// apex, PTR target, the SOA of ANY at the apex), which hickory compresses against the owner's
+/// labels only when their case matches: the bytes depend on the query's case, so these are
+/// cached per spelling. The answers of every other type hold the query name only as owners (the
+/// first written out, the others pointing at it), which a hit rewrites in the query's spelling.
+fn spelled(qtype: RecordType) -> bool {
+    qtype == RecordType::ANY || NAMES_IN_DATA.contains(&qtype)
+}
 
 /// Parses the cacheable shape of a query, writing the question name (lower-cased, but as sent
-/// for [`EXACT_CASE`] types) + type + EDNS payload + DO bit into `key`. None for anything the general path must see.
+/// for [`spelled`] types) + type + EDNS payload + DO bit into `key`. None for anything the
+/// general path must see.
 pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
     key.clear();
     if packet.len() < HEADER_LEN + 5 {
         return None;
     }
-    let flags = u16::from_be_bytes([packet[2], packet[3]]);
-    let count = |i: usize| u16::from_be_bytes([packet[i], packet[i + 1]]);
-    // QR=0, opcode QUERY, one question, nothing but an optional OPT after it.
-    if flags & 0x8000 != 0 || (flags >> 11) & 0xF != 0 {
+    let header = header(packet)?;
+    // A query, opcode QUERY, one question, nothing but an optional OPT after it.
+    if header.message_type != MessageType::Query || header.op_code != OpCode::Query {
         return None;
     }
-    if count(4) != 1 || count(6) != 0 || count(8) != 0 || count(10) > 1 {
+    let counts = header.counts;
+    if counts.queries != 1
+        || counts.answers != 0
+        || counts.authorities != 0
+        || counts.additionals > 1
+    {
         return None;
     }
     let mut i = HEADER_LEN;
@@ -69,36 +94,38 @@ pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
         key.extend(label.iter().map(u8::to_ascii_lowercase));
         i += 1 + len;
     }
-    let tail = packet.get(i..i + 4)?;
-    let qtype = u16::from_be_bytes([tail[0], tail[1]]);
-    let qclass = u16::from_be_bytes([tail[2], tail[3]]);
-    let question_end = i + 4;
+    let &[t0, t1, c0, c1] = packet.get(i..i + QUESTION_TAIL)? else {
+        return None;
+    };
+    let qtype = RecordType::from(u16::from_be_bytes([t0, t1]));
+    let qclass = u16::from_be_bytes([c0, c1]);
+    let question_end = i + QUESTION_TAIL;
     // IN only; transfers and ANY-class are the general path's.
-    if qclass != 1 || qtype == 251 || qtype == 252 {
+    if qclass != u16::from(DNSClass::IN) || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
         return None;
     }
-    if EXACT_CASE.contains(&qtype) {
+    if spelled(qtype) {
         key[..i - HEADER_LEN].copy_from_slice(&packet[HEADER_LEN..i]);
     }
     let mut dnssec_ok = false;
-    let payload = if count(10) == 1 {
-        // OPT: root name, type 41, class = payload, TTL = ext-rcode/version/flags, RDLEN 0.
-        let opt = packet.get(question_end..)?;
-        if opt.len() != 11 || opt[0] != 0 || opt[1..3] != [0, 41] {
+    let payload = if counts.additionals == 1 {
+        // OPT (RFC 6891 §6.1.2): root name, TYPE, CLASS = UDP payload, TTL = extended rcode,
+        // version and flags, RDLENGTH: no extended rcode bits, version 0, no options.
+        let &[0, t0, t1, p0, p1, 0, 0, flags, _, 0, 0] = packet.get(question_end..)? else {
+            return None;
+        };
+        if RecordType::from(u16::from_be_bytes([t0, t1])) != RecordType::OPT {
             return None;
         }
-        if opt[5] != 0 || opt[6] != 0 || opt[9..11] != [0, 0] {
-            return None; // extended rcode bits, version > 0, or options
-        }
-        dnssec_ok = opt[7] & 0x80 != 0;
-        clamp_payload(u16::from_be_bytes([opt[3], opt[4]]))
+        dnssec_ok = flags & DNSSEC_OK != 0;
+        clamp_payload(u16::from_be_bytes([p0, p1]))
     } else {
         if packet.len() != question_end {
             return None;
         }
         0
     };
-    key.extend_from_slice(&tail[..2]);
+    key.extend_from_slice(&[t0, t1]);
     key.extend_from_slice(&payload.to_be_bytes());
     key.push(u8::from(dnssec_ok));
     Some(QueryShape {
@@ -106,6 +133,7 @@ pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
         qtype,
         payload,
         dnssec_ok,
+        header,
     })
 }
 
@@ -113,11 +141,13 @@ pub fn shape(packet: &[u8], key: &mut Vec<u8>) -> Option<QueryShape> {
 struct Cached {
     /// The shape key past the name: type, EDNS payload, DO bit.
     variant: [u8; VARIANT_LEN],
-    /// For [`EXACT_CASE`] types, the name as spelled by the query that filled the entry.
+    /// For [`spelled`] types, the name as spelled by the query that filled the entry.
     spelling: Option<Box<[u8]>>,
     /// Made from the node at the question name alone: kept across publishes that do not
     /// change that node. Every other answer is kept for one snapshot only.
     by_node: bool,
+    /// The header of `bytes`, which a hit writes with the query's ID, RD and CD.
+    header: Header,
     bytes: Vec<u8>,
     rcode: &'static str,
     /// Where answer owners are written out as the question name (in the case of the query that
@@ -218,9 +248,9 @@ impl Responder {
     pub fn answer(&mut self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
         out.clear();
         match self.handler.limit(src) {
-            Verdict::Send => {}
-            Verdict::Drop => return false,
-            Verdict::Slip => {
+            RateDecision::Send => {}
+            RateDecision::Drop => return false,
+            RateDecision::Slip => {
                 let Some(bytes) = self.handler.slip_wire(packet, src) else {
                     return false;
                 };
@@ -232,7 +262,7 @@ impl Responder {
         let mut split = None;
         if let Some(shape) = &shape {
             let (name, variant) = self.key.split_at(self.key.len() - VARIANT_LEN);
-            let exact = EXACT_CASE.contains(&shape.qtype);
+            let exact = spelled(shape.qtype);
             let lname = if exact {
                 self.lower.clear();
                 self.lower.extend(name.iter().map(u8::to_ascii_lowercase));
@@ -245,9 +275,9 @@ impl Responder {
                     c.variant == variant && c.spelling.as_deref().is_none_or(|s| s == name)
                 })
             });
-            if let Some(cached) = hit {
-                patch(cached, packet, shape.question_end, out);
-                let qtype = qtype_label(RecordType::from(shape.qtype));
+            // (A header that cannot be written goes to the general path.)
+            if let Some(cached) = hit.filter(|c| patch(c, shape, packet, out).is_some()) {
+                let qtype = qtype_label(shape.qtype);
                 *self.counts.entry((qtype, cached.rcode)).or_default() += 1;
                 return true;
             }
@@ -265,9 +295,11 @@ impl Responder {
         if let (Some(shape), Some((name_len, exact)), Some((_, rcode))) =
             (&shape, split, wire.counted)
         {
-            let owners = owner_offsets(&bytes, shape.question_end);
-            if let Some(owners) = owners.filter(|_| bytes[3] & 0xF != 2) {
-                self.insert(name_len, exact, &bytes, rcode, owners);
+            let header = header(&bytes).filter(|h| h.response_code != ResponseCode::ServFail);
+            if let Some(header) = header {
+                if let Some(owners) = owner_offsets(&bytes, &header, shape.question_end) {
+                    self.insert(name_len, exact, &bytes, header, rcode, owners);
+                }
             }
         }
         out.extend_from_slice(&bytes);
@@ -281,6 +313,7 @@ impl Responder {
         name_len: usize,
         exact: bool,
         bytes: &[u8],
+        header: Header,
         rcode: &'static str,
         owners: SmallVec<[u16; 2]>,
     ) {
@@ -292,8 +325,9 @@ impl Responder {
         // A positive answer with nothing in authority, at a name answered by its node alone:
         // what a publish that leaves the node alone cannot change (negative answers carry the
         // SOA, whose serial every publish moves).
-        let count = |i: usize| u16::from_be_bytes([bytes[i], bytes[i + 1]]);
-        let positive = bytes[3] & 0xF == 0 && count(6) > 0 && count(8) == 0;
+        let positive = header.response_code == ResponseCode::NoError
+            && header.counts.answers > 0
+            && header.counts.authorities == 0;
         let by_node = positive
             && self
                 .handler
@@ -304,6 +338,7 @@ impl Responder {
             variant: variant.try_into().expect("shape keys end in the variant"),
             spelling: exact.then(|| Box::from(name)),
             by_node,
+            header,
             bytes: bytes.to_vec(),
             rcode,
             owners,
@@ -339,29 +374,38 @@ impl Responder {
 
 /// Cached answer → this query's answer: its ID, its RD and CD bits, its question bytes and the
 /// owners written as the question name (the query's case).
-fn patch(cached: &Cached, query: &[u8], question_end: usize, out: &mut Vec<u8>) {
-    out.extend_from_slice(&cached.bytes);
-    out[0] = query[0];
-    out[1] = query[1];
-    // RD (0x01 of byte 2) and CD (0x10 of byte 3) are copied from the query.
-    out[2] = (out[2] & !0x01) | (query[2] & 0x01);
-    out[3] = (out[3] & !0x10) | (query[3] & 0x10);
+/// None (and nothing in `out`) if the header could not be written.
+fn patch(cached: &Cached, shape: &QueryShape, query: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let mut header = cached.header;
+    header.metadata.id = shape.header.id;
+    header.metadata.recursion_desired = shape.header.recursion_desired;
+    header.metadata.checking_disabled = shape.header.checking_disabled;
+    if header.emit(&mut BinEncoder::new(out)).is_err() {
+        out.clear();
+        return None;
+    }
+    out.extend_from_slice(&cached.bytes[HEADER_LEN..]);
+    let question_end = shape.question_end;
     out[HEADER_LEN..question_end].copy_from_slice(&query[HEADER_LEN..question_end]);
-    let name = &query[HEADER_LEN..question_end - 4];
+    let name = &query[HEADER_LEN..question_end - QUESTION_TAIL];
     for &at in &cached.owners {
         let at = usize::from(at);
         out[at..at + name.len()].copy_from_slice(name);
     }
+    Some(())
 }
 
 /// The offsets of the answer section's owners written out as the question name; None when the
 /// response is not one to cache (no question, or not parsed to its answers' ends).
-fn owner_offsets(response: &[u8], question_end: usize) -> Option<SmallVec<[u16; 2]>> {
-    let name = response.get(HEADER_LEN..question_end.checked_sub(4)?)?;
-    let answers = u16::from_be_bytes([response[6], response[7]]);
+fn owner_offsets(
+    response: &[u8],
+    header: &Header,
+    question_end: usize,
+) -> Option<SmallVec<[u16; 2]>> {
+    let name = response.get(HEADER_LEN..question_end.checked_sub(QUESTION_TAIL)?)?;
     let mut at = question_end;
     let mut out = SmallVec::new();
-    for _ in 0..answers {
+    for _ in 0..header.counts.answers {
         // Case only changes letters, never a length or pointer byte: a match is the same name.
         if response
             .get(at..at + name.len())?
@@ -372,9 +416,10 @@ fn owner_offsets(response: &[u8], question_end: usize) -> Option<SmallVec<[u16; 
         } else {
             at = skip_name(response, at)?;
         }
-        // Type, class, TTL, then RDLENGTH and the data.
-        let rdlen = response.get(at + 8..at + 10)?;
-        at += 10 + usize::from(u16::from_be_bytes([rdlen[0], rdlen[1]]));
+        let &[l0, l1] = response.get(at + RDLENGTH_AT..at + RECORD_FIXED)? else {
+            return None;
+        };
+        at += RECORD_FIXED + usize::from(u16::from_be_bytes([l0, l1]));
     }
     (at <= response.len()).then_some(out)
 }
@@ -396,7 +441,7 @@ fn skip_name(bytes: &[u8], mut at: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn query(name: &str, qtype: u16, edns_flags: Option<u16>) -> Vec<u8> {
+    fn query(name: &str, qtype: RecordType, edns_flags: Option<u16>) -> Vec<u8> {
         let mut p = vec![
             0,
             1,
@@ -416,7 +461,7 @@ mod tests {
             p.extend_from_slice(label.as_bytes());
         }
         p.push(0);
-        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&u16::from(qtype).to_be_bytes());
         p.extend_from_slice(&[0, 1]);
         if let Some(flags) = edns_flags {
             p.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0]);
@@ -434,15 +479,19 @@ mod tests {
 
     #[test]
     fn keys_fold_case_but_for_names_in_data_and_split_on_the_do_bit() {
-        let a = |n: &str| key(&query(n, 1, None));
+        let a = |n: &str| key(&query(n, RecordType::A, None));
         assert_eq!(a("HttpBin.bar.global"), a("httpbin.bar.global"));
-        let srv = |n: &str| key(&query(n, 33, None));
+        let srv = |n: &str| key(&query(n, RecordType::SRV, None));
         assert_ne!(srv("_http._tcp.H.global"), srv("_http._tcp.h.global"));
-        let edns = |flags| key(&query("h.global", 1, Some(flags)));
+        let edns = |flags| key(&query("h.global", RecordType::A, Some(flags)));
         assert_ne!(edns(0x8000), edns(0));
         // Other flag bits do not change the answer.
         assert_eq!(edns(0x0001), edns(0));
-        let s = shape(&query("h.global", 1, Some(0x8000)), &mut Vec::new()).unwrap();
+        let s = shape(
+            &query("h.global", RecordType::A, Some(0x8000)),
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert!(s.dnssec_ok);
         assert_eq!(s.payload, 4096.min(crate::dns::MAX_UDP_PAYLOAD));
     }
@@ -475,7 +524,7 @@ mod tests {
         }
 
         /// The answer's rcode and A addresses, from a batch of its own.
-        fn ask(&mut self, name: &str, qtype: u16) -> (u8, Vec<std::net::Ipv4Addr>) {
+        fn ask(&mut self, name: &str, qtype: RecordType) -> (u8, Vec<std::net::Ipv4Addr>) {
             self.responder.begin_batch();
             let mut out = Vec::new();
             let src = "127.0.0.1:5353".parse().unwrap();
@@ -491,7 +540,7 @@ mod tests {
                     _ => None,
                 })
                 .collect();
-            (out[3] & 0xF, ips)
+            (msg.metadata.response_code.low(), ips)
         }
     }
 
@@ -510,62 +559,57 @@ mod tests {
     }
 
     fn report(ip: &str) -> crate::zone::HostReport {
-        crate::zone::HostReport {
-            served: true,
-            wildcard: false,
-            reason: None,
-            addresses: vec![crate::zone::AddressReport {
-                address: ip.parse().unwrap(),
-                source: crate::zone::AddressSource::Spec,
-                objects: vec![],
-            }],
-            ports: vec![],
-            objects: vec![],
-            rule: None,
-            conflict: None,
-        }
+        crate::zone::HostReport::serving(&[ip])
     }
 
     #[test]
     fn a_publish_forgets_the_names_it_changed_and_answers_that_need_more_than_a_node() {
         let mut z = Zone::new(&[("a.ns.global", "10.0.0.1"), ("b.ns.global", "10.0.0.2")]);
         let v4 = |s: &str| vec![s.parse::<std::net::Ipv4Addr>().unwrap()];
-        assert_eq!(z.ask("a.ns.global", 1), (0, v4("10.0.0.1")));
-        assert_eq!(z.ask("b.ns.global", 1), (0, v4("10.0.0.2")));
+        assert_eq!(z.ask("a.ns.global", RecordType::A), (0, v4("10.0.0.1")));
+        assert_eq!(z.ask("b.ns.global", RecordType::A), (0, v4("10.0.0.2")));
         // NODATA and NXDOMAIN carry the SOA (its serial): kept for one snapshot only.
-        assert_eq!(z.ask("b.ns.global", 28), (0, vec![]));
-        assert_eq!(z.ask("c.ns.global", 1), (3, vec![]));
+        assert_eq!(z.ask("b.ns.global", RecordType::AAAA), (0, vec![]));
+        assert_eq!(z.ask("c.ns.global", RecordType::A), (3, vec![]));
         assert_eq!(z.responder.cached(), 4);
 
         z.publish(&[
             ("a.ns.global", Some("10.0.0.9")),
             ("c.ns.global", Some("10.0.0.3")),
         ]);
-        assert_eq!(z.ask("a.ns.global", 1), (0, v4("10.0.0.9")), "changed name");
+        assert_eq!(
+            z.ask("a.ns.global", RecordType::A),
+            (0, v4("10.0.0.9")),
+            "changed name"
+        );
         // b's A is the one entry left from before the publish, then a's new answer joins it.
         assert_eq!(z.responder.cached(), 2);
-        assert_eq!(z.ask("b.ns.global", 1), (0, v4("10.0.0.2")));
+        assert_eq!(z.ask("b.ns.global", RecordType::A), (0, v4("10.0.0.2")));
         assert_eq!(z.responder.cached(), 2, "b answered from the cache");
-        assert_eq!(z.ask("c.ns.global", 1), (0, v4("10.0.0.3")), "new name");
+        assert_eq!(
+            z.ask("c.ns.global", RecordType::A),
+            (0, v4("10.0.0.3")),
+            "new name"
+        );
 
         // Removed, then two publishes between batches: both are applied.
         z.publish(&[("b.ns.global", None)]);
         z.publish(&[("a.ns.global", Some("10.0.0.10"))]);
-        assert_eq!(z.ask("b.ns.global", 1), (3, vec![]));
-        assert_eq!(z.ask("a.ns.global", 1), (0, v4("10.0.0.10")));
-        assert_eq!(z.ask("c.ns.global", 1), (0, v4("10.0.0.3")));
+        assert_eq!(z.ask("b.ns.global", RecordType::A), (3, vec![]));
+        assert_eq!(z.ask("a.ns.global", RecordType::A), (0, v4("10.0.0.10")));
+        assert_eq!(z.ask("c.ns.global", RecordType::A), (0, v4("10.0.0.3")));
 
         // A snapshot of another builder: nothing is known, everything is forgotten.
         let mut other = builder(&[("a.ns.global", "10.0.0.77")]);
         z.published.publish(other.snapshot());
-        assert_eq!(z.ask("a.ns.global", 1), (0, v4("10.0.0.77")));
-        assert_eq!(z.ask("c.ns.global", 1), (3, vec![]));
+        assert_eq!(z.ask("a.ns.global", RecordType::A), (0, v4("10.0.0.77")));
+        assert_eq!(z.ask("c.ns.global", RecordType::A), (3, vec![]));
     }
 
     #[test]
     fn owners_written_as_the_question_are_found_past_pointers() {
         // Question h.global A IN; answers: h.global (written out), then a pointer to it.
-        let q = query("h.global", 1, None);
+        let q = query("h.global", RecordType::A, None);
         let mut r = q.clone();
         r[7] = 2;
         let owner = r.len();
@@ -573,11 +617,12 @@ mod tests {
         r.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 240, 10, 0, 1]);
         r.extend_from_slice(&[0xC0, owner as u8]);
         r.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 240, 10, 0, 2]);
+        let h = header(&r).unwrap();
         assert_eq!(
-            owner_offsets(&r, q.len()).unwrap().as_slice(),
+            owner_offsets(&r, &h, q.len()).unwrap().as_slice(),
             [owner as u16]
         );
         // Cut short: not cached.
-        assert_eq!(owner_offsets(&r[..r.len() - 1], q.len()), None);
+        assert_eq!(owner_offsets(&r[..r.len() - 1], &h, q.len()), None);
     }
 }

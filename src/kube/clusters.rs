@@ -14,7 +14,7 @@ use kube::{Api, Client, Config};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::context::{source_name, Context};
+use super::context::{source_name, KubeContext};
 use super::source::{self, Sent};
 use super::watch::{self, Plain, Reporter, Step, Watch};
 use super::writeback;
@@ -106,7 +106,7 @@ struct Running {
 
 /// The set of watched clusters.
 pub struct Manager {
-    ctx: Arc<Context>,
+    ctx: Arc<KubeContext>,
     rt: tokio::runtime::Handle,
     views: Option<writeback::Views>,
     running: Mutex<BTreeMap<String, Running>>,
@@ -114,7 +114,7 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(
-        ctx: Arc<Context>,
+        ctx: Arc<KubeContext>,
         rt: tokio::runtime::Handle,
         views: Option<writeback::Views>,
     ) -> Manager {

@@ -10,7 +10,7 @@ use crate::published::Published;
 use crate::source::Events;
 
 /// What the Kubernetes part needs from the server.
-pub struct Context {
+pub struct KubeContext {
     /// The home cluster (`--cluster-name`): the in-cluster one's name.
     pub home: String,
     pub tx: Events,

@@ -55,6 +55,7 @@ pub fn to_model(obj: &DynamicObject) -> Result<model::ServiceEntry, String> {
             name: meta.name.clone().unwrap_or_default(),
             namespace: meta.namespace.clone(),
             labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
             creation_timestamp: None,
         },
         spec: typed.spec.model,

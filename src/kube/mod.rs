@@ -26,7 +26,7 @@ use tracing::info;
 
 use crate::alloc::store::Store;
 
-pub use context::{source_name, Context};
+pub use context::{source_name, KubeContext};
 
 /// Flags of the Kubernetes part (flattened into `serve`'s). With none of them set, globaldns runs
 /// exactly as the file-based server.
@@ -78,10 +78,28 @@ pub struct KubeArgs {
     /// went unrenewed that long (the holder gives it up when it stops).
     #[arg(long, env = "GLOBALDNS_CLAIM_LEASE", default_value = "15s", value_parser = parse_lease)]
     pub claim_lease: std::time::Duration,
-    /// Write-back: `status` patches status.addresses of ServiceEntries that have no address with
-    /// their VIPs (never over an address someone else wrote); `off` writes nothing.
-    #[arg(long, env = "GLOBALDNS_WRITE_BACK", default_value = "off")]
-    pub write_back: WriteBack,
+    /// Write-back, a list: `spec` writes each eligible single-host entry's VIP into
+    /// spec.addresses by server-side apply (field manager `globaldns`; every proxy reads it);
+    /// `status` replaces Istio's own allocation in status.addresses (addresses inside
+    /// --istio-vip-range) with the mesh-wide VIP (read only by DNS-capturing proxies, with
+    /// Istio's allocator on); `off` writes nothing.
+    #[arg(
+        long,
+        env = "GLOBALDNS_WRITE_BACK",
+        default_value = "off",
+        value_delimiter = ',',
+        value_parser = parse_write_back
+    )]
+    pub write_back: Vec<WriteBack>,
+    /// Istio's allocator's prefixes (`PILOT_IP_AUTOALLOCATE_IPV4_PREFIX` / `_IPV6_PREFIX`):
+    /// the status addresses `--write-back status` may take over; repeatable.
+    #[arg(
+        long = "istio-vip-range",
+        env = "GLOBALDNS_ISTIO_VIP_RANGE",
+        value_delimiter = ',',
+        default_values = ["240.240.0.0/16", "2001:2::/48"]
+    )]
+    pub istio_vip_ranges: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -93,7 +111,36 @@ pub enum StoreKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum WriteBack {
     Off,
+    Spec,
     Status,
+}
+
+fn parse_write_back(raw: &str) -> Result<WriteBack, String> {
+    WriteBack::from_str(raw, true)
+        .map_err(|_| format!("{raw:?}: expected off, spec or status (a list: spec,status)"))
+}
+
+/// What `--write-back` asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteBackModes {
+    pub spec: bool,
+    pub status: bool,
+}
+
+impl WriteBackModes {
+    pub fn of(list: &[WriteBack]) -> Result<WriteBackModes> {
+        if list.contains(&WriteBack::Off) && list.len() > 1 {
+            bail!("--write-back off cannot be combined with spec or status");
+        }
+        Ok(WriteBackModes {
+            spec: list.contains(&WriteBack::Spec),
+            status: list.contains(&WriteBack::Status),
+        })
+    }
+
+    pub fn any(self) -> bool {
+        self.spec || self.status
+    }
 }
 
 /// `--cluster NAME=PATH[#CONTEXT]`.
@@ -112,7 +159,7 @@ fn parse_lease(raw: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-fn parse_cluster_flag(raw: &str) -> Result<ClusterFlag, String> {
+pub fn parse_cluster_flag(raw: &str) -> Result<ClusterFlag, String> {
     let (name, rest) = raw
         .split_once('=')
         .ok_or_else(|| format!("{raw:?}: expected NAME=PATH[#CONTEXT]"))?;
@@ -188,7 +235,7 @@ impl Drop for Kube {
 }
 
 /// Starts everything the flags ask for. None when no Kubernetes flag is set.
-pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
+pub fn start(args: &KubeArgs, ctx: KubeContext) -> Result<Option<Kube>> {
     if !args.enabled() {
         return Ok(None);
     }
@@ -241,7 +288,8 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
         }
     };
 
-    let writeback = (args.write_back == WriteBack::Status).then(writeback::Views::default);
+    let modes = WriteBackModes::of(&args.write_back)?;
+    let writeback = modes.any().then(writeback::Views::default);
     let manager = Arc::new(clusters::Manager::new(
         ctx.clone(),
         runtime.handle().clone(),
@@ -265,6 +313,7 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
     }
 
     let mut release = None;
+    let mut claimer = None;
     let store = match args.store {
         StoreKind::File => None,
         StoreKind::Kube => {
@@ -281,13 +330,19 @@ pub fn start(args: &KubeArgs, ctx: Context) -> Result<Option<Kube>> {
             if !args.claim_defer.is_zero() {
                 store = store.with_claimer(args.claim_lease, args.claim_defer);
                 release = store.release_handle();
+                claimer = store.claimer();
             }
             Some(Box::new(store) as Box<dyn Store>)
         }
     };
 
     if let Some(views) = writeback {
-        runtime.spawn(writeback::run(views, ctx.clone()));
+        let writer = writeback::Writer {
+            modes,
+            istio_ranges: args.istio_vip_ranges.clone(),
+            claimer,
+        };
+        runtime.spawn(writeback::run(views, ctx.clone(), writer));
     }
     Ok(Some(Kube {
         runtime,

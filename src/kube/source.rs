@@ -18,7 +18,7 @@ use kube::{Api, Client};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::context::{source_name, Context};
+use super::context::{source_name, KubeContext};
 use super::crd::{self, SERVICEENTRY_VERSIONS};
 use super::state::{ClusterState, Converter, Seen};
 use super::watch::{self, Events, Failure, Probe, Reporter, Retry, Start, Step, Watch};
@@ -39,7 +39,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// old one sent and the new one no longer sees.
 #[derive(Default)]
 pub struct Sent {
-    /// Units (namespaces) the engine holds for this cluster.
+    /// Units (objects, `namespace/name`) the engine holds for this cluster.
     pub units: BTreeSet<String>,
     /// Set when the cluster is taken out: nothing may be sent after its RemoveCluster.
     pub closed: bool,
@@ -48,7 +48,7 @@ pub struct Sent {
 pub struct ClusterTask {
     pub name: String,
     pub client: Client,
-    pub ctx: Arc<Context>,
+    pub ctx: Arc<KubeContext>,
     pub sent: Arc<Mutex<Sent>>,
     pub view: Option<writeback::View>,
 }
@@ -177,7 +177,10 @@ impl ClusterTask {
             return false;
         }
         for ev in state.flush(&mut sent.units) {
-            let _ = self.ctx.tx.send(ev);
+            // The engine is gone: the process is stopping.
+            if !self.ctx.tx.send(ev) {
+                return false;
+            }
         }
         report.objects(state.objects());
         true
@@ -232,7 +235,9 @@ pub async fn run(task: ClusterTask) {
         }
         if listed && !synced {
             synced = true;
-            let _ = ctx.tx.send(SourceEvent::Synced(source.clone()));
+            if !ctx.tx.send(SourceEvent::Synced(source.clone())) {
+                return;
+            }
             if let Some(version) = version.lock().unwrap().as_deref() {
                 info!(cluster = %task.name, %version, objects = state.objects(), "cluster synced");
             }

@@ -30,7 +30,7 @@ pub struct Seen {
 }
 
 impl writeback::Watched for Seen {
-    fn key(&self) -> writeback::Key {
+    fn key(&self) -> writeback::ObjectName {
         (self.namespace.clone(), self.name.clone())
     }
     fn take(&mut self) -> Option<writeback::Obj> {
@@ -83,10 +83,10 @@ impl Converter {
     /// Validates one object into an entry (problems are logged).
     pub fn seen(&self, obj: &DynamicObject) -> Seen {
         let (namespace, name) = key_of(obj);
+        let (entry, invalid) = self.validate(obj, &namespace, &name);
         let writeback = self
             .writeback
-            .then(|| writeback::Obj::from_object(obj, &self.api_version));
-        let (entry, invalid) = self.validate(obj, &namespace, &name);
+            .then(|| writeback::Obj::from_object(obj, &self.api_version, entry.as_ref()));
         Seen {
             namespace,
             name,
@@ -104,6 +104,15 @@ impl Converter {
                 return (None, true);
             }
         };
+        // spec.addresses owned by globaldns alone are its own write-back, a copy of the VIP kept
+        // in the store: not a user's address (nothing is reserved, nothing moves). Istio ignores
+        // status.addresses once spec.addresses is set, and so does the answer.
+        let managed = obj.metadata.managed_fields.as_deref().unwrap_or_default();
+        let owners = writeback::SpecAddresses::of(!se.spec.addresses.is_empty(), managed);
+        if owners == writeback::SpecAddresses::Ours {
+            se.spec.addresses.clear();
+            se.status = None;
+        }
         // status.addresses inside globaldns's own VIP ranges are its own write-back, not Istio's
         // allocation: the VIP comes from the store, so they are not read back as addresses.
         if let Some(status) = se.status.as_mut() {
@@ -115,7 +124,10 @@ impl Converter {
             });
         }
         let origin = format!("cluster {}", self.cluster);
-        let (entry, problems) = se.validate(&self.cluster, &origin, &self.zones);
+        let (mut entry, problems) = se.validate(&self.cluster, &origin, &self.zones);
+        if let Some(e) = entry.as_mut() {
+            e.routing.foreign_addresses = matches!(owners, writeback::SpecAddresses::Theirs(_));
+        }
         for p in &problems {
             if p.skipped_object {
                 warn!("{p}");

@@ -31,7 +31,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::claims::{claims_of, to_rfc3339, Cache, Claim};
-use super::context::Context;
+use super::context::KubeContext;
 use super::crd::{VipClaim, VipClaimSpec};
 use super::lease::{Claimer, Election, Elector, Release};
 use super::watch::{Plain, Reporter, Step, Watch, WATCH_TIMEOUT_SECS};
@@ -75,7 +75,7 @@ pub struct KubeStore {
     rt: tokio::runtime::Handle,
     api: Api<VipClaim>,
     cache: Arc<Mutex<Cache>>,
-    ctx: Arc<Context>,
+    ctx: Arc<KubeContext>,
     cluster: String,
     namespace: String,
     client: Client,
@@ -114,7 +114,7 @@ impl KubeStore {
         client: Client,
         cluster: &str,
         namespace: &str,
-        ctx: Arc<Context>,
+        ctx: Arc<KubeContext>,
     ) -> KubeStore {
         KubeStore {
             rt,
@@ -139,6 +139,12 @@ impl KubeStore {
             me: super::lease::identity(),
         });
         self
+    }
+
+    /// The claimer role this instance holds, shared (None without a claimer): spec write-back
+    /// writes only from the claimer, so a fleet sends one apply per entry, not one per pod.
+    pub fn claimer(&self) -> Option<Arc<Claimer>> {
+        self.claimer.as_ref().map(|c| c.state.clone())
     }
 
     /// What gives the claimer lease up at exit (None without a claimer).
@@ -549,7 +555,7 @@ async fn delete_losers(api: &Api<VipClaim>, losers: Vec<(String, Claim)>) {
 async fn watch(
     api: Api<VipClaim>,
     cache: Arc<Mutex<Cache>>,
-    ctx: Arc<Context>,
+    ctx: Arc<KubeContext>,
     name: String,
     listener: Listener,
 ) {

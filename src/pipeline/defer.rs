@@ -4,6 +4,7 @@
 //! without it (that instance is gone, or does not see the host), this instance claims itself.
 //! Time is passed in, so the rules are tested without waiting.
 
+use crate::alloc::Claim;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -37,11 +38,16 @@ impl Deferrals {
 
     /// Whether `host`, which needs a new VIP, may claim one at `now`: always when nothing
     /// defers, else once its grace has run out. A host not yet waiting may not.
-    pub fn may_claim(&self, host: &str, now: Instant) -> bool {
-        match (self.grace, self.waiting.get(host)) {
+    pub fn may_claim(&self, host: &str, now: Instant) -> Claim {
+        let now_ok = match (self.grace, self.waiting.get(host)) {
             (None, _) => true,
             (Some(_), Some(due)) => now >= *due,
             (Some(_), None) => false,
+        };
+        if now_ok {
+            Claim::Now
+        } else {
+            Claim::Defer
         }
     }
 
@@ -116,13 +122,13 @@ mod tests {
     fn nothing_defers_without_a_grace() {
         let mut d = Deferrals::default();
         let t = Instant::now();
-        assert!(d.may_claim("a.x.global", t));
+        assert_eq!(d.may_claim("a.x.global", t), Claim::Now);
         d.set_grace(Some(GRACE));
-        assert!(!d.may_claim("a.x.global", t));
+        assert_eq!(d.may_claim("a.x.global", t), Claim::Defer);
         // Back to no grace (this instance became the claimer): claims at once, even a waiter.
         d.start("a.x.global", t);
         d.set_grace(None);
-        assert!(d.may_claim("a.x.global", t));
+        assert_eq!(d.may_claim("a.x.global", t), Claim::Now);
     }
 
     #[test]
@@ -134,9 +140,12 @@ mod tests {
         // Seen again later: the wait still counts from the first time.
         assert!(!d.start("a.x.global", t0 + Duration::from_secs(1)));
         assert_eq!(d.next_due(), Some(t0 + GRACE));
-        assert!(!d.may_claim("a.x.global", t0 + Duration::from_millis(1999)));
+        assert_eq!(
+            d.may_claim("a.x.global", t0 + Duration::from_millis(1999)),
+            Claim::Defer
+        );
         assert!(d.due(t0 + Duration::from_millis(1999), false).is_empty());
-        assert!(d.may_claim("a.x.global", t0 + GRACE));
+        assert_eq!(d.may_claim("a.x.global", t0 + GRACE), Claim::Now);
         assert_eq!(d.due(t0 + GRACE, false), vec!["a.x.global".to_string()]);
         // Handed out once: a pass that fails does not make it due again at once.
         assert_eq!(d.next_due(), None);

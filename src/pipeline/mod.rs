@@ -14,9 +14,9 @@ use ipnet::IpNet;
 use tracing::warn;
 
 use crate::alloc::store::{Commit, Store};
-use crate::alloc::{Allocator, Outcome, Table};
+use crate::alloc::{AllocReport, Allocator, Table};
 use crate::host_view::{Conflict, HostView, Rules};
-use crate::registry::{Delta, Registry, SourceKey};
+use crate::registry::{Registry, SourceKey, UnitChange};
 use crate::serviceentry::Entry;
 use crate::zone::{HostReport, Snapshot, ZoneBuilder, ZoneConfig};
 
@@ -67,6 +67,13 @@ impl Pipeline {
         }
     }
 
+    /// Whether eligible entries get their VIP written into `spec.addresses` (`--write-back spec`):
+    /// their hosts count as routable by the home cluster's default sidecars.
+    pub fn spec_write_back(mut self, on: bool) -> Pipeline {
+        self.rules.spec_write_back = on;
+        self
+    }
+
     /// The cluster whose view this pipeline answers (default `local`).
     pub fn home_cluster(mut self, home: &str) -> Pipeline {
         self.rules.home = home.to_string();
@@ -81,6 +88,16 @@ impl Pipeline {
     /// Keeps a journal of the zone's changes from now on (for IXFR).
     pub fn keep_journal(&mut self) {
         self.zone.keep_journal();
+    }
+
+    /// What the zone's rendering depends on besides the hosts (see `ZoneBuilder::fingerprint`).
+    pub fn zone_fingerprint(&self) -> String {
+        self.zone.fingerprint()
+    }
+
+    /// Continues a previous run's journal at the first snapshot.
+    pub fn resume_journal(&mut self, lineage: crate::zone::Lineage) {
+        self.zone.resume(lineage);
     }
 
     /// Replaces a unit's entries; returns whether anything changed.
@@ -99,7 +116,7 @@ impl Pipeline {
         self.note(d)
     }
 
-    fn note(&mut self, delta: Option<Delta>) -> bool {
+    fn note(&mut self, delta: Option<UnitChange>) -> bool {
         let Some(d) = delta else { return false };
         for ip in d.unreserved {
             self.allocator.unreserve(ip);
@@ -214,7 +231,7 @@ impl Pipeline {
 
     /// Hosts of this pass that were not allowed to claim a VIP start waiting (if they were not
     /// already); returns how many started now.
-    fn start_deferrals(&mut self, outcome: &Outcome, clock: Instant) -> usize {
+    fn start_deferrals(&mut self, outcome: &AllocReport, clock: Instant) -> usize {
         outcome
             .deferred
             .iter()
@@ -224,7 +241,7 @@ impl Pipeline {
 
     /// After a successful commit: the waiting hosts of this pass that are not deferred any more
     /// stop waiting, counted by how.
-    fn end_deferrals(&mut self, outcome: &Outcome, claims: &mut ClaimCounts) {
+    fn end_deferrals(&mut self, outcome: &AllocReport, claims: &mut ClaimCounts) {
         if self.deferrals.is_empty() {
             return;
         }
@@ -268,8 +285,8 @@ impl Pipeline {
     /// Merges the pending hosts and brings their allocations in line (a host that needs a new
     /// VIP while another instance claims first may have to wait: `defer.rs`); the changes are
     /// then made durable (`pass`) before `publish` shows them.
-    fn reconcile(&mut self, now: u64, clock: Instant) -> Outcome {
-        let mut out = Outcome::default();
+    fn reconcile(&mut self, now: u64, clock: Instant) -> AllocReport {
+        let mut out = AllocReport::default();
         if self.first {
             self.pending.extend(self.allocator.table().keys().cloned());
         }
@@ -280,7 +297,7 @@ impl Pipeline {
         self.allocator.expect(self.pending.len());
         let views = merge_all(&self.registry, &mut self.pending, &self.rules);
         for (host, view) in self.pending.iter().zip(&views) {
-            let wants = view.as_ref().is_some_and(|v| v.wants_vip);
+            let wants = view.as_ref().is_some_and(|v| v.wants_vip).into();
             let claim = self.deferrals.may_claim(host, clock);
             self.allocator
                 .reconcile_host(host, wants, claim, now, &mut out);
@@ -294,7 +311,7 @@ impl Pipeline {
         // a VIP try again.
         for host in self.allocator.take_retry() {
             let view = self.registry.merge_host(&host, &self.rules);
-            let wants = view.as_ref().is_some_and(|v| v.wants_vip);
+            let wants = view.as_ref().is_some_and(|v| v.wants_vip).into();
             let claim = self.deferrals.may_claim(&host, clock);
             self.allocator
                 .reconcile_host(&host, wants, claim, now, &mut out);
@@ -400,7 +417,7 @@ pub struct ClaimCounts {
 pub struct Pass {
     pub snapshot: Snapshot,
     pub claims: ClaimCounts,
-    pub outcome: Outcome,
+    pub outcome: AllocReport,
     /// Hosts whose clusters disagree, by kind: (spec, istio-status).
     pub conflicts: (usize, usize),
     /// Hosts that entered (with each cluster's addresses) or left (None) a spec conflict.

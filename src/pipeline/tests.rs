@@ -100,6 +100,7 @@ fn random_entry(rng: &mut StdRng, unit: usize, n: usize, pool: &[String]) -> Ent
             _ => Resolution::Dns,
         },
         autoallocate: rng.random_bool(0.9),
+        routing: Default::default(),
     }
 }
 
@@ -294,6 +295,7 @@ fn a_host_waiting_for_a_vip_gets_one_when_a_hold_expires() {
         ports: vec![],
         resolution: Resolution::Dns,
         autoallocate: true,
+        routing: Default::default(),
     };
     p.set_unit(key(0), ["h0", "h1", "h2", "h3"].map(entry).to_vec());
     let out = p.reconcile(100, Instant::now());
@@ -381,6 +383,7 @@ fn h_entry() -> Entry {
         ports: vec![],
         resolution: Resolution::Dns,
         autoallocate: true,
+        routing: Default::default(),
     }
 }
 

@@ -7,6 +7,8 @@
 //! loaded once (before that, SERVFAIL and `/readyz` 503); after that a zone whose primaries all
 //! stop answering keeps its last content and is reported stale.
 
+mod backoff;
+mod content;
 mod convert;
 mod refresh;
 mod replay;
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use hickory_proto::rr::{Name, RData, Record, TSigner};
+use hickory_proto::rr::{Name, Record, TSigner};
 use ipnet::IpNet;
 use tracing::warn;
 
@@ -28,8 +30,10 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::published::Published;
 use crate::zone::{reverse_zone_for, ZoneConfig};
+use content::{Content, Refused};
 use convert::{Assembler, Dropped};
-use zone_data::{Delta, FullZone, Holds, Messages, Received, ZoneData};
+use wire::Exchanged;
+use zone_data::{Delta, FullZone, Received, ZoneData};
 
 pub use replay::{replay_transfers, REPLAY_ID};
 pub use zone_data::newer as serial_newer;
@@ -151,40 +155,30 @@ impl Shared {
         now
     }
 
-    /// Checks the answer records of a transfer of `zone` (`current`: ours, for an IXFR, whose
-    /// deletions are checked against what the snapshot's builder holds).
-    fn receive(
+    /// Checks the answer to an IXFR of `zone` (see `content::receive_ixfr`): its deletions
+    /// against what the snapshot's builder holds.
+    fn receive_ixfr(
         &self,
         zone: &Name,
-        records: Messages,
-        current: Option<&ZoneData>,
-    ) -> Result<Received, String> {
+        cur: &ZoneData,
+        ours: &Content,
+        same: bool,
+        got: Exchanged,
+    ) -> Result<Received, Refused> {
         let st = self.state.lock().unwrap();
-        let holds = |owner: &Name, data: &RData| st.assembler.holds(zone, owner, data);
-        zone_data::receive(
-            zone,
-            records,
-            current.map(|c| (c.serial(), &holds as Holds)),
-        )
+        content::receive_ixfr(zone, cur, ours, same, got, &st.assembler)
     }
 
     /// Applies a zone's change and publishes once every zone is loaded; returns the types of
     /// the records it brought that are not served. After a large change the pages it freed (a
-    /// whole zone's records, the reports replaced) are handed back.
-    fn apply(&self, apex: &Name, change: Change) -> Dropped {
+    /// whole zone's records, the reports replaced) are handed back. `content` becomes the
+    /// zone's after the change (worked out from the zone before it: see `content`).
+    fn apply(&self, apex: &Name, change: Change, content: &mut Content) -> Dropped {
         let mut st = self.state.lock().unwrap();
         let first = st.loaded.insert(apex.clone());
-        let (dropped, large, full) = match change {
-            Change::Delta { soa, delta } => (
-                st.assembler.apply(apex, &soa, &delta),
-                delta.added.len() > 10_000,
-                false,
-            ),
-            Change::Full(z) => {
-                let large = z.len() > 10_000;
-                (st.assembler.replace(apex, z), large, true)
-            }
-        };
+        let full = matches!(change, Change::Full(_));
+        let (dropped, records) = apply_change(&mut st.assembler, apex, change, content);
+        let large = records > 10_000;
         if first && large {
             st.assembler.compact();
         }
@@ -210,7 +204,8 @@ impl Shared {
         }
         drop(st);
         if large {
-            crate::engine::release_freed_memory();
+            crate::memory::release_now();
+            crate::memory::release_when_idle();
         }
         dropped
     }
@@ -222,6 +217,28 @@ enum Change {
     Delta { soa: Record, delta: Delta },
     /// A whole zone.
     Full(FullZone),
+}
+
+/// Applies a zone's change to what `assembler` serves; `content` becomes the zone's after it
+/// (worked out from the zone before it: see `content`). Returns the types of the records not
+/// served and how many records the change brought.
+fn apply_change(
+    assembler: &mut Assembler,
+    apex: &Name,
+    change: Change,
+    content: &mut Content,
+) -> (Dropped, usize) {
+    match change {
+        Change::Delta { soa, delta } => {
+            *content = content.after(apex, &delta, assembler);
+            (assembler.apply(apex, &soa, &delta), delta.added.len())
+        }
+        Change::Full(z) => {
+            *content = Content::of(apex, &z);
+            let records = z.len();
+            (assembler.replace(apex, z), records)
+        }
+    }
 }
 
 /// The zones served with these flags (as a primary with them serves): the `--zone`s, the
@@ -373,7 +390,7 @@ mod tests {
                             removed: vec![],
                             added: vec![((host.into(), data), 30)],
                         };
-                        shared.apply(&apex, Change::Delta { soa, delta });
+                        shared.apply(&apex, Change::Delta { soa, delta }, &mut Content::default());
                         // Seen at once, and not taken back by the other loop's publish.
                         let snap = shared.published.load();
                         let name = format!("h{i}.{}", zone.trim_end_matches('.'));
@@ -434,3 +451,6 @@ mod tests {
         assert_eq!(serial_of(&published), Some(6));
     }
 }
+
+#[cfg(test)]
+mod rollout_tests;

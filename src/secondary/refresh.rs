@@ -12,6 +12,8 @@ use futures_util::future::join_all;
 use hickory_proto::rr::Name;
 use tracing::{debug, info, warn};
 
+use super::backoff::Backoff;
+use super::content::{Content, Refused, ZoneDigest};
 use super::wire::{self, Ask, WireError};
 use super::zone_data::{self, newer, FullZone, Received, ZoneData};
 use super::{Change, Shared, ZoneWake};
@@ -25,6 +27,8 @@ pub(super) struct ZoneLoop {
     pub source: String,
     /// The zone as served (None until the first transfer).
     current: Option<ZoneData>,
+    /// What we know of its content: the digest sent with IXFR requests (see `content`).
+    content: Content,
     /// The newest serial seen at a primary and not loaded yet, and since when.
     pending: Option<(u32, Instant)>,
     /// The serial last warned about per primary that is behind us (one line per serial).
@@ -37,11 +41,22 @@ pub(super) struct ZoneLoop {
 
 /// How long a secondary stays with the primary its zone came from while another has a newer
 /// serial: the replicas of a primary count serials on their own, so "newer" across them says
-/// little, and a switch costs a whole zone (an IXFR only works from the same replica). Both
+/// little, and a switch costs a whole zone unless the other replica's journal had our content
+/// (an IXFR by content, see `content`; counted by the primary's `ixfr_content`). Both
 /// replicas see the same changes; the one we follow normally has its own newer serial within
 /// moments. At most [`STICK_MAX`], in refresh periods.
 const STICK_REFRESHES: u32 = 3;
 const STICK_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a round asks of the next.
+enum After {
+    /// A transfer a NOTIFY asked for failed: ask every primary now.
+    AtOnce,
+    /// Up to date, or updated: the next in --refresh.
+    Refresh,
+    /// A transfer failed or no primary answered: the next later each time (see [`Backoff`]).
+    Backoff,
+}
 
 /// What a transfer brought that is newer than ours.
 type Got = Change;
@@ -62,6 +77,7 @@ impl ZoneLoop {
             wake,
             source,
             current: None,
+            content: Content::default(),
             pending: None,
             behind: HashMap::new(),
             was_stale: false,
@@ -84,12 +100,20 @@ impl ZoneLoop {
     }
 
     pub async fn run(mut self) {
+        let mut backoff = Backoff::new(self.shared.refresh);
         loop {
-            if self.round().await {
-                continue; // a hinted transfer failed: ask every primary at once
-            }
+            let wait = match self.round().await {
+                After::AtOnce => continue,
+                After::Refresh => backoff.succeeded(),
+                After::Backoff => backoff.failed(),
+            };
+            self.shared
+                .metrics
+                .secondary_retry
+                .get_or_create(&self.labels())
+                .set(wait.as_secs_f64());
             tokio::select! {
-                _ = tokio::time::sleep(self.shared.refresh) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notify.notified() => debug!(zone = %self.zone, "refresh on NOTIFY"),
             }
         }
@@ -104,9 +128,8 @@ impl ZoneLoop {
     }
 
     /// One refresh: SOA queries (skipped when a NOTIFY named the serial of the primary our zone
-    /// came from), then a transfer from the newest primary that gives one. True when a hinted
-    /// transfer failed, for a full round at once.
-    async fn round(&mut self) -> bool {
+    /// came from), then a transfer from the newest primary that gives one.
+    async fn round(&mut self) -> After {
         let hinted = self.hinted();
         let (candidates, reachable, mut errors) = match hinted {
             Some(c) => (vec![c], true, Vec::new()),
@@ -143,10 +166,14 @@ impl ZoneLoop {
         }
         if hinted.is_some() && failed {
             debug!(zone = %self.zone, "the transfer a NOTIFY asked for failed: {}", errors.join("; "));
-            return true;
+            return After::AtOnce;
         }
         self.report(reachable, self.current.is_some(), &errors);
-        false
+        if failed || !reachable {
+            After::Backoff
+        } else {
+            After::Refresh
+        }
     }
 
     /// Every primary's serial: those newer than ours, newest first (RFC 1982 order among those
@@ -258,13 +285,14 @@ impl ZoneLoop {
     }
 
     /// IXFR from ours (AXFR from the same primary when that fails but the primary answers),
-    /// AXFR when we have nothing or ours came from another primary. Ok(None): nothing newer after all.
+    /// AXFR when we have nothing. From another primary, the IXFR counts only when it matched
+    /// our content (see `content`). Ok(None): nothing newer after all.
     async fn transfer(
         &self,
         primary: SocketAddr,
         ours: Option<&ZoneData>,
     ) -> Result<Option<Got>, String> {
-        if let Some(cur) = ours.filter(|c| c.from == Some(primary)) {
+        if let Some(cur) = ours {
             match self.ixfr(primary, cur).await {
                 Ok(z) => return Ok(z),
                 Err(Failure::Unreachable(e)) => return Err(e),
@@ -280,7 +308,7 @@ impl ZoneLoop {
                 self.count("axfr", e.label());
                 format!("AXFR: {e}")
             })?;
-        let z = match self.shared.receive(&self.zone, got, None) {
+        let z = match zone_data::receive(&self.zone, got, None) {
             Ok(Received::Full(z)) => z,
             Ok(other) => {
                 self.count("axfr", "invalid");
@@ -307,7 +335,9 @@ impl ZoneLoop {
 
     async fn ixfr(&self, primary: SocketAddr, cur: &ZoneData) -> Result<Option<Got>, Failure> {
         let key = self.shared.key.as_ref();
-        let got = match wire::exchange(primary, &self.zone, Ask::Ixfr(&cur.soa), key).await {
+        let ours = self.content.digest().map(ZoneDigest::value);
+        let ask = Ask::Ixfr(&cur.soa, ours);
+        let got = match wire::exchange_with_echo(primary, &self.zone, ask, key).await {
             Ok(r) => r,
             Err(e) => {
                 self.count("ixfr", e.label());
@@ -317,7 +347,19 @@ impl ZoneLoop {
                 });
             }
         };
-        let (g, serial, result) = match self.shared.receive(&self.zone, got, Some(cur)) {
+        let same = cur.from == Some(primary);
+        let received = self
+            .shared
+            .receive_ixfr(&self.zone, cur, &self.content, same, got);
+        let (g, serial, result) = match received {
+            Err(Refused::Mismatch(e)) => {
+                self.count("ixfr", "mismatch");
+                return Err(Failure::Other(e));
+            }
+            Err(Refused::Invalid(e)) => {
+                self.count("ixfr", "invalid");
+                return Err(Failure::Other(e));
+            }
             Ok(Received::Incremental { soa, delta }) => {
                 let serial = zone_data::serial_of(&soa).unwrap_or(0);
                 (Got::Delta { soa, delta }, serial, "ok")
@@ -329,10 +371,6 @@ impl ZoneLoop {
             Ok(Received::UpToDate) => {
                 self.count("ixfr", "uptodate");
                 return Ok(None);
-            }
-            Err(e) => {
-                self.count("ixfr", "invalid");
-                return Err(Failure::Other(e));
             }
         };
         if !newer(serial, cur.serial()) {
@@ -351,7 +389,7 @@ impl ZoneLoop {
         let soa = match &got {
             Got::Full(FullZone { soa, .. }) | Got::Delta { soa, .. } => soa.clone(),
         };
-        let dropped = self.shared.apply(&self.zone, got);
+        let dropped = self.shared.apply(&self.zone, got, &mut self.content);
         self.current = Some(ZoneData {
             from: Some(primary),
             soa,

@@ -9,13 +9,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, Record, RecordType, TSigVerifier, TSigner};
-
-use super::zone_data::Messages;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+
+use super::zone_data::Messages;
+use crate::zone::digest::{Digest, EDNS_OPTION};
 
 /// Connecting, and each read or write: a primary silent for longer is treated as down.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,8 +57,15 @@ impl std::fmt::Display for WireError {
 pub enum Ask<'a> {
     Soa,
     Axfr,
-    /// An IXFR from our SOA (the zone's SOA record as we serve it).
-    Ixfr(&'a Record),
+    /// An IXFR from our SOA (the zone's SOA record as we serve it), with the digest of our
+    /// content (see `content`) when we have one.
+    Ixfr(&'a Record, Option<Digest>),
+}
+
+/// The records of an exchange, and the content-digest option of the first response message.
+pub struct Exchanged {
+    pub records: Messages,
+    pub echo: Option<Vec<u8>>,
 }
 
 /// The zone's SOA as the primary answers it (a SOA query).
@@ -81,19 +90,36 @@ pub async fn exchange(
     ask: Ask<'_>,
     key: Option<&TSigner>,
 ) -> Result<Messages, WireError> {
+    Ok(exchange_with_echo(primary, zone, ask, key).await?.records)
+}
+
+/// [`exchange`], with the content-digest option the primary answered (if any).
+pub async fn exchange_with_echo(
+    primary: SocketAddr,
+    zone: &Name,
+    ask: Ask<'_>,
+    key: Option<&TSigner>,
+) -> Result<Exchanged, WireError> {
     let qtype = match ask {
         Ask::Soa => RecordType::SOA,
         Ask::Axfr => RecordType::AXFR,
-        Ask::Ixfr(_) => RecordType::IXFR,
+        Ask::Ixfr(..) => RecordType::IXFR,
     };
     let mut msg = Message::query();
     msg.metadata.recursion_desired = false;
     msg.add_query(Query::query(zone.clone(), qtype));
-    if let Ask::Ixfr(soa) = ask {
+    if let Ask::Ixfr(soa, content) = ask {
         // RFC 1995 §3: the client's SOA in the authority section, owned by the zone.
         let mut soa = soa.clone();
         soa.name = zone.clone();
         msg.add_authority(soa);
+        if let Some(d) = content {
+            let mut edns = Edns::new();
+            edns.set_max_payload(1232);
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(EDNS_OPTION, d.to_bytes().to_vec()));
+            msg.set_edns(edns);
+        }
     }
     let id = msg.metadata.id;
     let verifier = match key {
@@ -132,7 +158,10 @@ pub async fn exchange(
             .map_err(|_| io("read")("timed out".into()))?
             .map_err(|e| io("read")(e.to_string()))?;
         if reader.message(&buf)? {
-            return Ok(reader.records);
+            return Ok(Exchanged {
+                records: reader.records,
+                echo: reader.echo,
+            });
         }
     }
 }
@@ -147,6 +176,8 @@ pub struct Reader<'a> {
     verifier: Option<TSigVerifier>,
     end: End,
     pub records: Messages,
+    /// The content-digest option of the first message.
+    pub echo: Option<Vec<u8>>,
 }
 
 impl<'a> Reader<'a> {
@@ -158,6 +189,7 @@ impl<'a> Reader<'a> {
             verifier,
             end: End::default(),
             records: Vec::new(),
+            echo: None,
         }
     }
 
@@ -176,6 +208,16 @@ impl<'a> Reader<'a> {
                 .map_err(|e| WireError::Invalid(format!("TSIG: {e}")))?;
         }
         let first = self.records.is_empty();
+        if first {
+            self.echo = resp
+                .edns
+                .as_ref()
+                .and_then(|e| e.option(EdnsCode::Unknown(EDNS_OPTION)))
+                .and_then(|o| match o {
+                    EdnsOption::Unknown(_, b) => Some(b.clone()),
+                    _ => None,
+                });
+        }
         if first
             && resp
                 .queries

@@ -11,8 +11,9 @@ use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 /// A zone as served: where it came from and its SOA (its records are the snapshot's).
 #[derive(Clone, Debug)]
 pub struct ZoneData {
-    /// The primary it came from: IXFR only from that one, since two primaries can give the same
-    /// serial to different contents (the replicas of a primary count serials on their own).
+    /// The primary it came from: another's IXFR counts only when matched by content (see
+    /// `content`), since two primaries can give the same serial to different contents (the
+    /// replicas of a primary count serials on their own).
     pub from: Option<SocketAddr>,
     pub soa: Record,
 }

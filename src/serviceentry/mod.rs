@@ -11,6 +11,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// Label with which a ServiceEntry opts out of VIP auto-allocation (Istio's own label).
 pub const AUTOALLOCATE_LABEL: &str = "networking.istio.io/enable-autoallocate-ip";
+/// globaldns's own opt-out of spec write-back for one entry (`"false"`), Istio's label aside.
+pub const WRITE_BACK_ANNOTATION: &str = "globaldns.io/write-back";
 
 /// Accepted `apiVersion`s. The three versions share one schema for everything we read.
 pub const API_VERSIONS: [&str; 3] = [
@@ -43,6 +45,8 @@ pub struct ObjectMeta {
     pub namespace: Option<String>,
     #[serde(default, deserialize_with = "unique_labels")]
     pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
 }
@@ -161,11 +165,29 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+/// The transport of an SRV name's second label (RFC 2782). Ordered as the zone keeps SRV data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
     Udp,
+}
+
+impl Transport {
+    /// The label of an SRV name: `_tcp`, `_udp`.
+    pub fn label(self) -> &'static [u8] {
+        match self {
+            Transport::Tcp => b"_tcp",
+            Transport::Udp => b"_udp",
+        }
+    }
+
+    /// The transport whose label `label` is, in any case.
+    pub fn from_label(label: &[u8]) -> Option<Transport> {
+        [Transport::Tcp, Transport::Udp]
+            .into_iter()
+            .find(|t| t.label().eq_ignore_ascii_case(label))
+    }
 }
 
 /// A port as served in SRV records: `_<name>._<transport>.<host>`.
@@ -199,6 +221,47 @@ pub struct Entry {
     pub resolution: Resolution,
     /// False when the opt-out label says `"false"`.
     pub autoallocate: bool,
+    /// What decides whether a sidecar can route the entry's hosts by address.
+    pub routing: Routing,
+}
+
+/// The facts about an entry that decide whether a default sidecar can route its hosts by
+/// destination address, and whether globaldns may write its VIP into `spec.addresses`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Routing {
+    /// `spec.hosts` lists exactly one host: every host of an entry shares its addresses, so
+    /// only then can the addresses be one host's own.
+    pub sole_host: bool,
+    /// A port carries TCP that Envoy matches by destination address (protocol TCP, MONGO,
+    /// MYSQL, REDIS, or unset: sniffed, TCP when not HTTP); HTTP routes by Host and TLS by SNI
+    /// on `0.0.0.0:<port>`.
+    pub tcp_by_address: bool,
+    /// Not opted out of spec write-back by the annotation `globaldns.io/write-back: "false"`.
+    pub write_back: bool,
+    /// Another field manager owns `spec.addresses`, even empty (`addresses: []` in its
+    /// manifest): globaldns cannot apply the field without forcing (Kubernetes sources only).
+    pub foreign_addresses: bool,
+}
+
+impl Default for Routing {
+    fn default() -> Routing {
+        Routing {
+            sole_host: true,
+            tcp_by_address: false,
+            write_back: true,
+            foreign_addresses: false,
+        }
+    }
+}
+
+/// Whether Envoy routes this port protocol by destination address (Istio's
+/// `pkg/config/protocol/instance.go`: `IsHTTP` and `IsTLS` protocols are routed by Host header or
+/// SNI on the wildcard listener; the rest, and an unset protocol, by address).
+pub fn routed_by_address(protocol: Option<&str>) -> bool {
+    !matches!(
+        protocol.map(str::to_ascii_uppercase).as_deref(),
+        Some("HTTP" | "HTTP2" | "HTTP_PROXY" | "GRPC" | "GRPC-WEB" | "HTTPS" | "TLS" | "UDP")
+    )
 }
 
 /// Something wrong with an object; it or a part of it is skipped. Always names the object.
@@ -333,6 +396,24 @@ impl ServiceEntry {
             .get(AUTOALLOCATE_LABEL)
             .is_none_or(|v| !v.eq_ignore_ascii_case("false"));
 
+        let mut listed: Vec<String> = self.spec.hosts.iter().map(|h| normalise_name(h)).collect();
+        listed.sort_unstable();
+        listed.dedup();
+        let routing = Routing {
+            sole_host: listed.len() == 1,
+            tcp_by_address: self
+                .spec
+                .ports
+                .iter()
+                .any(|p| routed_by_address(p.protocol.as_deref())),
+            write_back: self
+                .metadata
+                .annotations
+                .get(WRITE_BACK_ANNOTATION)
+                .is_none_or(|v| !v.eq_ignore_ascii_case("false")),
+            foreign_addresses: false,
+        };
+
         let entry = Entry {
             object: ObjectRef {
                 cluster: cluster.to_string(),
@@ -345,6 +426,7 @@ impl ServiceEntry {
             ports,
             resolution,
             autoallocate,
+            routing,
         };
         (Some(entry), problems)
     }

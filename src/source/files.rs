@@ -127,14 +127,15 @@ pub fn load_once(
         tx: Events::new(tx),
         metrics,
         loaded: HashMap::new(),
+        engine_gone: false,
     };
     source.rescan();
     drop(source);
     Ok(rx
         .into_iter()
         .filter_map(|input| match input {
-            crate::engine::Input::Source(ev) => Some(ev),
-            crate::engine::Input::Store(_) => None,
+            crate::input::Input::Source(ev) => Some(ev),
+            crate::input::Input::Store(_) => None,
         })
         .collect())
 }
@@ -146,9 +147,17 @@ struct FileSource {
     metrics: Arc<Metrics>,
     /// Content hash of the last good version of each loaded file.
     loaded: HashMap<PathBuf, u64>,
+    /// The engine is gone (the process is stopping): nothing more to send.
+    engine_gone: bool,
 }
 
 impl FileSource {
+    fn send(&mut self, ev: SourceEvent) {
+        if !self.tx.send(ev) {
+            self.engine_gone = true;
+        }
+    }
+
     fn key_for(&self, path: &Path) -> Option<SourceKey> {
         unit_key(&self.root, path)
     }
@@ -174,7 +183,7 @@ impl FileSource {
             Read::Gone => {
                 if self.loaded.remove(path).is_some() {
                     info!(file = %path.display(), "file removed; its entries are withdrawn");
-                    let _ = self.tx.send(SourceEvent::RemoveUnit(key));
+                    self.send(SourceEvent::RemoveUnit(key));
                 }
             }
             Read::Unchanged => {}
@@ -197,7 +206,7 @@ impl FileSource {
                 self.metrics.reloads.get_or_create(&self.label()).inc();
                 info!(file = %path.display(), cluster = %key.cluster, entries = entries.len(), "loaded");
                 self.loaded.insert(path.to_path_buf(), hash);
-                let _ = self.tx.send(SourceEvent::Unit { key, entries });
+                self.send(SourceEvent::Unit { key, entries });
             }
             Read::SyntaxError(e) => {
                 error!(file = %path.display(), error = %e, "file does not parse; keeping its last good content");
@@ -347,6 +356,7 @@ pub fn spawn(root: &Path, zones: Vec<String>, tx: Events, metrics: Arc<Metrics>)
         tx,
         metrics,
         loaded: HashMap::new(),
+        engine_gone: false,
     };
     std::thread::Builder::new()
         .name("file-source".into())
@@ -354,8 +364,8 @@ pub fn spawn(root: &Path, zones: Vec<String>, tx: Events, metrics: Arc<Metrics>)
             crate::background::lower_this_thread();
             let _watcher = watcher;
             source.rescan();
-            let _ = source.tx.send(SourceEvent::Synced(SOURCE_NAME.into()));
-            while let Ok(first) = nrx.recv() {
+            source.send(SourceEvent::Synced(SOURCE_NAME.into()));
+            while let (false, Ok(first)) = (source.engine_gone, nrx.recv()) {
                 let mut batch = vec![first];
                 while let Ok(more) = nrx.recv_timeout(SETTLE) {
                     batch.push(more);

@@ -6,7 +6,6 @@
 //! non-terminals are reference-counted by the names below them.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -15,15 +14,16 @@ use hickory_proto::rr::{LowerName, Name, RData, Record};
 use ipnet::IpNet;
 
 use super::changes::ChangeTracker;
+use super::digest::{Canon, Digest};
 use super::hosts::{self, HostShard, HOST_SHARDS};
-use super::journal::{Item, Journal, Pending};
+use super::journal::{item_digest, Delta, Item, Journal, Pending};
+use super::journal_file::Lineage;
 use super::key::{self, Key};
 use super::records::{Data, Node};
 use super::{
     apexes, shard_index, unix_now, AddressReport, AddressSource, Apex, HostReport, Shard, Snapshot,
     ZoneConfig, SHARDS,
 };
-use crate::serviceentry::Transport;
 
 pub struct ZoneBuilder {
     ttl: u32,
@@ -39,10 +39,17 @@ pub struct ZoneBuilder {
     serial: Option<u32>,
     changed: bool,
     served: usize,
+    /// Hosts with TCP ports the home cluster's default sidecars cannot route by address.
+    tcp_unroutable: usize,
     host_count: usize,
     /// What changed since the last snapshot, when a journal is kept (zone transfers served).
     pending: Option<Pending>,
     journal: Journal,
+    /// Each zone's digest now (with a journal, from the first snapshot on).
+    digests: Vec<Digest>,
+    canon: Canon,
+    /// The journal of a previous run, continued at the first snapshot (`journal_file`).
+    resume: Option<Lineage>,
     floor: u32,
     /// A secondary's zones: the primary's SOA and apex NS records, served as they came.
     apex_overrides: Vec<(Name, Record, Vec<Record>)>,
@@ -72,9 +79,13 @@ impl ZoneBuilder {
             serial: None,
             changed: false,
             served: 0,
+            tcp_unroutable: 0,
             host_count: 0,
             pending: None,
             journal: Journal::default(),
+            digests: vec![],
+            canon: Canon::default(),
+            resume: None,
             floor: 0,
             apex_overrides: vec![],
             changes: ChangeTracker::default(),
@@ -91,10 +102,7 @@ impl ZoneBuilder {
                 b.create(false, &k);
             }
             for ip in addresses {
-                let d = match ip {
-                    IpAddr::V4(v4) => Data::A(v4),
-                    IpAddr::V6(v6) => Data::Aaaa(v6),
-                };
+                let d = Data::address(ip);
                 b.glue.push((k.clone(), d.clone()));
                 b.add(false, k.clone(), d);
             }
@@ -147,33 +155,41 @@ impl ZoneBuilder {
         if old.as_deref() == report.as_ref() {
             return false;
         }
-        let removed = old.map(|old| (old.served, self.contributions(&k, &old)));
+        let removed = old.map(|old| {
+            (
+                old.served,
+                old.tcp_unroutable.is_some(),
+                self.contributions(&k, &old),
+            )
+        });
         let added = report.map(|r| {
             let contributions = self.contributions(&k, &r);
-            let served = r.served;
+            let (served, unroutable) = (r.served, r.tcp_unroutable.is_some());
             let kept = (!self.says(&k, &r, &contributions)).then(|| Arc::new(r));
-            (served, contributions, kept)
+            (served, unroutable, contributions, kept)
         });
         let shard = Arc::make_mut(&mut self.hosts[shard_index(&k, HOST_SHARDS)]);
         match &added {
             // The same allocation as the host's node key and its PTR targets.
-            Some((_, _, kept)) => match shard.get_mut(&k[..]) {
+            Some((_, _, _, kept)) => match shard.get_mut(&k[..]) {
                 Some(slot) => *slot = kept.clone(),
                 None => drop(shard.insert(k.clone(), kept.clone())),
             },
             None => drop(shard.remove(&k[..])),
         }
-        if let Some((served, contributions)) = removed {
+        if let Some((served, unroutable, contributions)) = removed {
             self.host_count -= 1;
             self.served -= usize::from(served);
+            self.tcp_unroutable -= usize::from(unroutable);
             for (wild, k, d) in contributions {
                 self.remove(wild, &k, &d);
                 self.note(false, (wild, k, d));
             }
         }
-        if let Some((served, contributions, _)) = added {
+        if let Some((served, unroutable, contributions, _)) = added {
             self.host_count += 1;
             self.served += usize::from(served);
+            self.tcp_unroutable += usize::from(unroutable);
             for (wild, k, d) in contributions {
                 if self.pending.is_some() {
                     self.note(true, (wild, k.clone(), d.clone()));
@@ -217,6 +233,118 @@ impl ZoneBuilder {
         self.pending.get_or_insert_with(Pending::default);
     }
 
+    /// What the rendering of records depends on besides the hosts (TTL, zones, name servers
+    /// and their glue): a journal written with other flags is not continued.
+    pub fn fingerprint(&self) -> String {
+        let zones: Vec<String> = self.apexes.iter().map(|(n, _)| n.to_ascii()).collect();
+        let ns: Vec<String> = self.ns_names.iter().map(Name::to_ascii).collect();
+        format!(
+            "ttl={} zones={zones:?} ns={ns:?} glue={:?}",
+            self.ttl, self.glue
+        )
+    }
+
+    /// Continues the journal of a previous run at the first snapshot: the same content keeps
+    /// its serial, other content becomes one delta from it (see `journal_file`). Only with a
+    /// journal kept, before the first snapshot.
+    pub fn resume(&mut self, lineage: Lineage) {
+        if self.pending.is_some() && self.serial.is_none() {
+            self.resume = Some(lineage);
+        }
+    }
+
+    /// The index of the zone enclosing `key` among the apexes.
+    fn apex_index(&self, key: &[u8]) -> Option<usize> {
+        self.apexes
+            .iter()
+            .position(|(_, a)| key::is_at_or_below(key, a))
+    }
+
+    /// Every zone's digest, from all its items (the first snapshot's).
+    fn scan_digests(&mut self) -> Vec<Digest> {
+        let mut out = vec![Digest::default(); self.apexes.len()];
+        let mut canon = std::mem::take(&mut self.canon);
+        for item in super::items(&self.shards) {
+            if let Some(z) = self.apex_index(&item.1) {
+                out[z].add(item_digest(&mut canon, &item, self.ttl));
+            }
+        }
+        self.canon = canon;
+        out
+    }
+
+    /// The journal's part of a snapshot at `serial`: the delta since the last one and the
+    /// new digests; at the first, the digests from scratch and the previous run's journal
+    /// continued. Returns the serial to publish (a resumed run keeps an unchanged content's).
+    fn record_version(&mut self, serial: u32, now: u32) -> u32 {
+        let Some(from) = self.serial else {
+            self.digests = self.scan_digests();
+            let serial = match self.resume.take() {
+                Some(l) => self.continue_lineage(l, now),
+                None => serial,
+            };
+            self.journal.set_head(serial, self.digests.clone().into());
+            if let Some(p) = &mut self.pending {
+                p.clear();
+            }
+            return serial;
+        };
+        let Some(p) = &mut self.pending else {
+            return serial;
+        };
+        if from == serial {
+            p.clear();
+            return serial;
+        }
+        let delta = p.take(from, serial, self.digests.clone().into());
+        let mut canon = std::mem::take(&mut self.canon);
+        for (item, added) in delta
+            .removed
+            .iter()
+            .map(|i| (i, false))
+            .chain(delta.added.iter().map(|i| (i, true)))
+        {
+            if let Some(z) = self.apex_index(&item.1) {
+                let d = item_digest(&mut canon, item, self.ttl);
+                if added {
+                    self.digests[z].add(d);
+                } else {
+                    self.digests[z].remove(d);
+                }
+            }
+        }
+        self.canon = canon;
+        self.journal.push(delta);
+        self.journal.set_head(serial, self.digests.clone().into());
+        serial
+    }
+
+    /// Takes over a previous run's journal: its serial when the content is the same, else
+    /// one delta from its content to ours.
+    fn continue_lineage(&mut self, l: Lineage, now: u32) -> u32 {
+        if *l.digests == *self.digests {
+            // The same content (the digests the whole scheme trusts): no sort, no diff.
+            self.journal = l.journal;
+            return l.serial;
+        }
+        let mut current: Vec<Item> = super::items(&self.shards).collect();
+        current.sort_unstable();
+        let (removed, added) = super::journal_file::difference(&l.content, &current);
+        self.journal = l.journal;
+        if removed.is_empty() && added.is_empty() {
+            return l.serial;
+        }
+        let serial = l.serial.wrapping_add(1).max(now);
+        self.journal.push(Delta {
+            from: l.serial,
+            to: serial,
+            removed,
+            added,
+            from_digests: l.digests,
+        });
+        serial
+    }
+
     /// Records one (owner, data) pair taken out or put in. Not before the first snapshot: a
     /// first load has no serial to be a difference from.
     fn note(&mut self, added: bool, item: Item) {
@@ -246,34 +374,38 @@ impl ZoneBuilder {
     }
 
     fn contributions(&self, k: &Key, report: &HostReport) -> Vec<Contribution> {
+        // Every field named: a new kind of data in reports is a compile error here until the
+        // zone renders it (or says why not).
+        let HostReport {
+            served,
+            wildcard,
+            addresses,
+            ports,
+            reason: _,
+            objects: _,
+            rule: _,
+            conflict: _,
+            // Reports for operators and write-back, not zone data.
+            tcp_unroutable: _,
+            unserved_vips: _,
+        } = report;
         let mut out = Vec::new();
-        if !report.served {
+        if !served {
             return out;
         }
-        let addr = |ip: IpAddr| match ip {
-            IpAddr::V4(v4) => Data::A(v4),
-            IpAddr::V6(v6) => Data::Aaaa(v6),
-        };
-        if report.wildcard {
+        let addr = |a: &AddressReport| Data::address(a.address);
+        if *wildcard {
             // `*.bar.global` is kept under `bar.global`.
             let Some(parent) = key::parent(k).map(Key::from) else {
                 return out;
             };
-            out.extend(
-                report
-                    .addresses
-                    .iter()
-                    .map(|a| (true, parent.clone(), addr(a.address))),
-            );
+            out.extend(addresses.iter().map(|a| (true, parent.clone(), addr(a))));
+            out.sort_unstable();
+            out.dedup();
             return out;
         }
-        out.extend(
-            report
-                .addresses
-                .iter()
-                .map(|a| (false, k.clone(), addr(a.address))),
-        );
-        for p in &report.ports {
+        out.extend(addresses.iter().map(|a| (false, k.clone(), addr(a))));
+        for p in ports {
             let label = format!("_{}", p.name.to_ascii_lowercase());
             // The SRV owner must be a valid name: a label of at most 63 bytes, 255 in all.
             if label.len() > 63 || label.len() + 6 + k.len() > key::MAX {
@@ -283,18 +415,22 @@ impl ZoneBuilder {
                 false,
                 k.clone(),
                 Data::Srv {
-                    udp: p.transport == Transport::Udp,
+                    transport: p.transport,
                     label: label.into_bytes().into(),
                     port: p.number,
                 },
             ));
         }
-        for a in &report.addresses {
+        for a in addresses {
             let rk = key::reverse(a.address);
             if self.apex_len(&rk).is_some() {
                 out.push((false, rk, Data::Ptr(k.clone())));
             }
         }
+        // A node holds a pair once: so does the journal (an address listed twice would be
+        // taken out twice and put in once).
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
@@ -437,16 +573,13 @@ impl ZoneBuilder {
     /// last snapshot (at least to the current unix time, so restarts do not go backwards).
     pub fn snapshot(&mut self) -> Snapshot {
         let now = unix_now() as u32;
-        let serial = match self.serial {
+        let mut serial = match self.serial {
             None => now.max(self.floor),
             Some(s) if self.changed => s.wrapping_add(1).max(now),
             Some(s) => s,
         };
-        if let Some(p) = &mut self.pending {
-            match self.serial {
-                Some(from) if from != serial => self.journal.push(p.take(from, serial)),
-                _ => p.clear(),
-            }
+        if self.pending.is_some() {
+            serial = self.record_version(serial, now);
         }
         self.serial = Some(serial);
         self.changed = false;
@@ -492,6 +625,7 @@ impl ZoneBuilder {
             hosts: self.hosts.clone(),
             ttl,
             served: self.served,
+            tcp_unroutable: self.tcp_unroutable,
             host_count: self.host_count,
             journal: self.journal.clone(),
         }

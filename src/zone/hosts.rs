@@ -13,7 +13,7 @@ use fnv::FnvBuildHasher;
 use super::key::{self, Key};
 use super::records::Data;
 use super::{AddressReport, AddressSource, HostReport, Shard, SHARDS};
-use crate::serviceentry::{SrvPort, Transport};
+use crate::serviceentry::SrvPort;
 
 /// How many shards the host reports are spread over (one per host; a change copies its shard).
 pub(super) const HOST_SHARDS: usize = 4_096;
@@ -33,11 +33,15 @@ pub(super) fn said<'a>(wildcard: bool, data: impl Iterator<Item = &'a Data>) -> 
         let address = match d {
             Data::A(ip) => (*ip).into(),
             Data::Aaaa(ip) => (*ip).into(),
-            Data::Srv { udp, label, port } => {
+            Data::Srv {
+                transport,
+                label,
+                port,
+            } => {
                 ports.push(SrvPort {
                     name: String::from_utf8_lossy(label.strip_prefix(b"_").unwrap_or(label))
                         .into_owned(),
-                    transport: if *udp { Transport::Udp } else { Transport::Tcp },
+                    transport: *transport,
                     number: *port,
                 });
                 continue;
@@ -61,6 +65,8 @@ pub(super) fn said<'a>(wildcard: bool, data: impl Iterator<Item = &'a Data>) -> 
         objects: vec![],
         rule: None,
         conflict: None,
+        tcp_unroutable: None,
+        unserved_vips: None,
     }
 }
 
@@ -94,6 +100,7 @@ fn shard<'a>(shards: &'a [Arc<Shard>], k: &[u8]) -> &'a Shard {
 mod tests {
     use super::super::{NameServer, ZoneBuilder, ZoneConfig};
     use super::*;
+    use crate::serviceentry::Transport;
 
     fn report(addresses: &[&str], ports: &[(&str, u16)], source: AddressSource) -> HostReport {
         HostReport {
@@ -119,6 +126,8 @@ mod tests {
             objects: vec![],
             rule: None,
             conflict: None,
+            tcp_unroutable: None,
+            unserved_vips: None,
         }
     }
 

@@ -2,12 +2,16 @@
 //! knows exactly which (owner, data) pairs each host change took out and put in; a publish turns
 //! them into one [`Delta`] between two serials. A snapshot carries the recent deltas, bounded,
 //! and answers an IXFR from any serial they cover with one condensed difference; from an older
-//! serial, a full transfer.
+//! serial, a full transfer. Each version also carries the digest of each zone's content then
+//! (`digest`), so that a client from another lineage holding the same content is recognised.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use super::key::Key;
+use hickory_proto::rr::{Name, RecordType};
+
+use super::digest::{Canon, Digest};
+use super::key::{self, Key};
 use super::records::Data;
 
 /// One (owner, data) pair: `wild` for data kept under a wildcard's parent.
@@ -18,6 +22,10 @@ const MAX_DELTAS: usize = 256;
 /// Items kept at most over all deltas (a first load or a re-list is better sent as AXFR).
 const MAX_ITEMS: usize = 200_000;
 
+/// The digest of each zone's records at one version (by the zone's index among the apexes),
+/// without the apex NS records (which come from flags, the same at every version).
+pub(super) type Digests = Arc<[Digest]>;
+
 /// The change from one serial to the next.
 #[derive(Debug)]
 pub(super) struct Delta {
@@ -25,6 +33,8 @@ pub(super) struct Delta {
     pub to: u32,
     pub removed: Vec<Item>,
     pub added: Vec<Item>,
+    /// The content's digests at `from`.
+    pub from_digests: Digests,
 }
 
 impl Delta {
@@ -38,6 +48,8 @@ impl Delta {
 pub struct Journal {
     deltas: VecDeque<Arc<Delta>>,
     items: usize,
+    /// The newest version: its serial and digests.
+    head: Option<(u32, Digests)>,
 }
 
 impl Journal {
@@ -91,6 +103,84 @@ impl Journal {
     pub fn oldest(&self) -> Option<u32> {
         self.deltas.front().map(|d| d.from)
     }
+
+    /// The newest version: serial and digests.
+    pub(super) fn set_head(&mut self, serial: u32, digests: Digests) {
+        self.head = Some((serial, digests));
+    }
+
+    pub(super) fn head(&self) -> Option<&(u32, Digests)> {
+        self.head.as_ref()
+    }
+
+    pub(super) fn deltas(&self) -> impl Iterator<Item = &Delta> {
+        self.deltas.iter().map(|d| &**d)
+    }
+
+    /// The serial of the newest version whose zone `zone` (an apex index) held content of
+    /// `digest`, if the journal reaches back to one.
+    pub(super) fn version_of(&self, zone: usize, digest: Digest) -> Option<u32> {
+        let head = self
+            .head
+            .as_ref()
+            .filter(|(_, d)| d.get(zone) == Some(&digest));
+        if let Some((serial, _)) = head {
+            return Some(*serial);
+        }
+        self.deltas
+            .iter()
+            .rev()
+            .find(|d| d.from_digests.get(zone) == Some(&digest))
+            .map(|d| d.from)
+    }
+}
+
+/// The digest of the record `item` stands for, with `ttl`: the canonical form of
+/// [`super::digest::record`], written from the keys without making the record.
+pub(super) fn item_digest(c: &mut Canon, (wild, k, data): &Item, ttl: u32) -> Digest {
+    c.start();
+    if let Data::Srv {
+        transport, label, ..
+    } = data
+    {
+        c.label(label).label(transport.label());
+    }
+    if *wild {
+        c.label(b"*");
+    }
+    c.key(k);
+    let rtype = match data {
+        Data::A(_) => RecordType::A,
+        Data::Aaaa(_) => RecordType::AAAA,
+        Data::Ptr(_) => RecordType::PTR,
+        Data::Srv { .. } => RecordType::SRV,
+    };
+    c.bytes(&u16::from(rtype).to_be_bytes())
+        .bytes(&ttl.to_be_bytes());
+    match data {
+        Data::A(a) => c.bytes(&a.octets()),
+        Data::Aaaa(a) => c.bytes(&a.octets()),
+        Data::Ptr(target) => c.key(target),
+        Data::Srv { port, .. } => c
+            .bytes(&0u16.to_be_bytes())
+            .bytes(&100u16.to_be_bytes())
+            .bytes(&port.to_be_bytes())
+            .key(k),
+    };
+    c.digest()
+}
+
+/// The record one journal item stands for.
+pub(super) fn render((wild, k, data): &Item, ttl: u32) -> Option<hickory_proto::rr::Record> {
+    let node = if *wild {
+        Name::from_labels([&b"*"[..]])
+            .and_then(|w| w.append_domain(&key::to_name(k)))
+            .ok()?
+    } else {
+        key::to_name(k)
+    };
+    let owner = data.owner_below(&node).unwrap_or_else(|| node.clone());
+    Some(data.record(&owner, ttl, k))
 }
 
 /// Collects a pass's (owner, data) changes in the builder until the next snapshot.
@@ -109,7 +199,7 @@ impl Pending {
     }
 
     /// The net change (a host re-rendered with the same data changes nothing).
-    pub fn take(&mut self, from: u32, to: u32) -> Delta {
+    pub fn take(&mut self, from: u32, to: u32, from_digests: Digests) -> Delta {
         let mut net: BTreeMap<Item, i32> = BTreeMap::new();
         for (n, item) in self.changes.drain(..) {
             *net.entry(item).or_default() += i32::from(n);
@@ -119,6 +209,7 @@ impl Pending {
             to,
             removed: vec![],
             added: vec![],
+            from_digests,
         };
         for (item, n) in net {
             match n.cmp(&0) {
@@ -153,6 +244,7 @@ mod tests {
             to: from + 1,
             removed: removed.iter().map(|n| item(*n)).collect(),
             added: added.iter().map(|n| item(*n)).collect(),
+            from_digests: Arc::new([Digest(u128::from(from))]),
         }
     }
 
@@ -172,6 +264,45 @@ mod tests {
             "the newest serial has no delta of its own"
         );
         assert_eq!(j.oldest(), Some(10));
+        // Versions by content: the oldest delta's, or the head's (newest first).
+        assert_eq!(j.version_of(0, Digest(11)), Some(11));
+        assert_eq!(j.version_of(0, Digest(9)), None);
+        assert_eq!(j.version_of(1, Digest(11)), None, "another zone");
+        j.set_head(13, Arc::new([Digest(11)]));
+        assert_eq!(j.version_of(0, Digest(11)), Some(13), "the head is newest");
+    }
+
+    #[test]
+    fn item_digests_are_the_rendered_records_digests() {
+        let host = Key::from(&b"\x01h\x03bar\x06global"[..]);
+        let items: Vec<Item> = vec![
+            (false, host.clone(), Data::A([240, 10, 0, 1].into())),
+            (false, host.clone(), Data::Aaaa("fd00::1".parse().unwrap())),
+            (true, host.clone(), Data::A([240, 10, 0, 2].into())),
+            (
+                false,
+                key::reverse([240, 10, 0, 1].into()),
+                Data::Ptr(host.clone()),
+            ),
+            (
+                false,
+                host.clone(),
+                Data::Srv {
+                    transport: crate::serviceentry::Transport::Udp,
+                    label: b"_dns"[..].into(),
+                    port: 53,
+                },
+            ),
+        ];
+        let mut c = Canon::default();
+        for item in &items {
+            let r = render(item, 30).unwrap();
+            assert_eq!(
+                item_digest(&mut c, item, 30),
+                super::super::digest::record(&r.name, r.ttl, &r.data),
+                "{r}"
+            );
+        }
     }
 
     #[test]
@@ -193,7 +324,7 @@ mod tests {
         p.added(item(1));
         p.added(item(2));
         p.removed(item(3));
-        let d = p.take(5, 6);
+        let d = p.take(5, 6, Arc::new([]));
         assert_eq!(d.added, vec![item(2)]);
         assert_eq!(d.removed, vec![item(3)]);
     }

@@ -7,6 +7,7 @@ use std::hash::Hasher;
 use std::sync::Arc;
 
 use hickory_proto::rr::Name;
+use smallvec::SmallVec;
 
 /// A shared key: one allocation per name, also pointed at by the SRV and PTR data that target it.
 pub type Key = Arc<[u8]>;
@@ -149,6 +150,21 @@ pub fn to_host(key: &[u8]) -> String {
     out
 }
 
+/// The labels of the name `prefix` (leftmost label first) then `key` spell, rightmost first.
+/// Two such lists compare (`Ord` of slices: label bytes, then length; then the label count) in
+/// RFC 4034's canonical order, as hickory's `Name` does: a transfer sorts keys with it and
+/// never makes the names.
+pub fn labels_rev<'a>(prefix: &[&'a [u8]], key: &'a [u8]) -> SmallVec<[&'a [u8]; 12]> {
+    let mut labels: SmallVec<[&[u8]; 12]> = prefix.iter().copied().collect();
+    let mut k = key;
+    while let Some(p) = parent(k) {
+        labels.push(&k[1..k.len() - p.len()]);
+        k = p;
+    }
+    labels.reverse();
+    labels
+}
+
 /// FNV-1a of the key: picks the shard a name lives in.
 pub fn hash(key: &[u8]) -> u64 {
     let mut h = fnv::FnvHasher::default();
@@ -184,5 +200,58 @@ mod tests {
         }
         let srv = child(b"_tcp", &k).unwrap();
         assert_eq!(to_name(&srv).to_ascii(), "_tcp.httpbin.bar.global.");
+    }
+
+    /// The order of [`labels_rev`] is hickory's `Name` order, on names that differ in the
+    /// places canonical order is about: a label that is a prefix of another, `-`, digits and
+    /// `_` around letters, `*`, more labels below a name, other parents.
+    #[test]
+    fn labels_rev_sorts_as_names_do() {
+        let names = [
+            "global",
+            "a.global",
+            "a-b.global",
+            "a0.global",
+            "ab.global",
+            "_http._tcp.a.global",
+            "0.a.global",
+            "z.a.global",
+            "*.a.global",
+            "b.global",
+            "_tcp.b.global",
+            "a.b.global",
+            "x.y.global",
+            "y.global",
+            "1.10.in-addr.arpa",
+            "10.in-addr.arpa",
+            "2.10.in-addr.arpa",
+        ];
+        let keys: Vec<Key> = names
+            .iter()
+            .map(|n| of(&Name::from_ascii(n).unwrap()).unwrap())
+            .collect();
+        for a in &keys {
+            for b in &keys {
+                let by_name = to_name(a).cmp(&to_name(b));
+                assert_eq!(
+                    labels_rev(&[], a).cmp(&labels_rev(&[], b)),
+                    by_name,
+                    "{} vs {}",
+                    to_name(a),
+                    to_name(b)
+                );
+                // With a prefix: `_http._tcp.<a>` against `<b>`.
+                let prefixed = Name::from_ascii("_http._tcp")
+                    .unwrap()
+                    .append_domain(&to_name(a))
+                    .unwrap();
+                assert_eq!(
+                    labels_rev(&[b"_http", b"_tcp"], a).cmp(&labels_rev(&[], b)),
+                    prefixed.cmp(&to_name(b)),
+                    "{prefixed} vs {}",
+                    to_name(b)
+                );
+            }
+        }
     }
 }

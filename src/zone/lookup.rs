@@ -5,7 +5,8 @@
 use std::borrow::Cow;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::rdata::NS;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::key;
 use super::records::{proto_name, service_name, Rendered};
@@ -41,8 +42,8 @@ impl<'a> Outcome<'a> {
         }
     }
 
-    /// Records of the apex, owned by the query's spelling of it.
-    fn at_apex(records: &'a [Record], qname: &Name) -> Self {
+    /// Records of the apex, owned by the query's spelling of it, with their additional data.
+    fn at_apex(records: &'a [Record], qname: &Name, additional: Vec<Record>) -> Self {
         let Some(first) = records.first() else {
             return Outcome::NoData;
         };
@@ -58,7 +59,7 @@ impl<'a> Outcome<'a> {
         };
         Outcome::Answer {
             records,
-            additional: vec![],
+            additional,
             wildcard: false,
         }
     }
@@ -145,12 +146,12 @@ impl Snapshot {
 
     fn solve<'a>(&'a self, apex: &'a Apex, qname: &Name, qtype: RecordType) -> Outcome<'a> {
         if apex.name.eq_ignore_root(qname) {
-            let records = match qtype {
-                RecordType::SOA | RecordType::ANY => std::slice::from_ref(&apex.soa),
-                RecordType::NS => &apex.ns[..],
-                _ => &[],
+            let (records, additional) = match qtype {
+                RecordType::SOA | RecordType::ANY => (std::slice::from_ref(&apex.soa), vec![]),
+                RecordType::NS => (&apex.ns[..], self.name_server_addresses(apex)),
+                _ => (&[][..], vec![]),
             };
-            return Outcome::at_apex(records, qname);
+            return Outcome::at_apex(records, qname, additional);
         }
         let mut buf = [0u8; key::MAX];
         let Some(len) = key::encode(qname, &mut buf) else {
@@ -160,8 +161,8 @@ impl Snapshot {
         if let Some(node) = self.node(qkey) {
             return Outcome::rendered(node.answer(qname, self.ttl, qtype), false);
         }
-        if let Some(service @ (label, udp, host)) = service_name(qkey) {
-            if let Some(node) = self.node(host).filter(|n| n.has_service(label, udp)) {
+        if let Some(service @ (label, transport, host)) = service_name(qkey) {
+            if let Some(node) = self.node(host).filter(|n| n.has_service(label, transport)) {
                 return Outcome::rendered(
                     node.answer_service(service, qname, self.ttl, qtype),
                     false,
@@ -186,11 +187,32 @@ impl Snapshot {
         }
     }
 
+    /// The addresses of the apex's name servers inside its own zone, for the additional section
+    /// of its NS answer: the glue a resolver needs to reach them (RFC 1034 §4.3.2 step 6), as
+    /// Knot adds it. Name servers in another zone get none, as in Knot, which answers each zone
+    /// from its own data.
+    fn name_server_addresses(&self, apex: &Apex) -> Vec<Record> {
+        let mut out = vec![];
+        for ns in &apex.ns {
+            let RData::NS(NS(target)) = &ns.data else {
+                continue;
+            };
+            if !self.zone_of(target).is_some_and(|z| std::ptr::eq(z, apex)) {
+                continue;
+            }
+            let k = key::of(target);
+            if let Some(node) = k.as_deref().and_then(|k| self.node(k)) {
+                out.extend(node.addresses(target, self.ttl));
+            }
+        }
+        out
+    }
+
     /// An empty non-terminal: counted in the shards, or `_<proto>.<host>` of a host with ports.
     fn is_ent(&self, qkey: &[u8]) -> bool {
         self.shard(qkey).ents.contains_key(qkey)
             || proto_name(qkey)
-                .and_then(|(udp, host)| Some(self.node(host)?.has_proto(udp)))
+                .and_then(|(transport, host)| Some(self.node(host)?.has_proto(transport)))
                 .unwrap_or(false)
     }
 }

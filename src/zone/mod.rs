@@ -10,13 +10,15 @@
 
 mod builder;
 mod changes;
+pub mod digest;
 mod hosts;
 mod ixfr;
 mod journal;
+mod journal_file;
 pub mod key;
 mod lookup;
 #[cfg(test)]
-mod lookup_tests;
+pub(crate) mod lookup_tests;
 mod records;
 mod transfer;
 
@@ -32,10 +34,13 @@ use ipnet::IpNet;
 pub use builder::ZoneBuilder;
 pub use changes::Changes;
 use hosts::{HostShard, HOST_SHARDS};
+pub use ixfr::Records as IxfrRecords;
+pub use journal_file::{JournalFile, Lineage};
 use key::Key;
 pub use lookup::{Answer, Outcome, Resolution};
 use records::Node;
-pub use transfer::AXFR_CHUNK;
+pub use records::NAMES_IN_DATA;
+pub use transfer::{messages, Messages, Order, ZoneRecords, AXFR_CHUNK};
 
 pub use crate::report::{AddressReport, AddressSource, HostReport};
 
@@ -168,6 +173,17 @@ struct Shard {
     ents: HashMap<Key, u32, FnvBuildHasher>,
 }
 
+/// Every (owner, data) pair of the shards: what the journal's digests and checkpoints are of.
+fn items(shards: &[Arc<Shard>]) -> impl Iterator<Item = journal::Item> + '_ {
+    shards.iter().flat_map(|s| {
+        let nodes = s.nodes.iter().map(|(k, n)| (false, k, n));
+        let wild = s.wildcards.iter().map(|(k, n)| (true, k, n));
+        nodes
+            .chain(wild)
+            .flat_map(|(w, k, n)| n.data.iter().map(move |d| (w, k.clone(), d.clone())))
+    })
+}
+
 fn shard_index(key: &[u8], shards: usize) -> usize {
     (key::hash(key) as usize) & (shards - 1)
 }
@@ -188,6 +204,7 @@ pub struct Snapshot {
     hosts: Vec<Arc<HostShard>>,
     ttl: u32,
     served: usize,
+    tcp_unroutable: usize,
     host_count: usize,
     /// Recent changes, for IXFR (empty unless the builder keeps a journal).
     journal: journal::Journal,
@@ -242,6 +259,11 @@ impl Snapshot {
 
     pub fn served_hosts(&self) -> usize {
         self.served
+    }
+
+    /// Hosts with TCP ports the home cluster's default sidecars cannot route by address.
+    pub fn tcp_unroutable_hosts(&self) -> usize {
+        self.tcp_unroutable
     }
 
     /// Every host the sources list, served or not.
@@ -318,24 +340,10 @@ mod tests {
         assert_eq!(c.check_name_servers(&ranges), Ok(()));
         let mut b = ZoneBuilder::new(&c, &ranges);
         // A host at the name server's name, with the glue's address and another, then gone.
-        let host = |ips: &[&str]| HostReport {
-            served: true,
-            wildcard: false,
-            reason: None,
-            addresses: ips
-                .iter()
-                .map(|a| AddressReport {
-                    address: a.parse().unwrap(),
-                    source: AddressSource::Spec,
-                    objects: vec![],
-                })
-                .collect(),
-            ports: vec![],
-            objects: vec![],
-            rule: None,
-            conflict: None,
-        };
-        assert!(b.set_host("ns1.global", Some(host(&["10.0.0.53", "240.10.0.9"]))));
+        assert!(b.set_host(
+            "ns1.global",
+            Some(HostReport::serving(&["10.0.0.53", "240.10.0.9"]))
+        ));
         assert!(b.set_host("ns1.global", None));
         let snap = b.snapshot();
         let glue: Vec<String> = records(&snap, "global.")
@@ -353,6 +361,24 @@ mod tests {
         );
         // Out-of-zone names get no records; the reverse zone names the same servers.
         assert_eq!(records(&snap, "10.240.in-addr.arpa.").len(), 3);
+    }
+
+    #[test]
+    fn an_address_listed_twice_is_one_record_in_the_journal_too() {
+        let ranges = ["240.10.0.0/16".parse().unwrap()];
+        let mut b = ZoneBuilder::new(&cfg(&[]), &ranges);
+        b.keep_journal();
+        let twice = lookup_tests::host(&["240.10.0.1", "240.10.0.1"], &[], false);
+        b.set_host("h.global", Some(twice));
+        let first = b.snapshot().serial;
+        b.set_host(
+            "h.global",
+            Some(lookup_tests::host(&["240.10.0.1"], &[], false)),
+        );
+        let snap = b.snapshot();
+        // Taken out twice and put in once would have been a removal.
+        assert_eq!(snap.journal.since(first), Some((vec![], vec![])));
+        assert!(records(&snap, "global.").contains(&"h.global. 30 IN A 240.10.0.1".to_string()));
     }
 
     #[test]

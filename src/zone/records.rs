@@ -1,19 +1,23 @@
 //! Record data and its rendering, per type: what a node holds ([`Data`]), how each type becomes
 //! a record when answered or transferred, and the names derived from it (SRV owners and their
-//! `_tcp`/`_udp` empty non-terminals). A new record type is a variant here plus its tests.
+//! `_tcp`/`_udp` empty non-terminals). A new record type is a variant of [`Data`]: the matches on
+//! it here are exhaustive, and the unit test `every_data_type_is_named_where_types_are_keyed`
+//! does not compile until it says how the types the fast path and the metrics key on treat it.
 
 use hickory_proto::rr::rdata::{HINFO, PTR, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use smallvec::SmallVec;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::key::{self, Key};
+use crate::serviceentry::Transport;
 
 /// One piece of answerable data, without its owner (the node's name) or TTL (the zone's): a
 /// hickory `Record` is 272 bytes, this is 24, which at 100,000 hosts is the difference between
 /// a snapshot of hundreds of megabytes and one of tens. Records are made when answered.
 /// Ordered, and kept sorted within a node: the answer's record order is the same whatever order
-/// the hosts came in (on every replica, after any history of changes).
+/// the hosts came in (on every replica, after any history of changes). The variants' order is
+/// the master-file order of the types at a node's own name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Data {
     A(Ipv4Addr),
@@ -24,17 +28,32 @@ pub(super) enum Data {
     /// its `_tcp` empty non-terminal), which at 100,000 hosts is a fifth of the memory; the
     /// lookup derives those names (see [`service_name`]).
     Srv {
-        udp: bool,
+        transport: Transport,
         /// The first label, lower-cased: `_http`.
         label: Box<[u8]>,
         port: u16,
     },
 }
 
-/// Master-file order of the types at a node's own name.
-const NODE_TYPES: [RecordType; 3] = [RecordType::A, RecordType::AAAA, RecordType::PTR];
+/// The types whose record data holds a name, among those the zone answers: the apex's SOA and
+/// NS, PTR and SRV targets. Answers of these types depend on the case of the query (see the fast
+/// path's cache). `every_data_type_is_named_where_types_are_keyed` checks it against [`Data`].
+pub const NAMES_IN_DATA: [RecordType; 4] = [
+    RecordType::SOA,
+    RecordType::NS,
+    RecordType::PTR,
+    RecordType::SRV,
+];
 
 impl Data {
+    /// An address, as the record of its family.
+    pub(super) fn address(ip: IpAddr) -> Data {
+        match ip {
+            IpAddr::V4(v4) => Data::A(v4),
+            IpAddr::V6(v6) => Data::Aaaa(v6),
+        }
+    }
+
     /// The type of the record this is at the node's own name (None for SRV data, whose owner
     /// is below it).
     fn record_type(&self) -> Option<RecordType> {
@@ -57,36 +76,43 @@ impl Data {
         Record::from_rdata(owner.clone(), ttl, rdata)
     }
 
-    /// The owner of data kept on a node but answered below it (`_http._tcp.<node>` for SRV).
-    pub(super) fn owner_below(&self, node: &Name) -> Option<Name> {
+    /// The labels of the owner of data kept on a node but answered below it, leftmost first
+    /// (`_http`, `_tcp` for SRV).
+    pub(super) fn labels_below(&self) -> Option<[&[u8]; 2]> {
         match self {
-            Data::Srv { udp, label, .. } => {
-                let proto: &[u8] = if *udp { b"_udp" } else { b"_tcp" };
-                Name::from_labels([&label[..], proto])
-                    .and_then(|n| n.append_domain(node))
-                    .ok()
-            }
-            _ => None,
+            Data::Srv {
+                transport, label, ..
+            } => Some([&label[..], transport.label()]),
+            Data::A(_) | Data::Aaaa(_) | Data::Ptr(_) => None,
         }
     }
-}
 
-/// Splits `_<name>._<tcp|udp>.<host>` into (name label, udp?, host key).
-pub(super) fn service_name(qkey: &[u8]) -> Option<(&[u8], bool, &[u8])> {
-    let rest = key::parent(qkey)?;
-    let label = &qkey[1..qkey.len() - rest.len()];
-    let (udp, host) = proto_name(rest)?;
-    label.starts_with(b"_").then_some((label, udp, host))
-}
-
-/// Splits `_<tcp|udp>.<host>` into (udp?, host key).
-pub(super) fn proto_name(qkey: &[u8]) -> Option<(bool, &[u8])> {
-    let host = key::parent(qkey)?;
-    match &qkey[..qkey.len() - host.len()] {
-        b"\x04_tcp" => Some((false, host)),
-        b"\x04_udp" => Some((true, host)),
-        _ => None,
+    /// The owner of data kept on a node but answered below it (`_http._tcp.<node>` for SRV).
+    pub(super) fn owner_below(&self, node: &Name) -> Option<Name> {
+        let labels = self.labels_below()?;
+        Name::from_labels(labels)
+            .and_then(|n| n.append_domain(node))
+            .ok()
     }
+}
+
+/// The first label of a key and the key of its parent.
+fn split_first(qkey: &[u8]) -> Option<(&[u8], &[u8])> {
+    let parent = key::parent(qkey)?;
+    Some((&qkey[1..qkey.len() - parent.len()], parent))
+}
+
+/// Splits `_<name>._<tcp|udp>.<host>` into (name label, transport, host key).
+pub(super) fn service_name(qkey: &[u8]) -> Option<(&[u8], Transport, &[u8])> {
+    let (label, rest) = split_first(qkey)?;
+    let (transport, host) = proto_name(rest)?;
+    label.starts_with(b"_").then_some((label, transport, host))
+}
+
+/// Splits `_<tcp|udp>.<host>` into (transport, host key).
+pub(super) fn proto_name(qkey: &[u8]) -> Option<(Transport, &[u8])> {
+    let (label, host) = split_first(qkey)?;
+    Some((Transport::from_label(label)?, host))
 }
 
 /// RFC 8482: one synthesised HINFO instead of every RRset.
@@ -137,21 +163,25 @@ impl Node {
     }
 
     /// The SRV data of `_<label>._<proto>` below this node.
-    fn services<'a>(&'a self, label: &'a [u8], udp: bool) -> impl Iterator<Item = &'a Data> + 'a {
-        self.data.iter().filter(
-            move |d| matches!(d, Data::Srv { udp: u, label: l, .. } if *u == udp && **l == *label),
-        )
+    fn services<'a>(
+        &'a self,
+        label: &'a [u8],
+        transport: Transport,
+    ) -> impl Iterator<Item = &'a Data> + 'a {
+        self.data.iter().filter(move |d| {
+            matches!(d, Data::Srv { transport: t, label: l, .. } if *t == transport && **l == *label)
+        })
     }
 
-    pub fn has_service(&self, label: &[u8], udp: bool) -> bool {
-        self.services(label, udp).next().is_some()
+    pub fn has_service(&self, label: &[u8], transport: Transport) -> bool {
+        self.services(label, transport).next().is_some()
     }
 
     /// The answer at `_<label>._<proto>.<host>` (this node is the host, `host` its key): SRV
     /// records with the host's addresses in additional.
     pub fn answer_service(
         &self,
-        (label, udp, host): (&[u8], bool, &[u8]),
+        (label, transport, host): (&[u8], Transport, &[u8]),
         owner: &Name,
         ttl: u32,
         qtype: RecordType,
@@ -164,23 +194,29 @@ impl Node {
             RecordType::ANY => out.records.push(hinfo(owner.clone(), ttl)),
             RecordType::SRV => {
                 out.records.extend(
-                    self.services(label, udp)
+                    self.services(label, transport)
                         .map(|d| d.record(owner, ttl, host)),
                 );
                 let target = key::to_name(host);
-                for rtype in [RecordType::A, RecordType::AAAA] {
-                    out.additional.extend(self.records(&target, ttl, rtype));
-                }
+                out.additional.extend(self.addresses(&target, ttl));
             }
             _ => {}
         }
         out
     }
 
-    pub fn has_proto(&self, udp: bool) -> bool {
+    /// The node's addresses, A then AAAA, owned by `owner`: the additional data of an answer
+    /// that names this node (an SRV target, an in-zone name server).
+    pub fn addresses<'a>(&'a self, owner: &'a Name, ttl: u32) -> impl Iterator<Item = Record> + 'a {
+        [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .flat_map(move |rtype| self.records(owner, ttl, rtype))
+    }
+
+    pub fn has_proto(&self, transport: Transport) -> bool {
         self.data
             .iter()
-            .any(|d| matches!(d, Data::Srv { udp: u, .. } if *u == udp))
+            .any(|d| matches!(d, Data::Srv { transport: t, .. } if *t == transport))
     }
 
     /// Every record this node stands for, as (owner, records) in master-file order within an
@@ -195,9 +231,12 @@ impl Node {
                 Some((owner, vec![record]))
             })
             .collect();
-        let own = NODE_TYPES
+        // The data is sorted, and its variants are in master-file order.
+        let own = self
+            .data
             .iter()
-            .flat_map(|t| self.records(name, ttl, *t))
+            .filter(|d| d.record_type().is_some())
+            .map(|d| d.record(name, ttl, k))
             .collect();
         out.push((name.clone(), own));
         out
@@ -219,7 +258,7 @@ mod tests {
         node.data.push(Data::A("240.10.0.1".parse().unwrap()));
         node.data.push(Data::Aaaa("fd00:10::1".parse().unwrap()));
         node.data.push(Data::Srv {
-            udp: false,
+            transport: Transport::Tcp,
             label: b"_http"[..].into(),
             port: 80,
         });
@@ -235,7 +274,12 @@ mod tests {
         );
         assert!(node.answer(&owner, 30, RecordType::TXT).records.is_empty());
         let srv_owner = name("_http._tcp.h.bar.global.");
-        let srv = node.answer_service((b"_http", false, &host), &srv_owner, 30, RecordType::SRV);
+        let srv = node.answer_service(
+            (b"_http", Transport::Tcp, &host),
+            &srv_owner,
+            30,
+            RecordType::SRV,
+        );
         assert_eq!(
             strings(&srv.records),
             ["_http._tcp.h.bar.global. 30 IN SRV 0 100 80 h.bar.global."]
@@ -255,15 +299,42 @@ mod tests {
     #[test]
     fn service_names_split_into_label_proto_and_host() {
         let k = key::of(&name("_http._tcp.h.global.")).unwrap();
-        let (label, udp, host) = service_name(&k).unwrap();
+        let (label, transport, host) = service_name(&k).unwrap();
         assert_eq!(
-            (label, udp, host),
-            (&b"_http"[..], false, &b"\x01h\x06global"[..])
+            (label, transport, host),
+            (&b"_http"[..], Transport::Tcp, &b"\x01h\x06global"[..])
         );
         assert!(service_name(&key::of(&name("http._tcp.h.global.")).unwrap()).is_none());
         assert_eq!(
             proto_name(&key::of(&name("_udp.h.global.")).unwrap()),
-            Some((true, &b"\x01h\x06global"[..]))
+            Some((Transport::Udp, &b"\x01h\x06global"[..]))
         );
+    }
+
+    #[test]
+    fn every_data_type_is_named_where_types_are_keyed() {
+        let host = key::of(&name("h.global.")).unwrap();
+        let one_of_each = [
+            Data::A("240.10.0.1".parse().unwrap()),
+            Data::Aaaa("fd00:10::1".parse().unwrap()),
+            Data::Ptr(host.clone()),
+            Data::Srv {
+                transport: Transport::Udp,
+                label: b"_dns"[..].into(),
+                port: 53,
+            },
+        ];
+        for data in one_of_each {
+            // A new variant fails to compile here until it is sampled above and classified.
+            let names_in_data = match data {
+                Data::A(_) | Data::Aaaa(_) => false,
+                Data::Ptr(_) | Data::Srv { .. } => true,
+            };
+            let rtype = data.record(&name("h.global."), 30, &host).record_type();
+            // The fast path caches answers holding names per spelling of the question.
+            assert_eq!(NAMES_IN_DATA.contains(&rtype), names_in_data, "{rtype}");
+            // Queries for it are counted under its own label.
+            assert_ne!(crate::dns::qtype_label(rtype), "OTHER", "{rtype}");
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The answer rules of DESIGN §3, checked on the real binary over UDP and TCP with hickory's client,
-//! and with hand-built packets (hickory_proto `Message`, raw bytes) for the protocol edge cases.
+//! The answer rules (README, "Answers"), checked on the real binary over UDP and TCP with
+//! hickory's client, and with hand-built packets (hickory_proto `Message`, raw bytes) for the
+//! protocol edge cases.
 //!
 //! Fixture: `tests/data/answers/main.yaml` (cluster `local`) and `tests/data/answers/c{1,2}/` (two
 //! clusters listing the same hosts). Every test starts its own server on ephemeral loopback ports.

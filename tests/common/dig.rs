@@ -23,6 +23,20 @@ impl Dig {
     }
 }
 
+/// What `server` answers to each (name, type) question, one comparable line each: the rcode and
+/// the answers' data, sorted (the order of an RRset is not part of the answer).
+pub fn answers(server: SocketAddr, questions: &[(&str, &str)]) -> Vec<String> {
+    questions
+        .iter()
+        .map(|(name, t)| {
+            let d = dig(server, &[name, t]);
+            let mut data = d.answer_data();
+            data.sort();
+            format!("{name} {t}: {} {data:?}", d.status)
+        })
+        .collect()
+}
+
 /// Runs `dig @server -p port ARGS +norec` and parses its sections.
 pub fn dig(server: SocketAddr, args: &[&str]) -> Dig {
     let out = Command::new("dig")

@@ -1,6 +1,7 @@
 //! DNS clients: hickory's client over UDP or TCP, and a plain UDP socket asking as a stub
 //! resolver does; what their answers hold.
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
@@ -147,4 +148,39 @@ pub fn v4_of(ips: &[IpAddr]) -> Option<Ipv4Addr> {
         IpAddr::V4(v) => Some(*v),
         _ => None,
     })
+}
+
+/// A plain TCP connection to `server` (30 s read timeout); `small`: with a 4 KiB receive buffer,
+/// so that a server writing to it waits for the reader as soon as a few messages are unread.
+pub fn tcp_stream(server: SocketAddr, small: bool) -> std::net::TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if small {
+        sock.set_recv_buffer_size(4096).unwrap();
+    }
+    sock.connect(&server.into()).unwrap();
+    let tcp: std::net::TcpStream = sock.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tcp
+}
+
+/// Sends an AXFR of `global.` with message ID `id`.
+pub fn ask_axfr(tcp: &mut std::net::TcpStream, id: u16) {
+    let mut q = Message::query();
+    q.metadata.id = id;
+    q.add_query(Query::query(
+        Name::from_ascii("global.").unwrap(),
+        RecordType::AXFR,
+    ));
+    let q = q.to_vec().unwrap();
+    tcp.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+    tcp.write_all(&q).unwrap();
+}
+
+/// One length-prefixed message of a TCP stream.
+pub fn read_message(tcp: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 2];
+    tcp.read_exact(&mut len).unwrap();
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    tcp.read_exact(&mut buf).unwrap();
+    buf
 }

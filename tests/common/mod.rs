@@ -6,12 +6,13 @@
 
 mod dig;
 mod dns;
+mod knot;
 mod server;
 mod store;
 
 // A suite that uses nothing of a submodule would warn about its re-export.
 #[allow(unused_imports)]
-pub use {dig::*, dns::*, server::*, store::*};
+pub use {dig::*, dns::*, knot::*, server::*, store::*};
 
 use std::net::{IpAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -218,4 +219,28 @@ pub fn small_mesh(dir: &Path) {
         ]
         .join("---\n"),
     );
+}
+
+/// `n` single-host ServiceEntries (`s<i>.big.global`) with `ports` ports each (an SRV record
+/// each), 1,000 to a file.
+pub fn big_hosts(dir: &Path, n: usize, ports: usize) {
+    let mut spec = String::from("  ports:\n");
+    for p in 0..ports {
+        spec += &format!("  - {{number: {}, name: p{p}, protocol: TCP}}\n", 8000 + p);
+    }
+    let spec = if ports == 0 { String::new() } else { spec };
+    for f in 0..n.div_ceil(1000) {
+        let docs: Vec<String> = (f * 1000..((f + 1) * 1000).min(n))
+            .map(|i| {
+                se(
+                    &format!("s{i}"),
+                    "big",
+                    &[&format!("s{i}.big.global")],
+                    &[],
+                    &spec,
+                )
+            })
+            .collect();
+        write_file(&dir.join(format!("f{f}.yaml")), &docs.join("---\n"));
+    }
 }

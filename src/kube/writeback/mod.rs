@@ -1,0 +1,641 @@
+//! Opt-in write-back (`--write-back spec,status`): puts each host's VIP where Istio reads it.
+//!
+//! - `spec` (`spec.rs`): the VIP into `spec.addresses` of every eligible single-host entry, by
+//!   server-side apply under the field manager `globaldns`, never forced: every proxy knows
+//!   `spec.addresses`. What others own is theirs (`ownership.rs`).
+//! - `status` (`status.rs`): Istio's own allocation in `status.addresses` (addresses inside its
+//!   prefixes) replaced with the mesh-wide VIP, every patch guarded by the `resourceVersion` it was
+//!   computed from; an address outside both globaldns's and Istio's ranges is never overwritten.
+//!
+//! Write-back keeps its own view of each cluster's objects, fed the steps of the cluster's watch,
+//! and is woken by every published snapshot and by every change the watches act on. Only the
+//! instance holding the claimer lease writes (a fleet sends one write per entry, not one per pod);
+//! without a claimer (`--store file`, `--claim-defer 0`) every instance writes.
+
+mod ownership;
+mod spec;
+mod status;
+pub mod withdraw;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ipnet::IpNet;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::Api;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::context::KubeContext;
+use super::crd;
+use super::lease::{Claimer, Role};
+use super::watch::Step;
+use super::WriteBackModes;
+use crate::metrics::WriteLabels;
+use crate::routing::{spec_writable, NotWritable};
+use crate::serviceentry::{normalise_name, parse_host_address, Entry, Resolution};
+use crate::zone::Snapshot;
+
+pub use ownership::{SpecAddresses, FIELD_MANAGER};
+pub use spec::SpecWrite;
+pub use status::patch as status_patch;
+
+const PARALLEL: usize = 8;
+/// A failed write (not a conflict) is tried again after this long, doubled at each failure in a
+/// row up to [`RETRY_MAX`].
+const RETRY: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+/// A version of an object whose write conflicted is not written again for this long (the
+/// watch brings any change sooner, as a new version).
+const CONFLICT_WAIT: Duration = Duration::from_secs(3600);
+
+/// What write-back needs to know of one ServiceEntry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Obj {
+    /// The ServiceEntry version it was read at (the one the cluster serves).
+    version: String,
+    resource_version: String,
+    /// Every listed host, normalised.
+    hosts: Vec<String>,
+    /// The entry's one host inside a served zone, when it lists exactly one.
+    host: Option<String>,
+    /// Who set `spec.addresses`, and what it holds.
+    spec: SpecAddresses,
+    spec_values: Vec<IpAddr>,
+    /// globaldns's field manager owns some field of it (there is something to withdraw).
+    ours_anywhere: bool,
+    /// Whether the VIP may go into `spec.addresses`; None for an object that failed validation
+    /// (nothing is written to it, nothing withdrawn).
+    writable: Option<Result<(), NotWritable>>,
+    /// Istio's allocator serves the entry (status take-over applies): no one else's
+    /// `spec.addresses`, not resolution NONE, not opted out by Istio's label.
+    istio_allocates: bool,
+    /// `status.addresses` as (value, host).
+    status: Vec<(String, Option<String>)>,
+}
+
+impl Obj {
+    /// From the object as read at `api_version` (`networking.istio.io/v1`), and its validated
+    /// entry (None: the object was skipped).
+    pub fn from_object(obj: &DynamicObject, api_version: &str, entry: Option<&Entry>) -> Obj {
+        let get = |p: &str| obj.data.pointer(p).and_then(|v| v.as_array());
+        let strings = |p: &str| -> Vec<String> {
+            get(p)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        let status = get("/status/addresses")
+            .into_iter()
+            .flatten()
+            .filter_map(|a| {
+                Some((
+                    a.get("value")?.as_str()?.to_string(),
+                    a.get("host").and_then(|h| h.as_str()).map(normalise_name),
+                ))
+            })
+            .collect();
+        let raw_spec = strings("/spec/addresses");
+        let managed = obj.metadata.managed_fields.as_deref().unwrap_or_default();
+        let spec = SpecAddresses::of(!raw_spec.is_empty(), managed);
+        // Istio's allocator serves only entries with no spec.addresses at all (ours included:
+        // once the VIP is in spec, status is not read).
+        let istio_allocates = entry.is_some_and(|e| {
+            raw_spec.is_empty() && e.autoallocate && e.resolution != Resolution::None
+        });
+        Obj {
+            version: api_version
+                .rsplit_once('/')
+                .map_or(api_version, |(_, v)| v)
+                .to_string(),
+            resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
+            hosts: strings("/spec/hosts")
+                .iter()
+                .map(|h| normalise_name(h))
+                .collect(),
+            host: entry.and_then(|e| (e.hosts.len() == 1).then(|| e.hosts[0].clone())),
+            spec_values: raw_spec
+                .iter()
+                .filter_map(|a| parse_host_address(a).ok().flatten())
+                .collect(),
+            spec,
+            ours_anywhere: ownership::ours_anywhere(managed),
+            writable: entry.map(spec_writable),
+            istio_allocates,
+            status,
+        }
+    }
+}
+
+pub type ObjectName = (String, String);
+
+#[derive(Default)]
+struct ViewInner {
+    client: Option<kube::Client>,
+    objects: BTreeMap<ObjectName, Obj>,
+    /// Objects changed since write-back last looked; `all`: every one (a new list).
+    dirty: BTreeSet<ObjectName>,
+    all: bool,
+}
+
+/// An object of a cluster's watch, as far as write-back is concerned.
+pub trait Watched {
+    /// (namespace, name).
+    fn key(&self) -> ObjectName;
+    /// What write-back needs of it (None: nothing, as for a deleted object).
+    fn take(&mut self) -> Option<Obj>;
+}
+
+/// One cluster's ServiceEntries as write-back sees them, fed the steps of the cluster's watch.
+#[derive(Clone)]
+pub struct View {
+    inner: Arc<Mutex<ViewInner>>,
+    changed: Arc<Notify>,
+}
+
+impl View {
+    /// Takes what write-back needs from a step of the cluster's watch; wakes write-back when the
+    /// step is one the source acts on (a full list, a settled batch).
+    pub fn apply(&self, step: &mut Step<impl Watched>) {
+        let mut v = self.inner.lock().unwrap();
+        match step {
+            Step::Replaced(list) => {
+                v.objects = list
+                    .iter_mut()
+                    .filter_map(|s| Some((s.key(), s.take()?)))
+                    .collect();
+                v.all = true;
+                v.dirty.clear();
+            }
+            Step::Applied(s) => {
+                let key = s.key();
+                match s.take() {
+                    Some(o) => v.objects.insert(key.clone(), o),
+                    None => v.objects.remove(&key),
+                };
+                v.dirty.insert(key);
+            }
+            Step::Deleted(s) => {
+                let key = s.key();
+                v.objects.remove(&key);
+                v.dirty.insert(key);
+            }
+            Step::Settled => {}
+        }
+        if matches!(step, Step::Replaced(_) | Step::Settled) {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// Every cluster's view.
+#[derive(Clone, Default)]
+pub struct Views {
+    clusters: Arc<Mutex<BTreeMap<String, View>>>,
+    changed: Arc<Notify>,
+}
+
+impl Views {
+    /// The view of `name`, patched through `client` (a cluster re-added gets its new client).
+    pub fn for_cluster(&self, name: &str, client: kube::Client) -> View {
+        let mut c = self.clusters.lock().unwrap();
+        let view = c.entry(name.to_string()).or_insert_with(|| View {
+            inner: Arc::default(),
+            changed: self.changed.clone(),
+        });
+        view.inner.lock().unwrap().client = Some(client);
+        view.clone()
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.clusters.lock().unwrap().remove(name);
+    }
+}
+
+/// How write-back runs (from flags).
+pub struct Writer {
+    pub modes: WriteBackModes,
+    /// Istio's allocator's prefixes: status addresses there may be taken over.
+    pub istio_ranges: Vec<IpNet>,
+    /// The claimer role, when the store has one: only its holder writes.
+    pub claimer: Option<Arc<Claimer>>,
+}
+
+impl Writer {
+    /// Whether this instance writes now: the claimer (or no claimer known), never a follower.
+    fn writes(&self) -> bool {
+        self.claimer
+            .as_ref()
+            .is_none_or(|c| c.role() != Role::Follower)
+    }
+
+    /// The one write `obj` needs against `snap`, if any: its spec, else its status.
+    fn needs(&self, obj: &Obj, snap: &Snapshot, ranges: &[IpNet]) -> Option<Write> {
+        let spec = self.modes.spec.then(|| spec::desired(obj, snap)).flatten();
+        match spec {
+            Some(w) => Some(Write::Spec(w)),
+            // An entry that gets (or keeps) the VIP in spec needs nothing in status: Istio
+            // ignores status.addresses once spec.addresses is set.
+            None if self.modes.spec && obj.writable == Some(Ok(())) => None,
+            None if self.modes.status => {
+                status::desired(obj, snap, ranges, &self.istio_ranges).map(Write::Status)
+            }
+            None => None,
+        }
+    }
+}
+
+/// One write.
+#[derive(Debug, PartialEq)]
+enum Write {
+    Spec(SpecWrite),
+    /// The whole `status.addresses`, as (value, host).
+    Status(Vec<(String, String)>),
+}
+
+/// (cluster, namespace, name) of an object.
+type ObjectKey = (String, String, String);
+
+/// One write to send.
+struct Job {
+    object: ObjectKey,
+    api: Api<DynamicObject>,
+    version: String,
+    resource_version: String,
+    write: Write,
+}
+
+/// How a write ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteResult {
+    Written,
+    Withdrawn,
+    /// Someone else owns the field, or the object changed meanwhile: not overwritten; the
+    /// watch brings the new state and the decision is taken again.
+    Conflict,
+    Failed,
+    Timeout,
+}
+
+impl WriteResult {
+    fn label(self) -> &'static str {
+        match self {
+            WriteResult::Written => "written",
+            WriteResult::Withdrawn => "withdrawn",
+            WriteResult::Conflict => "conflict",
+            WriteResult::Failed => "failed",
+            WriteResult::Timeout => "timeout",
+        }
+    }
+}
+
+/// When each object may be written again, and how many writes in a row failed.
+#[derive(Default)]
+struct Retries {
+    /// (object, resourceVersion) → not before. A success or a conflict changes the
+    /// resourceVersion (or the watch brings a new one); a failure waits its backoff.
+    due: BTreeMap<(ObjectKey, String), Instant>,
+    failures: BTreeMap<ObjectKey, u32>,
+}
+
+impl Retries {
+    fn backoff(&self, object: &ObjectKey) -> Duration {
+        let n = self.failures.get(object).copied().unwrap_or(0).min(6);
+        (RETRY * 2u32.pow(n)).min(RETRY_MAX)
+    }
+
+    fn record(&mut self, key: (ObjectKey, String), outcome: WriteResult) {
+        match outcome {
+            WriteResult::Failed | WriteResult::Timeout => {
+                *self.failures.entry(key.0).or_default() += 1;
+            }
+            // Someone else owns the field, or the object changed: nothing to retry until the
+            // watch brings a new version (a new key), which is judged afresh.
+            WriteResult::Conflict => {
+                self.failures.remove(&key.0);
+                self.due.insert(key, Instant::now() + CONFLICT_WAIT);
+            }
+            WriteResult::Written | WriteResult::Withdrawn => {
+                self.failures.remove(&key.0);
+            }
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.due.values().min().copied()
+    }
+}
+
+/// Writes what is missing: every object against each newly published snapshot, the objects a
+/// cluster's watch changed against the current one, and failed writes again when they are due.
+pub async fn run(views: Views, ctx: Arc<KubeContext>, writer: Writer) {
+    let mut published = ctx.snapshot.subscribe();
+    let mut retries = Retries::default();
+    // The snapshot every object was last looked at against, by a writing instance.
+    let mut checked: Option<u64> = None;
+    let mut retry_due = false;
+    let mut wrote_last = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    info!(
+        spec = writer.modes.spec,
+        status = writer.modes.status,
+        claimer_only = writer.claimer.is_some(),
+        "write-back enabled"
+    );
+    loop {
+        published.borrow_and_update();
+        let snap = ctx.snapshot.load_full();
+        let writes = writer.writes();
+        if writes != wrote_last {
+            info!(
+                writes,
+                "write-back {}",
+                if writes {
+                    "writes from this instance (claimer lease held, or no claimer)"
+                } else {
+                    "left to the claimer: this instance writes nothing"
+                }
+            );
+        }
+        if snap.loaded && writes {
+            // A new writer looks at everything once.
+            let full = retry_due || !wrote_last || checked != Some(snap.generation);
+            let jobs = collect(&views, &snap, &ctx.ranges, &writer, full, &mut retries);
+            for (key, outcome) in write(jobs, &ctx).await {
+                retries.record(key, outcome);
+            }
+            if full {
+                checked = Some(snap.generation);
+            }
+        }
+        // Set after a writing pass has finished: a test (or an operator) that sees 1 knows the
+        // writes this instance owes were sent.
+        ctx.metrics
+            .writeback_writer
+            .set(i64::from(snap.loaded && writes));
+        if snap.loaded {
+            // Every object was looked at against this snapshot (or left to the claimer) and
+            // every write has finished.
+            ctx.metrics.writeback_serial.set(i64::from(snap.serial));
+        }
+        wrote_last = writes;
+        let next_retry = retries.next_due();
+        retry_due = false;
+        tokio::select! {
+            r = published.changed() => {
+                if r.is_err() {
+                    return;
+                }
+            }
+            () = views.changed.notified() => {}
+            () = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now)), if next_retry.is_some() => {
+                retry_due = true;
+            }
+            // The claimer role can change without anything else happening (a successor takes
+            // over a dead claimer's lease after its hosts were claimed and published). The
+            // guard of a select! branch is evaluated once, when the select starts, so the role
+            // is looked at on every tick, not in the guard.
+            _ = tick.tick(), if writer.claimer.is_some() => {}
+        }
+    }
+}
+
+/// The writes to send: for every object (`full`, or a view that was listed again), else for the
+/// objects changed since the last pass.
+fn collect(
+    views: &Views,
+    snap: &Snapshot,
+    ranges: &[IpNet],
+    writer: &Writer,
+    full: bool,
+    retries: &mut Retries,
+) -> Vec<Job> {
+    let clusters: Vec<(String, View)> = views
+        .clusters
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let now = Instant::now();
+    let mut jobs = Vec::new();
+    let mut live = BTreeSet::new();
+    for (cluster, view) in clusters {
+        let mut v = view.inner.lock().unwrap();
+        let all = std::mem::take(&mut v.all) | full;
+        let dirty = std::mem::take(&mut v.dirty);
+        let Some(client) = v.client.clone() else {
+            continue;
+        };
+        let objects: Box<dyn Iterator<Item = (&ObjectName, &Obj)>> = if all {
+            Box::new(v.objects.iter())
+        } else {
+            Box::new(dirty.iter().filter_map(|k| v.objects.get_key_value(k)))
+        };
+        for ((ns, name), obj) in objects {
+            let object = (cluster.clone(), ns.clone(), name.clone());
+            let key = (object.clone(), obj.resource_version.clone());
+            if full {
+                live.insert(key.clone());
+            }
+            if retries.due.get(&key).is_some_and(|t| *t > now) {
+                continue;
+            }
+            if let Some(write) = writer.needs(obj, snap, ranges) {
+                retries.due.insert(key, now + retries.backoff(&object));
+                let resource = crd::serviceentry_resource(&obj.version);
+                jobs.push(Job {
+                    object,
+                    api: Api::namespaced_with(client.clone(), ns, &resource),
+                    version: resource.api_version.clone(),
+                    resource_version: obj.resource_version.clone(),
+                    write,
+                });
+            }
+        }
+    }
+    if full {
+        retries.due.retain(|k, _| live.contains(k));
+        let objects: BTreeSet<&ObjectKey> = live.iter().map(|(o, _)| o).collect();
+        retries.failures.retain(|o, _| objects.contains(o));
+    }
+    // Absent means "may be tried": only future retries are kept (and waited for).
+    retries.due.retain(|_, t| *t > now);
+    jobs
+}
+
+/// Sends the writes, a few at a time; returns how each ended.
+async fn write(jobs: Vec<Job>, ctx: &KubeContext) -> Vec<((ObjectKey, String), WriteResult)> {
+    futures_util::stream::iter(jobs)
+        .map(|job| async move {
+            let outcome = send(&job, ctx).await;
+            ((job.object, job.resource_version), outcome)
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await
+}
+
+async fn send(job: &Job, ctx: &KubeContext) -> WriteResult {
+    let (cluster, ns, name) = &job.object;
+    let object = format!("{ns}/{name}");
+    let timeout = Duration::from_secs(10);
+    let (result, family, field) = match &job.write {
+        Write::Spec(w) => {
+            let body = spec::apply_body(&job.version, ns, name, &job.resource_version, w);
+            let params = PatchParams::apply(FIELD_MANAGER);
+            let patch = Patch::Apply(&body);
+            let sent = job.api.patch(name, &params, &patch);
+            (
+                tokio::time::timeout(timeout, sent).await,
+                &ctx.metrics.spec_writes,
+                "spec.addresses",
+            )
+        }
+        Write::Status(want) => {
+            let body = status::patch(&job.resource_version, want);
+            let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
+            let sent = job.api.patch_status(name, &params, &patch);
+            (
+                tokio::time::timeout(timeout, sent).await,
+                &ctx.metrics.status_writes,
+                "status.addresses",
+            )
+        }
+    };
+    let outcome = match result {
+        Ok(Ok(_)) => match &job.write {
+            Write::Spec(SpecWrite::Withdraw) => {
+                info!(%cluster, %object, "withdrew globaldns's spec.addresses (the entry can no longer carry the VIP)");
+                WriteResult::Withdrawn
+            }
+            Write::Spec(SpecWrite::Apply(ips)) => {
+                let values: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+                info!(%cluster, %object, addresses = %values.join(","), "wrote VIPs to spec.addresses");
+                WriteResult::Written
+            }
+            Write::Status(want) => {
+                let values: Vec<&str> = want.iter().map(|(v, _)| v.as_str()).collect();
+                info!(%cluster, %object, addresses = %values.join(","), "wrote VIPs to status.addresses");
+                WriteResult::Written
+            }
+        },
+        Ok(Err(kube::Error::Api(s))) if s.is_conflict() => {
+            debug!(%cluster, %object, %field, message = %s.message, "not written: someone else owns the field, or the object changed meanwhile; will look again");
+            WriteResult::Conflict
+        }
+        Ok(Err(e)) => {
+            let hint = match &e {
+                kube::Error::Api(s) if s.is_forbidden() => {
+                    " (RBAC: patch on serviceentries, and serviceentries/status for status)"
+                }
+                _ => "",
+            };
+            warn!(%cluster, %object, %field, error = %e, "write-back failed{hint}; retried with backoff");
+            WriteResult::Failed
+        }
+        Err(_) => {
+            warn!(%cluster, %object, %field, "write-back timed out; retried with backoff");
+            WriteResult::Timeout
+        }
+    };
+    family
+        .get_or_create(&WriteLabels {
+            cluster: cluster.clone(),
+            result: outcome.label(),
+        })
+        .inc();
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct W(ObjectName, Option<Obj>);
+
+    impl Watched for W {
+        fn key(&self) -> ObjectName {
+            self.0.clone()
+        }
+        fn take(&mut self) -> Option<Obj> {
+            self.1.take()
+        }
+    }
+
+    fn w(name: &str, rv: &str) -> W {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
+            "metadata": {"name": name, "namespace": "n", "resourceVersion": rv},
+            "spec": {"hosts": ["A.n.global."]},
+            "status": {"addresses": [{"value": "240.10.0.1", "host": "a.n.global"}]},
+        }))
+        .unwrap();
+        let o = Obj::from_object(&obj, "networking.istio.io/v1beta1", None);
+        W(("n".into(), name.into()), Some(o))
+    }
+
+    #[tokio::test]
+    async fn views_follow_the_watch_and_say_what_changed() {
+        let views = Views::default();
+        // Never used: nothing is patched here.
+        let cfg = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+        let view = views.for_cluster("c", kube::Client::try_from(cfg).unwrap());
+        view.apply(&mut Step::Replaced(vec![w("a", "1"), w("b", "1")]));
+        {
+            let v = view.inner.lock().unwrap();
+            assert!(v.all && v.dirty.is_empty());
+            let a = &v.objects[&("n".to_string(), "a".to_string())];
+            assert_eq!(a.version, "v1beta1");
+            assert_eq!(a.hosts, ["a.n.global"]);
+            assert_eq!(a.status, [("240.10.0.1".into(), Some("a.n.global".into()))]);
+        }
+        view.inner.lock().unwrap().all = false;
+        view.apply(&mut Step::Applied(w("a", "2")));
+        view.apply(&mut Step::Deleted(W(("n".into(), "b".into()), None)));
+        view.apply(&mut Step::<W>::Settled);
+        let v = view.inner.lock().unwrap();
+        assert!(!v.all);
+        assert_eq!(v.dirty.len(), 2);
+        assert_eq!(v.objects.len(), 1);
+        assert_eq!(
+            v.objects[&("n".to_string(), "a".to_string())].resource_version,
+            "2"
+        );
+    }
+
+    #[test]
+    fn failed_writes_back_off_and_conflicts_wait_for_a_new_version() {
+        let mut r = Retries::default();
+        let o: ObjectKey = ("c".into(), "n".into(), "a".into());
+        assert_eq!(r.backoff(&o), RETRY);
+        r.record((o.clone(), "1".into()), WriteResult::Failed);
+        assert_eq!(r.backoff(&o), RETRY * 2);
+        r.record((o.clone(), "1".into()), WriteResult::Timeout);
+        assert_eq!(r.backoff(&o), RETRY * 4);
+        for _ in 0..10 {
+            r.record((o.clone(), "1".into()), WriteResult::Failed);
+        }
+        assert_eq!(r.backoff(&o), RETRY_MAX);
+        r.record((o.clone(), "2".into()), WriteResult::Written);
+        assert_eq!(r.backoff(&o), RETRY);
+        r.record((o.clone(), "3".into()), WriteResult::Conflict);
+        let due = r.due[&(o.clone(), "3".to_string())];
+        assert!(due > Instant::now() + CONFLICT_WAIT - Duration::from_secs(60));
+    }
+
+    #[test]
+    fn patch_is_guarded_by_resource_version() {
+        let p = status::patch("42", &[("240.10.0.7".into(), "a.b.global".into())]);
+        assert_eq!(p["metadata"]["resourceVersion"], "42");
+        assert_eq!(p["status"]["addresses"][0]["value"], "240.10.0.7");
+        assert_eq!(p["status"]["addresses"][0]["host"], "a.b.global");
+    }
+}
