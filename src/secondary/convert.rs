@@ -88,7 +88,7 @@ fn address(owner: &Name, ip: IpAddr) -> Kind {
 /// What a zone holds besides its hosts.
 #[derive(Default)]
 struct ZoneState {
-    /// The primary's NS records at the apex, by their text (a stable order).
+    /// The primary's NS records at the apex, by their text lower-cased (a stable order).
     ns: BTreeMap<String, Record>,
     /// The records not served as host data (PTRs, derived from the hosts instead; types
     /// globaldns does not serve), as 64-bit fingerprints: all an IXFR's deletions of them need
@@ -110,6 +110,11 @@ impl ZoneState {
             self.ptrs = if add { self.ptrs + 1 } else { self.ptrs - 1 };
         }
     }
+}
+
+/// An apex NS record's key: its text, lower-cased (names compare case-insensitively).
+fn ns_key(data: &RData) -> String {
+    data.to_string().to_ascii_lowercase()
 }
 
 /// The fingerprint of a record (owner and data, case-insensitive as the zone compares them).
@@ -159,7 +164,7 @@ impl Assembler {
         let zone = self.zones.get(apex);
         match classify(apex, self.is_reverse(apex), owner, data) {
             Kind::Apex => match data {
-                RData::NS(_) => zone.is_some_and(|z| z.ns.contains_key(&data.to_string())),
+                RData::NS(_) => zone.is_some_and(|z| z.ns.contains_key(&ns_key(data))),
                 // The SOA is never a delta's record (it delimits them).
                 _ => false,
             },
@@ -189,7 +194,7 @@ impl Assembler {
         let owner: Name = owner.into();
         if matches!(data, RData::NS(_)) && owner == *apex {
             let ns = &self.zones.get(apex)?.ns;
-            return ns.get(&data.to_string()).map(|r| r.ttl);
+            return ns.get(&ns_key(data)).map(|r| r.ttl);
         }
         self.holds(apex, &owner, data).then_some(shared).flatten()
     }
@@ -214,7 +219,7 @@ impl Assembler {
                 Kind::Address { host, .. } | Kind::Port { host, .. } => host,
                 Kind::Apex => {
                     if matches!(data, RData::NS(_)) {
-                        let text = data.to_string();
+                        let text = ns_key(data);
                         if add {
                             zone.ns
                                 .insert(text, Record::from_rdata(owner, ttl, data.clone()));
@@ -271,7 +276,7 @@ impl Assembler {
             match classify(apex, reverse, &r.name, &r.data) {
                 Kind::Apex => {
                     if matches!(r.data, RData::NS(_)) {
-                        state.ns.insert(r.data.to_string(), r.clone());
+                        state.ns.insert(ns_key(&r.data), r.clone());
                     }
                 }
                 Kind::Address { host, ip } => {
