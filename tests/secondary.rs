@@ -645,8 +645,12 @@ fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketA
     addr
 }
 
-#[test]
-fn invalid_transfers_fall_back_or_keep_the_last_good_zone() {
+/// A secondary (refresh 100 ms) of a scripted primary serving a.global at serial 10, loaded.
+fn secondary_of_script() -> (
+    tempfile::TempDir,
+    std::sync::Arc<std::sync::Mutex<Script>>,
+    Server,
+) {
     let (t, _zones, _state) = dirs();
     let script = std::sync::Arc::new(std::sync::Mutex::new(Script {
         serial: 10,
@@ -661,6 +665,12 @@ fn invalid_transfers_fall_back_or_keep_the_last_good_zone() {
     )
     .unwrap();
     s.wait_ready();
+    (t, script, s)
+}
+
+#[test]
+fn invalid_transfers_fall_back_or_keep_the_last_good_zone() {
+    let (_t, script, s) = secondary_of_script();
     assert_eq!(answer(s.dns, &["a.global", "A"]).1, ["240.10.0.1"]);
 
     // A delta deleting what we do not have: the IXFR is refused, an AXFR brings the zone.
@@ -699,20 +709,7 @@ fn invalid_transfers_fall_back_or_keep_the_last_good_zone() {
 /// record out of the digest), asking by serial alone until a whole zone shares one again.
 #[test]
 fn the_content_digest_is_sent_only_while_the_records_share_one_ttl() {
-    let (t, _zones, _state) = dirs();
-    let script = std::sync::Arc::new(std::sync::Mutex::new(Script {
-        serial: 10,
-        hosts: vec![("a.global.", "240.10.0.1")],
-        ..Default::default()
-    }));
-    let primary = scripted_primary(script.clone()).to_string();
-    let s = Server::spawn(
-        &t.path().join("z"),
-        &t.path().join("s"),
-        &["--primary", &primary, "--refresh", "100ms"],
-    )
-    .unwrap();
-    s.wait_ready();
+    let (_t, script, s) = secondary_of_script();
     let hosts = ["b.global.", "c.global.", "d.global.", "e.global."];
     // (mixed TTLs from this serial on, whether the IXFR asking for it carries a digest)
     let steps = [
