@@ -108,7 +108,7 @@ fn names(snap: &Snapshot) -> Vec<String> {
     for a in snap
         .hosts()
         .into_values()
-        .flat_map(|h| &h.addresses)
+        .flat_map(|h| h.into_owned().addresses)
         .take(200)
     {
         v.push(reverse(a.address));

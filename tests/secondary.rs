@@ -534,16 +534,23 @@ fn primary_with_kubernetes_flags_is_refused() {
 struct Script {
     serial: u32,
     hosts: Vec<(&'static str, &'static str)>,
-    /// IXFR: a delta that deletes a record the secondary does not have.
+    /// IXFR: a delta that deletes a record the secondary does not have (an address of a host it
+    /// has), after one it has.
     bad_ixfr: bool,
     /// AXFR: a record outside the zone.
     bad_axfr: bool,
+    /// The last host's records with TTL 60, the others' 30.
+    mixed_ttl: bool,
+    /// Per IXFR request for `global.` received: whether it carried a content digest (EDNS
+    /// option 65310).
+    ixfr_digests: Vec<bool>,
 }
 
 /// A primary made of a few lines, for transfers Knot would never send: answers SOA, AXFR and
 /// IXFR for any zone asked (only `global.` has records), one TCP message per answer.
 fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketAddr {
     use hickory_proto::op::{Message, OpCode};
+    use hickory_proto::rr::rdata::opt::EdnsCode;
     use hickory_proto::rr::rdata::{A, SOA};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
     use std::io::{Read, Write};
@@ -564,6 +571,15 @@ fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketA
             let q = Message::from_vec(&buf).unwrap();
             let query = q.queries[0].clone();
             let zone = query.name().clone();
+            if query.query_type() == RecordType::IXFR
+                && zone == Name::from_ascii("global.").unwrap()
+            {
+                let digest = q
+                    .edns
+                    .as_ref()
+                    .and_then(|e| e.option(EdnsCode::Unknown(65_310)));
+                script.lock().unwrap().ixfr_digests.push(digest.is_some());
+            }
             let s = script.lock().unwrap().clone();
             let n = |x: &str| Name::from_ascii(x).unwrap();
             let soa = |serial: u32| {
@@ -581,13 +597,17 @@ fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketA
                     )),
                 )
             };
-            let a = |host: &str, ip: &str| {
-                Record::from_rdata(n(host), 30, RData::A(A(ip.parse().unwrap())))
+            let a_ttl = |host: &str, ip: &str, ttl| {
+                Record::from_rdata(n(host), ttl, RData::A(A(ip.parse().unwrap())))
             };
+            let a = |host: &str, ip: &str| a_ttl(host, ip, 30);
             let global = zone == n("global.");
             let mut full: Vec<Record> = vec![soa(s.serial)];
             if global {
-                full.extend(s.hosts.iter().map(|(h, ip)| a(h, ip)));
+                let last = s.hosts.len().saturating_sub(1);
+                full.extend(s.hosts.iter().enumerate().map(|(i, (h, ip))| {
+                    a_ttl(h, ip, if s.mixed_ttl && i == last { 60 } else { 30 })
+                }));
                 if s.bad_axfr {
                     full.push(a("outside.example.", "240.10.9.9"));
                 }
@@ -603,7 +623,8 @@ fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketA
                     vec![
                         soa(s.serial),
                         soa(old),
-                        a("never-had.global.", "240.10.9.8"),
+                        a("a.global.", "240.10.0.1"),
+                        a("a.global.", "240.10.9.8"),
                         soa(s.serial),
                         soa(s.serial),
                     ]
@@ -624,8 +645,12 @@ fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketA
     addr
 }
 
-#[test]
-fn invalid_transfers_fall_back_or_keep_the_last_good_zone() {
+/// A secondary (refresh 100 ms) of a scripted primary serving a.global at serial 10, loaded.
+fn secondary_of_script() -> (
+    tempfile::TempDir,
+    std::sync::Arc<std::sync::Mutex<Script>>,
+    Server,
+) {
     let (t, _zones, _state) = dirs();
     let script = std::sync::Arc::new(std::sync::Mutex::new(Script {
         serial: 10,
@@ -640,6 +665,12 @@ fn invalid_transfers_fall_back_or_keep_the_last_good_zone() {
     )
     .unwrap();
     s.wait_ready();
+    (t, script, s)
+}
+
+#[test]
+fn invalid_transfers_fall_back_or_keep_the_last_good_zone() {
+    let (_t, script, s) = secondary_of_script();
     assert_eq!(answer(s.dns, &["a.global", "A"]).1, ["240.10.0.1"]);
 
     // A delta deleting what we do not have: the IXFR is refused, an AXFR brings the zone.
@@ -671,4 +702,37 @@ fn invalid_transfers_fall_back_or_keep_the_last_good_zone() {
     assert_eq!(answer(s.dns, &["outside.example", "A"]).0, "REFUSED");
     assert!(metric0(&s, "globaldns_secondary_lag_seconds{zone=\"global.\"}") > 0.0);
     assert_eq!(s.get("/readyz").0, 200);
+}
+
+/// The secondary holds no TTL per record: it sends its content digest with an IXFR while its
+/// zone's records share one TTL, and none while they do not (it could not count a deleted
+/// record out of the digest), asking by serial alone until a whole zone shares one again.
+#[test]
+fn the_content_digest_is_sent_only_while_the_records_share_one_ttl() {
+    let (_t, script, s) = secondary_of_script();
+    let hosts = ["b.global.", "c.global.", "d.global.", "e.global."];
+    // (mixed TTLs from this serial on, whether the IXFR asking for it carries a digest)
+    let steps = [
+        (false, true),
+        (true, true),
+        (true, false),
+        (false, false),
+        (false, true),
+    ];
+    for (i, (mixed, digest)) in steps.into_iter().enumerate() {
+        let serial = 11 + i as u32;
+        {
+            let mut sc = script.lock().unwrap();
+            sc.serial = serial;
+            sc.mixed_ttl = mixed;
+            if let Some(h) = hosts.get(i) {
+                sc.hosts.push((h, "240.10.0.9"));
+            }
+        }
+        eventually(WAIT, &format!("serial {serial} served"), || {
+            (soa_serial(s.dns, "global") == Some(serial)).then_some(())
+        });
+        let asked = script.lock().unwrap().ixfr_digests.last().copied();
+        assert_eq!(asked, Some(digest), "the IXFR for serial {serial}");
+    }
 }

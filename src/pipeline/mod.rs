@@ -479,7 +479,11 @@ fn render(
         zone.reserve(n);
     }
     for (host, report) in reports {
-        let was = Conflicts::kinds(zone.report(&host).and_then(|r| r.conflict.as_deref()));
+        let was = Conflicts::kinds(
+            zone.report(&host)
+                .as_deref()
+                .and_then(|r| r.conflict.as_deref()),
+        );
         let new = report.as_ref().and_then(|r| r.conflict.as_deref());
         if was != (false, false) || new.is_some() {
             conflicts.replace(&host, was, new);

@@ -4,13 +4,16 @@
 //! and apex NS set are the primary's. Anything else globaldns never serves is dropped (and
 //! counted, for one warning per transfer).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+
+use fnv::FnvBuildHasher;
 
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
-use super::zone_data::{Delta, RecordKey, ZoneData};
+use super::zone_data::{Delta, FullZone, RecordKey};
 use crate::report::{AddressReport, AddressSource, HostReport};
 use crate::serviceentry::{SrvPort, Transport};
 use crate::zone::{reverse_zone_for, Snapshot, ZoneBuilder, ZoneConfig};
@@ -82,13 +85,55 @@ fn address(owner: &Name, ip: IpAddr) -> Kind {
     }
 }
 
+/// What a zone holds besides its hosts.
+#[derive(Default)]
+struct ZoneState {
+    /// The primary's NS records at the apex, by their text lower-cased (a stable order).
+    ns: BTreeMap<String, Record>,
+    /// The records not served as host data (PTRs, derived from the hosts instead; types
+    /// globaldns does not serve), as 64-bit fingerprints: all an IXFR's deletions of them need
+    /// checked against, in a twentieth of the records' memory.
+    others: HashSet<u64, FnvBuildHasher>,
+    /// How many of `others` are PTRs (to compare with the PTRs derived, after a whole zone).
+    ptrs: usize,
+}
+
+impl ZoneState {
+    /// Takes (or gives back) a record kept as a fingerprint.
+    fn other(&mut self, add: bool, kind: &Kind, owner: &Name, data: &RData) {
+        let f = fingerprint(owner, data);
+        let changed = match add {
+            true => self.others.insert(f),
+            false => self.others.remove(&f),
+        };
+        if changed && matches!(kind, Kind::Ptr) {
+            self.ptrs = if add { self.ptrs + 1 } else { self.ptrs - 1 };
+        }
+    }
+}
+
+/// An apex NS record's key: its text, lower-cased (names compare case-insensitively).
+fn ns_key(data: &RData) -> String {
+    data.to_string().to_ascii_lowercase()
+}
+
+/// The fingerprint of a record (owner and data, case-insensitive as the zone compares them).
+fn fingerprint(owner: &Name, data: &RData) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    (LowerName::new(owner), data).hash(&mut h);
+    h.finish()
+}
+
+/// Types of the records not served, with how many of each.
+pub type Dropped = BTreeMap<RecordType, usize>;
+
 /// Keeps the builder in step with the transferred zones, record by record: a delta touches only
 /// the hosts whose records it changes, so an IXFR of one change costs one host, not the zone.
+/// The builder's hosts are the zones' records: nothing else keeps them.
 pub struct Assembler {
     builder: ZoneBuilder,
     reverse: Vec<Name>,
-    /// The primary's NS records at each apex, by their text (a stable order).
-    apex_ns: HashMap<Name, BTreeMap<String, Record>>,
+    zones: HashMap<Name, ZoneState>,
 }
 
 impl Assembler {
@@ -105,7 +150,7 @@ impl Assembler {
         Assembler {
             builder: ZoneBuilder::new(cfg, ranges),
             reverse,
-            apex_ns: HashMap::new(),
+            zones: HashMap::new(),
         }
     }
 
@@ -113,29 +158,55 @@ impl Assembler {
         self.reverse.iter().any(|r| r == apex)
     }
 
-    /// Types of the records among `records` (of zone `apex`) that are not served, with how many
-    /// of each.
-    pub fn dropped<'a>(
-        &self,
-        apex: &Name,
-        records: impl Iterator<Item = &'a RecordKey>,
-    ) -> BTreeMap<RecordType, usize> {
-        let reverse = self.is_reverse(apex);
-        let mut out = BTreeMap::new();
-        for (owner, data) in records {
-            if let Kind::Dropped(t) = classify(apex, reverse, &owner.into(), data) {
-                *out.entry(t).or_default() += 1;
+    /// Whether zone `apex` holds the record (owner, data): what an IXFR's deletions are checked
+    /// against.
+    pub fn holds(&self, apex: &Name, owner: &Name, data: &RData) -> bool {
+        let zone = self.zones.get(apex);
+        match classify(apex, self.is_reverse(apex), owner, data) {
+            Kind::Apex => match data {
+                RData::NS(_) => zone.is_some_and(|z| z.ns.contains_key(&ns_key(data))),
+                // The SOA is never a delta's record (it delimits them).
+                _ => false,
+            },
+            Kind::Address { host, ip } => self
+                .builder
+                .report(&host)
+                .is_some_and(|r| r.addresses.iter().any(|a| a.address == ip)),
+            Kind::Port { host, port } => self
+                .builder
+                .report(&host)
+                .is_some_and(|r| r.ports.contains(&port)),
+            Kind::Ptr | Kind::Dropped(_) => {
+                zone.is_some_and(|z| z.others.contains(&fingerprint(owner, data)))
             }
         }
-        out
+    }
+
+    /// The TTL of record `key` when zone `apex` holds it: an apex NS record's own (kept whole),
+    /// any other's `shared`, the TTL the zone's records share (they are held as hosts, without
+    /// theirs; see `content::SharedTtl`).
+    pub fn ttl_of(
+        &self,
+        apex: &Name,
+        (owner, data): &RecordKey,
+        shared: Option<u32>,
+    ) -> Option<u32> {
+        let owner: Name = owner.into();
+        if matches!(data, RData::NS(_)) && owner == *apex {
+            let ns = &self.zones.get(apex)?.ns;
+            return ns.get(&ns_key(data)).map(|r| r.ttl);
+        }
+        self.holds(apex, &owner, data).then_some(shared).flatten()
     }
 
     /// Applies `delta` of zone `apex`, whose SOA is now `soa`: the hosts it touches get their
-    /// reports rebuilt from what they had, the others are not looked at.
-    pub fn apply(&mut self, apex: &Name, soa: &Record, delta: &Delta) {
+    /// reports rebuilt from what they had, the others are not looked at. Returns the types of
+    /// the records added that are not served.
+    pub fn apply(&mut self, apex: &Name, soa: &Record, delta: &Delta) -> Dropped {
         let reverse = self.is_reverse(apex);
+        let mut dropped = Dropped::new();
         let mut touched: HashMap<String, HostReport> = HashMap::new();
-        let ns = self.apex_ns.entry(apex.clone()).or_default();
+        let zone = self.zones.entry(apex.clone()).or_default();
         let changes = delta
             .removed
             .iter()
@@ -148,52 +219,118 @@ impl Assembler {
                 Kind::Address { host, .. } | Kind::Port { host, .. } => host,
                 Kind::Apex => {
                     if matches!(data, RData::NS(_)) {
-                        let text = data.to_string();
+                        let text = ns_key(data);
                         if add {
-                            ns.insert(text, Record::from_rdata(owner, ttl, data.clone()));
+                            zone.ns
+                                .insert(text, Record::from_rdata(owner, ttl, data.clone()));
                         } else {
-                            ns.remove(&text);
+                            zone.ns.remove(&text);
                         }
                     }
                     continue;
                 }
-                Kind::Ptr | Kind::Dropped(_) => continue,
+                Kind::Ptr | Kind::Dropped(_) => {
+                    if let Kind::Dropped(t) = kind {
+                        *dropped.entry(t).or_default() += usize::from(add);
+                    }
+                    zone.other(add, &kind, &owner, data);
+                    continue;
+                }
             };
             let report = touched.entry(host.clone()).or_insert_with(|| {
                 self.builder
                     .report(host)
-                    .cloned()
+                    .map(std::borrow::Cow::into_owned)
                     .unwrap_or_else(|| empty_report(host.starts_with("*.")))
             });
             match (kind, add) {
-                (Kind::Address { ip, .. }, true) => report.addresses.push(AddressReport {
-                    address: ip,
-                    source: AddressSource::Primary,
-                    objects: vec![],
-                }),
+                (Kind::Address { ip, .. }, true) => report.addresses.push(primary_address(ip)),
                 (Kind::Address { ip, .. }, false) => report.addresses.retain(|a| a.address != ip),
                 (Kind::Port { port, .. }, true) => report.ports.push(port),
                 (Kind::Port { port, .. }, false) => report.ports.retain(|p| *p != port),
                 _ => {}
             }
         }
-        let ns: Vec<Record> = ns.values().cloned().collect();
-        self.builder.set_apex(apex, soa.clone(), ns);
-        for (host, mut r) in touched {
-            // A stable order: equal zones give equal reports, and unchanged hosts no work.
-            r.addresses.sort_by_key(|a| a.address);
-            r.addresses.dedup_by_key(|a| a.address);
-            r.ports.sort();
-            r.ports.dedup();
-            if r.addresses.is_empty() && r.ports.is_empty() {
-                self.builder.set_host(&host, None);
-                continue;
-            }
-            // SRV records without an address are not served by a primary either.
-            r.served = !r.addresses.is_empty();
-            r.reason = (!r.served).then_some("SRV records without an address");
-            self.builder.set_host(&host, Some(r));
+        dropped.retain(|_, n| *n > 0);
+        self.set_apex(apex, soa);
+        for (host, r) in touched {
+            self.set_host(&host, r);
         }
+        dropped
+    }
+
+    /// Serves `zone` (a whole zone of `apex`) in place of what `apex` held: hosts it does not
+    /// list are removed, the others set (unchanged ones cost a comparison). Returns the types
+    /// of the records that are not served. The records are freed before the hosts are set, so
+    /// that the zone's new names take their place rather than memory of their own.
+    pub fn replace(&mut self, apex: &Name, zone: FullZone) -> Dropped {
+        let reverse = self.is_reverse(apex);
+        let mut dropped = Dropped::new();
+        let mut state = ZoneState::default();
+        let mut hosts: HashMap<String, HostReport> = HashMap::new();
+        fn report(hosts: &mut HashMap<String, HostReport>, host: String) -> &mut HostReport {
+            let wildcard = host.starts_with("*.");
+            hosts.entry(host).or_insert_with(|| empty_report(wildcard))
+        }
+        for r in zone.records() {
+            match classify(apex, reverse, &r.name, &r.data) {
+                Kind::Apex => {
+                    if matches!(r.data, RData::NS(_)) {
+                        state.ns.insert(ns_key(&r.data), r.clone());
+                    }
+                }
+                Kind::Address { host, ip } => {
+                    report(&mut hosts, host).addresses.push(primary_address(ip))
+                }
+                Kind::Port { host, port } => report(&mut hosts, host).ports.push(port),
+                kind @ (Kind::Ptr | Kind::Dropped(_)) => {
+                    if let Kind::Dropped(t) = kind {
+                        *dropped.entry(t).or_default() += 1;
+                    }
+                    state.other(true, &kind, &r.name, &r.data);
+                }
+            }
+        }
+        let FullZone { soa, records } = zone;
+        drop(records);
+        state.others.shrink_to_fit();
+        for gone in self.builder.hosts_in(apex) {
+            if !hosts.contains_key(&gone) {
+                self.builder.set_host(&gone, None);
+            }
+        }
+        self.zones.insert(apex.clone(), state);
+        self.set_apex(apex, &soa);
+        for (host, r) in hosts {
+            self.set_host(&host, r);
+        }
+        dropped
+    }
+
+    fn set_apex(&mut self, apex: &Name, soa: &Record) {
+        let ns = self
+            .zones
+            .get(apex)
+            .map(|z| z.ns.values().cloned().collect())
+            .unwrap_or_default();
+        self.builder.set_apex(apex, soa.clone(), ns);
+    }
+
+    /// Hands one host's rebuilt report to the builder, in a stable order: equal zones give
+    /// equal reports, and unchanged hosts no work.
+    fn set_host(&mut self, host: &str, mut r: HostReport) {
+        r.addresses.sort_by_key(|a| a.address);
+        r.addresses.dedup_by_key(|a| a.address);
+        r.ports.sort();
+        r.ports.dedup();
+        if r.addresses.is_empty() && r.ports.is_empty() {
+            self.builder.set_host(host, None);
+            return;
+        }
+        // SRV records without an address are not served by a primary either.
+        r.served = !r.addresses.is_empty();
+        r.reason = (!r.served).then_some("SRV records without an address");
+        self.builder.set_host(host, Some(r));
     }
 
     /// The snapshot of the zones as applied so far.
@@ -206,26 +343,30 @@ impl Assembler {
         self.builder.compact();
     }
 
-    /// PTR records of `zone` (a reverse zone as transferred) that `snap` does not serve, and
-    /// those it serves that the primary has not: (missing, extra).
-    pub fn ptr_difference(&self, zone: &ZoneData, snap: &Snapshot) -> (usize, usize) {
-        if !self.is_reverse(&zone.apex) {
+    /// PTR records the primary has in zone `apex` (a reverse zone) that `snap` does not
+    /// serve, and those it serves that the primary has not: (missing, extra).
+    pub fn ptr_difference(&self, apex: &Name, snap: &Snapshot) -> (usize, usize) {
+        let Some(theirs) = self.zones.get(apex).filter(|_| self.is_reverse(apex)) else {
             return (0, 0);
+        };
+        let ours = snap.zone_records(&LowerName::new(apex));
+        let ours = ours.iter().filter(|r| r.record_type() == RecordType::PTR);
+        let (mut common, mut extra) = (0, 0);
+        for r in ours {
+            match theirs.others.contains(&fingerprint(&r.name, &r.data)) {
+                true => common += 1,
+                false => extra += 1,
+            }
         }
-        let key = |r: &Record| (LowerName::new(&r.name), r.data.clone());
-        let ours: HashMap<(LowerName, RData), ()> = snap
-            .zone_records(&LowerName::new(&zone.apex))
-            .iter()
-            .filter(|r| r.record_type() == RecordType::PTR)
-            .map(|r| (key(r), ()))
-            .collect();
-        let theirs = zone
-            .records
-            .keys()
-            .filter(|(_, d)| d.record_type() == RecordType::PTR);
-        let missing = theirs.clone().filter(|k| !ours.contains_key(*k)).count();
-        let common = theirs.count() - missing;
-        (missing, ours.len() - common)
+        (theirs.ptrs.saturating_sub(common), extra)
+    }
+}
+
+fn primary_address(ip: IpAddr) -> AddressReport {
+    AddressReport {
+        address: ip,
+        source: AddressSource::Primary,
+        objects: vec![],
     }
 }
 
@@ -286,17 +427,36 @@ mod tests {
         (LowerName::new(&name(owner)), data)
     }
 
-    fn zone(serial: u32, present: &[bool]) -> ZoneData {
-        ZoneData {
-            apex: name("global."),
-            from: None,
+    fn key(r: &Record) -> RecordKey {
+        (LowerName::new(&r.name), r.data.clone())
+    }
+
+    fn zone(serial: u32, present: &[bool]) -> FullZone {
+        FullZone {
             soa: soa(serial),
             records: present
                 .iter()
                 .enumerate()
                 .filter(|(_, p)| **p)
-                .map(|(i, _)| (record(i as u8), 30))
+                .map(|(i, _)| {
+                    let (owner, data) = record(i as u8);
+                    Record::from_rdata((&owner).into(), 30, data)
+                })
+                .collect::<Vec<_>>()
+                // As a primary sends them: a few records a message.
+                .chunks(5)
+                .map(<[Record]>::to_vec)
                 .collect(),
+        }
+    }
+
+    /// The IXFR that turns `old` into `new`, netted.
+    fn delta(old: &FullZone, new: &FullZone) -> Delta {
+        let keys = |z: &FullZone| -> HashSet<RecordKey> { z.records().map(key).collect() };
+        let (old, new) = (keys(old), keys(new));
+        Delta {
+            removed: old.difference(&new).cloned().collect(),
+            added: new.difference(&old).map(|k| (k.clone(), 30)).collect(),
         }
     }
 
@@ -313,17 +473,21 @@ mod tests {
         out
     }
 
-    /// Every kind of data a primary serves comes through a transfer into the same zone: a type
-    /// this module does not handle would be dropped (`Kind::Dropped`) and fail here.
-    #[test]
-    fn every_kind_of_data_a_primary_serves_comes_through() {
+    fn cfg() -> (ZoneConfig, Vec<IpNet>) {
         let cfg = ZoneConfig {
             zones: vec!["global".into()],
             reverse_zones: vec![],
             ns: vec![],
             ttl: 30,
         };
-        let ranges: Vec<IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
+        (cfg, vec!["240.10.0.0/16".parse().unwrap()])
+    }
+
+    /// Every kind of data a primary serves comes through a transfer into the same zone: a type
+    /// this module does not handle would be dropped (`Kind::Dropped`) and fail here.
+    #[test]
+    fn every_kind_of_data_a_primary_serves_comes_through() {
+        let (cfg, ranges) = cfg();
         let port = |name: &str, transport, number| SrvPort {
             name: name.into(),
             transport,
@@ -356,47 +520,97 @@ mod tests {
         let apex = name("global.");
         let mut records = served_by_primary.zone_records(&LowerName::new(&apex));
         let soa = records.remove(0);
-        let zone = ZoneData {
-            apex: apex.clone(),
-            from: None,
-            soa: soa.clone(),
-            records: records
-                .into_iter()
-                .map(|r| ((LowerName::new(&r.name), r.data), r.ttl))
-                .collect(),
-        };
         let mut secondary = Assembler::new(&cfg, &ranges);
-        assert_eq!(
-            secondary.dropped(&apex, zone.records.keys()),
-            BTreeMap::new()
-        );
-        secondary.apply(&apex, &soa, &Delta::between(None, &zone));
+        let zone = FullZone {
+            soa,
+            records: vec![records],
+        };
+        assert_eq!(secondary.replace(&apex, zone), Dropped::new());
         assert_eq!(served(&secondary.snapshot()), served(&served_by_primary));
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
-        /// Applying zone after zone as deltas serves exactly what building the last zone from
-        /// nothing serves: no host keeps a stale address, port or NS.
+        /// Applying zone after zone, each as a delta or whole, serves exactly what building the
+        /// last zone from nothing serves (no host keeps a stale address, port or NS), and holds
+        /// exactly the records of the zone applied last (what an IXFR's deletions are checked
+        /// against).
         #[test]
-        fn deltas_serve_what_a_fresh_build_serves(
-            steps in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 32), 1..6)
+        fn deltas_and_whole_zones_serve_what_a_fresh_build_serves(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(any::<bool>(), 32), any::<bool>()), 1..6)
         ) {
-            let cfg = ZoneConfig { zones: vec!["global".into()], reverse_zones: vec![], ns: vec![], ttl: 30 };
-            let ranges: Vec<IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
+            let (cfg, ranges) = cfg();
+            let apex = name("global.");
             let mut incremental = Assembler::new(&cfg, &ranges);
-            let mut old: Option<ZoneData> = None;
+            let mut old: Option<FullZone> = None;
             let mut snap = None;
-            for (i, present) in steps.iter().enumerate() {
+            for (i, (present, whole)) in steps.iter().enumerate() {
                 let z = zone(i as u32 + 1, present);
-                incremental.apply(&z.apex, &z.soa, &Delta::between(old.as_ref(), &z));
+                match &old {
+                    Some(old) if !whole => incremental.apply(&apex, &z.soa, &delta(old, &z)),
+                    _ => incremental.replace(&apex, zone(i as u32 + 1, present)),
+                };
+                let held: HashSet<RecordKey> = z.records().map(key).collect();
+                for i in 0..32 {
+                    let (owner, data) = record(i);
+                    let k = (owner.clone(), data.clone());
+                    prop_assert_eq!(
+                        incremental.holds(&apex, &(&owner).into(), &data),
+                        held.contains(&k),
+                        "{:?}", k
+                    );
+                }
                 snap = Some(incremental.snapshot());
                 old = Some(z);
             }
             let last = old.unwrap();
             let mut fresh = Assembler::new(&cfg, &ranges);
-            fresh.apply(&last.apex, &last.soa, &Delta::between(None, &last));
+            fresh.replace(&apex, last);
             prop_assert_eq!(served(&snap.unwrap()), served(&fresh.snapshot()));
         }
+    }
+
+    #[test]
+    fn a_reverse_zone_holds_its_ptrs_and_counts_what_it_drops() {
+        let (cfg, ranges) = cfg();
+        let apex = name("10.240.in-addr.arpa.");
+        let ptr = |ip: &str, host: &str| {
+            Record::from_rdata(
+                name(&format!("{ip}.0.10.240.in-addr.arpa.")),
+                30,
+                RData::PTR(hickory_proto::rr::rdata::PTR(name(host))),
+            )
+        };
+        let txt = Record::from_rdata(
+            name("10.240.in-addr.arpa."),
+            30,
+            RData::TXT(hickory_proto::rr::rdata::TXT::new(vec!["x".into()])),
+        );
+        let mut a = Assembler::new(&cfg, &ranges);
+        let full = FullZone {
+            soa: soa(1),
+            records: vec![vec![
+                ptr("1", "a.global."),
+                ptr("2", "b.global."),
+                txt.clone(),
+            ]],
+        };
+        assert_eq!(
+            a.replace(&apex, full),
+            Dropped::from([(RecordType::TXT, 1)])
+        );
+        let holds = |a: &Assembler, r: &Record| a.holds(&apex, &r.name, &r.data);
+        assert!(holds(&a, &ptr("1", "A.GLOBAL.")), "case-insensitive");
+        assert!(holds(&a, &txt));
+        assert!(!holds(&a, &ptr("1", "b.global.")));
+        assert!(!holds(&a, &ptr("3", "a.global.")));
+        let gone = Delta {
+            removed: vec![key(&ptr("1", "a.global."))],
+            added: vec![(key(&ptr("3", "c.global.")), 30)],
+        };
+        assert!(a.apply(&apex, &soa(2), &gone).is_empty());
+        assert!(!holds(&a, &ptr("1", "a.global.")));
+        assert!(holds(&a, &ptr("3", "c.global.")));
     }
 }

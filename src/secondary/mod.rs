@@ -30,8 +30,10 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::published::Published;
 use crate::zone::{reverse_zone_for, ZoneConfig};
-use convert::Assembler;
-use zone_data::{Delta, ZoneData};
+use content::{Content, Refused};
+use convert::{Assembler, Dropped};
+use wire::Exchanged;
+use zone_data::{Delta, FullZone, Received, ZoneData};
 
 pub use replay::{replay_transfers, REPLAY_ID};
 pub use zone_data::newer as serial_newer;
@@ -153,42 +155,88 @@ impl Shared {
         now
     }
 
-    fn dropped<'a>(
+    /// Checks the answer to an IXFR of `zone` (see `content::receive_ixfr`): its deletions
+    /// against what the snapshot's builder holds.
+    fn receive_ixfr(
         &self,
-        apex: &Name,
-        records: impl Iterator<Item = &'a zone_data::RecordKey>,
-    ) -> std::collections::BTreeMap<hickory_proto::rr::RecordType, usize> {
-        self.state.lock().unwrap().assembler.dropped(apex, records)
+        zone: &Name,
+        cur: &ZoneData,
+        ours: &Content,
+        same: bool,
+        got: Exchanged,
+    ) -> Result<Received, Refused> {
+        let st = self.state.lock().unwrap();
+        content::receive_ixfr(zone, cur, ours, same, got, &st.assembler)
     }
 
-    /// Applies a zone's change (`full`: the whole zone it came in, for the checks only a whole
-    /// zone allows), and publishes once every zone is loaded.
-    fn apply(&self, apex: &Name, soa: &Record, delta: &Delta, full: Option<&ZoneData>) {
+    /// Applies a zone's change and publishes once every zone is loaded; returns the types of
+    /// the records it brought that are not served. After a large change the pages it freed (a
+    /// whole zone's records, the reports replaced) are handed back. `content` becomes the
+    /// zone's after the change (worked out from the zone before it: see `content`).
+    fn apply(&self, apex: &Name, change: Change, content: &mut Content) -> Dropped {
         let mut st = self.state.lock().unwrap();
         let first = st.loaded.insert(apex.clone());
-        st.assembler.apply(apex, soa, delta);
-        if first && delta.added.len() > 10_000 {
+        let full = matches!(change, Change::Full(_));
+        let (dropped, records) = apply_change(&mut st.assembler, apex, change, content);
+        let large = records > 10_000;
+        if first && large {
             st.assembler.compact();
         }
-        if st.loaded.len() < self.zone_count {
-            return;
-        }
-        let snap = st.assembler.snapshot();
-        if let Some(z) = full {
-            let (missing, extra) = st.assembler.ptr_difference(z, &snap);
+        if st.loaded.len() == self.zone_count {
+            let snap = st.assembler.snapshot();
+            let (missing, extra) = match full {
+                true => st.assembler.ptr_difference(apex, &snap),
+                false => (0, 0),
+            };
             if missing + extra > 0 {
                 // Expected for a moment after a change (the zones are transferred one by one).
-                warn!(zone = %z.apex, missing, extra,
+                warn!(zone = %apex, missing, extra,
                     "the primary's PTR records differ from those derived from the forward zones");
             }
+            self.metrics.hosts_served.set(snap.served_hosts() as i64);
+            // Under the lock: the zone loops run concurrently, and a snapshot taken before
+            // another loop's change must not be published after that loop's.
+            self.published.publish(snap);
+            self.health.set_published();
+            for z in &st.loaded {
+                self.health.synced(&format!("primary {z}"));
+            }
         }
-        self.metrics.hosts_served.set(snap.served_hosts() as i64);
-        // Under the lock: the zone loops run concurrently, and a snapshot taken before another
-        // loop's change must not be published after that loop's.
-        self.published.publish(snap);
-        self.health.set_published();
-        for z in &st.loaded {
-            self.health.synced(&format!("primary {z}"));
+        drop(st);
+        if large {
+            crate::memory::release_now();
+            crate::memory::release_when_idle();
+        }
+        dropped
+    }
+}
+
+/// A zone's change as transferred.
+enum Change {
+    /// An IXFR's netted deltas and the new SOA.
+    Delta { soa: Record, delta: Delta },
+    /// A whole zone.
+    Full(FullZone),
+}
+
+/// Applies a zone's change to what `assembler` serves; `content` becomes the zone's after it
+/// (worked out from the zone before it: see `content`). Returns the types of the records not
+/// served and how many records the change brought.
+fn apply_change(
+    assembler: &mut Assembler,
+    apex: &Name,
+    change: Change,
+    content: &mut Content,
+) -> (Dropped, usize) {
+    match change {
+        Change::Delta { soa, delta } => {
+            *content = content.after(apex, &delta, assembler);
+            (assembler.apply(apex, &soa, &delta), delta.added.len())
+        }
+        Change::Full(z) => {
+            *content = Content::of(apex, &z);
+            let records = z.len();
+            (assembler.replace(apex, z), records)
         }
     }
 }
@@ -342,7 +390,7 @@ mod tests {
                             removed: vec![],
                             added: vec![((host.into(), data), 30)],
                         };
-                        shared.apply(&apex, &soa, &delta, None);
+                        shared.apply(&apex, Change::Delta { soa, delta }, &mut Content::default());
                         // Seen at once, and not taken back by the other loop's publish.
                         let snap = shared.published.load();
                         let name = format!("h{i}.{}", zone.trim_end_matches('.'));

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::join_all;
-use hickory_proto::rr::{Name, Record};
+use hickory_proto::rr::Name;
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
-use super::content::{self, ZoneDigest};
+use super::content::{Content, Refused, ZoneDigest};
 use super::wire::{self, Ask, WireError};
-use super::zone_data::{self, newer, Delta, Received, ZoneData};
-use super::{Shared, ZoneWake};
+use super::zone_data::{self, newer, FullZone, Received, ZoneData};
+use super::{Change, Shared, ZoneWake};
 use crate::metrics::{TransferLabels, ZoneLabels};
 
 pub(super) struct ZoneLoop {
@@ -27,8 +27,8 @@ pub(super) struct ZoneLoop {
     pub source: String,
     /// The zone as served (None until the first transfer).
     current: Option<ZoneData>,
-    /// The digest of its content, sent with IXFR requests (see `content`).
-    digest: ZoneDigest,
+    /// What we know of its content: the digest sent with IXFR requests (see `content`).
+    content: Content,
     /// The newest serial seen at a primary and not loaded yet, and since when.
     pending: Option<(u32, Instant)>,
     /// The serial last warned about per primary that is behind us (one line per serial).
@@ -59,10 +59,7 @@ enum After {
 }
 
 /// What a transfer brought that is newer than ours.
-enum Got {
-    Full(ZoneData),
-    Delta { soa: Record, delta: Delta },
-}
+type Got = Change;
 
 enum Failure {
     /// Not worth an AXFR from the same primary (it is down).
@@ -80,7 +77,7 @@ impl ZoneLoop {
             wake,
             source,
             current: None,
-            digest: ZoneDigest::default(),
+            content: Content::default(),
             pending: None,
             behind: HashMap::new(),
             was_stale: false,
@@ -338,8 +335,8 @@ impl ZoneLoop {
 
     async fn ixfr(&self, primary: SocketAddr, cur: &ZoneData) -> Result<Option<Got>, Failure> {
         let key = self.shared.key.as_ref();
-        let ours = self.digest.value();
-        let ask = Ask::Ixfr(&cur.soa, Some(ours));
+        let ours = self.content.digest().map(ZoneDigest::value);
+        let ask = Ask::Ixfr(&cur.soa, ours);
         let got = match wire::exchange_with_echo(primary, &self.zone, ask, key).await {
             Ok(r) => r,
             Err(e) => {
@@ -351,14 +348,15 @@ impl ZoneLoop {
             }
         };
         let same = cur.from == Some(primary);
-        let ttl = |k: &zone_data::RecordKey| cur.records.get(k).copied();
-        let received = content::receive_ixfr(&self.zone, cur, self.digest, same, got, ttl);
+        let received = self
+            .shared
+            .receive_ixfr(&self.zone, cur, &self.content, same, got);
         let (g, serial, result) = match received {
-            Err(content::Refused::Mismatch(e)) => {
+            Err(Refused::Mismatch(e)) => {
                 self.count("ixfr", "mismatch");
                 return Err(Failure::Other(e));
             }
-            Err(content::Refused::Invalid(e)) => {
+            Err(Refused::Invalid(e)) => {
                 self.count("ixfr", "invalid");
                 return Err(Failure::Other(e));
             }
@@ -388,30 +386,14 @@ impl ZoneLoop {
     /// Serves what a transfer brought: only the records it changed are looked at (all of them
     /// for a whole zone, which is compared with ours).
     fn publish(&mut self, primary: SocketAddr, got: Got) {
-        let dropped = match got {
-            Got::Full(mut z) => {
-                z.from = Some(primary);
-                self.digest = ZoneDigest::of(z.records.iter().map(|(k, ttl)| (k, *ttl)));
-                let delta = Delta::between(self.current.as_ref(), &z);
-                let dropped = self.shared.dropped(&self.zone, z.records.keys());
-                self.shared.apply(&self.zone, &z.soa, &delta, Some(&z));
-                self.current = Some(z);
-                dropped
-            }
-            Got::Delta { soa, delta } => {
-                let dropped = self
-                    .shared
-                    .dropped(&self.zone, delta.added.iter().map(|(k, _)| k));
-                self.shared.apply(&self.zone, &soa, &delta, None);
-                if let Some(cur) = &mut self.current {
-                    let ttl = |k: &zone_data::RecordKey| cur.records.get(k).copied();
-                    self.digest = content::after(self.digest, &delta, ttl);
-                    cur.apply(soa, &delta);
-                    cur.from = Some(primary);
-                }
-                dropped
-            }
+        let soa = match &got {
+            Got::Full(FullZone { soa, .. }) | Got::Delta { soa, .. } => soa.clone(),
         };
+        let dropped = self.shared.apply(&self.zone, got, &mut self.content);
+        self.current = Some(ZoneData {
+            from: Some(primary),
+            soa,
+        });
         if !dropped.is_empty() {
             warn!(zone = %self.zone, %primary, ?dropped, "records of types globaldns does not serve: dropped");
         }

@@ -1,12 +1,12 @@
 //! What a secondary does with a primary's bytes, without the network: for the fuzz target and
 //! the property tests, which feed it anything.
 
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 use ipnet::IpNet;
 
 use super::convert::Assembler;
 use super::wire::Reader;
-use super::zone_data::{receive, Delta, Received, ZoneData};
+use super::zone_data::{receive, serial_of, FullZone, Messages, Received};
 use crate::zone::{reverse_zone_for, Snapshot, ZoneConfig};
 
 /// The query id the replayed answers must carry (a real exchange uses a random one).
@@ -35,23 +35,23 @@ pub fn replay_transfers(stream: &[u8], reverse: bool) -> Result<Vec<Snapshot>, S
     let mut rest = stream;
     let mut snapshots = Vec::new();
     let records = read(&zone, RecordType::AXFR, &mut rest)?;
-    let Received::Full(mut current) = receive(&zone, records, None)? else {
+    let Received::Full(first) = receive(&zone, records, None)? else {
         return Err("AXFR: not a full zone".into());
     };
-    assembler.dropped(&zone, current.records.keys());
-    snapshots.push(full(&mut assembler, None, &current));
+    let mut serial = first.serial();
+    snapshots.push(full(&mut assembler, &zone, first));
     while !rest.is_empty() {
         let records = read(&zone, RecordType::IXFR, &mut rest)?;
-        match receive(&zone, records, Some(&current))? {
+        let holds = |owner: &Name, data: &RData| assembler.holds(&zone, owner, data);
+        match receive(&zone, records, Some((serial, &holds)))? {
             Received::UpToDate => continue,
             Received::Full(z) => {
-                snapshots.push(full(&mut assembler, Some(&current), &z));
-                current = z;
+                serial = z.serial();
+                snapshots.push(full(&mut assembler, &zone, z));
             }
             Received::Incremental { soa, delta } => {
-                assembler.dropped(&zone, delta.added.iter().map(|(k, _)| k));
+                serial = serial_of(&soa).unwrap_or(0);
                 assembler.apply(&zone, &soa, &delta);
-                current.apply(soa, &delta);
                 snapshots.push(assembler.snapshot());
             }
         }
@@ -59,20 +59,16 @@ pub fn replay_transfers(stream: &[u8], reverse: bool) -> Result<Vec<Snapshot>, S
     Ok(snapshots)
 }
 
-/// Applies a whole zone in place of `old`, as a secondary does after an AXFR.
-fn full(assembler: &mut Assembler, old: Option<&ZoneData>, zone: &ZoneData) -> Snapshot {
-    assembler.apply(&zone.apex, &zone.soa, &Delta::between(old, zone));
+/// Serves a whole zone in place of what the zone held, as a secondary does after an AXFR.
+fn full(assembler: &mut Assembler, apex: &Name, zone: FullZone) -> Snapshot {
+    assembler.replace(apex, zone);
     let snap = assembler.snapshot();
-    assembler.ptr_difference(zone, &snap);
+    assembler.ptr_difference(apex, &snap);
     snap
 }
 
 /// The records of one exchange, its messages taken from the front of `rest`.
-fn read(
-    zone: &Name,
-    qtype: RecordType,
-    rest: &mut &[u8],
-) -> Result<Vec<hickory_proto::rr::Record>, String> {
+fn read(zone: &Name, qtype: RecordType, rest: &mut &[u8]) -> Result<Messages, String> {
     let mut reader = Reader::new(zone, qtype, REPLAY_ID, None);
     loop {
         let (len, tail) = rest

@@ -18,16 +18,17 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::content::{self, ZoneDigest};
+use super::content::{self, Content};
 use super::convert::Assembler;
 use super::wire::Exchanged;
-use super::zone_data::{self, Delta, Received, ZoneData};
+use super::zone_data::{self, Received, ZoneData};
+use super::{apply_change, Change};
 use crate::dns::Handler;
 use crate::metrics::Metrics;
 use crate::published::Published;
 use crate::report::{AddressReport, AddressSource, HostReport};
 use crate::serviceentry::{SrvPort, Transport};
-use crate::zone::{JournalFile, Snapshot, ZoneBuilder, ZoneConfig};
+use crate::zone::{messages, JournalFile, Snapshot, ZoneBuilder, ZoneConfig};
 
 const HOSTS: usize = 40;
 
@@ -125,9 +126,9 @@ impl Primary {
     }
 }
 
-/// A secondary's zones: what it holds of each and their digests, and the snapshot it serves.
+/// A secondary's zones: what it holds of each and their content, and the snapshot it serves.
 struct Secondary {
-    zones: BTreeMap<Name, (ZoneData, ZoneDigest)>,
+    zones: BTreeMap<Name, (ZoneData, Content)>,
     assembler: Assembler,
     /// Which primary its zones came from.
     from: usize,
@@ -141,20 +142,22 @@ impl Secondary {
         let mut how = vec![];
         for zone in p.apex_names() {
             let apex = Name::from(zone.clone());
-            // What the primary's DNS layer streams (dns/reply.rs), gathered.
-            let axfr = || p.axfr(p.transfer_order(&zone).unwrap()).flatten().collect();
+            // What the primary's DNS layer streams (dns/reply.rs), message by message.
+            let axfr = || p.axfr(p.transfer_order(&zone).unwrap()).collect();
             let (received, kind) = match self.zones.get(&apex) {
                 None => {
                     let r = zone_data::receive(&apex, axfr(), None).unwrap();
                     (r, "axfr")
                 }
-                Some((cur, digest)) => {
+                Some((cur, content)) => {
+                    // A globaldns primary's records share its one TTL: the digest is known.
+                    let digest = content.digest().expect("the digest of our content");
                     // What the primary's DNS layer sends (dns/reply.rs).
                     let found = p.version_of_content(&zone, digest.value());
                     let ixfr = found.and_then(|(serial, now)| Some((p.ixfr(&zone, serial)?, now)));
                     let got = match ixfr {
                         Some((m, now)) => Exchanged {
-                            records: m.collect(),
+                            records: messages(m).collect(),
                             echo: Some([digest.value().to_bytes(), now.to_bytes()].concat()),
                         },
                         None => Exchanged {
@@ -163,33 +166,33 @@ impl Secondary {
                         },
                     };
                     let same = self.from == id;
-                    let ttl = |k: &zone_data::RecordKey| cur.records.get(k).copied();
-                    let r = content::receive_ixfr(&apex, cur, *digest, same, got, ttl).unwrap();
+                    let r = content::receive_ixfr(&apex, cur, content, same, got, &self.assembler)
+                        .unwrap();
                     (r, "ixfr")
                 }
             };
-            let kind = match received {
+            let (soa, change, kind) = match received {
                 Received::Full(z) => {
-                    let delta = Delta::between(self.zones.get(&apex).map(|(z, _)| z), &z);
-                    self.assembler.apply(&apex, &z.soa, &delta);
-                    let d = ZoneDigest::of(z.records.iter().map(|(k, t)| (k, *t)));
-                    self.zones.insert(apex, (z, d));
-                    if kind == "ixfr" {
-                        "full"
-                    } else {
-                        kind
-                    }
+                    let kind = if kind == "ixfr" { "full" } else { kind };
+                    (z.soa.clone(), Change::Full(z), kind)
                 }
                 Received::Incremental { soa, delta } => {
-                    self.assembler.apply(&apex, &soa, &delta);
-                    let (cur, digest) = self.zones.get_mut(&apex).unwrap();
-                    let ttl = |k: &zone_data::RecordKey| cur.records.get(k).copied();
-                    *digest = content::after(*digest, &delta, ttl);
-                    cur.apply(soa, &delta);
-                    kind
+                    (soa.clone(), Change::Delta { soa, delta }, kind)
                 }
-                Received::UpToDate => "uptodate",
+                Received::UpToDate => {
+                    how.push("uptodate");
+                    continue;
+                }
             };
+            let (cur, content) = self.zones.entry(apex.clone()).or_insert_with(|| {
+                let cur = ZoneData {
+                    from: None,
+                    soa: soa.clone(),
+                };
+                (cur, Content::default())
+            });
+            apply_change(&mut self.assembler, &apex, change, content);
+            cur.soa = soa;
             how.push(kind);
         }
         self.from = id;
@@ -342,7 +345,7 @@ fn follow_through_changes_restarts_and_a_replica(seed: u64) {
         .snap
         .hosts()
         .into_iter()
-        .map(|(h, r)| ((0..HOSTS).find(|i| host(*i) == h).unwrap(), r.clone()))
+        .map(|(h, r)| ((0..HOSTS).find(|i| host(*i) == h).unwrap(), r.into_owned()))
         .collect();
     let mut b = Primary::start(other.path(), &hosts_now, a.snap.serial + 500, &mut rng);
     assert_ne!(b.snap.serial, a.snap.serial);

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::zone_data::Messages;
 use crate::zone::digest::{Digest, EDNS_OPTION};
 
 /// Connecting, and each read or write: a primary silent for longer is treated as down.
@@ -63,7 +64,7 @@ pub enum Ask<'a> {
 
 /// The records of an exchange, and the content-digest option of the first response message.
 pub struct Exchanged {
-    pub records: Vec<Record>,
+    pub records: Messages,
     pub echo: Option<Vec<u8>>,
 }
 
@@ -73,9 +74,10 @@ pub async fn soa(
     zone: &Name,
     key: Option<&TSigner>,
 ) -> Result<Record, WireError> {
-    let records = exchange(primary, zone, Ask::Soa, key).await?;
-    records
+    let messages = exchange(primary, zone, Ask::Soa, key).await?;
+    messages
         .into_iter()
+        .flatten()
         .find(|r| r.record_type() == RecordType::SOA && r.name == *zone)
         .ok_or_else(|| WireError::Invalid("no SOA of the zone in the answer".into()))
 }
@@ -87,7 +89,7 @@ pub async fn exchange(
     zone: &Name,
     ask: Ask<'_>,
     key: Option<&TSigner>,
-) -> Result<Vec<Record>, WireError> {
+) -> Result<Messages, WireError> {
     Ok(exchange_with_echo(primary, zone, ask, key).await?.records)
 }
 
@@ -173,7 +175,7 @@ pub struct Reader<'a> {
     id: u16,
     verifier: Option<TSigVerifier>,
     end: End,
-    pub records: Vec<Record>,
+    pub records: Messages,
     /// The content-digest option of the first message.
     pub echo: Option<Vec<u8>>,
 }
@@ -230,7 +232,7 @@ impl<'a> Reader<'a> {
             || self
                 .end
                 .feed(&resp.answers, first && self.qtype == RecordType::IXFR);
-        self.records.extend(resp.answers);
+        self.records.push(resp.answers);
         Ok(done)
     }
 }

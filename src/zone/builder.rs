@@ -5,6 +5,7 @@
 //! be taken out exactly and its new ones put in, without looking at any other host. Empty
 //! non-terminals are reference-counted by the names below them.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -14,13 +15,14 @@ use ipnet::IpNet;
 
 use super::changes::ChangeTracker;
 use super::digest::{Canon, Digest};
+use super::hosts::{self, HostShard, HOST_SHARDS};
 use super::journal::{item_digest, Delta, Item, Journal, Pending};
 use super::journal_file::Lineage;
 use super::key::{self, Key};
 use super::records::{Data, Node};
 use super::{
-    apexes, shard_index, unix_now, AddressReport, Apex, HostReport, HostShard, Shard, Snapshot,
-    ZoneConfig, HOST_SHARDS, SHARDS,
+    apexes, shard_index, unix_now, AddressReport, AddressSource, Apex, HostReport, Shard, Snapshot,
+    ZoneConfig, SHARDS,
 };
 
 pub struct ZoneBuilder {
@@ -116,11 +118,31 @@ impl ZoneBuilder {
             .map(|(_, a)| a.len())
     }
 
-    pub fn report(&self, host: &str) -> Option<&HostReport> {
+    pub fn report(&self, host: &str) -> Option<Cow<'_, HostReport>> {
         let k = key::of_host(host)?;
-        self.hosts[shard_index(&k, HOST_SHARDS)]
-            .get(&k[..])
-            .map(|r| &**r)
+        self.report_at(&k)
+    }
+
+    fn report_at(&self, k: &[u8]) -> Option<Cow<'_, HostReport>> {
+        let slot = self.hosts[shard_index(k, HOST_SHARDS)].get(k)?;
+        Some(hosts::report(&self.shards, k, slot))
+    }
+
+    /// Every host whose closest enclosing zone is `apex`.
+    pub fn hosts_in(&self, apex: &Name) -> Vec<String> {
+        let apex = apex.to_lowercase();
+        let of_apex = |k: &[u8]| {
+            self.apexes
+                .iter()
+                .find(|(_, a)| key::is_at_or_below(k, a))
+                .is_some_and(|(z, _)| *z == apex)
+        };
+        self.hosts
+            .iter()
+            .flat_map(|s| s.keys())
+            .filter(|k| of_apex(k))
+            .map(|k| key::to_host(k))
+            .collect()
     }
 
     /// Sets (with None: removes) a host's report and its names. Returns whether anything changed.
@@ -129,37 +151,42 @@ impl ZoneBuilder {
         let Some(k) = key::of_host(host) else {
             return false;
         };
-        let idx = shard_index(&k, HOST_SHARDS);
-        if self.hosts[idx].get(&k[..]).map(|r| &**r) == report.as_ref() {
+        let old = self.report_at(&k);
+        if old.as_deref() == report.as_ref() {
             return false;
         }
-        let added = report.as_ref().map(|r| {
+        let removed = old.map(|old| {
             (
-                r.served,
-                r.tcp_unroutable.is_some(),
-                self.contributions(&k, r),
+                old.served,
+                old.tcp_unroutable.is_some(),
+                self.contributions(&k, &old),
             )
         });
-        let shard = Arc::make_mut(&mut self.hosts[idx]);
-        let old = match (report, shard.get_mut(&k[..])) {
-            (Some(new), Some(slot)) => Some(std::mem::replace(slot, Arc::new(new))),
-            (Some(new), None) => {
-                // The same allocation as the host's node key and its PTR targets.
-                shard.insert(k.clone(), Arc::new(new));
-                None
-            }
-            (None, _) => shard.remove(&k[..]),
-        };
-        if let Some(old) = &old {
+        let added = report.map(|r| {
+            let contributions = self.contributions(&k, &r);
+            let (served, unroutable) = (r.served, r.tcp_unroutable.is_some());
+            let kept = (!self.says(&k, &r, &contributions)).then(|| Arc::new(r));
+            (served, unroutable, contributions, kept)
+        });
+        let shard = Arc::make_mut(&mut self.hosts[shard_index(&k, HOST_SHARDS)]);
+        match &added {
+            // The same allocation as the host's node key and its PTR targets.
+            Some((_, _, _, kept)) => match shard.get_mut(&k[..]) {
+                Some(slot) => *slot = kept.clone(),
+                None => drop(shard.insert(k.clone(), kept.clone())),
+            },
+            None => drop(shard.remove(&k[..])),
+        }
+        if let Some((served, unroutable, contributions)) = removed {
             self.host_count -= 1;
-            self.served -= usize::from(old.served);
-            self.tcp_unroutable -= usize::from(old.tcp_unroutable.is_some());
-            for (wild, k, d) in self.contributions(&k, old) {
+            self.served -= usize::from(served);
+            self.tcp_unroutable -= usize::from(unroutable);
+            for (wild, k, d) in contributions {
                 self.remove(wild, &k, &d);
                 self.note(false, (wild, k, d));
             }
         }
-        if let Some((served, unroutable, contributions)) = added {
+        if let Some((served, unroutable, contributions, _)) = added {
             self.host_count += 1;
             self.served += usize::from(served);
             self.tcp_unroutable += usize::from(unroutable);
@@ -172,6 +199,28 @@ impl ZoneBuilder {
         }
         self.changed = true;
         true
+    }
+
+    /// Whether the names will say `report` in full once its `contributions` are in (see
+    /// `hosts`): its node holds its addresses and ports and nothing else's but PTRs.
+    fn says(&self, k: &Key, report: &HostReport, contributions: &[Contribution]) -> bool {
+        // A primary's reports say where their addresses came from: no need to look further.
+        let from_primary = |a: &AddressReport| a.source == AddressSource::Primary;
+        if !report.objects.is_empty() || !report.addresses.iter().all(from_primary) {
+            return false;
+        }
+        if self.pinned.contains(k) {
+            return false; // the glue shares the node
+        }
+        let mut own: Vec<&Data> = contributions
+            .iter()
+            .map(|(_, _, d)| d)
+            .filter(|d| !matches!(d, Data::Ptr(_)))
+            .collect();
+        // As the node keeps them.
+        own.sort();
+        own.dedup();
+        hosts::said(hosts::is_wildcard(k), own.into_iter()) == *report
     }
 
     /// The first serial will be at least `floor` (see `serial_floor`).

@@ -11,6 +11,7 @@
 mod builder;
 mod changes;
 pub mod digest;
+mod hosts;
 mod ixfr;
 mod journal;
 mod journal_file;
@@ -21,6 +22,7 @@ pub(crate) mod lookup_tests;
 mod records;
 mod transfer;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use ipnet::IpNet;
 
 pub use builder::ZoneBuilder;
 pub use changes::Changes;
+use hosts::{HostShard, HOST_SHARDS};
 pub use ixfr::Records as IxfrRecords;
 pub use journal_file::{JournalFile, Lineage};
 use key::Key;
@@ -158,8 +161,6 @@ pub struct Apex {
 /// with 1,024 shards that was every shard, the whole zone copied per publish), few enough that
 /// an empty zone costs little (~100 bytes a shard).
 const SHARDS: usize = 16_384;
-/// Host reports: one per host (a clone of each is several allocations).
-const HOST_SHARDS: usize = 4_096;
 
 // FNV, not SipHash: the keys come from ServiceEntries, not from clients, and hashing names is
 // much of both the build and the lookup.
@@ -171,11 +172,6 @@ struct Shard {
     /// Empty non-terminals, each with how many names below it hold it up.
     ents: HashMap<Key, u32, FnvBuildHasher>,
 }
-
-/// Keyed by the host's name key (shared with its node). Reports behind an `Arc`: a change copies
-/// its shard (the snapshots being answered hold the old one), and copying pointers to a few
-/// hundred reports is much cheaper than copying the reports, their addresses and objects.
-type HostShard = HashMap<Key, Arc<HostReport>, FnvBuildHasher>;
 
 /// Every (owner, data) pair of the shards: what the journal's digests and checkpoints are of.
 fn items(shards: &[Arc<Shard>]) -> impl Iterator<Item = journal::Item> + '_ {
@@ -275,18 +271,18 @@ impl Snapshot {
         self.host_count
     }
 
-    pub fn host(&self, host: &str) -> Option<&HostReport> {
+    pub fn host(&self, host: &str) -> Option<Cow<'_, HostReport>> {
         let k = key::of_host(host)?;
-        self.hosts[shard_index(&k, HOST_SHARDS)]
-            .get(&k[..])
-            .map(|r| &**r)
+        let slot = self.hosts[shard_index(&k, HOST_SHARDS)].get(&k[..])?;
+        Some(hosts::report(&self.shards, &k, slot))
     }
 
     /// Every host's report, sorted by host name (for `/debug/hosts` and `check`).
-    pub fn hosts(&self) -> BTreeMap<String, &HostReport> {
+    pub fn hosts(&self) -> BTreeMap<String, Cow<'_, HostReport>> {
         self.hosts
             .iter()
-            .flat_map(|s| s.iter().map(|(k, r)| (key::to_host(k), &**r)))
+            .flat_map(|s| s.iter())
+            .map(|(k, slot)| (key::to_host(k), hosts::report(&self.shards, k, slot)))
             .collect()
     }
 }
