@@ -68,6 +68,8 @@ pub struct Obj {
     /// Who set `spec.addresses`, and what it holds.
     spec: SpecAddresses,
     spec_values: Vec<IpAddr>,
+    /// `spec.addresses` holds something (an empty list someone declared does not count).
+    spec_set: bool,
     /// globaldns's field manager owns some field of it (there is something to withdraw).
     ours_anywhere: bool,
     /// Whether the VIP may go into `spec.addresses`; None for an object that failed validation
@@ -116,6 +118,7 @@ impl Obj {
                 .iter()
                 .filter_map(|a| parse_host_address(a).ok().flatten())
                 .collect(),
+            spec_set: !raw_spec.is_empty(),
             spec: SpecAddresses::of(!raw_spec.is_empty(), managed),
             ours_anywhere: ownership::ours_anywhere(managed),
             writable: None,
@@ -131,12 +134,8 @@ impl Obj {
         self.writable = entry.map(spec_writable);
         // Istio's allocator serves only entries with no spec.addresses at all (ours included:
         // once the VIP is in spec, status is not read).
-        self.istio_allocates = entry.is_some_and(|e| {
-            self.spec_values.is_empty()
-                && self.spec == SpecAddresses::Absent
-                && e.autoallocate
-                && e.resolution != Resolution::None
-        });
+        self.istio_allocates = entry
+            .is_some_and(|e| !self.spec_set && e.autoallocate && e.resolution != Resolution::None);
         self
     }
 }
