@@ -10,7 +10,8 @@
 #   2. per round and per build: globaldns watching the cluster (--cluster c1=…, file store),
 #      started with an empty state dir (every VIP allocated: the cold start), then restarted on
 #      the state it left (warm): start → /readyz, start → every host served, VmRSS / VmHWM once
-#      served (lib/coldstart_probe.py);
+#      served, and the server's CPU time until then (lib/coldstart_probe.py): on a busy machine
+#      the wall time is mostly the apiserver's, the CPU time globaldns's own work;
 #   3. with --kube-store, the same with --store kube (VipClaims in the same cluster, a fresh
 #      store namespace per build, so the first start claims every VIP through the API), once.
 #
@@ -125,11 +126,12 @@ for line in open(sys.argv[1]):
     f = dict(kv.split("=", 1) for kv in line.split())
     build, store, kind, _ = f["label"].split("/")
     rows.setdefault((build, store, kind), []).append(f)
-print("| build | store | start | runs | ready s | every host served s | VmRSS MiB | VmHWM MiB |")
-print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+print("| build | store | start | runs | ready s | every host served s | CPU s | VmRSS MiB | VmHWM MiB |")
+print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for (build, store, kind), fs in rows.items():
     med = lambda k: statistics.median(float(x[k]) for x in fs)
-    print("| %s | %s | %s | %d | %.1f | %.1f | %.0f | %.0f |"
-          % (build, store, kind, len(fs), med("ready_s"), med("served_s"), med("rss_mib"), med("hwm_mib")))
+    print("| %s | %s | %s | %d | %.1f | %.1f | %.2f | %.0f | %.0f |"
+          % (build, store, kind, len(fs), med("ready_s"), med("served_s"), med("cpu_s"),
+             med("rss_mib"), med("hwm_mib")))
 EOF
 OK=1

@@ -5,13 +5,16 @@
       --log F [--label L] [--timeout S] -- GLOBALDNS_ARGS...
 
 Starts the server, polls its admin port every 50 ms and prints one line:
-  label=L ready_s=… served_s=… rss_mib=… hwm_mib=… invalid=…
-ready_s: start → first 200 on /readyz; served_s: start → globaldns_hosts_served == N;
+  label=L ready_s=… served_s=… cpu_s=… rss_mib=… hwm_mib=… invalid=…
+ready_s: start → first 200 on /readyz; served_s: start → globaldns_hosts_served == N; cpu_s:
+the server's CPU time (user + system, every thread) until then, the measure of its own work that
+a busy machine does not inflate;
 rss/hwm: VmRSS and VmHWM from /proc/PID/status once every host is served; invalid: the
 globaldns_invalid_objects_total sum. Then SIGTERM. Every wait is bounded (--timeout); loopback
 only; standard library only.
 """
 import argparse
+import os
 import re
 import signal
 import subprocess
@@ -47,6 +50,12 @@ def status_mib(pid, key):
     return float("nan")
 
 
+def cpu_s(pid):
+    """utime + stime of the whole process (every thread), in seconds."""
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     ap = argparse.ArgumentParser()
     for flag in ("--bin", "--zones", "--state-dir", "--log"):
@@ -78,13 +87,14 @@ def main():
             if code == 200 and metric_sum(text, "globaldns_hosts_served") == a.expect:
                 served = time.monotonic() - t0
                 rss, hwm = status_mib(child.pid, "VmRSS"), status_mib(child.pid, "VmHWM")
+                cpu = cpu_s(child.pid)
                 invalid = metric_sum(text, "globaldns_invalid_objects_total") or 0
                 break
             time.sleep(0.05)
         if ready is None:
             ready = served
-        print("label=%s ready_s=%.2f served_s=%.2f rss_mib=%.0f hwm_mib=%.0f invalid=%d"
-              % (a.label, ready, served, rss, hwm, invalid), flush=True)
+        print("label=%s ready_s=%.2f served_s=%.2f cpu_s=%.2f rss_mib=%.0f hwm_mib=%.0f invalid=%d"
+              % (a.label, ready, served, cpu, rss, hwm, invalid), flush=True)
     finally:
         if child.poll() is None:
             child.terminate()
