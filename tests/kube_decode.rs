@@ -9,102 +9,14 @@
 //! ServiceEntry CRD with such a schema.
 
 mod common;
+#[path = "support/kube_cluster.rs"]
+mod kube_cluster;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{eventually, free_ports, query_a, Server, Transport};
-
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn script(name: &str) -> PathBuf {
-    Path::new(ROOT).join("scripts/kube").join(name)
-}
-
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut input = child.stdin.take().unwrap();
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-/// One throw-away etcd + kube-apiserver, brought down on drop.
-struct Cluster {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Cluster {
-    fn up() -> Cluster {
-        let built = run(&mut Command::new(script("build-apiserver.sh")), None);
-        assert!(
-            built.status.success(),
-            "scripts/kube/build-apiserver.sh failed"
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("cluster");
-        // A port can be taken between the check and the bind: then try others.
-        for attempt in 1.. {
-            let up = Command::new(script("cluster.sh"))
-                .arg("up")
-                .arg(&dir)
-                .arg(free_ports(3).to_string())
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            if up.status.success() {
-                break;
-            }
-            assert!(
-                attempt < 3,
-                "cluster did not come up: {}",
-                String::from_utf8_lossy(&up.stderr)
-            );
-            let _ = Command::new(script("cluster.sh"))
-                .arg("down")
-                .arg(&dir)
-                .status();
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        Cluster { _tmp: tmp, dir }
-    }
-
-    /// `kubectl ARGS` as admin with `stdin`; panics on failure.
-    fn kubectl(&self, args: &[&str], stdin: &str) {
-        let mut cmd = Command::new(script("cluster.sh"));
-        cmd.arg("kubectl").arg(&self.dir).args(args);
-        let out = run(&mut cmd, Some(stdin));
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}\n{stdin}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn apply(&self, doc: &serde_json::Value) {
-        self.kubectl(&["apply", "-f", "-"], &doc.to_string());
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(script("cluster.sh"))
-            .arg("down")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .status();
-    }
-}
+use common::{eventually, query_a, Server, Transport};
+use kube_cluster::{serial, start, Cluster, ROOT};
 
 /// Istio's ServiceEntry CRD (tests/kube/serviceentry-crd.yaml) with every version's schema
 /// replaced by one that keeps whatever `spec` it is given, and does not require one.
@@ -154,20 +66,9 @@ const RESTARTS: &str = "globaldns_watch_restarts_total{cluster=\"c1\"}";
 
 #[test]
 fn bad_objects_in_the_list_and_the_watch_are_skipped_one_by_one() {
-    let c = Cluster::up();
-    c.apply(&permissive_crd());
-    c.kubectl(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/serviceentries.networking.istio.io",
-        ],
-        "",
-    );
-    c.apply(
-        &serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bar"}}),
-    );
+    let _g = serial();
+    let c = Cluster::up_with_crd("c1", &permissive_crd().to_string());
+    c.ensure_namespace("bar");
     let mut unknown = good("unknown.bar.global");
     unknown["someFutureField"] = serde_json::json!({"nested": [1, {"x": null}]});
     unknown["workloadSelector"] = serde_json::json!({"labels": {"app": "u"}});
@@ -186,16 +87,10 @@ fn bad_objects_in_the_list_and_the_watch_are_skipped_one_by_one() {
         se("c", Some(good("c.bar.global"))),
     ];
     for o in &objects {
-        c.apply(o);
+        c.apply(&o.to_string());
     }
 
-    let (_t, zones, state) = common::dirs();
-    let kubeconfig = format!("c1={}", c.dir.join("admin.kubeconfig").display());
-    let flags = ["--log", "info", "--cluster", &kubeconfig];
-    let gd = Server::spawn(&zones, &state, &flags).unwrap_or_else(|log| panic!("{log}"));
-    eventually(Duration::from_secs(60), "/readyz 200", || {
-        (gd.get("/readyz").0 == 200).then_some(())
-    });
+    let (_t, gd) = start(&["--cluster", &c.flag()]);
     for host in ["a.bar.global", "c.bar.global", "unknown.bar.global"] {
         eventually(Duration::from_secs(10), host, || {
             answers(&gd, host).then_some(())
@@ -225,15 +120,12 @@ fn bad_objects_in_the_list_and_the_watch_are_skipped_one_by_one() {
 
     // In a watch event: `c` turns bad (skipped: its host goes), then a new good object comes,
     // through the same watch.
-    c.apply(&se(
-        "c",
-        Some(serde_json::json!({"hosts": [{"not": "a name"}]})),
-    ));
+    c.apply(&se("c", Some(serde_json::json!({"hosts": [{"not": "a name"}]}))).to_string());
     eventually(Duration::from_secs(10), "c withdrawn", || {
         (!answers(&gd, "c.bar.global")).then_some(())
     });
     assert!(skipped(&gd, "c", "spec.hosts[0]: invalid type: map"));
-    c.apply(&se("d", Some(good("d.bar.global"))));
+    c.apply(&se("d", Some(good("d.bar.global"))).to_string());
     eventually(Duration::from_secs(10), "d.bar.global", || {
         answers(&gd, "d.bar.global").then_some(())
     });
