@@ -124,7 +124,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     runtime.block_on(async move {
         // The lead's NOTIFY receiver wakes zones through this; the loops run on their own.
         let trigger = secondary.then(|| {
-            globaldns::secondary::start(globaldns::secondary::Context {
+            globaldns::secondary::start(globaldns::secondary::SecondaryContext {
                 zone: zone_cfg.clone(),
                 ranges: ranges.clone(),
                 primaries: args.transfer.primaries.clone(),

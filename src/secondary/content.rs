@@ -16,7 +16,7 @@ use hickory_proto::rr::{Name, RData};
 
 use super::convert::Assembler;
 use super::wire::Exchanged;
-use super::zone_data::{self, Delta, FullZone, Messages, Received, RecordKey, ZoneData};
+use super::zone_data::{self, FullZone, Messages, Received, RecordKey, TransferDelta, ZoneData};
 use crate::zone::digest::{self, Digest};
 
 /// The digest of one zone as this secondary holds it.
@@ -116,7 +116,7 @@ impl Content {
 
     /// The content after `delta` (checked against the zone); `held` is the zone before it (for
     /// the TTL of the records the delta deletes or replaces).
-    pub fn after(&self, apex: &Name, delta: &Delta, held: &Assembler) -> Content {
+    pub fn after(&self, apex: &Name, delta: &TransferDelta, held: &Assembler) -> Content {
         let mut ttl = self.ttl;
         for ((owner, data), t) in &delta.added {
             if !kept_whole(apex, owner, data) {
@@ -135,7 +135,7 @@ impl Content {
 /// gives the TTL a record has now (a record re-added with another TTL replaces it).
 pub fn after(
     mut d: ZoneDigest,
-    delta: &Delta,
+    delta: &TransferDelta,
     ttl_of: impl Fn(&RecordKey) -> Option<u32>,
 ) -> ZoneDigest {
     let removed = delta
@@ -204,7 +204,7 @@ pub fn receive_ixfr(
         // Our content is the primary's newest: only its SOA is new to us.
         (Some(_), Some(soa)) => Received::Incremental {
             soa,
-            delta: Delta::default(),
+            delta: TransferDelta::default(),
         },
         _ => {
             let holds = |owner: &Name, data: &RData| held.holds(zone, owner, data);
@@ -254,7 +254,7 @@ mod tests {
         );
         let old = ZoneDigest::of([(&a, 30), (&b, 30)]);
         // b goes, c comes, a's TTL changes.
-        let delta = Delta {
+        let delta = TransferDelta {
             removed: vec![b.clone()],
             added: vec![(c.clone(), 30), (a.clone(), 60)],
         };
@@ -320,7 +320,7 @@ mod tests {
         held.replace(&apex, first);
 
         // h and the NS go, j and another NS come, i is sent again: as a whole zone of them.
-        let delta = Delta {
+        let delta = TransferDelta {
             removed: vec![h.clone(), ns1.clone()],
             added: vec![(j.clone(), 30), (ns2.clone(), 7200), (i.clone(), 30)],
         };
@@ -330,7 +330,7 @@ mod tests {
         assert!(next.digest().is_some());
 
         // i again with another TTL: the TTLs differ, what a deletion had is not known.
-        let mixed = Delta {
+        let mixed = TransferDelta {
             removed: vec![],
             added: vec![(i.clone(), 60)],
         };

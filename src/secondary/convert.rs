@@ -13,7 +13,7 @@ use fnv::FnvBuildHasher;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
-use super::zone_data::{Delta, FullZone, RecordKey};
+use super::zone_data::{FullZone, RecordKey, TransferDelta};
 use crate::report::{AddressReport, AddressSource, HostReport};
 use crate::serviceentry::{SrvPort, Transport};
 use crate::zone::{reverse_zone_for, Snapshot, ZoneBuilder, ZoneConfig};
@@ -202,7 +202,7 @@ impl Assembler {
     /// Applies `delta` of zone `apex`, whose SOA is now `soa`: the hosts it touches get their
     /// reports rebuilt from what they had, the others are not looked at. Returns the types of
     /// the records added that are not served.
-    pub fn apply(&mut self, apex: &Name, soa: &Record, delta: &Delta) -> Dropped {
+    pub fn apply(&mut self, apex: &Name, soa: &Record, delta: &TransferDelta) -> Dropped {
         let reverse = self.is_reverse(apex);
         let mut dropped = Dropped::new();
         let mut touched: HashMap<String, HostReport> = HashMap::new();
@@ -451,10 +451,10 @@ mod tests {
     }
 
     /// The IXFR that turns `old` into `new`, netted.
-    fn delta(old: &FullZone, new: &FullZone) -> Delta {
+    fn delta(old: &FullZone, new: &FullZone) -> TransferDelta {
         let keys = |z: &FullZone| -> HashSet<RecordKey> { z.records().map(key).collect() };
         let (old, new) = (keys(old), keys(new));
-        Delta {
+        TransferDelta {
             removed: old.difference(&new).cloned().collect(),
             added: new.difference(&old).map(|k| (k.clone(), 30)).collect(),
         }
@@ -605,7 +605,7 @@ mod tests {
         assert!(holds(&a, &txt));
         assert!(!holds(&a, &ptr("1", "b.global.")));
         assert!(!holds(&a, &ptr("3", "a.global.")));
-        let gone = Delta {
+        let gone = TransferDelta {
             removed: vec![key(&ptr("1", "a.global."))],
             added: vec![(key(&ptr("3", "c.global.")), 30)],
         };

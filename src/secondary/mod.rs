@@ -33,7 +33,7 @@ use crate::zone::{reverse_zone_for, ZoneConfig};
 use content::{Content, Refused};
 use convert::{Assembler, Dropped};
 use wire::Exchanged;
-use zone_data::{Delta, FullZone, Received, ZoneData};
+use zone_data::{FullZone, Received, TransferDelta, ZoneData};
 
 pub use replay::{replay_transfers, REPLAY_ID};
 pub use zone_data::newer as serial_newer;
@@ -50,7 +50,7 @@ pub fn check_args(args: &ServeArgs) -> Result<()> {
 }
 
 /// What the secondary needs from `serve`.
-pub struct Context {
+pub struct SecondaryContext {
     pub zone: ZoneConfig,
     pub ranges: Vec<IpNet>,
     /// `HOST:PORT`, resolved at every refresh.
@@ -214,7 +214,7 @@ impl Shared {
 /// A zone's change as transferred.
 enum Change {
     /// An IXFR's netted deltas and the new SOA.
-    Delta { soa: Record, delta: Delta },
+    TransferDelta { soa: Record, delta: TransferDelta },
     /// A whole zone.
     Full(FullZone),
 }
@@ -229,7 +229,7 @@ fn apply_change(
     content: &mut Content,
 ) -> (Dropped, usize) {
     match change {
-        Change::Delta { soa, delta } => {
+        Change::TransferDelta { soa, delta } => {
             *content = content.after(apex, &delta, assembler);
             (assembler.apply(apex, &soa, &delta), delta.added.len())
         }
@@ -261,7 +261,7 @@ fn zone_names(cfg: &ZoneConfig, ranges: &[IpNet]) -> Vec<Name> {
 }
 
 /// Starts one refresh loop per zone on the current tokio runtime.
-pub fn start(ctx: Context) -> Trigger {
+pub fn start(ctx: SecondaryContext) -> Trigger {
     let zones = zone_names(&ctx.zone, &ctx.ranges);
     let resolved: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
     let shared = Arc::new(Shared {
@@ -386,11 +386,15 @@ mod tests {
 
                         let [hi, lo] = i.to_be_bytes();
                         let data = RData::A(hickory_proto::rr::rdata::A::new(240, 10, hi, lo));
-                        let delta = Delta {
+                        let delta = TransferDelta {
                             removed: vec![],
                             added: vec![((host.into(), data), 30)],
                         };
-                        shared.apply(&apex, Change::Delta { soa, delta }, &mut Content::default());
+                        shared.apply(
+                            &apex,
+                            Change::TransferDelta { soa, delta },
+                            &mut Content::default(),
+                        );
                         // Seen at once, and not taken back by the other loop's publish.
                         let snap = shared.published.load();
                         let name = format!("h{i}.{}", zone.trim_end_matches('.'));
@@ -416,7 +420,7 @@ mod tests {
         };
         let published = Arc::new(Published::new(crate::zone::Snapshot::empty(&cfg, &[])));
         let mut changed = published.subscribe();
-        let trigger = start(Context {
+        let trigger = start(SecondaryContext {
             zone: cfg,
             ranges: vec![],
             primaries: vec![primary(serial.clone()).await.to_string()],

@@ -362,7 +362,7 @@ impl ZoneLoop {
             }
             Ok(Received::Incremental { soa, delta }) => {
                 let serial = zone_data::serial_of(&soa).unwrap_or(0);
-                (Got::Delta { soa, delta }, serial, "ok")
+                (Got::TransferDelta { soa, delta }, serial, "ok")
             }
             Ok(Received::Full(z)) => {
                 let serial = z.serial();
@@ -387,7 +387,7 @@ impl ZoneLoop {
     /// for a whole zone, which is compared with ours).
     fn publish(&mut self, primary: SocketAddr, got: Got) {
         let soa = match &got {
-            Got::Full(FullZone { soa, .. }) | Got::Delta { soa, .. } => soa.clone(),
+            Got::Full(FullZone { soa, .. }) | Got::TransferDelta { soa, .. } => soa.clone(),
         };
         let dropped = self.shared.apply(&self.zone, got, &mut self.content);
         self.current = Some(ZoneData {

@@ -177,7 +177,7 @@ impl Secondary {
                     (z.soa.clone(), Change::Full(z), kind)
                 }
                 Received::Incremental { soa, delta } => {
-                    (soa.clone(), Change::Delta { soa, delta }, kind)
+                    (soa.clone(), Change::TransferDelta { soa, delta }, kind)
                 }
                 Received::UpToDate => {
                     how.push("uptodate");

@@ -60,7 +60,7 @@ pub type Holds<'a> = &'a dyn Fn(&Name, &RData) -> bool;
 
 /// The net difference an IXFR makes, record by record: what a secondary applies.
 #[derive(Debug, Default)]
-pub struct Delta {
+pub struct TransferDelta {
     /// Records we hold that the IXFR deletes.
     pub removed: Vec<RecordKey>,
     /// Records it adds (some may be held already, e.g. with another TTL), with their TTL.
@@ -75,7 +75,7 @@ pub enum Received {
     /// A whole zone (an AXFR, or an IXFR the primary answered in full).
     Full(FullZone),
     /// The IXFR's deltas, checked against our zone and netted.
-    Incremental { soa: Record, delta: Delta },
+    Incremental { soa: Record, delta: TransferDelta },
 }
 
 pub fn serial_of(r: &Record) -> Option<u32> {
@@ -164,7 +164,7 @@ fn full(mut messages: Messages) -> Result<FullZone, String> {
 }
 
 /// Checks the deltas of an IXFR (`[old SOA, deletions…, new SOA, additions…]…`) against our
-/// zone (at serial `at`, holding what `holds` says) and nets them into one [`Delta`], without
+/// zone (at serial `at`, holding what `holds` says) and nets them into one [`TransferDelta`], without
 /// copying the zone: the changes so far are an overlay on it. A deletion of a record we do not
 /// have, or a chain that does not start at our serial and step forward delta by delta to
 /// `new_soa`, makes the whole answer invalid.
@@ -173,7 +173,7 @@ fn deltas(
     holds: Holds<'_>,
     new_soa: &Record,
     body: &[Record],
-) -> Result<Delta, String> {
+) -> Result<TransferDelta, String> {
     // Key → Some(TTL) present, None deleted; keys absent here are as in our zone.
     let mut overlay: HashMap<RecordKey, Option<u32>> = HashMap::new();
     let mut i = 0;
@@ -219,7 +219,7 @@ fn deltas(
             "the deltas end at serial {at}, not at the transfer's"
         ));
     }
-    let mut delta = Delta::default();
+    let mut delta = TransferDelta::default();
     for (k, state) in overlay {
         match state {
             Some(ttl) => delta.added.push((k, ttl)),

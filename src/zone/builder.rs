@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use super::changes::ChangeTracker;
 use super::digest::{Canon, Digest};
 use super::hosts::{self, HostShard, HOST_SHARDS};
-use super::journal::{item_digest, Delta, Item, Journal, Pending};
+use super::journal::{item_digest, Item, Journal, Pending, SerialDelta};
 use super::journal_file::Lineage;
 use super::key::{self, Key};
 use super::records::{Data, Node};
@@ -335,7 +335,7 @@ impl ZoneBuilder {
             return l.serial;
         }
         let serial = l.serial.wrapping_add(1).max(now);
-        self.journal.push(Delta {
+        self.journal.push(SerialDelta {
             from: l.serial,
             to: serial,
             removed,

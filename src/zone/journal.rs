@@ -1,6 +1,6 @@
 //! The journal of recent changes, for incremental zone transfer (IXFR, RFC 1995). The builder
 //! knows exactly which (owner, data) pairs each host change took out and put in; a publish turns
-//! them into one [`Delta`] between two serials. A snapshot carries the recent deltas, bounded,
+//! them into one [`SerialDelta`] between two serials. A snapshot carries the recent deltas, bounded,
 //! and answers an IXFR from any serial they cover with one condensed difference; from an older
 //! serial, a full transfer. Each version also carries the digest of each zone's content then
 //! (`digest`), so that a client from another lineage holding the same content is recognised.
@@ -28,7 +28,7 @@ pub(super) type Digests = Arc<[Digest]>;
 
 /// The change from one serial to the next.
 #[derive(Debug)]
-pub(super) struct Delta {
+pub(super) struct SerialDelta {
     pub from: u32,
     pub to: u32,
     pub removed: Vec<Item>,
@@ -37,7 +37,7 @@ pub(super) struct Delta {
     pub from_digests: Digests,
 }
 
-impl Delta {
+impl SerialDelta {
     fn size(&self) -> usize {
         self.removed.len() + self.added.len()
     }
@@ -46,7 +46,7 @@ impl Delta {
 /// The recent deltas, oldest first, each `to` the next one's `from`.
 #[derive(Clone, Debug, Default)]
 pub struct Journal {
-    deltas: VecDeque<Arc<Delta>>,
+    deltas: VecDeque<Arc<SerialDelta>>,
     items: usize,
     /// The newest version: its serial and digests.
     head: Option<(u32, Digests)>,
@@ -55,7 +55,7 @@ pub struct Journal {
 impl Journal {
     /// Appends a delta; forgets the oldest beyond the bounds. A delta that does not follow the
     /// last one (a gap) starts the journal anew.
-    pub(super) fn push(&mut self, delta: Delta) {
+    pub(super) fn push(&mut self, delta: SerialDelta) {
         if self.deltas.back().is_some_and(|d| d.to != delta.from) {
             self.deltas.clear();
             self.items = 0;
@@ -113,7 +113,7 @@ impl Journal {
         self.head.as_ref()
     }
 
-    pub(super) fn deltas(&self) -> impl Iterator<Item = &Delta> {
+    pub(super) fn deltas(&self) -> impl Iterator<Item = &SerialDelta> {
         self.deltas.iter().map(|d| &**d)
     }
 
@@ -199,12 +199,12 @@ impl Pending {
     }
 
     /// The net change (a host re-rendered with the same data changes nothing).
-    pub fn take(&mut self, from: u32, to: u32, from_digests: Digests) -> Delta {
+    pub fn take(&mut self, from: u32, to: u32, from_digests: Digests) -> SerialDelta {
         let mut net: BTreeMap<Item, i32> = BTreeMap::new();
         for (n, item) in self.changes.drain(..) {
             *net.entry(item).or_default() += i32::from(n);
         }
-        let mut delta = Delta {
+        let mut delta = SerialDelta {
             from,
             to,
             removed: vec![],
@@ -238,8 +238,8 @@ mod tests {
         )
     }
 
-    fn delta(from: u32, removed: &[u8], added: &[u8]) -> Delta {
-        Delta {
+    fn delta(from: u32, removed: &[u8], added: &[u8]) -> SerialDelta {
+        SerialDelta {
             from,
             to: from + 1,
             removed: removed.iter().map(|n| item(*n)).collect(),

@@ -28,7 +28,7 @@ use anyhow::{Context, Result};
 use tracing::{info, warn};
 
 use super::digest::Digest;
-use super::journal::{Delta, Digests, Item, Journal};
+use super::journal::{Digests, Item, Journal, SerialDelta};
 use super::key::Key;
 use super::records::Data;
 use super::Snapshot;
@@ -144,7 +144,7 @@ impl JournalFile {
         if self.at == Some(*serial) {
             return Ok(());
         }
-        let deltas: Vec<&Delta> = snap.journal.deltas().collect();
+        let deltas: Vec<&SerialDelta> = snap.journal.deltas().collect();
         let start = self
             .at
             .and_then(|at| deltas.iter().position(|d| d.from == at));
@@ -166,7 +166,7 @@ impl JournalFile {
     }
 
     /// The journal's deltas, then a checkpoint of the snapshot's content.
-    fn rewrite(&mut self, snap: &Snapshot, deltas: &[&Delta]) -> Result<()> {
+    fn rewrite(&mut self, snap: &Snapshot, deltas: &[&SerialDelta]) -> Result<()> {
         let (serial, digests) = snap.journal.head().context("no version")?;
         let mut buf = Vec::new();
         let mut p = Vec::new();
@@ -211,7 +211,7 @@ impl JournalFile {
 }
 
 /// The digests at the end of delta `j`: the next delta's start, or the snapshot's head.
-fn to_digests<'a>(snap: &'a Snapshot, deltas: &[&'a Delta], j: usize) -> &'a Digests {
+fn to_digests<'a>(snap: &'a Snapshot, deltas: &[&'a SerialDelta], j: usize) -> &'a Digests {
     match deltas.get(j + 1) {
         Some(next) => &next.from_digests,
         None => {
@@ -237,7 +237,7 @@ fn checksum(payload: &[u8]) -> u64 {
     h.finish()
 }
 
-fn delta_frame(buf: &mut Vec<u8>, d: &Delta, to: &Digests) {
+fn delta_frame(buf: &mut Vec<u8>, d: &SerialDelta, to: &Digests) {
     let mut p = vec![DELTA];
     p.extend_from_slice(&d.from.to_be_bytes());
     p.extend_from_slice(&d.to.to_be_bytes());
@@ -408,7 +408,7 @@ fn parse(bytes: &[u8], fingerprint: &str) -> Result<Option<Lineage>> {
                     *serial = to;
                     *digests = to_digests;
                 }
-                journal.push(Delta {
+                journal.push(SerialDelta {
                     from,
                     to,
                     removed,
