@@ -130,16 +130,31 @@ impl HostReport {
     }
 }
 
-#[cfg(test)]
 impl HostReport {
+    /// A report with nothing in it (not served, no address, no port, no object): what a
+    /// secondary fills in from a transfer's records.
+    pub fn empty(wildcard: bool) -> HostReport {
+        HostReport {
+            served: false,
+            wildcard,
+            reason: None,
+            addresses: vec![],
+            ports: vec![],
+            objects: vec![],
+            rule: None,
+            conflict: None,
+            tcp_unroutable: None,
+            unserved_vips: None,
+        }
+    }
+
     /// A served host with these addresses (as written in `spec.addresses`), no port, listed by
     /// no object: the one report unit tests build zones from (set `ports` or `wildcard` with
     /// `HostReport { .., ..HostReport::serving(&[..]) }`).
+    #[cfg(test)]
     pub fn serving(addresses: &[&str]) -> HostReport {
         HostReport {
             served: true,
-            wildcard: false,
-            reason: None,
             addresses: addresses
                 .iter()
                 .map(|a| AddressReport {
@@ -148,12 +163,7 @@ impl HostReport {
                     objects: vec![],
                 })
                 .collect(),
-            ports: vec![],
-            objects: vec![],
-            rule: None,
-            conflict: None,
-            tcp_unroutable: None,
-            unserved_vips: None,
+            ..HostReport::empty(false)
         }
     }
 }

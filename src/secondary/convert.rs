@@ -241,7 +241,7 @@ impl Assembler {
                 self.builder
                     .report(host)
                     .map(std::borrow::Cow::into_owned)
-                    .unwrap_or_else(|| empty_report(host.starts_with("*.")))
+                    .unwrap_or_else(|| HostReport::empty(host.starts_with("*.")))
             });
             match (kind, add) {
                 (Kind::Address { ip, .. }, true) => report.addresses.push(primary_address(ip)),
@@ -270,7 +270,9 @@ impl Assembler {
         let mut hosts: HashMap<String, HostReport> = HashMap::new();
         fn report(hosts: &mut HashMap<String, HostReport>, host: String) -> &mut HostReport {
             let wildcard = host.starts_with("*.");
-            hosts.entry(host).or_insert_with(|| empty_report(wildcard))
+            hosts
+                .entry(host)
+                .or_insert_with(|| HostReport::empty(wildcard))
         }
         for r in zone.records() {
             match classify(apex, reverse, &r.name, &r.data) {
@@ -370,23 +372,8 @@ fn primary_address(ip: IpAddr) -> AddressReport {
     }
 }
 
-fn empty_report(wildcard: bool) -> HostReport {
-    HostReport {
-        served: false,
-        wildcard,
-        reason: None,
-        addresses: vec![],
-        ports: vec![],
-        objects: vec![],
-        rule: None,
-        conflict: None,
-        tcp_unroutable: None,
-        unserved_vips: None,
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use hickory_proto::rr::rdata::{A, NS, SOA, SRV};
     use proptest::prelude::*;
@@ -473,7 +460,8 @@ mod tests {
         out
     }
 
-    fn cfg() -> (ZoneConfig, Vec<IpNet>) {
+    /// `global.` and the reverse zone of 240.10.0.0/16, TTL 30 (also the rollout test's).
+    pub(in crate::secondary) fn cfg() -> (ZoneConfig, Vec<IpNet>) {
         let cfg = ZoneConfig {
             zones: vec!["global".into()],
             reverse_zones: vec![],

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{LowerName, Name, RecordType};
-use ipnet::IpNet;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,19 +27,11 @@ use crate::metrics::Metrics;
 use crate::published::Published;
 use crate::report::{AddressReport, AddressSource, HostReport};
 use crate::serviceentry::{SrvPort, Transport};
-use crate::zone::{messages, JournalFile, Snapshot, ZoneBuilder, ZoneConfig};
+use crate::zone::{messages, JournalFile, Snapshot, ZoneBuilder};
 
 const HOSTS: usize = 40;
 
-fn cfg() -> (ZoneConfig, Vec<IpNet>) {
-    let cfg = ZoneConfig {
-        zones: vec!["global".into()],
-        reverse_zones: vec![],
-        ns: vec![],
-        ttl: 30,
-    };
-    (cfg, vec!["240.10.0.0/16".parse().unwrap()])
-}
+use super::convert::tests::cfg;
 
 fn host(i: usize) -> String {
     if i == 0 {
