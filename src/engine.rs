@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::alloc::metrics::FamilyLabels;
 use crate::alloc::store::{Store, StoreEvent};
 use crate::health::Health;
 pub use crate::input::Input;
 use crate::input::SourceEvent;
-use crate::metrics::{FamilyLabels, KindLabels, Metrics};
+use crate::metrics::{KindLabels, Metrics};
 use crate::pipeline::Pipeline;
 use crate::published::Published;
 use crate::zone::{unix_now, Snapshot};
@@ -112,7 +113,10 @@ impl Engine {
                 if let Some(t) = since.filter(|_| !dirty) {
                     // Not the first load: that is start-up time, not propagation.
                     if !first {
-                        self.metrics.propagation.observe(t.elapsed().as_secs_f64());
+                        self.metrics
+                            .zone
+                            .propagation
+                            .observe(t.elapsed().as_secs_f64());
                     }
                     since = None;
                 }
@@ -128,7 +132,7 @@ impl Engine {
             Ok(p) => p,
             Err(e) => {
                 error!(error = %format!("{e:#}"), "cannot persist allocations; not publishing new VIPs, will retry");
-                self.metrics.store_errors.inc();
+                self.metrics.store.errors.inc();
                 return false;
             }
         };
@@ -145,6 +149,7 @@ impl Engine {
         let (spec, istio_status) = pass.conflicts;
         for (kind, n) in [("spec", spec), ("istio-status", istio_status)] {
             self.metrics
+                .zone
                 .host_conflicts
                 .get_or_create(&KindLabels { kind })
                 .set(n as i64);
@@ -164,7 +169,10 @@ impl Engine {
         }
         // The build time first: whoever sees the new answers also sees how long they took. The
         // counts and the serial after: whoever sees them can query what they count.
-        self.metrics.snapshot_build.observe(pass.took.as_secs_f64());
+        self.metrics
+            .zone
+            .snapshot_build
+            .observe(pass.took.as_secs_f64());
         let published = Arc::new(snap);
         self.snapshot.publish_arc(published.clone());
         self.record_metrics(&published);
@@ -205,7 +213,7 @@ impl Engine {
         }
         for (host, old, new) in &outcome.displaced {
             warn!(%host, %old, new = ?new, "auto VIP displaced by an address written in a ServiceEntry");
-            self.metrics.vip_conflicts.inc();
+            self.metrics.alloc.vip_conflicts.inc();
         }
         for (host, family) in &outcome.exhausted[..each(outcome.exhausted.len())] {
             error!(%host, family, "VIP range exhausted: host not served");
@@ -218,6 +226,7 @@ impl Engine {
             );
         }
         self.metrics
+            .alloc
             .vip_exhausted
             .inc_by(outcome.exhausted.len() as u64);
         for host in &outcome.released[..each(outcome.released.len())] {
@@ -250,10 +259,10 @@ impl Engine {
     }
 
     fn count_claims(&self, c: &crate::pipeline::ClaimCounts) {
-        let m = &self.metrics;
+        let m = &self.metrics.store;
         m.claims_deferred.inc_by(c.deferred as u64);
         m.claims_adopted_after_defer.inc_by(c.adopted as u64);
-        m.claims_after_grace.inc_by(c.claimed_after_grace as u64);
+        m.claims_after_defer.inc_by(c.claimed_after_grace as u64);
         m.claims_waiting.set(self.pipeline.deferred() as i64);
         if c.claimed_after_grace > 0 {
             info!(
@@ -264,14 +273,15 @@ impl Engine {
     }
 
     fn record_metrics(&self, snap: &Snapshot) {
-        let m = &self.metrics;
+        let z = &self.metrics.zone;
         let served = snap.served_hosts();
-        m.hosts_served.set(served as i64);
-        m.hosts_unserved.set((snap.host_count() - served) as i64);
-        m.hosts_tcp_unroutable
+        z.hosts_served.set(served as i64);
+        z.hosts_unserved.set((snap.host_count() - served) as i64);
+        z.hosts_tcp_unroutable
             .set(snap.tcp_unroutable_hosts() as i64);
-        m.zone_serial.set(i64::from(snap.serial));
+        z.serial.set(i64::from(snap.serial));
         let census = self.pipeline.census();
+        let m = &self.metrics.alloc;
         m.vips_allocated
             .get_or_create(&FamilyLabels { family: "ipv4" })
             .set(census.ipv4 as i64);

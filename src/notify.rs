@@ -45,7 +45,8 @@ impl Transfers {
     /// Counts a transfer of `kind` asked of us by its `result`.
     pub fn count(&self, kind: &'static str, result: &'static str) {
         if let Some(m) = &self.metrics {
-            m.transfers_served
+            m.transfer
+                .served
                 .get_or_create(&TransferLabels { kind, result })
                 .inc();
         }
@@ -160,6 +161,7 @@ impl Notifier {
 
     fn count(&self, result: &'static str) {
         self.metrics
+            .transfer
             .notifies
             .get_or_create(&TransferLabels {
                 kind: "notify-out",

@@ -3,6 +3,7 @@
 //! that displace auto VIPs. The table is the only state globaldns keeps; stores persist it.
 
 pub mod file_store;
+pub mod metrics;
 mod pool;
 pub mod store;
 mod table;

@@ -147,19 +147,23 @@ impl Conns {
             close: Notify::new(),
         });
         open.insert(id, conn.clone());
-        metrics.tcp_connections.set(open.len() as i64);
+        metrics.dns.tcp_connections.set(open.len() as i64);
         Some(conn)
     }
 
     fn remove(&self, id: u64, metrics: &Metrics) {
         let mut open = self.open.lock().unwrap();
         open.remove(&id);
-        metrics.tcp_connections.set(open.len() as i64);
+        metrics.dns.tcp_connections.set(open.len() as i64);
     }
 }
 
 fn closed(metrics: &Metrics, kind: &'static str) {
-    metrics.tcp_closed.get_or_create(&KindLabels { kind }).inc();
+    metrics
+        .dns
+        .tcp_closed
+        .get_or_create(&KindLabels { kind })
+        .inc();
 }
 
 async fn accept_loop(handler: Handler, listener: TcpListener, limits: TcpLimits) {

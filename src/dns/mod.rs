@@ -3,6 +3,7 @@
 //! encoded to bytes for the UDP fast path and gRPC by [`Handler::wire_on`].
 
 mod listen;
+pub mod metrics;
 mod ratelimit;
 mod reply;
 mod tcp_io;
@@ -27,9 +28,10 @@ pub use ratelimit::{RateDecision, RateLimiter};
 use reply::{encode, Reply};
 pub use xfr_out::TransfersOut;
 
-use crate::metrics::{self, Metrics, QueryLabels};
+use crate::metrics::{KindLabels, Metrics};
 use crate::notify::Transfers;
 use crate::published::Published;
+use metrics::{ActionLabels, QueryLabels};
 
 /// The UDP payload size we advertise and never exceed (DNS flag day 2020).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -163,7 +165,10 @@ impl RequestHandler for Handler {
             transport.label(),
             1,
         );
-        self.metrics.latency.observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .dns
+            .latency
+            .observe(start.elapsed().as_secs_f64());
         info
     }
 }
@@ -183,8 +188,9 @@ impl Handler {
             RateDecision::Drop => "dropped",
         };
         self.metrics
+            .dns
             .rate_limited
-            .get_or_create(&crate::metrics::ActionLabels { action })
+            .get_or_create(&ActionLabels { action })
             .inc();
         verdict
     }
@@ -246,8 +252,9 @@ impl Handler {
 
     pub fn dropped(&self, kind: &'static str) {
         self.metrics
-            .dns_dropped
-            .get_or_create(&metrics::KindLabels { kind })
+            .dns
+            .dropped
+            .get_or_create(&KindLabels { kind })
             .inc();
     }
 }
@@ -261,6 +268,7 @@ pub fn count_queries(
     n: u64,
 ) {
     metrics
+        .dns
         .queries
         .get_or_create(&QueryLabels {
             qtype,

@@ -324,6 +324,7 @@ fn notified<'s>(
     let count = |result| {
         handler
             .metrics
+            .transfer
             .notifies
             .get_or_create(&crate::metrics::TransferLabels {
                 kind: "notify-in",
@@ -460,6 +461,7 @@ fn axfr<'s>(
             };
             handler
                 .metrics
+                .transfer
                 .ixfr_content
                 .get_or_create(&crate::metrics::ResultLabels { result })
                 .inc();

@@ -49,7 +49,7 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let left = self.out.active.fetch_sub(1, Ordering::Relaxed) - 1;
         if let Some(m) = &self.out.metrics {
-            m.transfers_out_active.set(left as i64);
+            m.transfer.active.set(left as i64);
         }
         if left == 0 {
             crate::memory::release_when_idle();
@@ -62,14 +62,14 @@ struct Waiting<'a>(&'a Metrics);
 
 impl<'a> Waiting<'a> {
     fn new(m: &'a Metrics) -> Waiting<'a> {
-        m.transfers_out_waiting.inc();
+        m.transfer.waiting.inc();
         Waiting(m)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.transfers_out_waiting.dec();
+        self.0.transfer.waiting.dec();
     }
 }
 
@@ -100,7 +100,7 @@ impl TransfersOut {
         };
         let now = self.active.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(m) = &self.metrics {
-            m.transfers_out_active.set(now as i64);
+            m.transfer.active.set(now as i64);
         }
         Some(Slot {
             _permit: permit,

@@ -364,10 +364,10 @@ impl Responder {
             count_queries(m, labels, "udp", n);
         }
         for _ in 0..answered {
-            m.latency.observe(latency.as_secs_f64());
+            m.dns.latency.observe(latency.as_secs_f64());
         }
         for w in waits {
-            m.udp_wait.observe(w.as_secs_f64());
+            m.dns.udp_wait.observe(w.as_secs_f64());
         }
     }
 }

@@ -113,7 +113,7 @@ impl Conn {
         idle: Duration,
         metrics: Arc<Metrics>,
     ) -> Conn {
-        metrics.grpc_connections.inc();
+        metrics.grpc.connections.inc();
         Conn {
             io,
             activity: Arc::new(Activity::new(peer)),
@@ -150,7 +150,7 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.metrics.grpc_connections.dec();
+        self.metrics.grpc.connections.dec();
     }
 }
 
@@ -220,7 +220,8 @@ impl AsyncWrite for Conn {
 
 fn closed(metrics: &Metrics, kind: &'static str) {
     metrics
-        .grpc_closed
+        .grpc
+        .closed
         .get_or_create(&KindLabels { kind })
         .inc();
 }

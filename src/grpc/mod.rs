@@ -7,6 +7,7 @@
 //! ones, [`service`] routes the one method, [`query`] answers it, [`tls`] reads the PEM files.
 
 mod conn;
+pub mod metrics;
 mod query;
 mod service;
 mod tls;

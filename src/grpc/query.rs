@@ -44,6 +44,7 @@ pub fn answer(handler: &Handler, msg: &[u8], peer: SocketAddr) -> Result<Vec<u8>
     }
     handler
         .metrics
+        .dns
         .latency
         .observe(start.elapsed().as_secs_f64());
     Ok(wire.bytes)
@@ -58,7 +59,8 @@ pub fn invalid(handler: &Handler, why: &str) -> Status {
 pub fn error(handler: &Handler, kind: &'static str) {
     handler
         .metrics
-        .grpc_errors
+        .grpc
+        .errors
         .get_or_create(&KindLabels { kind })
         .inc();
 }

@@ -18,7 +18,7 @@ use super::context::{source_name, KubeContext};
 use super::source::{self, Sent};
 use super::watch::{self, Plain, Reporter, Step, Watch};
 use super::writeback;
-use crate::metrics::ClusterLabels;
+use crate::source::metrics::ClusterLabels;
 use crate::source::SourceEvent;
 
 /// Health name of the remote-secrets watch.
@@ -190,10 +190,10 @@ impl Manager {
         let labels = ClusterLabels {
             cluster: name.to_string(),
         };
-        let m = &self.ctx.metrics;
-        m.source_up.remove(&labels);
-        m.source_objects.remove(&labels);
-        m.source_last_sync.remove(&labels);
+        let m = &self.ctx.metrics.source;
+        m.up.remove(&labels);
+        m.objects.remove(&labels);
+        m.last_sync.remove(&labels);
         if let Some(v) = &self.views {
             v.remove(name);
         }

@@ -319,7 +319,10 @@ impl Election {
                 role
             }
         };
-        self.metrics.claimer.set(i64::from(role == Role::Holder));
+        self.metrics
+            .store
+            .claimer
+            .set(i64::from(role == Role::Holder));
         self.claimer.set(role) != role
     }
 

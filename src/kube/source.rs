@@ -23,7 +23,7 @@ use super::object::ServiceEntryObject;
 use super::state::{ClusterState, Converter, Seen};
 use super::watch::{self, Events, Failure, Probe, Reporter, Retry, Start, Step, Watch};
 use super::writeback;
-use crate::metrics::SourceLabels;
+use crate::source::metrics::SourceLabels;
 use crate::source::SourceEvent;
 
 /// How often a cluster without the ServiceEntry CRD is asked again.
@@ -211,6 +211,7 @@ pub async fn run(task: ClusterTask) {
     let mut watch = Watch::build(discovery, report, Retry::default(), Some(probe));
     let invalid = ctx
         .metrics
+        .source
         .invalid_objects
         .get_or_create(&SourceLabels {
             source: source.clone(),

@@ -159,6 +159,7 @@ impl KubeStore {
     fn count_create(&self, result: &'static str) {
         self.ctx
             .metrics
+            .store
             .claim_creates
             .get_or_create(&ResultLabels { result })
             .inc();

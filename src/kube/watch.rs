@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::health::Health;
-use crate::metrics::{ClusterLabels, Metrics};
+use crate::metrics::Metrics;
+use crate::source::metrics::ClusterLabels;
 use crate::zone::unix_now;
 
 /// Server-side timeout of one watch call; the client gives up on a silent connection 5 s later.
@@ -199,14 +200,14 @@ impl Reporter {
     fn listed(&self) {
         self.health.set_stale(&self.source, None);
         if let Some((m, l)) = &self.cluster {
-            m.source_up.get_or_create(l).set(1);
+            m.source.up.get_or_create(l).set(1);
         }
         self.touched();
     }
 
     fn touched(&self) {
         if let Some((m, l)) = &self.cluster {
-            m.source_last_sync.get_or_create(l).set(unix_now() as i64);
+            m.source.last_sync.get_or_create(l).set(unix_now() as i64);
         }
     }
 
@@ -214,15 +215,15 @@ impl Reporter {
         warn!(source = %self.source, reason = %why.0, "watch failed; keeping the last-known state, retrying");
         self.health.set_stale(&self.source, Some(why.0.clone()));
         if let Some((m, l)) = &self.cluster {
-            m.source_up.get_or_create(l).set(0);
-            m.watch_restarts.get_or_create(l).inc();
+            m.source.up.get_or_create(l).set(0);
+            m.source.watch_restarts.get_or_create(l).inc();
         }
     }
 
     /// How many objects the watch holds now.
     pub fn objects(&self, n: usize) {
         if let Some((m, l)) = &self.cluster {
-            m.source_objects.get_or_create(l).set(n as i64);
+            m.source.objects.get_or_create(l).set(n as i64);
         }
     }
 }
@@ -486,6 +487,7 @@ mod tests {
         let mut w = Watch::build(script, report, no_wait, None);
         let restarts = || {
             metrics
+                .source
                 .watch_restarts
                 .get_or_create(&ClusterLabels {
                     cluster: "t".into(),
@@ -494,7 +496,8 @@ mod tests {
         };
         let up = || {
             metrics
-                .source_up
+                .source
+                .up
                 .get_or_create(&ClusterLabels {
                     cluster: "t".into(),
                 })

@@ -10,6 +10,7 @@
 mod backoff;
 mod content;
 mod convert;
+pub mod metrics;
 mod refresh;
 mod replay;
 mod wire;
@@ -193,7 +194,10 @@ impl Shared {
                 warn!(zone = %apex, missing, extra,
                     "the primary's PTR records differ from those derived from the forward zones");
             }
-            self.metrics.hosts_served.set(snap.served_hosts() as i64);
+            self.metrics
+                .zone
+                .hosts_served
+                .set(snap.served_hosts() as i64);
             // Under the lock: the zone loops run concurrently, and a snapshot taken before
             // another loop's change must not be published after that loop's.
             self.published.publish(snap);

@@ -14,10 +14,11 @@ use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
 use super::content::{Content, Refused, ZoneDigest};
+use super::metrics::ZoneLabels;
 use super::wire::{self, Ask, WireError};
 use super::zone_data::{self, newer, FullZone, Received, ZoneData};
 use super::{Change, Shared, ZoneWake};
-use crate::metrics::{TransferLabels, ZoneLabels};
+use crate::metrics::TransferLabels;
 
 pub(super) struct ZoneLoop {
     pub shared: Arc<Shared>,
@@ -94,6 +95,7 @@ impl ZoneLoop {
     fn count(&self, kind: &'static str, result: &'static str) {
         self.shared
             .metrics
+            .secondary
             .transfers
             .get_or_create(&TransferLabels { kind, result })
             .inc();
@@ -109,7 +111,8 @@ impl ZoneLoop {
             };
             self.shared
                 .metrics
-                .secondary_retry
+                .secondary
+                .retry
                 .get_or_create(&self.labels())
                 .set(wait.as_secs_f64());
             tokio::select! {
@@ -273,13 +276,15 @@ impl ZoneLoop {
         self.was_stale = stale;
         self.shared
             .metrics
-            .secondary_stale
+            .secondary
+            .stale
             .get_or_create(&labels)
             .set(i64::from(stale));
         let lag = self.pending.map_or(0.0, |(_, t)| t.elapsed().as_secs_f64());
         self.shared
             .metrics
-            .secondary_lag
+            .secondary
+            .lag
             .get_or_create(&labels)
             .set(lag);
     }
@@ -402,18 +407,21 @@ impl ZoneLoop {
         let labels = self.labels();
         self.shared
             .metrics
-            .secondary_serial
+            .secondary
+            .serial
             .get_or_create(&labels)
             .set(i64::from(serial));
         if let Some((_, since)) = self.pending.take() {
             self.shared
                 .metrics
+                .zone
                 .propagation
                 .observe(since.elapsed().as_secs_f64());
         }
         self.shared
             .metrics
-            .secondary_lag
+            .secondary
+            .lag
             .get_or_create(&labels)
             .set(0.0);
     }

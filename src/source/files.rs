@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, error, info, warn};
 
+use super::metrics::SourceLabels;
 use super::{Events, SourceEvent};
-use crate::metrics::{Metrics, SourceLabels};
+use crate::metrics::Metrics;
 use crate::registry::SourceKey;
 use crate::serviceentry::{parse_yaml, Entry, Problem};
 
@@ -189,7 +190,8 @@ impl FileSource {
             Read::Unchanged => {}
             Read::IoError(e) => {
                 error!(file = %path.display(), error = %e, "cannot read file; keeping its last good content");
-                self.metrics.parse_errors.get_or_create(&self.label()).inc();
+                let label = self.label();
+                self.metrics.source.parse_errors.get_or_create(&label).inc();
             }
             Read::Parsed {
                 hash,
@@ -199,18 +201,19 @@ impl FileSource {
                 for p in &problems {
                     warn!(object = %p.object, problem = %p.message, "invalid ServiceEntry skipped");
                 }
-                self.metrics
-                    .invalid_objects
-                    .get_or_create(&self.label())
+                let (m, label) = (&self.metrics.source, self.label());
+                m.invalid_objects
+                    .get_or_create(&label)
                     .inc_by(problems.len() as u64);
-                self.metrics.reloads.get_or_create(&self.label()).inc();
+                m.reloads.get_or_create(&label).inc();
                 info!(file = %path.display(), cluster = %key.cluster, entries = entries.len(), "loaded");
                 self.loaded.insert(path.to_path_buf(), hash);
                 self.send(SourceEvent::Unit { key, entries });
             }
             Read::SyntaxError(e) => {
                 error!(file = %path.display(), error = %e, "file does not parse; keeping its last good content");
-                self.metrics.parse_errors.get_or_create(&self.label()).inc();
+                let label = self.label();
+                self.metrics.source.parse_errors.get_or_create(&label).inc();
             }
         }
     }

@@ -3,6 +3,7 @@
 //! `namespace/name`) on each change, so the engine never has to reason about deltas.
 
 pub mod files;
+pub mod metrics;
 
 // The engine's input lives in its own module (`crate::input`), below both the sources and the
 // engine: sources depend on it, not on the engine.

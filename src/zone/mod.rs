@@ -19,6 +19,7 @@ pub mod key;
 mod lookup;
 #[cfg(test)]
 pub(crate) mod lookup_tests;
+pub mod metrics;
 mod records;
 mod transfer;
 

@@ -12,6 +12,7 @@
 //! instance holding the claimer lease writes (a fleet sends one write per entry, not one per pod);
 //! without a claimer (`--store file`, `--claim-defer 0`) every instance writes.
 
+pub mod metrics;
 mod ownership;
 mod spec;
 mod status;
@@ -37,7 +38,6 @@ use super::lease::{Claimer, Role};
 use super::object::ServiceEntryObject;
 use super::watch::Step;
 use super::WriteBackModes;
-use crate::metrics::WriteLabels;
 use crate::routing::{spec_writable, NotWritable};
 use crate::serviceentry::{normalise_name, parse_host_address, Entry, Resolution};
 use crate::zone::Snapshot;
@@ -384,13 +384,12 @@ pub async fn run(views: Views, ctx: Arc<KubeContext>, writer: Writer) {
         }
         // Set after a writing pass has finished: a test (or an operator) that sees 1 knows the
         // writes this instance owes were sent.
-        ctx.metrics
-            .writeback_writer
-            .set(i64::from(snap.loaded && writes));
+        let m = &ctx.metrics.writeback;
+        m.writer.set(i64::from(snap.loaded && writes));
         if snap.loaded {
             // Every object was looked at against this snapshot (or left to the claimer) and
             // every write has finished.
-            ctx.metrics.writeback_serial.set(i64::from(snap.serial));
+            m.checked_serial.set(i64::from(snap.serial));
         }
         wrote_last = writes;
         let next_retry = retries.next_due();
@@ -502,7 +501,7 @@ async fn send(job: &Job, ctx: &KubeContext) -> WriteResult {
             let sent = job.api.patch(name, &params, &patch);
             (
                 tokio::time::timeout(timeout, sent).await,
-                &ctx.metrics.spec_writes,
+                &ctx.metrics.writeback.spec_writes,
                 "spec.addresses",
             )
         }
@@ -512,7 +511,7 @@ async fn send(job: &Job, ctx: &KubeContext) -> WriteResult {
             let sent = job.api.patch_status(name, &params, &patch);
             (
                 tokio::time::timeout(timeout, sent).await,
-                &ctx.metrics.status_writes,
+                &ctx.metrics.writeback.status_writes,
                 "status.addresses",
             )
         }
@@ -553,12 +552,7 @@ async fn send(job: &Job, ctx: &KubeContext) -> WriteResult {
             WriteResult::Timeout
         }
     };
-    family
-        .get_or_create(&WriteLabels {
-            cluster: cluster.clone(),
-            result: outcome.label(),
-        })
-        .inc();
+    metrics::count(family, cluster, outcome.label());
     outcome
 }
 
