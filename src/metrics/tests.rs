@@ -88,6 +88,8 @@ fn descriptor_lines(text: &str) -> Vec<(&str, &str)> {
 #[test]
 fn every_registered_family_is_sampled() {
     let m = sampled();
+    // prometheus-client has no list of what a registry holds; its Debug prints one
+    // `Descriptor { name, help, unit }` per registered metric.
     let registered = format!("{:?}", m.registry).matches("Descriptor {").count();
     let encoded = m
         .encode()
