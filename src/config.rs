@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
+use crate::dns::ConnectionCap;
 use crate::serviceentry::normalise_name;
 use crate::zone::{NameServer, ZoneConfig};
 
@@ -299,9 +300,8 @@ pub struct GrpcArgs {
 impl GrpcArgs {
     pub fn limits(&self) -> crate::grpc::Limits {
         crate::grpc::Limits {
-            max_connections: self.grpc_max_connections as usize,
+            connections: ConnectionCap::new(self.grpc_max_connections, self.grpc_idle_timeout),
             max_streams: self.grpc_max_streams,
-            idle_timeout: self.grpc_idle_timeout,
             keepalive: self.grpc_keepalive,
             keepalive_timeout: self.grpc_keepalive_timeout,
         }
@@ -321,12 +321,7 @@ impl GrpcArgs {
 #[derive(Args, Debug)]
 pub struct ListenArgs {
     /// DNS address, UDP and TCP (repeatable; port 0 picks a free port, logged at start).
-    #[arg(
-        long = "listen",
-        env = "GLOBALDNS_LISTEN",
-        value_delimiter = ',',
-        default_value = DEFAULT_LISTEN
-    )]
+    #[arg(long, env = "GLOBALDNS_LISTEN", value_delimiter = ',', default_value = DEFAULT_LISTEN)]
     pub listen: Vec<SocketAddr>,
     /// Admin HTTP address (metrics, health, debug).
     #[arg(long, env = "GLOBALDNS_ADMIN", default_value = "127.0.0.1:9153")]
@@ -363,8 +358,7 @@ pub struct ListenArgs {
 impl ListenArgs {
     pub fn tcp_limits(&self) -> crate::dns::TcpLimits {
         crate::dns::TcpLimits {
-            max_connections: self.tcp_max_connections as usize,
-            idle_timeout: self.tcp_idle_timeout,
+            connections: ConnectionCap::new(self.tcp_max_connections, self.tcp_idle_timeout),
             send_buffer: self.tcp_send_buffer as usize,
         }
     }
@@ -561,7 +555,7 @@ mod tests {
             (files.cert.to_str(), files.client_ca),
             (Some("c.pem"), None)
         );
-        assert!(tls.grpc.limits().idle_timeout.is_zero());
+        assert!(tls.grpc.limits().connections.idle_timeout.is_zero());
         for half in [
             &["--grpc-tls-cert", "c.pem"][..],
             &["--grpc-tls-key", "k.pem"],

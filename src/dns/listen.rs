@@ -56,13 +56,30 @@ pub async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
     .await
 }
 
+/// How many connections a listener keeps open, and how long an idle one lives (TCP and gRPC).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionCap {
+    /// Open connections per listener. TCP: a new one beyond it closes the one idle longest;
+    /// gRPC: a new one beyond it is closed at once.
+    pub max: usize,
+    /// A connection with nothing asked for this long is closed; zero (gRPC only): never.
+    pub idle_timeout: Duration,
+}
+
+impl ConnectionCap {
+    /// From the flags' values (`--*-max-connections` is at least 1).
+    pub fn new(max: u32, idle_timeout: Duration) -> ConnectionCap {
+        ConnectionCap {
+            max: max as usize,
+            idle_timeout,
+        }
+    }
+}
+
 /// Bounds on DNS TCP clients (`--tcp-max-connections`, `--tcp-idle-timeout`).
 #[derive(Clone, Copy, Debug)]
 pub struct TcpLimits {
-    /// At most this many open connections: a new one beyond it closes the one idle longest.
-    pub max_connections: usize,
-    /// A connection that sends no complete message for this long is closed.
-    pub idle_timeout: Duration,
+    pub connections: ConnectionCap,
     /// SO_SNDBUF of each connection; 0: the kernel's own (autotuned).
     pub send_buffer: usize,
 }
@@ -168,7 +185,7 @@ fn closed(metrics: &Metrics, kind: &'static str) {
 
 async fn accept_loop(handler: Handler, listener: TcpListener, limits: TcpLimits) {
     let conns = Arc::new(Conns::default());
-    let max = limits.max_connections.max(1);
+    let max = limits.connections.max.max(1);
     for id in 0u64.. {
         let (stream, src) = match listener.accept().await {
             Ok(a) => a,
@@ -204,7 +221,7 @@ async fn serve_connection(
     src: SocketAddr,
     limits: TcpLimits,
 ) {
-    let idle = limits.idle_timeout;
+    let idle = limits.connections.idle_timeout;
     if limits.send_buffer > 0 {
         if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(limits.send_buffer) {
             debug!(%src, error = %e, "cannot set the TCP send buffer");

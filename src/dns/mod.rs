@@ -23,7 +23,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use ipnet::IpNet;
 
-pub use listen::{bind, bind_pair, server, tcp_server, Listeners, TcpLimits};
+pub use listen::{bind, bind_pair, server, tcp_server, ConnectionCap, Listeners, TcpLimits};
 pub use ratelimit::{RateDecision, RateLimiter};
 use reply::{encode, Reply};
 pub use xfr_out::TransfersOut;

@@ -27,19 +27,16 @@ pub use query::{answer, DnsPacket, MAX_DNS_MESSAGE};
 pub use service::{DnsService, QUERY};
 pub use tls::TlsFiles;
 
-use crate::dns::Handler;
+use crate::dns::{ConnectionCap, Handler};
 
 /// Bounds on gRPC clients (`--grpc-max-connections`, `--grpc-max-streams`,
 /// `--grpc-idle-timeout`, `--grpc-keepalive`, `--grpc-keepalive-timeout`).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Open connections per listener; one more is closed at once.
-    pub max_connections: usize,
+    pub connections: ConnectionCap,
     /// Concurrent calls per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client
     /// queues the others.
     pub max_streams: u32,
-    /// A connection with no call for this long is closed; zero: never.
-    pub idle_timeout: Duration,
     /// HTTP/2 PING this often to find dead peers; zero: never.
     pub keepalive: Duration,
     /// A PING not answered within this closes the connection.
@@ -91,8 +88,8 @@ pub async fn start(
     }
     let incoming = conn::incoming(
         listener,
-        limits.max_connections,
-        limits.idle_timeout,
+        limits.connections.max,
+        limits.connections.idle_timeout,
         handler.metrics.clone(),
     );
     let (stop, stopped) = oneshot::channel::<()>();

@@ -283,28 +283,14 @@ fn a_host_waiting_for_a_vip_gets_one_when_a_hold_expires() {
         true,
         Allocator::new(&ranges, 10, Table::new()),
     );
-    let entry = |name: &str| Entry {
-        object: ObjectRef {
-            cluster: "c".into(),
-            namespace: "ns".into(),
-            name: name.into(),
-        },
-        hosts: vec![format!("{name}.ns.global")],
-        addresses: vec![],
-        status_addresses: vec![],
-        ports: vec![],
-        resolution: Resolution::Dns,
-        autoallocate: true,
-        routing: Default::default(),
-    };
-    p.set_unit(key(0), ["h0", "h1", "h2", "h3"].map(entry).to_vec());
+    p.set_unit(key(0), ["h0", "h1", "h2", "h3"].map(named_entry).to_vec());
     let out = p.reconcile(100, Instant::now());
     assert_eq!(out.exhausted, vec![("h3.ns.global".to_string(), "IPv4")]);
     p.allocator.take_changes();
     let snap = p.publish();
     assert!(!snap.host("h3.ns.global").unwrap().served);
     // h0 goes: held for 10 s, so h3 still waits.
-    p.set_unit(key(0), ["h1", "h2", "h3"].map(entry).to_vec());
+    p.set_unit(key(0), ["h1", "h2", "h3"].map(named_entry).to_vec());
     let out = p.reconcile(105, Instant::now());
     assert_eq!(out.released, vec!["h0.ns.global".to_string()]);
     assert!(out.allocated.is_empty());
@@ -371,13 +357,18 @@ impl Store for Deferring {
 
 /// One ServiceEntry of one host, `h.ns.global`, that wants a VIP.
 fn h_entry() -> Entry {
+    named_entry("h")
+}
+
+/// ServiceEntry `c/ns/NAME` of one host, `NAME.ns.global`, that wants a VIP.
+fn named_entry(name: &str) -> Entry {
     Entry {
         object: ObjectRef {
             cluster: "c".into(),
             namespace: "ns".into(),
-            name: "h".into(),
+            name: name.into(),
         },
-        hosts: vec!["h.ns.global".into()],
+        hosts: vec![format!("{name}.ns.global")],
         addresses: vec![],
         status_addresses: vec![],
         ports: vec![],

@@ -312,7 +312,8 @@ impl ZoneLoop {
             .map_err(|e| {
                 self.count("axfr", e.label());
                 format!("AXFR: {e}")
-            })?;
+            })?
+            .records;
         let z = match zone_data::receive(&self.zone, got, None) {
             Ok(Received::Full(z)) => z,
             Ok(other) => {
@@ -342,7 +343,7 @@ impl ZoneLoop {
         let key = self.shared.key.as_ref();
         let ours = self.content.digest().map(ZoneDigest::value);
         let ask = Ask::Ixfr(&cur.soa, ours);
-        let got = match wire::exchange_with_echo(primary, &self.zone, ask, key).await {
+        let got = match wire::exchange(primary, &self.zone, ask, key).await {
             Ok(r) => r,
             Err(e) => {
                 self.count("ixfr", e.label());

@@ -74,7 +74,7 @@ pub async fn soa(
     zone: &Name,
     key: Option<&TSigner>,
 ) -> Result<Record, WireError> {
-    let messages = exchange(primary, zone, Ask::Soa, key).await?;
+    let messages = exchange(primary, zone, Ask::Soa, key).await?.records;
     messages
         .into_iter()
         .flatten()
@@ -82,19 +82,10 @@ pub async fn soa(
         .ok_or_else(|| WireError::Invalid("no SOA of the zone in the answer".into()))
 }
 
-/// Sends one query and returns the answer records of every response message, in order: for
-/// a transfer, until the message that ends it.
+/// Sends one query and returns the answer records of every response message, in order (for
+/// a transfer, until the message that ends it), with the content-digest option the primary
+/// answered (if any).
 pub async fn exchange(
-    primary: SocketAddr,
-    zone: &Name,
-    ask: Ask<'_>,
-    key: Option<&TSigner>,
-) -> Result<Messages, WireError> {
-    Ok(exchange_with_echo(primary, zone, ask, key).await?.records)
-}
-
-/// [`exchange`], with the content-digest option the primary answered (if any).
-pub async fn exchange_with_echo(
     primary: SocketAddr,
     zone: &Name,
     ask: Ask<'_>,
