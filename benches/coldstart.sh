@@ -42,7 +42,7 @@ while (($#)); do
     --kube-store) KUBE_STORE=$2; shift 2 ;;
     --gd-args) GD_ARGS=$2; shift 2 ;;
     --reuse) REUSE=$2; shift 2 ;;
-    *) common_option "$@"; ((SHIFT)) || die "unknown option $1 (see --help)"; shift "$SHIFT" ;;
+    *) common_opt "$@"; shift "$BENCH_SHIFT" ;;
   esac
 done
 [[ $HOSTS =~ ^[1-9][0-9]*$ && $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "numeric options expected"

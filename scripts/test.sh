@@ -45,6 +45,11 @@ fi
 echo "== paths named in docs and comments exist"
 scripts/check-paths.py --self-test
 scripts/check-paths.py
+echo "== scripts parse, and every benchmark starts (--help)"
+# Benchmarks are not run here (they take minutes); a broken one must still show up red.
+for f in $(git ls-files '*.sh' .ci/run); do bash -n "$f"; done
+python3 -m py_compile $(git ls-files '*.py')
+for f in benches/*.sh; do "$f" --help >/dev/null || { echo "$f --help failed"; exit 1; }; done
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

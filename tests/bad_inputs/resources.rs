@@ -146,6 +146,21 @@ fn udp_flood_starves_neither_healthz_nor_file_changes() {
     still_serves(&s);
 }
 
+/// Whether every thread of process `pid` is stopped (state `T` in /proc/PID/task/*/stat).
+fn all_threads_stopped(pid: &str) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            // The state follows the command name, which is in parentheses.
+            .is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+    })
+}
+
 /// Queries that arrive while the server cannot run (stopped with SIGSTOP, as a worker starved
 /// of CPU would be) are answered once it runs again, and `globaldns_dns_udp_wait_seconds` shows
 /// how long each waited in the socket: at least as long as the server was stopped.
@@ -164,6 +179,13 @@ fn time_queries_waited_in_the_socket_is_reported() {
         .status()
         .unwrap()
         .success());
+    // kill(1) returns once the signal is sent; a thread running on the other core stops a
+    // moment later, and could answer the first query meanwhile.
+    eventually(
+        Duration::from_secs(10),
+        "every server thread stopped",
+        || all_threads_stopped(&pid).then_some(()),
+    );
     // On loopback a datagram is in the server's socket when send_to returns.
     for id in 0..5u16 {
         sock.send_to(&good_query(&format!("{KNOWN}."), 0x4000 + id), s.dns)
