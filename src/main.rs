@@ -33,6 +33,17 @@ use globaldns::{admin, dns, fastpath};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The allocator's options, set before the Rust runtime's first allocation: a constructor
+/// (`.init_array`) runs before `main` and before the runtime's set-up.
+#[used]
+#[link_section = ".init_array"]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = {
+    extern "C" fn configure() {
+        globaldns::memory::configure_allocator();
+    }
+    configure
+};
+
 /// Turns transparent huge pages off for this process. mimalloc asks for them on its arenas, and
 /// with the kernel's default `max_ptes_none` khugepaged fills a whole 2 MiB page around any live
 /// 4 KiB one: at 100,000 hosts that kept ~25 MiB of freed memory resident after the first load and
