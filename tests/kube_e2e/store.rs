@@ -125,6 +125,7 @@ fn kube_store_keeps_every_commit() {
                 globaldns::zone::Snapshot::empty(&zone, &ranges),
             )),
             ranges,
+            list: globaldns::kube::listing::ListFrom::Cache,
         });
         Box::new(KubeStore::new(
             rt.handle().clone(),
