@@ -27,6 +27,9 @@ pub(super) struct Cache {
     pub(super) claims: BTreeMap<String, Claim>,
     /// The last table the engine was given (or committed): no event when it has not changed.
     pub(super) last_sent: Table,
+    /// A commit of ours is running: the watch does not report what it sees meanwhile (mostly our
+    /// own claims coming back); the commit compares the table with its own when it ends.
+    pub(super) committing: bool,
 }
 
 pub(super) fn rv_newer_or_same(new: &str, old: &str) -> bool {

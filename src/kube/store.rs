@@ -335,6 +335,7 @@ impl KubeStore {
 
     /// `before`/`after`: the changed hosts only; `full`: the whole table after the changes.
     async fn commit_async(&self, before: &Table, after: &Table, full: &Table) -> Result<Commit> {
+        let _committing = Committing::start(&self.cache);
         let had = claims_of(before);
         let want = claims_of(after);
         let mut deletes = Vec::new();
@@ -391,17 +392,30 @@ impl KubeStore {
         if !losers.is_empty() {
             delete_losers(&self.api, losers).await;
         }
-        let (table, _) = self.cache.lock().unwrap().table();
+        let (table, _) = {
+            let mut c = self.cache.lock().unwrap();
+            // The watch reports again from here; what it saw until now is in this table.
+            c.committing = false;
+            c.table()
+        };
         debug!(
             deletes = n_del,
             writes = n_write,
             conflicts,
             "kube store commit"
         );
+        let mut cache = self.cache.lock().unwrap();
         if let Some(e) = first_error {
+            // What the watch saw meanwhile (the claims that did succeed, others' claims) is
+            // reported as it would have been without the commit.
+            if table != cache.last_sent {
+                cache.last_sent = table;
+                if let Some(listener) = &self.listener {
+                    listener(StoreEvent::Changed);
+                }
+            }
             return Err(e);
         }
-        let mut cache = self.cache.lock().unwrap();
         if conflicts > 0 {
             cache.last_sent = table.clone();
             return Ok(Commit::Conflict(table));
@@ -416,6 +430,22 @@ impl KubeStore {
             cache.last_sent = full.clone();
         }
         Ok(Commit::Done)
+    }
+}
+
+/// Marks a commit as running for as long as it lives (see [`Cache::committing`]).
+struct Committing<'a>(&'a Mutex<Cache>);
+
+impl<'a> Committing<'a> {
+    fn start(cache: &'a Mutex<Cache>) -> Committing<'a> {
+        cache.lock().unwrap().committing = true;
+        Committing(cache)
+    }
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().committing = false;
     }
 }
 
@@ -571,6 +601,7 @@ async fn watch(
                     let mut c = cache.lock().unwrap();
                     let mut fresh = Cache {
                         last_sent: std::mem::take(&mut c.last_sent),
+                        committing: c.committing,
                         ..Default::default()
                     };
                     for o in &objs {
@@ -593,7 +624,15 @@ async fn watch(
 
 /// Tells the engine when the store's table differs from what the engine last took.
 async fn publish(api: &Api<VipClaim>, cache: &Arc<Mutex<Cache>>, listener: &Listener) {
-    let (table, losers) = cache.lock().unwrap().table();
+    let (table, losers) = {
+        let c = cache.lock().unwrap();
+        // The running commit reports what changed under it when it ends (and deletes losers);
+        // a table built here would be O(claims) per event for our own claims coming back.
+        if c.committing {
+            return;
+        }
+        c.table()
+    };
     if !losers.is_empty() {
         delete_losers(api, losers).await;
     }
