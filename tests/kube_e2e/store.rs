@@ -93,20 +93,26 @@ fn two_instances_share_one_store() {
 /// The store battery against the Kubernetes store (VipClaims) on a real apiserver.
 #[test]
 fn kube_store_keeps_every_commit() {
-    let _g = serial();
-    let c1 = Cluster::up("c1");
-    c1.ensure_namespace("globaldns");
-    let rt = runtime();
+    let (_g, c1, rt) = store_cluster();
     let store = kube_store(&c1, &rt);
     store_battery::run(store, || kube_store(&c1, &rt));
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+/// The serial lock, a cluster with the store namespace, and a runtime for a store in-process.
+fn store_cluster() -> (
+    std::sync::MutexGuard<'static, ()>,
+    Cluster,
+    tokio::runtime::Runtime,
+) {
+    let g = serial();
+    let c1 = Cluster::up("c1");
+    c1.ensure_namespace("globaldns");
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap()
+        .unwrap();
+    (g, c1, rt)
 }
 
 /// A KubeStore over namespace `globaldns` of `c1`, as the server builds it.
@@ -158,10 +164,7 @@ fn own_claims_seen_during_a_commit_are_not_reported_as_changes() {
     use globaldns::alloc::{Allocation, Change};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    let _g = serial();
-    let c1 = Cluster::up("c1");
-    c1.ensure_namespace("globaldns");
-    let rt = runtime();
+    let (_g, c1, rt) = store_cluster();
     let mut store = kube_store(&c1, &rt);
     assert!(store.load().unwrap().is_empty());
     let changed = Arc::new(AtomicUsize::new(0));
