@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::claims::{claims_of, to_rfc3339, Cache, Claim};
 use super::context::KubeContext;
-use super::crd::{VipClaim, VipClaimSpec};
+use super::crd::{ClaimObject, VipClaim, VipClaimSpec};
 use super::lease::{Claimer, Election, Elector, Release};
 use super::watch::{Plain, Reporter, Step, Watch, WATCH_TIMEOUT_SECS};
 use crate::alloc::store::{Commit, Listener, Store, StoreEvent};
@@ -73,7 +73,10 @@ enum OpResult {
 
 pub struct KubeStore {
     rt: tokio::runtime::Handle,
+    /// Writes (create, patch, delete).
     api: Api<VipClaim>,
+    /// Reads: lists, the watch, gets (only the fields the store uses).
+    claims: Api<ClaimObject>,
     cache: Arc<Mutex<Cache>>,
     ctx: Arc<KubeContext>,
     cluster: String,
@@ -119,6 +122,7 @@ impl KubeStore {
         KubeStore {
             rt,
             api: Api::namespaced(client.clone(), namespace),
+            claims: Api::namespaced(client.clone(), namespace),
             cache: Arc::new(Mutex::new(Cache::default())),
             ctx,
             cluster: cluster.to_string(),
@@ -183,7 +187,7 @@ impl KubeStore {
     }
 
     async fn fetch(&self, name: &str) -> Result<Option<Claim>> {
-        let obj = bounded(self.api.get_opt(name)).await?;
+        let obj = bounded(self.claims.get_opt(name)).await?;
         let mut c = self.cache.lock().unwrap();
         match &obj {
             Some(o) => c.apply(o),
@@ -223,7 +227,7 @@ impl KubeStore {
             });
             match res {
                 Ok(created) => {
-                    self.cache.lock().unwrap().apply(&created);
+                    self.cache.lock().unwrap().apply(&created.into());
                     return Ok(OpResult::Done);
                 }
                 Err(e) if api_err(&e).is_some_and(|s| s.is_already_exists()) => {
@@ -282,7 +286,7 @@ impl KubeStore {
             .await
             {
                 Ok(obj) => {
-                    self.cache.lock().unwrap().apply(&obj);
+                    self.cache.lock().unwrap().apply(&obj.into());
                     return Ok(OpResult::Done);
                 }
                 Err(e) if api_err(&e).is_some_and(|s| s.is_conflict() || s.is_not_found()) => {
@@ -464,7 +468,7 @@ impl Store for KubeStore {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_secs(1));
             }
-            match self.rt.block_on(list_all(&self.api)) {
+            match self.rt.block_on(list_all(&self.claims)) {
                 Ok(objs) => {
                     let mut c = self.cache.lock().unwrap();
                     for o in &objs {
@@ -500,6 +504,7 @@ impl Store for KubeStore {
         self.listener = Some(listener.clone());
         self.rt.spawn(watch(
             self.api.clone(),
+            self.claims.clone(),
             self.cache.clone(),
             self.ctx.clone(),
             format!("store/{}", self.cluster),
@@ -548,7 +553,7 @@ impl Store for KubeStore {
     }
 }
 
-async fn list_all(api: &Api<VipClaim>) -> Result<Vec<VipClaim>, kube::Error> {
+async fn list_all(api: &Api<ClaimObject>) -> Result<Vec<ClaimObject>, kube::Error> {
     let mut out = Vec::new();
     let mut lp = ListParams::default().limit(500);
     loop {
@@ -584,13 +589,14 @@ async fn delete_losers(api: &Api<VipClaim>, losers: Vec<(String, Claim)>) {
 /// Watches every claim; tells the engine when the table changed under it.
 async fn watch(
     api: Api<VipClaim>,
+    claims: Api<ClaimObject>,
     cache: Arc<Mutex<Cache>>,
     ctx: Arc<KubeContext>,
     name: String,
     listener: Listener,
 ) {
     let plain = Plain {
-        api: api.clone(),
+        api: claims,
         config: watcher::Config::default().timeout(WATCH_TIMEOUT_SECS),
     };
     let mut watch = Watch::new(plain, Reporter::new(&name, ctx.health.clone()));
