@@ -396,19 +396,17 @@ impl KubeStore {
         if !losers.is_empty() {
             delete_losers(&self.api, losers).await;
         }
-        let (table, _) = {
-            let mut c = self.cache.lock().unwrap();
-            // The watch reports again from here; what it saw until now is in this table.
-            c.committing = false;
-            c.table()
-        };
         debug!(
             deletes = n_del,
             writes = n_write,
             conflicts,
             "kube store commit"
         );
+        // One critical section from here: the watch reports again once it ends, against the
+        // table this commit leaves as sent; what it saw until now is in `table`.
         let mut cache = self.cache.lock().unwrap();
+        cache.committing = false;
+        let (table, _) = cache.table();
         if let Some(e) = first_error {
             // What the watch saw meanwhile (the claims that did succeed, others' claims) is
             // reported as it would have been without the commit.
