@@ -44,10 +44,10 @@ while (($#)); do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
+    --lists) LISTS=$2; shift 2 ;;
     --kube-store) KUBE_STORE=$2; shift 2 ;;
     --gd-args) GD_ARGS=$2; shift 2 ;;
     --reuse) REUSE=$2; shift 2 ;;
-    --lists) LISTS=$2; shift 2 ;;
     *) common_option "$@"; ((SHIFT)) || die "unknown option $1 (see --help)"; shift "$SHIFT" ;;
   esac
 done
