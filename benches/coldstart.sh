@@ -23,6 +23,10 @@
 #   --reuse DIR      the cluster directory of an earlier run kept with --keep (its etcd data holds
 #                    the ServiceEntries): brought up again on its port, nothing loaded
 #   --gd-args "..."  extra flags for `globaldns serve` (default "--vip-range 240.10.0.0/15")
+#   --lists "K ..."  run each build once per --kube-list kind (`paged`, `cache`), labelled
+#                    BUILD-KIND: the list from etcd in pages against the whole list from the
+#                    apiserver's watch cache, same binary, same minutes (default: the build's
+#                    default, no flag)
 #   --no-build; --keep; --workdir DIR
 # Env: GLOBALDNS_BIN (default target/release/globaldns), or GLOBALDNS_BINS="label=path ..." to
 # compare builds in the same cluster.
@@ -35,10 +39,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib/common.sh"
 
 HOSTS=100000 ROUNDS=2 KUBE_STORE="" REUSE="" GD_ARGS="--vip-range 240.10.0.0/15" BUILD=1 KEEP=0 WORK=""
+LISTS=""
 while (($#)); do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
+    --lists) LISTS=$2; shift 2 ;;
     --kube-store) KUBE_STORE=$2; shift 2 ;;
     --gd-args) GD_ARGS=$2; shift 2 ;;
     --reuse) REUSE=$2; shift 2 ;;
@@ -56,6 +62,19 @@ else
   BINS=("this=$GLOBALDNS_BIN")
 fi
 for b in "${BINS[@]}"; do [[ $b == *=* && -x ${b#*=} ]] || die "not label=executable: $b"; done
+# Each build once per list kind: LABEL-KIND=PATH, its flag looked up by list_args.
+if [[ -n $LISTS ]]; then
+  variants=()
+  for b in "${BINS[@]}"; do
+    for k in $LISTS; do
+      [[ $k == paged || $k == cache ]] || die "--lists: paged or cache, not $k"
+      variants+=("${b%%=*}-$k=${b#*=}")
+    done
+  done
+  BINS=("${variants[@]}")
+fi
+# The --kube-list flag of a label made by --lists (none otherwise).
+list_args() { case $1 in *-paged) echo "--kube-list paged" ;; *-cache) echo "--kube-list cache" ;; esac; }
 
 "$PY" "$HERE/gen-serviceentries.py" "$HOSTS" "$WORK/se" --clusters 1 --queries-dir "$WORK/queries" >&2 \
   || die "generator failed"
@@ -102,8 +121,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for b in "${BINS[@]}"; do
     NAME=${b%%=*} BIN=${b#*=}
     rm -rf "$WORK/state-$NAME"
-    start "$NAME/file/cold/$r" "$WORK/state-$NAME"
-    start "$NAME/file/warm/$r" "$WORK/state-$NAME"
+    # shellcheck disable=SC2046 # the flag and its value are two words
+    start "$NAME/file/cold/$r" "$WORK/state-$NAME" $(list_args "$NAME")
+    # shellcheck disable=SC2046
+    start "$NAME/file/warm/$r" "$WORK/state-$NAME" $(list_args "$NAME")
   done
 done
 if [[ -n $KUBE_STORE ]]; then
@@ -113,8 +134,10 @@ if [[ -n $KUBE_STORE ]]; then
     NS=gd-store-$NAME-$RANDOM
     kubectl create namespace "$NS" >&2
     rm -rf "$WORK/kstate-$NAME"
-    start "$NAME/kube/cold/1" "$WORK/kstate-$NAME" --store kube --store-namespace "$NS"
-    start "$NAME/kube/warm/1" "$WORK/kstate-$NAME" --store kube --store-namespace "$NS"
+    # shellcheck disable=SC2046
+    start "$NAME/kube/cold/1" "$WORK/kstate-$NAME" --store kube --store-namespace "$NS" $(list_args "$NAME")
+    # shellcheck disable=SC2046
+    start "$NAME/kube/warm/1" "$WORK/kstate-$NAME" --store kube --store-namespace "$NS" $(list_args "$NAME")
   done
 fi
 

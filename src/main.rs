@@ -302,6 +302,7 @@ fn start_primary(
             zones: args.zone.normalised_zones(),
             ranges: ranges.clone(),
             snapshot: snapshot.clone(),
+            list: args.kube.kube_list,
         },
     )?;
     let mut store: Box<dyn Store> = match kube.as_mut().and_then(|k| k.take_store()) {

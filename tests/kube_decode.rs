@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{eventually, query_a, Server, Transport};
-use kube_cluster::{serial, start, Cluster, ROOT};
+use kube_cluster::{serial, start, Cluster, Listed, ROOT};
 
 /// Istio's ServiceEntry CRD (tests/kube/serviceentry-crd.yaml) with every version's schema
 /// replaced by one that keeps whatever `spec` it is given, and does not require one.
@@ -64,8 +64,19 @@ fn skipped(gd: &Server, object: &str, error: &str) -> bool {
 const INVALID: &str = "globaldns_invalid_objects_total{source=\"cluster/c1\"}";
 const RESTARTS: &str = "globaldns_watch_restarts_total{cluster=\"c1\"}";
 
+/// The whole list from the apiserver's watch cache (the default `--kube-list cache`).
 #[test]
-fn bad_objects_in_the_list_and_the_watch_are_skipped_one_by_one() {
+fn bad_objects_in_the_cache_list_and_the_watch_are_skipped_one_by_one() {
+    bad_objects_are_skipped_one_by_one("cache", Listed::cache_list);
+}
+
+/// Pages from etcd (`--kube-list paged`).
+#[test]
+fn bad_objects_in_the_paged_list_and_the_watch_are_skipped_one_by_one() {
+    bad_objects_are_skipped_one_by_one("paged", Listed::paged);
+}
+
+fn bad_objects_are_skipped_one_by_one(list: &str, asked: fn(&Listed) -> bool) {
     let _g = serial();
     let c = Cluster::up_with_crd("c1", &permissive_crd().to_string());
     c.ensure_namespace("bar");
@@ -90,12 +101,21 @@ fn bad_objects_in_the_list_and_the_watch_are_skipped_one_by_one() {
         c.apply(&o.to_string());
     }
 
-    let (_t, gd) = start(&["--cluster", &c.flag()]);
+    let (_t, gd) = start(&["--cluster", &c.flag(), "--kube-list", list]);
     for host in ["a.bar.global", "c.bar.global", "unknown.bar.global"] {
         eventually(Duration::from_secs(10), host, || {
             answers(&gd, host).then_some(())
         });
     }
+    // The apiserver was asked for the list of that kind, once, and answered it.
+    let lists = c.lists();
+    assert!(
+        lists.len() == 1 && asked(&lists[0]) && lists[0].code == 200,
+        "one {list} list: {lists:?}"
+    );
+    assert!(gd.log_contains(&format!(
+        "listed ServiceEntries cluster=c1 list={list} objects=6"
+    )));
     assert!(
         !answers(&gd, "badport.bar.global"),
         "the object with a bad port is skipped whole"

@@ -12,7 +12,10 @@
 #
 # DIR gets: ca.crt (trust anchor), apiserver.crt/key (leaf signed by the CA:
 # rustls rejects a self-signed leaf), tokens.csv, sa.key/sa.pub,
-# admin.kubeconfig, admin.token, port, *.pid, *.log, etcd-data/.
+# admin.kubeconfig, admin.token, port, *.pid, *.log, etcd-data/, and
+# audit.log: one JSON line per ServiceEntry list the apiserver answered (who
+# asked, its requestURI with the query, the response code), so tests can see
+# which list a client asked for (watch cache or paged).
 #
 # Env: GLOBALDNS_CACHE (binary cache, see build-apiserver.sh),
 #      KUBE_READY_TIMEOUT (seconds, default 60), SA_TOKEN_SECONDS (default 86400).
@@ -24,7 +27,7 @@ READY_TIMEOUT=${KUBE_READY_TIMEOUT:-60}
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 log() { echo "cluster.sh: $*" >&2; }
 
-usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 bins() {
   local cache
@@ -195,6 +198,19 @@ start_apiserver() {
   alive "$dir" apiserver && die "apiserver already running in $dir"
   alive "$dir" etcd || die "etcd is not running in $dir (use 'up')"
   mkdir -p "$dir/cert-dir"
+  # Audit only ServiceEntry lists (not watches, not other resources): cheap.
+  cat >"$dir/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["list"]
+  resources:
+  - group: networking.istio.io
+    resources: ["serviceentries"]
+- level: None
+EOF
   # Admission: only NamespaceLifecycle. Every other default plugin is turned
   # off: there is no controller-manager/scheduler/kubelet, and we only need
   # CRDs, Secrets, ServiceAccounts, RBAC and TokenRequest.
@@ -216,6 +232,7 @@ start_apiserver() {
     --endpoint-reconciler-type=none \
     --enable-admission-plugins=NamespaceLifecycle \
     --disable-admission-plugins=LimitRanger,ServiceAccount,TaintNodesByCondition,Priority,DefaultTolerationSeconds,DefaultStorageClass,StorageObjectInUseProtection,PersistentVolumeClaimResize,RuntimeClass,CertificateApproval,CertificateSigning,CertificateSubjectRestriction,DefaultIngressClass,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota \
+    --audit-policy-file="$dir/audit-policy.yaml" --audit-log-path="$dir/audit.log" \
     --profiling=false
   local curl_args=(-fsS --cacert "$dir/ca.crt" -H "Authorization: Bearer $(<"$dir/admin.token")")
   # /readyz covers etcd, RBAC bootstrap roles and the CRD informers; the

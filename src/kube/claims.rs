@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use tracing::debug;
 
-use super::crd::{claim_name, VipClaim};
+use super::crd::{claim_name, ClaimObject};
 use crate::alloc::{Allocation, Table};
 
 /// One claim as the store knows it.
@@ -27,6 +27,9 @@ pub(super) struct Cache {
     pub(super) claims: BTreeMap<String, Claim>,
     /// The last table the engine was given (or committed): no event when it has not changed.
     pub(super) last_sent: Table,
+    /// A commit of ours is running: the watch does not report what it sees meanwhile (mostly our
+    /// own claims coming back); the commit compares the table with its own when it ends.
+    pub(super) committing: bool,
 }
 
 pub(super) fn rv_newer_or_same(new: &str, old: &str) -> bool {
@@ -48,7 +51,7 @@ pub(super) fn from_rfc3339(s: &str) -> Option<u64> {
 }
 
 impl Claim {
-    pub(super) fn from_object(obj: &VipClaim) -> Option<(String, Claim)> {
+    pub(super) fn from_object(obj: &ClaimObject) -> Option<(String, Claim)> {
         let name = obj.metadata.name.clone()?;
         let ip: IpAddr = obj.spec.address.parse().ok()?;
         // The name is the lock: an object whose address does not match its name is not a claim.
@@ -69,7 +72,7 @@ impl Claim {
 }
 
 impl Cache {
-    pub(super) fn apply(&mut self, obj: &VipClaim) {
+    pub(super) fn apply(&mut self, obj: &ClaimObject) {
         let Some((name, claim)) = Claim::from_object(obj) else {
             debug!(name = ?obj.metadata.name, "ignoring a VipClaim whose address does not match its name");
             return;
@@ -148,9 +151,9 @@ pub(super) fn claims_of(table: &Table) -> BTreeMap<String, (String, IpAddr, Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::crd::VipClaimSpec;
+    use crate::kube::crd::{VipClaim, VipClaimSpec};
 
-    fn claim(host: &str, ip: &str, released: Option<&str>, rv: &str) -> VipClaim {
+    fn claim(host: &str, ip: &str, released: Option<&str>, rv: &str) -> ClaimObject {
         let ip: IpAddr = ip.parse().unwrap();
         let mut o = VipClaim::new(
             &claim_name(ip),
@@ -162,7 +165,7 @@ mod tests {
         );
         o.metadata.uid = Some(format!("uid-{ip}"));
         o.metadata.resource_version = Some(rv.into());
-        o
+        o.into()
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use super::listing::ListFrom;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::published::Published;
@@ -20,6 +21,8 @@ pub struct KubeContext {
     pub zones: Vec<String>,
     pub ranges: Vec<IpNet>,
     pub snapshot: Arc<Published>,
+    /// Where ServiceEntry lists come from (`--kube-list`).
+    pub list: ListFrom,
 }
 
 /// Source name (for `/readyz` and the engine) of a cluster's watch.

@@ -10,6 +10,7 @@ pub mod clusters;
 mod context;
 pub mod crd;
 pub mod lease;
+pub mod listing;
 pub mod object;
 pub mod source;
 pub mod state;
@@ -101,6 +102,12 @@ pub struct KubeArgs {
         default_values = ["240.240.0.0/16", "2001:2::/48"]
     )]
     pub istio_vip_ranges: Vec<ipnet::IpNet>,
+    /// Where each cluster's ServiceEntry list (the first, and every re-list after a watch
+    /// expired or failed) comes from: `cache`, the whole list from the apiserver's watch cache
+    /// (`resourceVersion=0`; after a failure the lists are paged until one succeeds), or `paged`,
+    /// pages of 500 read from etcd (consistent, slower, heavier on etcd).
+    #[arg(long, env = "GLOBALDNS_KUBE_LIST", default_value = "cache")]
+    pub kube_list: listing::ListFrom,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

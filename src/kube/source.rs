@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::context::{source_name, KubeContext};
 use super::crd::{self, SERVICEENTRY_VERSIONS};
+use super::listing::Lists;
 use super::object::ServiceEntryObject;
 use super::state::{ClusterState, Converter, Seen};
 use super::watch::{self, Events, Failure, Probe, Reporter, Retry, Start, Step, Watch};
@@ -114,6 +115,8 @@ struct Discovery {
     /// Whether the ServiceEntry API was served at the last discovery, and since when it is not.
     served_before: bool,
     gone_since: Option<Instant>,
+    /// The cache list or pages, attempt after attempt (`--kube-list`).
+    lists: Lists,
 }
 
 impl Start<Seen> for Discovery {
@@ -162,9 +165,12 @@ impl Discovery {
             ..self.convert.clone()
         };
         let api: Api<ServiceEntryObject> = Api::all_with(self.client.clone(), &ar);
-        let cfg = watcher::Config::default().timeout(watch::WATCH_TIMEOUT_SECS);
+        let (cfg, mut listing) = self.lists.next(&cluster, watch::WATCH_TIMEOUT_SECS);
         Ok(watcher(api, cfg)
-            .map(move |r| r.map(|ev| convert.event(ev)).map_err(Failure::from))
+            .map(move |r| {
+                listing.see(&r);
+                r.map(|ev| convert.event(ev)).map_err(Failure::from)
+            })
             .boxed())
     }
 }
@@ -203,6 +209,7 @@ pub async fn run(task: ClusterTask) {
         version: version.clone(),
         served_before: false,
         gone_since: None,
+        lists: Lists::new(task.ctx.list),
     };
     let ctx = &task.ctx;
     let report = Reporter::cluster(&source, ctx.health.clone(), ctx.metrics.clone(), &task.name);

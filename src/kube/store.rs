@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::claims::{claims_of, to_rfc3339, Cache, Claim};
 use super::context::KubeContext;
-use super::crd::{VipClaim, VipClaimSpec};
+use super::crd::{ClaimObject, VipClaim, VipClaimSpec};
 use super::lease::{Claimer, Election, Elector, Release};
 use super::watch::{Plain, Reporter, Step, Watch, WATCH_TIMEOUT_SECS};
 use crate::alloc::store::{Commit, Listener, Store, StoreEvent};
@@ -73,7 +73,10 @@ enum OpResult {
 
 pub struct KubeStore {
     rt: tokio::runtime::Handle,
+    /// Writes (create, patch, delete).
     api: Api<VipClaim>,
+    /// Reads: lists, the watch, gets (only the fields the store uses).
+    claims: Api<ClaimObject>,
     cache: Arc<Mutex<Cache>>,
     ctx: Arc<KubeContext>,
     cluster: String,
@@ -119,6 +122,7 @@ impl KubeStore {
         KubeStore {
             rt,
             api: Api::namespaced(client.clone(), namespace),
+            claims: Api::namespaced(client.clone(), namespace),
             cache: Arc::new(Mutex::new(Cache::default())),
             ctx,
             cluster: cluster.to_string(),
@@ -184,7 +188,7 @@ impl KubeStore {
     }
 
     async fn fetch(&self, name: &str) -> Result<Option<Claim>> {
-        let obj = bounded(self.api.get_opt(name)).await?;
+        let obj = bounded(self.claims.get_opt(name)).await?;
         let mut c = self.cache.lock().unwrap();
         match &obj {
             Some(o) => c.apply(o),
@@ -224,7 +228,7 @@ impl KubeStore {
             });
             match res {
                 Ok(created) => {
-                    self.cache.lock().unwrap().apply(&created);
+                    self.cache.lock().unwrap().apply(&created.into());
                     return Ok(OpResult::Done);
                 }
                 Err(e) if api_err(&e).is_some_and(|s| s.is_already_exists()) => {
@@ -283,7 +287,7 @@ impl KubeStore {
             .await
             {
                 Ok(obj) => {
-                    self.cache.lock().unwrap().apply(&obj);
+                    self.cache.lock().unwrap().apply(&obj.into());
                     return Ok(OpResult::Done);
                 }
                 Err(e) if api_err(&e).is_some_and(|s| s.is_conflict() || s.is_not_found()) => {
@@ -336,6 +340,7 @@ impl KubeStore {
 
     /// `before`/`after`: the changed hosts only; `full`: the whole table after the changes.
     async fn commit_async(&self, before: &Table, after: &Table, full: &Table) -> Result<Commit> {
+        let _committing = Committing::start(&self.cache);
         let had = claims_of(before);
         let want = claims_of(after);
         let mut deletes = Vec::new();
@@ -392,17 +397,28 @@ impl KubeStore {
         if !losers.is_empty() {
             delete_losers(&self.api, losers).await;
         }
-        let (table, _) = self.cache.lock().unwrap().table();
         debug!(
             deletes = n_del,
             writes = n_write,
             conflicts,
             "kube store commit"
         );
+        // One critical section from here: the watch reports again once it ends, against the
+        // table this commit leaves as sent; what it saw until now is in `table`.
+        let mut cache = self.cache.lock().unwrap();
+        cache.committing = false;
+        let (table, _) = cache.table();
         if let Some(e) = first_error {
+            // What the watch saw meanwhile (the claims that did succeed, others' claims) is
+            // reported as it would have been without the commit.
+            if table != cache.last_sent {
+                cache.last_sent = table;
+                if let Some(listener) = &self.listener {
+                    listener(StoreEvent::Changed);
+                }
+            }
             return Err(e);
         }
-        let mut cache = self.cache.lock().unwrap();
         if conflicts > 0 {
             cache.last_sent = table.clone();
             return Ok(Commit::Conflict(table));
@@ -417,6 +433,22 @@ impl KubeStore {
             cache.last_sent = full.clone();
         }
         Ok(Commit::Done)
+    }
+}
+
+/// Marks a commit as running for as long as it lives (see [`Cache::committing`]).
+struct Committing<'a>(&'a Mutex<Cache>);
+
+impl<'a> Committing<'a> {
+    fn start(cache: &'a Mutex<Cache>) -> Committing<'a> {
+        cache.lock().unwrap().committing = true;
+        Committing(cache)
+    }
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().committing = false;
     }
 }
 
@@ -435,7 +467,7 @@ impl Store for KubeStore {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_secs(1));
             }
-            match self.rt.block_on(list_all(&self.api)) {
+            match self.rt.block_on(list_all(&self.claims)) {
                 Ok(objs) => {
                     let mut c = self.cache.lock().unwrap();
                     for o in &objs {
@@ -471,6 +503,7 @@ impl Store for KubeStore {
         self.listener = Some(listener.clone());
         self.rt.spawn(watch(
             self.api.clone(),
+            self.claims.clone(),
             self.cache.clone(),
             self.ctx.clone(),
             format!("store/{}", self.cluster),
@@ -519,7 +552,7 @@ impl Store for KubeStore {
     }
 }
 
-async fn list_all(api: &Api<VipClaim>) -> Result<Vec<VipClaim>, kube::Error> {
+async fn list_all(api: &Api<ClaimObject>) -> Result<Vec<ClaimObject>, kube::Error> {
     let mut out = Vec::new();
     let mut lp = ListParams::default().limit(500);
     loop {
@@ -555,13 +588,14 @@ async fn delete_losers(api: &Api<VipClaim>, losers: Vec<(String, Claim)>) {
 /// Watches every claim; tells the engine when the table changed under it.
 async fn watch(
     api: Api<VipClaim>,
+    claims: Api<ClaimObject>,
     cache: Arc<Mutex<Cache>>,
     ctx: Arc<KubeContext>,
     name: String,
     listener: Listener,
 ) {
     let plain = Plain {
-        api: api.clone(),
+        api: claims,
         config: watcher::Config::default().timeout(WATCH_TIMEOUT_SECS),
     };
     let mut watch = Watch::new(plain, Reporter::new(&name, ctx.health.clone()));
@@ -572,6 +606,7 @@ async fn watch(
                     let mut c = cache.lock().unwrap();
                     let mut fresh = Cache {
                         last_sent: std::mem::take(&mut c.last_sent),
+                        committing: c.committing,
                         ..Default::default()
                     };
                     for o in &objs {
@@ -594,7 +629,15 @@ async fn watch(
 
 /// Tells the engine when the store's table differs from what the engine last took.
 async fn publish(api: &Api<VipClaim>, cache: &Arc<Mutex<Cache>>, listener: &Listener) {
-    let (table, losers) = cache.lock().unwrap().table();
+    let (table, losers) = {
+        let c = cache.lock().unwrap();
+        // The running commit reports what changed under it when it ends (and deletes losers);
+        // a table built here would be O(claims) per event for our own claims coming back.
+        if c.committing {
+            return;
+        }
+        c.table()
+    };
     if !losers.is_empty() {
         delete_losers(api, losers).await;
     }

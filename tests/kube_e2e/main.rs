@@ -16,6 +16,7 @@ mod kube_cluster;
 mod store_battery;
 
 mod claimer;
+mod lists;
 mod propagation;
 mod proxies;
 mod sources;

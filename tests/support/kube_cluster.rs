@@ -218,12 +218,55 @@ impl Cluster {
         out
     }
 
+    /// The ServiceEntry lists the apiserver answered, oldest first (its audit log; see
+    /// scripts/kube/cluster.sh), those of kubectl left out.
+    pub fn lists(&self) -> Vec<Listed> {
+        let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["stage"] == "ResponseComplete")
+            .filter(|e| !e["userAgent"].as_str().unwrap_or("").starts_with("kubectl"))
+            .map(|e| Listed {
+                user: e["user"]["username"].as_str().unwrap_or("").to_string(),
+                uri: e["requestURI"].as_str().unwrap_or("").to_string(),
+                code: e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
+            })
+            .collect()
+    }
+
     /// JSON of `kubectl get`.
     pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["get"];
         a.extend_from_slice(args);
         a.extend_from_slice(&["-o", "json"]);
         serde_json::from_str(&self.kubectl(&a)).unwrap()
+    }
+}
+
+/// One ServiceEntry list request, as the apiserver's audit log tells it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub user: String,
+    pub uri: String,
+    pub code: u16,
+}
+
+impl Listed {
+    fn has(&self, param: &str) -> bool {
+        let query = self.uri.split_once('?').map_or("", |(_, q)| q);
+        query
+            .split('&')
+            .any(|p| p == param || p.starts_with(&format!("{param}=")))
+    }
+
+    /// The whole list asked of the watch cache: `resourceVersion=0` and no limit.
+    pub fn cache_list(&self) -> bool {
+        self.has("resourceVersion=0") && !self.has("limit")
+    }
+
+    /// A page read from etcd (the latest state): a limit and no resourceVersion.
+    pub fn paged(&self) -> bool {
+        self.has("limit") && !self.has("resourceVersion")
     }
 }
 
