@@ -16,6 +16,7 @@ use crate::input::SourceEvent;
 use crate::metrics::{FamilyLabels, KindLabels, Metrics};
 use crate::pipeline::Pipeline;
 use crate::published::Published;
+use crate::reports::Reports;
 use crate::zone::{unix_now, Snapshot};
 
 pub struct Engine {
@@ -151,7 +152,7 @@ impl Engine {
         }
         let snap = pass.snapshot;
         let serial = snap.serial;
-        let served = snap.served_hosts();
+        let served = pass.reports.served_hosts();
         if let Some(floor) = &mut self.serial_floor {
             floor.cover(serial);
         }
@@ -165,9 +166,10 @@ impl Engine {
         // The build time first: whoever sees the new answers also sees how long they took. The
         // counts and the serial after: whoever sees them can query what they count.
         self.metrics.snapshot_build.observe(pass.took.as_secs_f64());
-        let published = Arc::new(snap);
-        self.snapshot.publish_arc(published.clone());
-        self.record_metrics(&published);
+        let (published, reports) = (Arc::new(snap), Arc::new(pass.reports));
+        self.snapshot
+            .publish_with(published.clone(), reports.clone());
+        self.record_metrics(&published, &reports);
         if pass.touched > 1000 {
             // Before readiness: a first load should not be reported ready at its peak.
             // The pages freed by a large pass (a first load's parse trees, a replaced
@@ -263,13 +265,13 @@ impl Engine {
         }
     }
 
-    fn record_metrics(&self, snap: &Snapshot) {
+    fn record_metrics(&self, snap: &Snapshot, reports: &Reports) {
         let m = &self.metrics;
-        let served = snap.served_hosts();
+        let served = reports.served_hosts();
         m.hosts_served.set(served as i64);
-        m.hosts_unserved.set((snap.host_count() - served) as i64);
+        m.hosts_unserved.set((reports.host_count() - served) as i64);
         m.hosts_tcp_unroutable
-            .set(snap.tcp_unroutable_hosts() as i64);
+            .set(reports.tcp_unroutable_hosts() as i64);
         m.zone_serial.set(i64::from(snap.serial));
         let census = self.pipeline.census();
         m.vips_allocated
