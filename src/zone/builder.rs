@@ -365,7 +365,9 @@ impl ZoneBuilder {
     }
 
     fn contributions(&self, k: &Key, host: &ZoneHost) -> Vec<Contribution> {
-        let (addresses, ports) = (host.addresses(), host.ports());
+        // Every field named: a new kind of data is a compile error here until the zone renders
+        // it.
+        let ZoneHost { addresses, ports } = host;
         let mut out = Vec::new();
         // SRV records without an address are not served: they would point at a name without one.
         if addresses.is_empty() {

@@ -24,8 +24,8 @@ use crate::serviceentry::SrvPort;
 /// address, an SRV record per port at `_<name>._<transport>.<host>` (not for wildcards).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ZoneHost {
-    addresses: Vec<IpAddr>,
-    ports: Vec<SrvPort>,
+    pub(super) addresses: Vec<IpAddr>,
+    pub(super) ports: Vec<SrvPort>,
 }
 
 impl ZoneHost {
