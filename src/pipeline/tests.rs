@@ -289,19 +289,11 @@ fn a_host_waiting_for_a_vip_gets_one_when_a_hold_expires() {
         true,
         Allocator::new(&ranges, 10, Table::new()),
     );
-    let entry = |name: &str| Entry {
-        object: ObjectRef {
-            cluster: "c".into(),
-            namespace: "ns".into(),
-            name: name.into(),
-        },
-        hosts: vec![format!("{name}.ns.global")],
-        addresses: vec![],
-        status_addresses: vec![],
-        ports: vec![],
-        resolution: Resolution::Dns,
-        autoallocate: true,
-        routing: Default::default(),
+    let entry = |name: &str| {
+        let mut e = h_entry();
+        e.object.name = name.into();
+        e.hosts = vec![format!("{name}.ns.global")];
+        e
     };
     p.set_unit(key(0), ["h0", "h1", "h2", "h3"].map(entry).to_vec());
     let out = p.reconcile(100, Instant::now());
@@ -395,14 +387,19 @@ fn h_entry() -> Entry {
     }
 }
 
-fn deferring(grace: Option<Duration>) -> (Pipeline, Deferring) {
+/// A pipeline with one IPv4 range, 240.10.0.0/16, and nothing in it.
+fn v4_pipeline() -> Pipeline {
     let ranges: Vec<IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
-    let mut p = Pipeline::new(
+    Pipeline::new(
         &cfg(),
         &ranges,
         true,
         Allocator::new(&ranges, HOLD, Table::new()),
-    );
+    )
+}
+
+fn deferring(grace: Option<Duration>) -> (Pipeline, Deferring) {
+    let mut p = v4_pipeline();
     p.set_unit(key(0), vec![h_entry()]);
     let store = Deferring {
         grace,
@@ -513,13 +510,7 @@ fn without_a_grace_nothing_waits() {
 /// records: the reports show it, and the serial moves as it always has for a changed report.
 #[test]
 fn reports_change_beside_the_zone_and_move_its_serial() {
-    let ranges: Vec<IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
-    let mut p = Pipeline::new(
-        &cfg(),
-        &ranges,
-        true,
-        Allocator::new(&ranges, HOLD, Table::new()),
-    );
+    let mut p = v4_pipeline();
     let mut store = crate::alloc::store::MemoryStore::default();
     let mut entry = h_entry();
     entry.addresses = vec!["10.0.0.9".parse().unwrap()];
