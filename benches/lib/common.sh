@@ -253,6 +253,9 @@ common_opt() {
     --workdir) WORK=$2; BENCH_SHIFT=2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
+  esac
+}
+
 # common_option "$@": the options every bench script takes (--no-build, --keep, --workdir DIR,
 # -h/--help, which prints the script's header comment); sets SHIFT to the arguments it took (0:
 # not one of them).
