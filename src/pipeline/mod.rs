@@ -1,8 +1,9 @@
 //! The write transaction: source changes → registry (which hosts a change touches) → allocator
 //! (only those hosts) → store (durable) → the hosts' reports and the zone builder (only their
-//! names) → snapshot, as one call, [`Pipeline::pass`]. The registry and the allocator are private to it: nothing else can
-//! publish a VIP the store has not made durable. A change to one file or object costs what it
-//! touches, not the size of the mesh; the first load is the same pass with every host touched.
+//! names) → snapshot, as one call, [`Pipeline::pass`]. The registry and the allocator are
+//! private to it: nothing else can publish a VIP the store has not made durable. A change to one
+//! file or object costs what it touches, not the size of the mesh; the first load is the same
+//! pass with every host touched.
 
 mod defer;
 
