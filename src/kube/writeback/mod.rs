@@ -242,20 +242,16 @@ impl Writer {
             .is_none_or(|c| c.role() != Role::Follower)
     }
 
-    /// The one write `obj` needs against the hosts' `reports`, if any: its spec, else its status.
-    fn needs(&self, obj: &Obj, reports: &Reports, ranges: &[IpNet]) -> Option<Write> {
-        let spec = self
-            .modes
-            .spec
-            .then(|| spec::desired(obj, reports))
-            .flatten();
+    /// The one write `obj` needs against the `hosts`' reports, if any: its spec, else its status.
+    fn needs(&self, obj: &Obj, hosts: &Reports, ranges: &[IpNet]) -> Option<Write> {
+        let spec = self.modes.spec.then(|| spec::desired(obj, hosts)).flatten();
         match spec {
             Some(w) => Some(Write::Spec(w)),
             // An entry that gets (or keeps) the VIP in spec needs nothing in status: Istio
             // ignores status.addresses once spec.addresses is set.
             None if self.modes.spec && obj.writable == Some(Ok(())) => None,
             None if self.modes.status => {
-                status::desired(obj, reports, ranges, &self.istio_ranges).map(Write::Status)
+                status::desired(obj, hosts, ranges, &self.istio_ranges).map(Write::Status)
             }
             None => None,
         }
@@ -362,8 +358,7 @@ pub async fn run(views: Views, ctx: Arc<KubeContext>, writer: Writer) {
     );
     loop {
         published.borrow_and_update();
-        // The reports as of the snapshot last published (none before the first).
-        let published_reports = ctx.snapshot.reports();
+        let published_reports = ctx.snapshot.reports(); // none before the first publish
         let writes = writer.writes();
         if writes != wrote_last {
             info!(
