@@ -17,11 +17,11 @@ use globaldns::dns::{Handler, Transport};
 use globaldns::fastpath::{general, Responder};
 use globaldns::host_view::Rules;
 use globaldns::metrics::Metrics;
-use globaldns::pipeline::Pipeline;
+use globaldns::pipeline::{Pass, Pipeline};
 use globaldns::published::Published;
 use globaldns::registry::{Merged, Registry, SourceKey};
 use globaldns::serviceentry::{Entry, ObjectRef, Resolution};
-use globaldns::zone::{Snapshot, ZoneConfig};
+use globaldns::zone::ZoneConfig;
 
 /// Entries per unit (file), as in benches/gen-serviceentries.py.
 const PER_UNIT: usize = 500;
@@ -62,7 +62,8 @@ fn registry(n: usize) -> Registry {
 }
 
 /// A pipeline with `n` hosts loaded and published.
-fn loaded(n: usize) -> (Pipeline, Snapshot) {
+/// A pipeline with `n` hosts passed once, and what it published (the snapshot and the reports).
+fn loaded(n: usize) -> (Pipeline, Pass) {
     let mut p = Pipeline::new(
         &cfg(),
         &ranges(),
@@ -72,8 +73,8 @@ fn loaded(n: usize) -> (Pipeline, Snapshot) {
     for (i, chunk) in entries(n).chunks(PER_UNIT).enumerate() {
         p.set_unit(unit(i), chunk.to_vec());
     }
-    let snap = p.pass(1, &mut MemoryStore::default()).unwrap().snapshot;
-    (p, snap)
+    let pass = p.pass(1, &mut MemoryStore::default()).unwrap();
+    (p, pass)
 }
 
 fn ranges() -> Vec<IpNet> {
@@ -106,7 +107,7 @@ fn query(name: &str, qtype: u16) -> Vec<u8> {
 fn answering(c: &mut Criterion) {
     let (_, snap) = loaded(10_000);
     let handler = Arc::new(Handler::plain(
-        Arc::new(Published::new(snap)),
+        Arc::new(Published::new(snap.snapshot)),
         Arc::new(Metrics::new()),
     ));
     let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
@@ -150,11 +151,13 @@ fn scale(c: &mut Criterion) {
                 unit7.push(e);
             }
             p.set_unit(unit(7), unit7);
-            // The previous snapshot stays alive until the new one is in, as in the server.
-            snap = p.pass(1, &mut store).unwrap().snapshot;
+            // The previous snapshot and reports stay alive until the new ones are in, as in
+            // the server.
+            snap = p.pass(1, &mut store).unwrap();
         })
     });
-    assert!(snap.served_hosts() >= 100_000);
+    assert!(snap.snapshot.served_hosts() >= 100_000);
+    assert!(snap.reports.served_hosts() >= 100_000);
     let r = registry(100_000);
     g.bench_function("merge_registry", |b| b.iter(|| r.merge(&Rules::default())));
     let m: Merged = r.merge(&Rules::default());

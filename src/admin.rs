@@ -54,9 +54,10 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn hosts(State(s): State<AdminState>) -> impl IntoResponse {
-    let snap = s.snapshot.load_full();
+    // A secondary's: what its zone holds.
+    let reports = s.snapshot.reports_or_transferred();
     Json(serde_json::json!({
-        "serial": snap.serial,
-        "hosts": snap.hosts(),
+        "serial": reports.serial,
+        "hosts": reports.hosts(),
     }))
 }

@@ -17,6 +17,7 @@ use crate::input::SourceEvent;
 use crate::metrics::{KindLabels, Metrics};
 use crate::pipeline::Pipeline;
 use crate::published::Published;
+use crate::reports::Reports;
 use crate::zone::{unix_now, Snapshot};
 
 pub struct Engine {
@@ -156,7 +157,7 @@ impl Engine {
         }
         let snap = pass.snapshot;
         let serial = snap.serial;
-        let served = snap.served_hosts();
+        let served = pass.reports.served_hosts();
         if let Some(floor) = &mut self.serial_floor {
             floor.cover(serial);
         }
@@ -173,9 +174,10 @@ impl Engine {
             .zone
             .snapshot_build
             .observe(pass.took.as_secs_f64());
-        let published = Arc::new(snap);
-        self.snapshot.publish_arc(published.clone());
-        self.record_metrics(&published);
+        let (published, reports) = (Arc::new(snap), Arc::new(pass.reports));
+        self.snapshot
+            .publish_with(published.clone(), reports.clone());
+        self.record_metrics(&published, &reports);
         if pass.touched > 1000 {
             // Before readiness: a first load should not be reported ready at its peak.
             // The pages freed by a large pass (a first load's parse trees, a replaced
@@ -272,13 +274,13 @@ impl Engine {
         }
     }
 
-    fn record_metrics(&self, snap: &Snapshot) {
+    fn record_metrics(&self, snap: &Snapshot, reports: &Reports) {
         let z = &self.metrics.zone;
-        let served = snap.served_hosts();
+        let served = reports.served_hosts();
         z.hosts_served.set(served as i64);
-        z.hosts_unserved.set((snap.host_count() - served) as i64);
+        z.hosts_unserved.set((reports.host_count() - served) as i64);
         z.hosts_tcp_unroutable
-            .set(snap.tcp_unroutable_hosts() as i64);
+            .set(reports.tcp_unroutable_hosts() as i64);
         z.serial.set(i64::from(snap.serial));
         let census = self.pipeline.census();
         let m = &self.metrics.alloc;

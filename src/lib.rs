@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod published;
 pub mod registry;
 pub mod report;
+pub mod reports;
 pub mod routing;
 pub mod secondary;
 pub mod serial_floor;

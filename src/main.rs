@@ -22,7 +22,7 @@ use globaldns::engine::{Engine, Input};
 use globaldns::health::Health;
 use globaldns::kube::WriteBackModes;
 use globaldns::metrics::Metrics;
-use globaldns::pipeline::Pipeline;
+use globaldns::pipeline::{Pass, Pipeline};
 use globaldns::source::{files, Events, SourceEvent};
 use globaldns::zone::{unix_now, JournalFile, Snapshot};
 use globaldns::{admin, dns, fastpath};
@@ -392,7 +392,7 @@ fn build_once(
     store: &mut dyn Store,
     hold_secs: u64,
     spec_write_back: bool,
-) -> Result<Snapshot> {
+) -> Result<Pass> {
     let allocator = store::open(store, &args.vip_ranges, hold_secs)?;
     let mut pipeline = Pipeline::new(
         &args.zone_config(),
@@ -413,7 +413,7 @@ fn build_once(
             _ => {}
         }
     }
-    Ok(pipeline.pass(unix_now(), store)?.snapshot)
+    pipeline.pass(unix_now(), store)
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {
@@ -462,17 +462,18 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         }
     }
     let spec_write_back = WriteBackModes::of(&args.write_back)?.spec;
-    let snap = build_once(
+    let reports = build_once(
         events,
         &args.zone,
         &mut MemoryStore { table },
         0,
         spec_write_back,
-    )?;
+    )?
+    .reports;
     let mut out = std::io::stdout().lock();
     let mut conflicts = 0usize;
     let mut unroutable = 0usize;
-    for (host, r) in snap.hosts() {
+    for (host, r) in reports.hosts() {
         let addrs: Vec<String> = r
             .addresses
             .iter()
@@ -538,8 +539,8 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         out,
         "# {} files, {} hosts ({} served), {} problems",
         files_read,
-        snap.host_count(),
-        snap.served_hosts(),
+        reports.host_count(),
+        reports.served_hosts(),
         problems
     )?;
     Ok(if problems == 0 {
@@ -619,7 +620,8 @@ fn zonefile(args: ZonefileArgs) -> Result<ExitCode> {
         &mut store,
         args.store.vip_hold.as_secs(),
         false,
-    )?;
+    )?
+    .snapshot;
     let mut out = std::io::stdout().lock();
     let apexes: BTreeSet<_> = snap.apex_names().into_iter().collect();
     for apex in apexes {

@@ -1,16 +1,20 @@
-//! The snapshot being answered. The engine publishes a new one atomically; readers (DNS workers,
-//! admin) load it without locks; subscribers (write-back) are woken on every publish instead of
-//! polling.
+//! The snapshot being answered, and on a primary the hosts' reports as of it. The engine
+//! publishes a new pair atomically; readers (DNS workers, admin, write-back) load them without
+//! locks; subscribers (write-back) are woken on every publish instead of polling.
 
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use tokio::sync::watch;
 
+use crate::reports::Reports;
 use crate::zone::Snapshot;
 
 pub struct Published {
     current: ArcSwap<Snapshot>,
+    /// A primary's reports, stored before their snapshot (each says which one it goes with);
+    /// None before its first publish, and on a secondary.
+    reports: ArcSwapOption<Reports>,
     /// The generation of the snapshot last published.
     changed: watch::Sender<u64>,
 }
@@ -20,6 +24,7 @@ impl Published {
         let generation = first.generation;
         Published {
             current: ArcSwap::from_pointee(first),
+            reports: ArcSwapOption::empty(),
             changed: watch::Sender::new(generation),
         }
     }
@@ -32,6 +37,25 @@ impl Published {
     /// The current snapshot, to keep across awaits.
     pub fn load_full(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The hosts' reports last published, if any (a primary's, see [`Published::publish_with`]).
+    pub fn reports(&self) -> Option<Arc<Reports>> {
+        self.reports.load_full()
+    }
+
+    /// The hosts' reports last published, or else what the current snapshot says of its hosts
+    /// (a secondary's).
+    pub fn reports_or_transferred(&self) -> Arc<Reports> {
+        self.reports()
+            .unwrap_or_else(|| Arc::new(Reports::transferred(&self.load())))
+    }
+
+    /// Makes `snap` the answered snapshot, `reports` the reports as of it, and wakes every
+    /// subscriber.
+    pub fn publish_with(&self, snap: Arc<Snapshot>, reports: Arc<Reports>) {
+        self.reports.store(Some(reports));
+        self.publish_arc(snap);
     }
 
     /// Makes `snap` the answered snapshot and wakes every subscriber.

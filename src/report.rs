@@ -1,6 +1,7 @@
 //! What is served for one host and why: its addresses with where each came from, its ports, the
 //! objects that list it. Made by the pipeline from the merged view and the allocator's VIPs;
-//! rendered into the zone, shown by `/debug/hosts` and `check`, read by write-back.
+//! kept in `reports::Reports` (shown by `/debug/hosts` and `check`, read by write-back); the
+//! zone takes only what becomes records, [`HostReport::zone_host`].
 
 use std::net::IpAddr;
 
@@ -9,6 +10,7 @@ use serde::Serialize;
 use crate::host_view::{AddressKind, Conflict, HostView, Rule};
 use crate::routing::Unroutable;
 use crate::serviceentry::SrvPort;
+use crate::zone::ZoneHost;
 
 /// Where a served address came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -131,39 +133,35 @@ impl HostReport {
 }
 
 impl HostReport {
-    /// A report with nothing in it (not served, no address, no port, no object): what a
-    /// secondary fills in from a transfer's records.
-    pub fn empty(wildcard: bool) -> HostReport {
+    /// What the zone renders for the host: its addresses and ports when it is served, else
+    /// nothing.
+    pub fn zone_host(&self) -> Option<ZoneHost> {
+        self.served.then(|| {
+            let addresses = self.addresses.iter().map(|a| a.address).collect();
+            ZoneHost::new(addresses, self.ports.clone())
+        })
+    }
+
+    /// What a secondary's zone holds of `host`, as its report: addresses from the primary and
+    /// ports (served when it has an address: SRV records alone are not), nothing else.
+    pub fn transferred(host: &str, zone: &ZoneHost) -> HostReport {
+        let served = !zone.addresses().is_empty();
+        let addresses = zone.addresses().iter().map(|&address| AddressReport {
+            address,
+            source: AddressSource::Primary,
+            objects: vec![],
+        });
         HostReport {
-            served: false,
-            wildcard,
-            reason: None,
-            addresses: vec![],
-            ports: vec![],
+            served,
+            wildcard: host.starts_with("*."),
+            reason: (!served).then_some("SRV records without an address"),
+            addresses: addresses.collect(),
+            ports: zone.ports().to_vec(),
             objects: vec![],
             rule: None,
             conflict: None,
             tcp_unroutable: None,
             unserved_vips: None,
-        }
-    }
-
-    /// A served host with these addresses (as written in `spec.addresses`), no port, listed by
-    /// no object: the one report unit tests build zones from (set `ports` or `wildcard` with
-    /// `HostReport { .., ..HostReport::serving(&[..]) }`).
-    #[cfg(test)]
-    pub fn serving(addresses: &[&str]) -> HostReport {
-        HostReport {
-            served: true,
-            addresses: addresses
-                .iter()
-                .map(|a| AddressReport {
-                    address: a.parse().expect("an IP address"),
-                    source: AddressSource::Spec,
-                    objects: vec![],
-                })
-                .collect(),
-            ..HostReport::empty(false)
         }
     }
 }

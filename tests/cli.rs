@@ -852,4 +852,12 @@ fn check_and_the_server_report_tcp_hosts_no_default_sidecar_can_route() {
     assert!(d["hosts"]["pinned.data.global"]["tcp_unroutable"].is_null());
     assert!(d["hosts"]["web.data.global"]["tcp_unroutable"].is_null());
     assert_eq!(s.metric("globaldns_hosts_tcp_unroutable"), Some(3.0));
+    // The host counts are the reports' (those /debug/hosts lists), served or not.
+    let hosts = d["hosts"].as_object().unwrap();
+    let served = hosts.values().filter(|h| h["served"] == true).count();
+    assert_eq!(s.metric("globaldns_hosts_served"), Some(served as f64));
+    assert_eq!(
+        s.metric("globaldns_hosts_unserved"),
+        Some((hosts.len() - served) as f64)
+    );
 }

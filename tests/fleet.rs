@@ -97,6 +97,41 @@ fn metric0(s: &Server, name: &str) -> f64 {
     s.metric(name).unwrap_or(0.0)
 }
 
+/// What a secondary's `/debug/hosts` lists of a primary's: each served host with its addresses
+/// (in address order, from the primary) and ports (sorted); nothing of the sources.
+fn as_transferred(primary: &serde_json::Value) -> serde_json::Value {
+    let key = |p: &serde_json::Value| {
+        (
+            p["name"].to_string(),
+            p["transport"].to_string(),
+            p["number"].as_u64(),
+        )
+    };
+    let mut out = serde_json::Map::new();
+    for (host, r) in primary["hosts"].as_object().unwrap() {
+        if r["served"] != true {
+            continue;
+        }
+        let mut addresses: Vec<std::net::IpAddr> = r["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["address"].as_str().unwrap().parse().unwrap())
+            .collect();
+        addresses.sort();
+        let addresses: Vec<serde_json::Value> = addresses
+            .iter()
+            .map(|a| serde_json::json!({"address": a.to_string(), "source": "primary", "objects": []}))
+            .collect();
+        let mut ports = r["ports"].as_array().unwrap().clone();
+        ports.sort_by_key(key);
+        let h = serde_json::json!({"served": true, "wildcard": r["wildcard"], "addresses": addresses, "ports": ports, "objects": []});
+        out.insert(host.clone(), h);
+    }
+    assert!(out.len() >= 3, "{primary}");
+    serde_json::Value::Object(out)
+}
+
 #[test]
 fn primary_secondaries_and_knot_stay_in_step() {
     let (t, dir, state) = dirs();
@@ -120,8 +155,19 @@ fn primary_secondaries_and_knot_stay_in_step() {
         })
         .collect();
     let want = answers(primary.dns, &QUESTIONS);
+    // A secondary's /debug/hosts says what its zone holds: the primary's served hosts with
+    // their addresses and ports, from the primary.
+    let transferred = as_transferred(&debug_hosts(&primary));
     for s in &secs {
         assert_eq!(answers(s.dns, &QUESTIONS), want, "secondary {}", s.dns);
+        let mut listed = debug_hosts(s)["hosts"].clone();
+        // The primary's name server's address (its glue) is an address record of the zone too.
+        let ns = listed.as_object_mut().unwrap().remove("ns.global");
+        assert_eq!(ns.unwrap()["addresses"][0]["address"], "127.0.0.1");
+        assert_eq!(listed, transferred, "secondary {}", s.dns);
+        // Every host it lists has an address: served.
+        let listed = debug_hosts(s)["hosts"].as_object().unwrap().len();
+        assert_eq!(s.metric("globaldns_hosts_served"), Some(listed as f64));
     }
     eventually(Duration::from_secs(20), "knot loaded", || {
         (answers(knot, &QUESTIONS) == want).then_some(())

@@ -558,8 +558,8 @@ mod tests {
         builder
     }
 
-    fn report(ip: &str) -> crate::zone::HostReport {
-        crate::zone::HostReport::serving(&[ip])
+    fn report(ip: &str) -> crate::zone::ZoneHost {
+        crate::zone::ZoneHost::serving(&[ip])
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The write transaction: source changes → registry (which hosts a change touches) → allocator
-//! (only those hosts) → store (durable) → zone builder (only their names) → snapshot, as one
-//! call, [`Pipeline::pass`]. The registry and the allocator are private to it: nothing else can
-//! publish a VIP the store has not made durable. A change to one file or object costs what it
-//! touches, not the size of the mesh; the first load is the same pass with every host touched.
+//! (only those hosts) → store (durable) → the hosts' reports and the zone builder (only their
+//! names) → snapshot, as one call, [`Pipeline::pass`]. The registry and the allocator are
+//! private to it: nothing else can publish a VIP the store has not made durable. A change to one
+//! file or object costs what it touches, not the size of the mesh; the first load is the same
+//! pass with every host touched.
 
 mod defer;
 
@@ -17,8 +18,10 @@ use crate::alloc::store::{Commit, Store};
 use crate::alloc::{AllocReport, Allocator, Table};
 use crate::host_view::{Conflict, HostView, Rules};
 use crate::registry::{Registry, SourceKey, UnitChange};
+use crate::report::HostReport;
+use crate::reports::Reports;
 use crate::serviceentry::Entry;
-use crate::zone::{HostReport, Snapshot, ZoneBuilder, ZoneConfig};
+use crate::zone::{key, Snapshot, ZoneBuilder, ZoneConfig};
 
 use defer::{Deferrals, Ended};
 
@@ -26,6 +29,8 @@ pub struct Pipeline {
     registry: Registry,
     allocator: Allocator,
     zone: ZoneBuilder,
+    /// Every host's report, published beside the zone (which takes only what becomes records).
+    reports: Reports,
     rules: Rules,
     /// Hosts in conflict among those rendered into the zone.
     conflicts: Conflicts,
@@ -33,7 +38,7 @@ pub struct Pipeline {
     /// repeated: sorted and de-duplicated once per pass, cheaper than a set at a first load).
     pending: Vec<String>,
     /// The pending hosts' reports as last reconciled, for the publish that follows.
-    reports: Vec<(String, Option<HostReport>)>,
+    reconciled: Vec<(String, Option<HostReport>)>,
     /// Nothing published yet: the first pass also covers every host of the stored table (one
     /// that no source lists any more must be put on hold).
     first: bool,
@@ -54,13 +59,14 @@ impl Pipeline {
             registry: Registry::default(),
             allocator,
             zone: ZoneBuilder::new(zone, ranges),
+            reports: Reports::default(),
             rules: Rules {
                 prefer_istio_status,
                 ..Rules::default()
             },
             conflicts: Conflicts::default(),
             pending: Vec::new(),
-            reports: Vec::new(),
+            reconciled: Vec::new(),
             first: true,
             large: false,
             deferrals: Deferrals::default(),
@@ -214,9 +220,10 @@ impl Pipeline {
         };
         self.end_deferrals(&outcome, &mut claims);
         let build_started = Instant::now();
-        let snapshot = self.publish();
+        let (snapshot, reports) = self.publish();
         Ok(Pass {
             snapshot,
+            reports,
             claims,
             outcome,
             conflicts: (self.conflicts.spec, self.conflicts.istio_status),
@@ -322,18 +329,18 @@ impl Pipeline {
         }
         self.allocator.settle(&mut out);
         // Reports are made only now that every VIP of the pass is known.
-        self.reports = make_reports(views, &self.allocator);
+        self.reconciled = make_reports(views, &self.allocator);
         if !out.deferred.is_empty() {
             let deferred: HashSet<&str> = out.deferred.iter().map(String::as_str).collect();
-            let zone = &self.zone;
-            self.reports.retain_mut(|(host, report)| {
+            let reports = &self.reports;
+            self.reconciled.retain_mut(|(host, report)| {
                 if !deferred.contains(host.as_str()) {
                     return true;
                 }
                 // A new host waiting for another instance's claim is not rendered yet: the zone
                 // (and its serial, which secondaries follow) changes once, when the VIP comes,
                 // as on the claimer.
-                if zone.report(host).is_none() {
+                if reports.get(host).is_none() {
                     return false;
                 }
                 if let Some(r) = report.as_mut().filter(|r| !r.served) {
@@ -351,28 +358,40 @@ impl Pipeline {
     /// fails, the hosts stay pending and the next pass renders them again from what is durable.
     fn render_while<R: Send>(&mut self, commit: impl FnOnce(&Table) -> R + Send) -> R {
         let table = self.allocator.table();
-        let reports = std::mem::take(&mut self.reports);
-        let zone = &mut self.zone;
-        let conflicts = &mut self.conflicts;
+        let reconciled = std::mem::take(&mut self.reconciled);
+        let mut into = Rendering {
+            zone: &mut self.zone,
+            reports: &mut self.reports,
+            conflicts: &mut self.conflicts,
+        };
         let hosts = self.registry.host_count();
         std::thread::scope(|scope| {
             let committed = scope.spawn(move || commit(table));
-            self.large |= render(zone, conflicts, reports, hosts);
+            self.large |= into.render(reconciled, hosts);
             committed.join().expect("store commit thread")
         })
     }
 
-    /// Renders what is left to render and returns the new snapshot.
-    fn publish(&mut self) -> Snapshot {
-        let reports = std::mem::take(&mut self.reports);
+    /// Renders what is left to render and returns the new snapshot, with the reports as of it.
+    fn publish(&mut self) -> (Snapshot, Reports) {
+        let reconciled = std::mem::take(&mut self.reconciled);
         let hosts = self.registry.host_count();
-        self.large |= render(&mut self.zone, &mut self.conflicts, reports, hosts);
+        let mut into = Rendering {
+            zone: &mut self.zone,
+            reports: &mut self.reports,
+            conflicts: &mut self.conflicts,
+        };
+        self.large |= into.render(reconciled, hosts);
         self.pending.clear();
         self.first = false;
         if std::mem::take(&mut self.large) {
             self.zone.compact();
+            self.reports.compact();
         }
-        self.zone.snapshot()
+        let snapshot = self.zone.snapshot();
+        self.reports.serial = snapshot.serial;
+        self.reports.generation = snapshot.generation;
+        (snapshot, self.reports.clone())
     }
 
     /// Hosts waiting for the next pass.
@@ -416,6 +435,8 @@ pub struct ClaimCounts {
 /// What one pass did, for the engine to publish, log and count.
 pub struct Pass {
     pub snapshot: Snapshot,
+    /// Every host's report as of `snapshot`.
+    pub reports: Reports,
     pub claims: ClaimCounts,
     pub outcome: AllocReport,
     /// Hosts whose clusters disagree, by kind: (spec, istio-status).
@@ -466,31 +487,47 @@ impl Conflicts {
     }
 }
 
-/// Applies reports to the zone; returns whether they were a large share of `hosts`.
-fn render(
-    zone: &mut ZoneBuilder,
-    conflicts: &mut Conflicts,
-    reports: Vec<(String, Option<HostReport>)>,
-    hosts: usize,
-) -> bool {
-    let n = reports.len();
-    let large = n > 1000 && n * 4 > hosts;
-    if large {
-        zone.reserve(n);
-    }
-    for (host, report) in reports {
-        let was = Conflicts::kinds(
-            zone.report(&host)
-                .as_deref()
-                .and_then(|r| r.conflict.as_deref()),
-        );
-        let new = report.as_ref().and_then(|r| r.conflict.as_deref());
-        if was != (false, false) || new.is_some() {
-            conflicts.replace(&host, was, new);
+/// Where reconciled reports go: the reports as such, and what of them becomes records.
+struct Rendering<'a> {
+    zone: &'a mut ZoneBuilder,
+    reports: &'a mut Reports,
+    conflicts: &'a mut Conflicts,
+}
+
+impl Rendering<'_> {
+    /// Applies `reconciled` reports; returns whether they were a large share of `hosts`.
+    fn render(&mut self, reconciled: Vec<(String, Option<HostReport>)>, hosts: usize) -> bool {
+        let n = reconciled.len();
+        let large = n > 1000 && n * 4 > hosts;
+        if large {
+            self.zone.reserve(n);
+            self.reports.reserve(n);
         }
-        zone.set_host(&host, report);
+        for (host, report) in reconciled {
+            // Valid hosts always have a key; the registry holds no other.
+            let Some(k) = key::of_host(&host) else {
+                continue;
+            };
+            let old = self.reports.get_at(&k);
+            if old == report.as_ref() {
+                continue;
+            }
+            let was = Conflicts::kinds(old.and_then(|r| r.conflict.as_deref()));
+            let new = report.as_ref().and_then(|r| r.conflict.as_deref());
+            if was != (false, false) || new.is_some() {
+                self.conflicts.replace(&host, was, new);
+            }
+            // A report that changed gives a new serial even when its records did not.
+            if !self
+                .zone
+                .set_host_at(k.clone(), report.as_ref().and_then(HostReport::zone_host))
+            {
+                self.zone.touch();
+            }
+            self.reports.set(k, report);
+        }
+        large
     }
-    large
 }
 
 /// Below this many hosts a pass runs on the calling thread only.

@@ -160,9 +160,9 @@ fn query_names(snap: &Snapshot, pool: &[String]) -> Vec<String> {
             parts.remove(0);
         }
     }
-    for r in snap.hosts().values() {
-        for a in &r.addresses {
-            let mut rev = Name::from(a.address);
+    for h in snap.hosts().values() {
+        for a in h.addresses() {
+            let mut rev = Name::from(*a);
             rev.set_fqdn(true);
             names.insert(rev.to_ascii());
             names.insert(rev.base_name().to_ascii());
@@ -186,7 +186,7 @@ fn incremental_passes_serve_what_a_full_build_serves() {
         );
         let mut units: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
         let mut now = 1_000;
-        let mut snap = p.publish();
+        let mut snap = p.publish().0;
         for _ in 0..80 {
             let u = rng.random_range(0..8);
             if rng.random_bool(0.2) {
@@ -221,14 +221,14 @@ fn incremental_passes_serve_what_a_full_build_serves() {
                     *n += v;
                 }
                 p.allocator.take_changes();
-                snap = p.publish();
+                snap = p.publish().0;
             }
         }
         p.reconcile(now, Instant::now());
         p.allocator.take_changes();
-        snap = std::mem::replace(&mut snap, p.publish());
+        snap = std::mem::replace(&mut snap, p.publish().0);
         drop(snap);
-        let incremental = p.publish();
+        let (incremental, incremental_reports) = p.publish();
 
         // The same sources and table from scratch: nothing to change, the same answers.
         let mut full = Pipeline::new(
@@ -246,17 +246,23 @@ fn incremental_passes_serve_what_a_full_build_serves() {
             vec![],
             "seed {seed}: the incremental table is not what a full pass keeps"
         );
-        let fresh = full.publish();
+        let (fresh, fresh_reports) = full.publish();
         assert_eq!(
-            incremental.hosts(),
-            fresh.hosts(),
+            incremental_reports.hosts(),
+            fresh_reports.hosts(),
             "seed {seed}: host reports"
         );
         assert_eq!(
-            incremental.served_hosts(),
-            fresh.served_hosts(),
+            incremental.hosts(),
+            fresh.hosts(),
+            "seed {seed}: zone hosts"
+        );
+        assert_eq!(
+            incremental_reports.served_hosts(),
+            fresh_reports.served_hosts(),
             "seed {seed}"
         );
+        assert_eq!(fresh.served_hosts(), fresh_reports.served_hosts());
         let names = query_names(&fresh, &pool);
         let (a, b) = (observable(&incremental, &names), observable(&fresh, &names));
         for (x, y) in a.iter().zip(&b) {
@@ -287,8 +293,8 @@ fn a_host_waiting_for_a_vip_gets_one_when_a_hold_expires() {
     let out = p.reconcile(100, Instant::now());
     assert_eq!(out.exhausted, vec![("h3.ns.global".to_string(), "IPv4")]);
     p.allocator.take_changes();
-    let snap = p.publish();
-    assert!(!snap.host("h3.ns.global").unwrap().served);
+    let (_, reports) = p.publish();
+    assert!(!reports.get("h3.ns.global").unwrap().served);
     // h0 goes: held for 10 s, so h3 still waits.
     p.set_unit(key(0), ["h1", "h2", "h3"].map(named_entry).to_vec());
     let out = p.reconcile(105, Instant::now());
@@ -303,8 +309,10 @@ fn a_host_waiting_for_a_vip_gets_one_when_a_hold_expires() {
     assert_eq!(out.allocated.len(), 1, "{out:?}");
     assert!(out.exhausted.is_empty(), "{out:?}");
     p.allocator.take_changes();
-    let snap = p.publish();
-    assert!(snap.host("h3.ns.global").unwrap().served);
+    let (snap, reports) = p.publish();
+    assert!(reports.get("h3.ns.global").unwrap().served);
+    assert!(snap.host("h3.ns.global").is_some());
+    assert!(reports.get("h0.ns.global").is_none());
     assert!(snap.host("h0.ns.global").is_none());
 }
 
@@ -378,14 +386,19 @@ fn named_entry(name: &str) -> Entry {
     }
 }
 
-fn deferring(grace: Option<Duration>) -> (Pipeline, Deferring) {
+/// A pipeline with one IPv4 range, 240.10.0.0/16, and nothing in it.
+fn v4_pipeline() -> Pipeline {
     let ranges: Vec<IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
-    let mut p = Pipeline::new(
+    Pipeline::new(
         &cfg(),
         &ranges,
         true,
         Allocator::new(&ranges, HOLD, Table::new()),
-    );
+    )
+}
+
+fn deferring(grace: Option<Duration>) -> (Pipeline, Deferring) {
+    let mut p = v4_pipeline();
     p.set_unit(key(0), vec![h_entry()]);
     let store = Deferring {
         grace,
@@ -400,7 +413,7 @@ fn a_deferred_host_waits_unserved_then_serves_the_claimers_vip() {
     let (mut p, mut store) = deferring(Some(Duration::from_secs(3600)));
     let pass = p.pass(100, &mut store).unwrap();
     // Not rendered at all while it waits: no VIP the store does not hold, and no new serial.
-    assert!(pass.snapshot.host("h.ns.global").is_none());
+    assert!(pass.reports.get("h.ns.global").is_none());
     let serial = pass.snapshot.serial;
     assert_eq!(pass.claims.deferred, 1);
     assert_eq!(pass.outcome.deferred, vec!["h.ns.global".to_string()]);
@@ -423,7 +436,7 @@ fn a_deferred_host_waits_unserved_then_serves_the_claimers_vip() {
     .into();
     assert_eq!(p.adopt(table), Ok(true));
     let pass = p.pass(102, &mut store).unwrap();
-    let h = pass.snapshot.host("h.ns.global").unwrap();
+    let h = pass.reports.get("h.ns.global").unwrap();
     assert!(h.served);
     assert_eq!(h.addresses[0].address, IpAddr::V4(theirs));
     assert_eq!(pass.claims.adopted, 1);
@@ -436,13 +449,13 @@ fn a_deferred_host_waits_unserved_then_serves_the_claimers_vip() {
 fn a_deferred_host_claims_itself_once_its_grace_ran_out() {
     let (mut p, mut store) = deferring(Some(Duration::ZERO));
     let pass = p.pass(100, &mut store).unwrap();
-    assert!(pass.snapshot.host("h.ns.global").is_none());
+    assert!(pass.reports.get("h.ns.global").is_none());
     let due = p.next_deferral_due().expect("a grace to wait for");
     assert!(p.wake_deferred(due, false));
     // Handed out once: not due again until a pass settled it.
     assert!(!p.wake_deferred(due, false));
     let pass = p.pass(101, &mut store).unwrap();
-    assert!(pass.snapshot.host("h.ns.global").unwrap().served);
+    assert!(pass.reports.get("h.ns.global").unwrap().served);
     assert_eq!(pass.claims.claimed_after_grace, 1);
     assert_eq!(store.commits, 1);
     assert_eq!(p.deferred(), 0);
@@ -456,7 +469,7 @@ fn becoming_the_claimer_claims_every_waiting_host_at_once() {
     store.grace = None;
     assert!(p.wake_deferred(Instant::now(), true));
     let pass = p.pass(101, &mut store).unwrap();
-    assert!(pass.snapshot.host("h.ns.global").unwrap().served);
+    assert!(pass.reports.get("h.ns.global").unwrap().served);
     assert_eq!(pass.claims.claimed_after_grace, 1);
     assert_eq!(store.commits, 1);
 }
@@ -471,12 +484,12 @@ fn a_rendered_host_that_waits_says_why() {
     entry.autoallocate = false;
     p.set_unit(key(0), vec![entry.clone()]);
     let pass = p.pass(100, &mut store).unwrap();
-    assert!(pass.snapshot.host("h.ns.global").unwrap().served);
+    assert!(pass.reports.get("h.ns.global").unwrap().served);
     entry.addresses.clear();
     entry.autoallocate = true;
     p.set_unit(key(0), vec![entry]);
     let pass = p.pass(101, &mut store).unwrap();
-    let h = pass.snapshot.host("h.ns.global").unwrap();
+    let h = pass.reports.get("h.ns.global").unwrap();
     assert!(!h.served);
     assert_eq!(h.reason, Some(DEFERRED_REASON));
     assert_eq!(pass.claims.deferred, 1);
@@ -486,7 +499,46 @@ fn a_rendered_host_that_waits_says_why() {
 fn without_a_grace_nothing_waits() {
     let (mut p, mut store) = deferring(None);
     let pass = p.pass(100, &mut store).unwrap();
-    assert!(pass.snapshot.host("h.ns.global").unwrap().served);
+    assert!(pass.reports.get("h.ns.global").unwrap().served);
     assert_eq!(pass.claims, ClaimCounts::default());
     assert_eq!(p.next_deferral_due(), None);
+}
+
+/// The zone takes only what becomes records; the reports beside it say the rest. A second
+/// object listing a host with the same address changes its report (its objects), not its
+/// records: the reports show it, and the serial moves as it always has for a changed report.
+#[test]
+fn reports_change_beside_the_zone_and_move_its_serial() {
+    let mut p = v4_pipeline();
+    let mut store = crate::alloc::store::MemoryStore::default();
+    let mut entry = h_entry();
+    entry.addresses = vec!["10.0.0.9".parse().unwrap()];
+    entry.autoallocate = false;
+    p.set_unit(key(0), vec![entry.clone()]);
+    let first = p.pass(100, &mut store).unwrap();
+    let h = first.reports.get("h.ns.global").unwrap();
+    assert_eq!(h.objects, ["c/ns/h"]);
+    let zone_host = first.snapshot.host("h.ns.global").unwrap().into_owned();
+    assert_eq!(Some(zone_host.clone()), h.zone_host());
+    assert_eq!(
+        (first.reports.serial, first.reports.generation),
+        (first.snapshot.serial, first.snapshot.generation)
+    );
+
+    entry.object.name = "h2".into();
+    p.set_unit(key(1), vec![entry]);
+    let second = p.pass(101, &mut store).unwrap();
+    let h = second.reports.get("h.ns.global").unwrap();
+    assert_eq!(h.objects, ["c/ns/h", "c/ns/h2"]);
+    assert_eq!(*second.snapshot.host("h.ns.global").unwrap(), zone_host);
+    assert!(second.snapshot.serial > first.snapshot.serial);
+    assert_eq!(second.reports.serial, second.snapshot.serial);
+    // Nothing changed: no new serial.
+    p.pending.push("h.ns.global".into());
+    let third = p.pass(102, &mut store).unwrap();
+    assert_eq!(third.snapshot.serial, second.snapshot.serial);
+    assert_eq!(
+        (third.reports.host_count(), third.reports.served_hosts()),
+        (1, 1)
+    );
 }

@@ -1,5 +1,5 @@
-//! Transferred records → the same snapshot a primary builds: A/AAAA owners become host reports
-//! (a `*.` owner a wildcard host), `_name._tcp|_udp.HOST SRV 0 100 PORT HOST.` the host's ports,
+//! Transferred records → the same snapshot a primary builds: A/AAAA owners become the zone's
+//! hosts (a `*.` owner a wildcard host), `_name._tcp|_udp.HOST SRV 0 100 PORT HOST.` the host's ports,
 //! and the builder derives the PTRs of the reverse zones from them, as a primary does. The SOA
 //! and apex NS set are the primary's. Anything else globaldns never serves is dropped (and
 //! counted, for one warning per transfer).
@@ -14,9 +14,8 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
 use super::zone_data::{FullZone, RecordKey, TransferDelta};
-use crate::report::{AddressReport, AddressSource, HostReport};
 use crate::serviceentry::{SrvPort, Transport};
-use crate::zone::{reverse_zone_for, Snapshot, ZoneBuilder, ZoneConfig};
+use crate::zone::{reverse_zone_for, Snapshot, ZoneBuilder, ZoneConfig, ZoneHost};
 
 /// What one record becomes.
 enum Kind {
@@ -124,6 +123,10 @@ fn fingerprint(owner: &Name, data: &RData) -> u64 {
     h.finish()
 }
 
+/// A host's addresses and ports as a transfer changes them (the zone takes them as a
+/// `ZoneHost`, which puts them in order: equal zones give equal hosts, unchanged ones no work).
+type Parts = (Vec<IpAddr>, Vec<SrvPort>);
+
 /// Types of the records not served, with how many of each.
 pub type Dropped = BTreeMap<RecordType, usize>;
 
@@ -170,12 +173,12 @@ impl Assembler {
             },
             Kind::Address { host, ip } => self
                 .builder
-                .report(&host)
-                .is_some_and(|r| r.addresses.iter().any(|a| a.address == ip)),
+                .host(&host)
+                .is_some_and(|h| h.addresses().contains(&ip)),
             Kind::Port { host, port } => self
                 .builder
-                .report(&host)
-                .is_some_and(|r| r.ports.contains(&port)),
+                .host(&host)
+                .is_some_and(|h| h.ports().contains(&port)),
             Kind::Ptr | Kind::Dropped(_) => {
                 zone.is_some_and(|z| z.others.contains(&fingerprint(owner, data)))
             }
@@ -199,13 +202,13 @@ impl Assembler {
         self.holds(apex, &owner, data).then_some(shared).flatten()
     }
 
-    /// Applies `delta` of zone `apex`, whose SOA is now `soa`: the hosts it touches get their
-    /// reports rebuilt from what they had, the others are not looked at. Returns the types of
+    /// Applies `delta` of zone `apex`, whose SOA is now `soa`: the hosts it touches are rebuilt
+    /// from what they had, the others are not looked at. Returns the types of
     /// the records added that are not served.
     pub fn apply(&mut self, apex: &Name, soa: &Record, delta: &TransferDelta) -> Dropped {
         let reverse = self.is_reverse(apex);
         let mut dropped = Dropped::new();
-        let mut touched: HashMap<String, HostReport> = HashMap::new();
+        let mut touched: HashMap<String, Parts> = HashMap::new();
         let zone = self.zones.entry(apex.clone()).or_default();
         let changes = delta
             .removed
@@ -237,24 +240,23 @@ impl Assembler {
                     continue;
                 }
             };
-            let report = touched.entry(host.clone()).or_insert_with(|| {
-                self.builder
-                    .report(host)
-                    .map(std::borrow::Cow::into_owned)
-                    .unwrap_or_else(|| HostReport::empty(host.starts_with("*.")))
+            let (addresses, ports) = touched.entry(host.clone()).or_insert_with(|| {
+                let had = self.builder.host(host).map(std::borrow::Cow::into_owned);
+                had.unwrap_or_default().into_parts()
             });
             match (kind, add) {
-                (Kind::Address { ip, .. }, true) => report.addresses.push(primary_address(ip)),
-                (Kind::Address { ip, .. }, false) => report.addresses.retain(|a| a.address != ip),
-                (Kind::Port { port, .. }, true) => report.ports.push(port),
-                (Kind::Port { port, .. }, false) => report.ports.retain(|p| *p != port),
+                (Kind::Address { ip, .. }, true) => addresses.push(ip),
+                (Kind::Address { ip, .. }, false) => addresses.retain(|a| *a != ip),
+                (Kind::Port { port, .. }, true) => ports.push(port),
+                (Kind::Port { port, .. }, false) => ports.retain(|p| *p != port),
                 _ => {}
             }
         }
         dropped.retain(|_, n| *n > 0);
         self.set_apex(apex, soa);
-        for (host, r) in touched {
-            self.set_host(&host, r);
+        for (host, (addresses, ports)) in touched {
+            self.builder
+                .set_host(&host, Some(ZoneHost::new(addresses, ports)));
         }
         dropped
     }
@@ -267,13 +269,7 @@ impl Assembler {
         let reverse = self.is_reverse(apex);
         let mut dropped = Dropped::new();
         let mut state = ZoneState::default();
-        let mut hosts: HashMap<String, HostReport> = HashMap::new();
-        fn report(hosts: &mut HashMap<String, HostReport>, host: String) -> &mut HostReport {
-            let wildcard = host.starts_with("*.");
-            hosts
-                .entry(host)
-                .or_insert_with(|| HostReport::empty(wildcard))
-        }
+        let mut hosts: HashMap<String, Parts> = HashMap::new();
         for r in zone.records() {
             match classify(apex, reverse, &r.name, &r.data) {
                 Kind::Apex => {
@@ -281,10 +277,8 @@ impl Assembler {
                         state.ns.insert(ns_key(&r.data), r.clone());
                     }
                 }
-                Kind::Address { host, ip } => {
-                    report(&mut hosts, host).addresses.push(primary_address(ip))
-                }
-                Kind::Port { host, port } => report(&mut hosts, host).ports.push(port),
+                Kind::Address { host, ip } => hosts.entry(host).or_default().0.push(ip),
+                Kind::Port { host, port } => hosts.entry(host).or_default().1.push(port),
                 kind @ (Kind::Ptr | Kind::Dropped(_)) => {
                     if let Kind::Dropped(t) = kind {
                         *dropped.entry(t).or_default() += 1;
@@ -303,8 +297,9 @@ impl Assembler {
         }
         self.zones.insert(apex.clone(), state);
         self.set_apex(apex, &soa);
-        for (host, r) in hosts {
-            self.set_host(&host, r);
+        for (host, (addresses, ports)) in hosts {
+            self.builder
+                .set_host(&host, Some(ZoneHost::new(addresses, ports)));
         }
         dropped
     }
@@ -316,23 +311,6 @@ impl Assembler {
             .map(|z| z.ns.values().cloned().collect())
             .unwrap_or_default();
         self.builder.set_apex(apex, soa.clone(), ns);
-    }
-
-    /// Hands one host's rebuilt report to the builder, in a stable order: equal zones give
-    /// equal reports, and unchanged hosts no work.
-    fn set_host(&mut self, host: &str, mut r: HostReport) {
-        r.addresses.sort_by_key(|a| a.address);
-        r.addresses.dedup_by_key(|a| a.address);
-        r.ports.sort();
-        r.ports.dedup();
-        if r.addresses.is_empty() && r.ports.is_empty() {
-            self.builder.set_host(host, None);
-            return;
-        }
-        // SRV records without an address are not served by a primary either.
-        r.served = !r.addresses.is_empty();
-        r.reason = (!r.served).then_some("SRV records without an address");
-        self.builder.set_host(host, Some(r));
     }
 
     /// The snapshot of the zones as applied so far.
@@ -361,14 +339,6 @@ impl Assembler {
             }
         }
         (theirs.ptrs.saturating_sub(common), extra)
-    }
-}
-
-fn primary_address(ip: IpAddr) -> AddressReport {
-    AddressReport {
-        address: ip,
-        source: AddressSource::Primary,
-        objects: vec![],
     }
 }
 
@@ -476,33 +446,19 @@ pub(super) mod tests {
     #[test]
     fn every_kind_of_data_a_primary_serves_comes_through() {
         let (cfg, ranges) = cfg();
-        let port = |name: &str, transport, number| SrvPort {
-            name: name.into(),
-            transport,
-            number,
-        };
         let mut primary = ZoneBuilder::new(&cfg, &ranges);
         let hosts = [
             (
                 "h.ns1.global",
-                HostReport {
-                    ports: vec![
-                        port("http", Transport::Tcp, 80),
-                        port("dns", Transport::Udp, 53),
-                    ],
-                    ..HostReport::serving(&["240.10.0.1", "fd00:10::1"])
-                },
+                crate::zone::lookup_tests::host(
+                    &["240.10.0.1", "fd00:10::1"],
+                    &[("http", Transport::Tcp, 80), ("dns", Transport::Udp, 53)],
+                ),
             ),
-            (
-                "*.ns2.global",
-                HostReport {
-                    wildcard: true,
-                    ..HostReport::serving(&["240.10.0.2"])
-                },
-            ),
+            ("*.ns2.global", ZoneHost::serving(&["240.10.0.2"])),
         ];
-        for (host, report) in hosts {
-            primary.set_host(host, Some(report));
+        for (host, h) in hosts {
+            primary.set_host(host, Some(h));
         }
         let served_by_primary = primary.snapshot();
         let apex = name("global.");

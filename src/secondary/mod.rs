@@ -172,7 +172,7 @@ impl Shared {
 
     /// Applies a zone's change and publishes once every zone is loaded; returns the types of
     /// the records it brought that are not served. After a large change the pages it freed (a
-    /// whole zone's records, the reports replaced) are handed back. `content` becomes the
+    /// whole zone's records, the hosts replaced) are handed back. `content` becomes the
     /// zone's after the change (worked out from the zone before it: see `content`).
     fn apply(&self, apex: &Name, change: Change, content: &mut Content) -> Dropped {
         let mut st = self.state.lock().unwrap();

@@ -25,9 +25,8 @@ use super::{apply_change, Change};
 use crate::dns::Handler;
 use crate::metrics::Metrics;
 use crate::published::Published;
-use crate::report::{AddressReport, AddressSource, HostReport};
 use crate::serviceentry::{SrvPort, Transport};
-use crate::zone::{messages, JournalFile, Snapshot, ZoneBuilder};
+use crate::zone::{messages, JournalFile, Snapshot, ZoneBuilder, ZoneHost};
 
 const HOSTS: usize = 40;
 
@@ -41,17 +40,13 @@ fn host(i: usize) -> String {
     }
 }
 
-/// A random report for host `i`, or None (the host gone).
-fn report(rng: &mut StdRng, i: usize) -> Option<HostReport> {
+/// A random host `i`, or None (the host gone).
+fn report(rng: &mut StdRng, i: usize) -> Option<ZoneHost> {
     if rng.random_bool(0.2) {
         return None;
     }
     let addresses = (0..rng.random_range(1..3))
-        .map(|_| AddressReport {
-            address: IpAddr::from([240, 10, rng.random_range(0..2), rng.random_range(0..8)]),
-            source: AddressSource::Vip,
-            objects: vec![],
-        })
+        .map(|_| IpAddr::from([240, 10, rng.random_range(0..2), rng.random_range(0..8)]))
         .collect();
     let ports = if i == 0 || rng.random_bool(0.5) {
         vec![]
@@ -62,12 +57,7 @@ fn report(rng: &mut StdRng, i: usize) -> Option<HostReport> {
             number: rng.random_range(80..83),
         }]
     };
-    Some(HostReport {
-        wildcard: i == 0,
-        addresses,
-        ports,
-        ..HostReport::serving(&[])
-    })
+    Some(ZoneHost::new(addresses, ports))
 }
 
 /// A primary: the builder fed from `hosts`, its journal on disk.
@@ -82,7 +72,7 @@ impl Primary {
     /// found there.
     fn start(
         dir: &Path,
-        hosts: &BTreeMap<usize, HostReport>,
+        hosts: &BTreeMap<usize, ZoneHost>,
         floor: u32,
         rng: &mut StdRng,
     ) -> Primary {
@@ -254,10 +244,7 @@ fn same_answers(primary: &Arc<Snapshot>, secondary: &mut Secondary, when: &str) 
     assert!(answers(primary) == answers(&s), "answers differ {when}");
 }
 
-fn change(
-    rng: &mut StdRng,
-    hosts: &mut BTreeMap<usize, HostReport>,
-) -> (usize, Option<HostReport>) {
+fn change(rng: &mut StdRng, hosts: &mut BTreeMap<usize, ZoneHost>) -> (usize, Option<ZoneHost>) {
     let i = rng.random_range(0..HOSTS);
     let r = report(rng, i);
     match &r {
@@ -270,7 +257,7 @@ fn change(
 fn follow_through_changes_restarts_and_a_replica(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = scratch();
-    let mut hosts: BTreeMap<usize, HostReport> = BTreeMap::new();
+    let mut hosts: BTreeMap<usize, ZoneHost> = BTreeMap::new();
     for i in 0..HOSTS {
         if let Some(r) = report(&mut rng, i) {
             hosts.insert(i, r);
@@ -332,7 +319,7 @@ fn follow_through_changes_restarts_and_a_replica(seed: u64) {
     // Another replica: its own state directory and serials, the same sources. Our content is
     // its first version: an IXFR by content, then its changes.
     let other = scratch();
-    let hosts_now: BTreeMap<usize, HostReport> = a
+    let hosts_now: BTreeMap<usize, ZoneHost> = a
         .snap
         .hosts()
         .into_iter()
@@ -370,8 +357,8 @@ fn follow_through_changes_restarts_and_a_replica(seed: u64) {
 }
 
 /// A report with a port no random change gives.
-fn unique(port: u16) -> HostReport {
-    crate::zone::lookup_tests::host(&["240.10.1.7"], &[("http", Transport::Tcp, port)], false)
+fn unique(port: u16) -> ZoneHost {
+    crate::zone::lookup_tests::host(&["240.10.1.7"], &[("http", Transport::Tcp, port)])
 }
 
 proptest! {

@@ -6,6 +6,7 @@
 //! non-terminals are reference-counted by the names below them.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -15,15 +16,12 @@ use ipnet::IpNet;
 
 use super::changes::ChangeTracker;
 use super::digest::{Canon, Digest};
-use super::hosts::{self, HostShard, HOST_SHARDS};
+use super::hosts::{self, HostShard, Hosts, ZoneHost, KEPT_SHARDS};
 use super::journal::{item_digest, Item, Journal, Pending, SerialDelta};
 use super::journal_file::Lineage;
 use super::key::{self, Key};
 use super::records::{Data, Node};
-use super::{
-    apexes, shard_index, unix_now, AddressReport, AddressSource, Apex, HostReport, Shard, Snapshot,
-    ZoneConfig, SHARDS,
-};
+use super::{apexes, shard_index, unix_now, Apex, Shard, Snapshot, ZoneConfig, SHARDS};
 
 pub struct ZoneBuilder {
     ttl: u32,
@@ -35,13 +33,12 @@ pub struct ZoneBuilder {
     /// Their addresses (`--ns NAME=ADDRESS`), which no host's removal takes away.
     glue: Vec<(Key, Data)>,
     shards: Vec<Arc<Shard>>,
-    hosts: Vec<Arc<HostShard>>,
+    /// The hosts the names do not say (see `hosts`).
+    kept: Vec<Arc<HostShard>>,
     serial: Option<u32>,
     changed: bool,
+    /// Hosts with an address (with records).
     served: usize,
-    /// Hosts with TCP ports the home cluster's default sidecars cannot route by address.
-    tcp_unroutable: usize,
-    host_count: usize,
     /// What changed since the last snapshot, when a journal is kept (zone transfers served).
     pending: Option<Pending>,
     journal: Journal,
@@ -75,12 +72,10 @@ impl ZoneBuilder {
             pinned: vec![],
             glue: vec![],
             shards: (0..SHARDS).map(|_| Arc::default()).collect(),
-            hosts: (0..HOST_SHARDS).map(|_| Arc::default()).collect(),
+            kept: (0..KEPT_SHARDS).map(|_| Arc::default()).collect(),
             serial: None,
             changed: false,
             served: 0,
-            tcp_unroutable: 0,
-            host_count: 0,
             pending: None,
             journal: Journal::default(),
             digests: vec![],
@@ -118,14 +113,17 @@ impl ZoneBuilder {
             .map(|(_, a)| a.len())
     }
 
-    pub fn report(&self, host: &str) -> Option<Cow<'_, HostReport>> {
-        let k = key::of_host(host)?;
-        self.report_at(&k)
+    fn hosts(&self) -> Hosts<'_> {
+        Hosts {
+            shards: &self.shards,
+            kept: &self.kept,
+            pinned: &self.pinned,
+        }
     }
 
-    fn report_at(&self, k: &[u8]) -> Option<Cow<'_, HostReport>> {
-        let slot = self.hosts[shard_index(k, HOST_SHARDS)].get(k)?;
-        Some(hosts::report(&self.shards, k, slot))
+    /// What the zone holds for `host` (kept, or read back from its names).
+    pub fn host(&self, host: &str) -> Option<Cow<'_, ZoneHost>> {
+        self.hosts().get(&key::of_host(host)?)
     }
 
     /// Every host whose closest enclosing zone is `apex`.
@@ -137,59 +135,55 @@ impl ZoneBuilder {
                 .find(|(_, a)| key::is_at_or_below(k, a))
                 .is_some_and(|(z, _)| *z == apex)
         };
-        self.hosts
-            .iter()
-            .flat_map(|s| s.keys())
-            .filter(|k| of_apex(k))
-            .map(|k| key::to_host(k))
+        self.hosts()
+            .all()
+            .filter(|(k, _)| of_apex(k))
+            .map(|(k, _)| key::to_host(&k))
             .collect()
     }
 
-    /// Sets (with None: removes) a host's report and its names. Returns whether anything changed.
-    pub fn set_host(&mut self, host: &str, report: Option<HostReport>) -> bool {
+    /// Sets (with None: removes) what the zone renders for `host`. Returns whether the zone
+    /// changed.
+    pub fn set_host(&mut self, host: &str, input: Option<ZoneHost>) -> bool {
         // Valid hosts always have a key; the registry holds no other.
-        let Some(k) = key::of_host(host) else {
-            return false;
-        };
-        let old = self.report_at(&k);
-        if old.as_deref() == report.as_ref() {
+        key::of_host(host).is_some_and(|k| self.set_host_at(k, input))
+    }
+
+    /// [`ZoneBuilder::set_host`] by the host's name key (`key::of_host`), which its node and
+    /// the PTRs to it then share.
+    pub fn set_host_at(&mut self, k: Key, input: Option<ZoneHost>) -> bool {
+        let input = input.filter(|h| *h != ZoneHost::default());
+        let old = self.hosts().get(&k);
+        if old.as_deref() == input.as_ref() {
             return false;
         }
-        let removed = old.map(|old| {
-            (
-                old.served,
-                old.tcp_unroutable.is_some(),
-                self.contributions(&k, &old),
-            )
+        let removed = old.map(|old| (!old.addresses().is_empty(), self.contributions(&k, &old)));
+        let added = input.map(|h| {
+            let contributions = self.contributions(&k, &h);
+            let served = !h.addresses().is_empty();
+            let kept = (!self.says(&k, &h, &contributions)).then(|| Arc::new(h));
+            (served, contributions, kept)
         });
-        let added = report.map(|r| {
-            let contributions = self.contributions(&k, &r);
-            let (served, unroutable) = (r.served, r.tcp_unroutable.is_some());
-            let kept = (!self.says(&k, &r, &contributions)).then(|| Arc::new(r));
-            (served, unroutable, contributions, kept)
-        });
-        let shard = Arc::make_mut(&mut self.hosts[shard_index(&k, HOST_SHARDS)]);
-        match &added {
-            // The same allocation as the host's node key and its PTR targets.
-            Some((_, _, _, kept)) => match shard.get_mut(&k[..]) {
-                Some(slot) => *slot = kept.clone(),
-                None => drop(shard.insert(k.clone(), kept.clone())),
+        // Most hosts are not kept: their shard is not copied.
+        let shard = &mut self.kept[shard_index(&k, KEPT_SHARDS)];
+        match added.as_ref().and_then(|(_, _, kept)| kept.clone()) {
+            Some(kept) => match Arc::make_mut(shard).get_mut(&k[..]) {
+                Some(slot) => *slot = kept,
+                // The same allocation as the host's node key and its PTR targets.
+                None => drop(Arc::make_mut(shard).insert(k.clone(), kept)),
             },
-            None => drop(shard.remove(&k[..])),
+            None if shard.contains_key(&k[..]) => drop(Arc::make_mut(shard).remove(&k[..])),
+            None => {}
         }
-        if let Some((served, unroutable, contributions)) = removed {
-            self.host_count -= 1;
+        if let Some((served, contributions)) = removed {
             self.served -= usize::from(served);
-            self.tcp_unroutable -= usize::from(unroutable);
             for (wild, k, d) in contributions {
                 self.remove(wild, &k, &d);
                 self.note(false, (wild, k, d));
             }
         }
-        if let Some((served, unroutable, contributions, _)) = added {
-            self.host_count += 1;
+        if let Some((served, contributions, _)) = added {
             self.served += usize::from(served);
-            self.tcp_unroutable += usize::from(unroutable);
             for (wild, k, d) in contributions {
                 if self.pending.is_some() {
                     self.note(true, (wild, k.clone(), d.clone()));
@@ -201,26 +195,35 @@ impl ZoneBuilder {
         true
     }
 
-    /// Whether the names will say `report` in full once its `contributions` are in (see
-    /// `hosts`): its node holds its addresses and ports and nothing else's but PTRs.
-    fn says(&self, k: &Key, report: &HostReport, contributions: &[Contribution]) -> bool {
-        // A primary's reports say where their addresses came from: no need to look further.
-        let from_primary = |a: &AddressReport| a.source == AddressSource::Primary;
-        if !report.objects.is_empty() || !report.addresses.iter().all(from_primary) {
-            return false;
-        }
-        if self.pinned.contains(k) {
-            return false; // the glue shares the node
-        }
-        let mut own: Vec<&Data> = contributions
+    /// Whether the names will say `host` in full once its `contributions` are in (see
+    /// `hosts`): its node holds its addresses and ports and nothing else's but PTRs. Every
+    /// address is rendered; a port is not without an address, at a wildcard, or when its SRV
+    /// owner would be too long: counting the SRV data is enough (no allocation per host).
+    fn says(&self, k: &Key, host: &ZoneHost, contributions: &[Contribution]) -> bool {
+        let srv = contributions
             .iter()
-            .map(|(_, _, d)| d)
-            .filter(|d| !matches!(d, Data::Ptr(_)))
-            .collect();
-        // As the node keeps them.
-        own.sort();
-        own.dedup();
-        hosts::said(hosts::is_wildcard(k), own.into_iter()) == *report
+            .filter(|(_, _, d)| matches!(d, Data::Srv { .. }))
+            .count();
+        // The glue shares a name server's node.
+        let says = srv == host.ports.len() && !self.pinned.contains(k);
+        debug_assert_eq!(says, {
+            let mut own: Vec<&Data> = contributions
+                .iter()
+                .map(|(_, _, d)| d)
+                .filter(|d| !matches!(d, Data::Ptr(_)))
+                .collect();
+            // As the node keeps them.
+            own.sort();
+            own.dedup();
+            !self.pinned.contains(k) && hosts::said(own.into_iter()) == *host
+        });
+        says
+    }
+
+    /// A new serial at the next snapshot although no record changed (a primary's reports did:
+    /// its serial has always said so).
+    pub fn touch(&mut self) {
+        self.changed = true;
     }
 
     /// The first serial will be at least `floor` (see `serial_floor`).
@@ -367,34 +370,19 @@ impl ZoneBuilder {
         for s in &mut self.shards {
             Arc::make_mut(s).nodes.reserve(per);
         }
-        let per = hosts.div_ceil(HOST_SHARDS);
-        for h in &mut self.hosts {
-            Arc::make_mut(h).reserve(per);
-        }
     }
 
-    fn contributions(&self, k: &Key, report: &HostReport) -> Vec<Contribution> {
-        // Every field named: a new kind of data in reports is a compile error here until the
-        // zone renders it (or says why not).
-        let HostReport {
-            served,
-            wildcard,
-            addresses,
-            ports,
-            reason: _,
-            objects: _,
-            rule: _,
-            conflict: _,
-            // Reports for operators and write-back, not zone data.
-            tcp_unroutable: _,
-            unserved_vips: _,
-        } = report;
+    fn contributions(&self, k: &Key, host: &ZoneHost) -> Vec<Contribution> {
+        // Every field named: a new kind of data is a compile error here until the zone renders
+        // it.
+        let ZoneHost { addresses, ports } = host;
         let mut out = Vec::new();
-        if !served {
+        // SRV records without an address are not served: they would point at a name without one.
+        if addresses.is_empty() {
             return out;
         }
-        let addr = |a: &AddressReport| Data::address(a.address);
-        if *wildcard {
+        let addr = |ip: &IpAddr| Data::address(*ip);
+        if hosts::is_wildcard(k) {
             // `*.bar.global` is kept under `bar.global`.
             let Some(parent) = key::parent(k).map(Key::from) else {
                 return out;
@@ -422,7 +410,7 @@ impl ZoneBuilder {
             ));
         }
         for a in addresses {
-            let rk = key::reverse(a.address);
+            let rk = key::reverse(*a);
             if self.apex_len(&rk).is_some() {
                 out.push((false, rk, Data::Ptr(k.clone())));
             }
@@ -564,7 +552,7 @@ impl ZoneBuilder {
             s.wildcards.shrink_to_fit();
             s.ents.shrink_to_fit();
         }
-        for h in &mut self.hosts {
+        for h in &mut self.kept {
             Arc::make_mut(h).shrink_to_fit();
         }
     }
@@ -622,11 +610,10 @@ impl ZoneBuilder {
             changes: self.changes.link(generation),
             apexes,
             shards: self.shards.clone(),
-            hosts: self.hosts.clone(),
+            kept: self.kept.clone(),
+            pinned: self.pinned.clone(),
             ttl,
             served: self.served,
-            tcp_unroutable: self.tcp_unroutable,
-            host_count: self.host_count,
             journal: self.journal.clone(),
         }
     }

@@ -120,7 +120,7 @@ mod tests {
     /// names sort around each other's SRV names (see the transfer tests).
     #[test]
     fn the_streamed_ixfr_is_the_gathered_one() {
-        use crate::zone::transfer::tests::{builder, pool, report};
+        use crate::zone::transfer::tests::{builder, pool, random_host};
         use rand::rngs::StdRng;
         use rand::{Rng, SeedableRng};
 
@@ -133,7 +133,7 @@ mod tests {
             for _ in 0..3 {
                 for (i, host) in pool.iter().enumerate() {
                     if rng.random_bool(0.3) {
-                        let r = rng.random_bool(0.7).then(|| report(&mut rng, i));
+                        let r = rng.random_bool(0.7).then(|| random_host(&mut rng, i));
                         b.set_host(host, r);
                     }
                 }

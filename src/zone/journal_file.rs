@@ -492,10 +492,10 @@ mod tests {
         let fp = b.fingerprint();
         let (mut jf, none) = JournalFile::open(dir.path(), fp.clone(), 0);
         assert!(none.is_none());
-        b.set_host("a.global", Some(host(&["240.10.0.1"], &[], false)));
+        b.set_host("a.global", Some(host(&["240.10.0.1"], &[])));
         let first = b.snapshot();
         jf.persist(&first).unwrap();
-        b.set_host("b.global", Some(host(&["240.10.0.2"], &[], false)));
+        b.set_host("b.global", Some(host(&["240.10.0.2"], &[])));
         let snap = b.snapshot();
         jf.persist(&snap).unwrap();
         let path = dir.path().join("journal");

@@ -4,27 +4,17 @@
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::{HostReport, NameServer, Outcome, Snapshot, ZoneBuilder, ZoneConfig};
+use super::{NameServer, Outcome, Snapshot, ZoneBuilder, ZoneConfig, ZoneHost};
 use crate::serviceentry::{SrvPort, Transport};
 
-/// A served host's report (also used by the journal's and the secondary's tests).
-pub(crate) fn host(
-    addresses: &[&str],
-    ports: &[(&str, Transport, u16)],
-    wildcard: bool,
-) -> HostReport {
-    HostReport {
-        wildcard,
-        ports: ports
-            .iter()
-            .map(|(name, transport, number)| SrvPort {
-                name: name.to_string(),
-                transport: *transport,
-                number: *number,
-            })
-            .collect(),
-        ..HostReport::serving(addresses)
-    }
+/// A served host (also used by the journal's and the secondary's tests).
+pub(crate) fn host(addresses: &[&str], ports: &[(&str, Transport, u16)]) -> ZoneHost {
+    let ports = ports.iter().map(|(name, transport, number)| SrvPort {
+        name: name.to_string(),
+        transport: *transport,
+        number: *number,
+    });
+    ZoneHost::new(ZoneHost::serving(addresses).into_parts().0, ports.collect())
 }
 
 fn snapshot() -> Snapshot {
@@ -44,33 +34,21 @@ fn snapshot() -> Snapshot {
         ttl: 30,
     };
     let mut b = ZoneBuilder::new(&cfg, &["240.10.0.0/16".parse().unwrap()]);
-    let port = |name: &str, transport, number| SrvPort {
-        name: name.into(),
-        transport,
-        number,
-    };
-    let wildcard = |ip| HostReport {
-        wildcard: true,
-        ..HostReport::serving(&[ip])
-    };
     let hosts = [
         (
             "httpbin.bar.global",
-            HostReport {
-                ports: vec![
-                    port("http", Transport::Tcp, 8000),
-                    port("dns", Transport::Udp, 53),
-                ],
-                ..HostReport::serving(&["240.10.1.1", "fd00:10::1"])
-            },
+            host(
+                &["240.10.1.1", "fd00:10::1"],
+                &[("http", Transport::Tcp, 8000), ("dns", Transport::Udp, 53)],
+            ),
         ),
-        ("v4only.bar.global", HostReport::serving(&["240.10.1.2"])),
-        ("*.wild.global", wildcard("240.10.2.1")),
-        ("*.deep.wild.global", wildcard("240.10.2.2")),
-        ("exact.wild.global", HostReport::serving(&["240.10.2.3"])),
+        ("v4only.bar.global", ZoneHost::serving(&["240.10.1.2"])),
+        ("*.wild.global", ZoneHost::serving(&["240.10.2.1"])),
+        ("*.deep.wild.global", ZoneHost::serving(&["240.10.2.2"])),
+        ("exact.wild.global", ZoneHost::serving(&["240.10.2.3"])),
     ];
-    for (name, report) in hosts {
-        assert!(b.set_host(name, Some(report)));
+    for (name, h) in hosts {
+        assert!(b.set_host(name, Some(h)));
     }
     b.snapshot()
 }

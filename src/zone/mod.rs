@@ -34,7 +34,8 @@ use ipnet::IpNet;
 
 pub use builder::ZoneBuilder;
 pub use changes::Changes;
-use hosts::{HostShard, HOST_SHARDS};
+pub use hosts::ZoneHost;
+use hosts::{HostShard, Hosts};
 pub use ixfr::Records as IxfrRecords;
 pub use journal_file::{JournalFile, Lineage};
 use key::Key;
@@ -42,8 +43,6 @@ pub use lookup::{Answer, Outcome, Resolution};
 use records::Node;
 pub use records::NAMES_IN_DATA;
 pub use transfer::{messages, Messages, Order, ZoneRecords, AXFR_CHUNK};
-
-pub use crate::report::{AddressReport, AddressSource, HostReport};
 
 /// What the snapshot is built with (from flags).
 #[derive(Clone, Debug)]
@@ -202,11 +201,13 @@ pub struct Snapshot {
     /// Longest apex first, so the first zone_of match is the closest enclosing zone.
     apexes: Vec<Apex>,
     shards: Vec<Arc<Shard>>,
-    hosts: Vec<Arc<HostShard>>,
+    /// The hosts the names do not say (see `hosts`).
+    kept: Vec<Arc<HostShard>>,
+    /// Name servers' names inside our zones (their nodes hold glue).
+    pinned: Vec<Key>,
     ttl: u32,
+    /// Hosts with an address.
     served: usize,
-    tcp_unroutable: usize,
-    host_count: usize,
     /// Recent changes, for IXFR (empty unless the builder keeps a journal).
     journal: journal::Journal,
 }
@@ -258,32 +259,29 @@ impl Snapshot {
         self.apexes.iter().find(|a| a.name == *zone).map(|a| &a.soa)
     }
 
+    /// Hosts with an address (with records).
     pub fn served_hosts(&self) -> usize {
         self.served
     }
 
-    /// Hosts with TCP ports the home cluster's default sidecars cannot route by address.
-    pub fn tcp_unroutable_hosts(&self) -> usize {
-        self.tcp_unroutable
+    fn hosts_view(&self) -> Hosts<'_> {
+        Hosts {
+            shards: &self.shards,
+            kept: &self.kept,
+            pinned: &self.pinned,
+        }
     }
 
-    /// Every host the sources list, served or not.
-    pub fn host_count(&self) -> usize {
-        self.host_count
+    /// What the zone renders for `host`, if anything.
+    pub fn host(&self, host: &str) -> Option<Cow<'_, ZoneHost>> {
+        self.hosts_view().get(&key::of_host(host)?)
     }
 
-    pub fn host(&self, host: &str) -> Option<Cow<'_, HostReport>> {
-        let k = key::of_host(host)?;
-        let slot = self.hosts[shard_index(&k, HOST_SHARDS)].get(&k[..])?;
-        Some(hosts::report(&self.shards, &k, slot))
-    }
-
-    /// Every host's report, sorted by host name (for `/debug/hosts` and `check`).
-    pub fn hosts(&self) -> BTreeMap<String, Cow<'_, HostReport>> {
-        self.hosts
-            .iter()
-            .flat_map(|s| s.iter())
-            .map(|(k, slot)| (key::to_host(k), hosts::report(&self.shards, k, slot)))
+    /// Every host with records (or kept), sorted by name (a secondary's `/debug/hosts`).
+    pub fn hosts(&self) -> BTreeMap<String, Cow<'_, ZoneHost>> {
+        self.hosts_view()
+            .all()
+            .map(|(k, h)| (key::to_host(&k), h))
             .collect()
     }
 }
@@ -343,7 +341,7 @@ mod tests {
         // A host at the name server's name, with the glue's address and another, then gone.
         assert!(b.set_host(
             "ns1.global",
-            Some(HostReport::serving(&["10.0.0.53", "240.10.0.9"]))
+            Some(ZoneHost::serving(&["10.0.0.53", "240.10.0.9"]))
         ));
         assert!(b.set_host("ns1.global", None));
         let snap = b.snapshot();
@@ -369,14 +367,16 @@ mod tests {
         let ranges = ["240.10.0.0/16".parse().unwrap()];
         let mut b = ZoneBuilder::new(&cfg(&[]), &ranges);
         b.keep_journal();
-        let twice = lookup_tests::host(&["240.10.0.1", "240.10.0.1"], &[], false);
-        b.set_host("h.global", Some(twice));
+        let twice = lookup_tests::host(&["240.10.0.1", "240.10.0.1"], &[]);
+        let once = lookup_tests::host(&["240.10.0.1"], &[]);
+        assert_eq!(twice, once);
+        assert!(b.set_host("h.global", Some(twice)));
         let first = b.snapshot().serial;
-        b.set_host(
-            "h.global",
-            Some(lookup_tests::host(&["240.10.0.1"], &[], false)),
-        );
+        assert!(!b.set_host("h.global", Some(once)));
+        // A primary's report changed, not its records: a new serial, an empty delta.
+        b.touch();
         let snap = b.snapshot();
+        assert!(snap.serial > first);
         // Taken out twice and put in once would have been a removal.
         assert_eq!(snap.journal.since(first), Some((vec![], vec![])));
         assert!(records(&snap, "global.").contains(&"h.global. 30 IN A 240.10.0.1".to_string()));

@@ -230,9 +230,8 @@ impl AsRef<Order> for Order {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::report::HostReport;
     use crate::serviceentry::{SrvPort, Transport};
-    use crate::zone::{ZoneBuilder, ZoneConfig};
+    use crate::zone::{ZoneBuilder, ZoneConfig, ZoneHost};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -280,7 +279,7 @@ pub(super) mod tests {
         v
     }
 
-    pub(crate) fn report(rng: &mut StdRng, i: usize) -> HostReport {
+    pub(crate) fn random_host(rng: &mut StdRng, i: usize) -> ZoneHost {
         let ports = (0..rng.random_range(0..4))
             .map(|_| SrvPort {
                 name: ["http", "grpc", "a", "0"][rng.random_range(0..4)].into(),
@@ -291,13 +290,9 @@ pub(super) mod tests {
                 },
                 number: rng.random_range(1..100),
             })
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
             .collect();
-        HostReport {
-            ports,
-            ..HostReport::serving(&[&format!("240.10.{}.{}", i / 200, i % 200 + 1)])
-        }
+        let address = format!("240.10.{}.{}", i / 200, i % 200 + 1);
+        ZoneHost::new(vec![address.parse().unwrap()], ports)
     }
 
     /// A builder of `global.` and the reverse zone of 240.10.0.0/16.
@@ -319,12 +314,15 @@ pub(super) mod tests {
             let mut b = builder();
             for (i, host) in pool.iter().enumerate() {
                 if rng.random_bool(0.7) {
-                    b.set_host(host, Some(report(&mut rng, i)));
+                    b.set_host(host, Some(random_host(&mut rng, i)));
                 }
             }
             // Many hosts of one name shape too: more than one message.
             for i in 0..700 {
-                b.set_host(&format!("s{i}.big.global"), Some(report(&mut rng, i + 100)));
+                b.set_host(
+                    &format!("s{i}.big.global"),
+                    Some(random_host(&mut rng, i + 100)),
+                );
             }
             let snap = b.snapshot();
             for zone in snap.apex_names() {

@@ -35,7 +35,7 @@ use super::context::KubeContext;
 use super::crd;
 use super::lease::{Claimer, Role};
 use super::WriteBackModes;
-use crate::zone::Snapshot;
+use crate::reports::Reports;
 
 pub use ownership::{SpecAddresses, FIELD_MANAGER};
 pub use spec::SpecWrite;
@@ -68,16 +68,16 @@ impl Writer {
             .is_none_or(|c| c.role() != Role::Follower)
     }
 
-    /// The one write `obj` needs against `snap`, if any: its spec, else its status.
-    fn needs(&self, obj: &Obj, snap: &Snapshot, ranges: &[IpNet]) -> Option<Write> {
-        let spec = self.modes.spec.then(|| spec::desired(obj, snap)).flatten();
+    /// The one write `obj` needs against the `hosts`' reports, if any: its spec, else its status.
+    fn needs(&self, obj: &Obj, hosts: &Reports, ranges: &[IpNet]) -> Option<Write> {
+        let spec = self.modes.spec.then(|| spec::desired(obj, hosts)).flatten();
         match spec {
             Some(w) => Some(Write::Spec(w)),
             // An entry that gets (or keeps) the VIP in spec needs nothing in status: Istio
             // ignores status.addresses once spec.addresses is set.
             None if self.modes.spec && obj.writable == Some(Ok(())) => None,
             None if self.modes.status => {
-                status::desired(obj, snap, ranges, &self.istio_ranges).map(Write::Status)
+                status::desired(obj, hosts, ranges, &self.istio_ranges).map(Write::Status)
             }
             None => None,
         }
@@ -184,7 +184,7 @@ pub async fn run(views: Views, ctx: Arc<KubeContext>, writer: Writer) {
     );
     loop {
         published.borrow_and_update();
-        let snap = ctx.snapshot.load_full();
+        let published_reports = ctx.snapshot.reports(); // none before the first publish
         let writes = writer.writes();
         if writes != wrote_last {
             info!(
@@ -197,25 +197,26 @@ pub async fn run(views: Views, ctx: Arc<KubeContext>, writer: Writer) {
                 }
             );
         }
-        if snap.loaded && writes {
+        if let Some(reports) = published_reports.as_deref().filter(|_| writes) {
             // A new writer looks at everything once.
-            let full = retry_due || !wrote_last || checked != Some(snap.generation);
-            let jobs = collect(&views, &snap, &ctx.ranges, &writer, full, &mut retries);
+            let full = retry_due || !wrote_last || checked != Some(reports.generation);
+            let jobs = collect(&views, reports, &ctx.ranges, &writer, full, &mut retries);
             for (key, outcome) in write(jobs, &ctx).await {
                 retries.record(key, outcome);
             }
             if full {
-                checked = Some(snap.generation);
+                checked = Some(reports.generation);
             }
         }
         // Set after a writing pass has finished: a test (or an operator) that sees 1 knows the
         // writes this instance owes were sent.
         let m = &ctx.metrics.writeback;
-        m.writer.set(i64::from(snap.loaded && writes));
-        if snap.loaded {
+        m.writer
+            .set(i64::from(published_reports.is_some() && writes));
+        if let Some(reports) = &published_reports {
             // Every object was looked at against this snapshot (or left to the claimer) and
             // every write has finished.
-            m.checked_serial.set(i64::from(snap.serial));
+            m.checked_serial.set(i64::from(reports.serial));
         }
         wrote_last = writes;
         let next_retry = retries.next_due();
@@ -243,7 +244,7 @@ pub async fn run(views: Views, ctx: Arc<KubeContext>, writer: Writer) {
 /// objects changed since the last pass.
 fn collect(
     views: &Views,
-    snap: &Snapshot,
+    reports: &Reports,
     ranges: &[IpNet],
     writer: &Writer,
     full: bool,
@@ -280,7 +281,7 @@ fn collect(
             if retries.due.get(&key).is_some_and(|t| *t > now) {
                 continue;
             }
-            if let Some(write) = writer.needs(obj, snap, ranges) {
+            if let Some(write) = writer.needs(obj, reports, ranges) {
                 retries.due.insert(key, now + retries.backoff(&object));
                 let resource = crd::serviceentry_resource(&obj.version);
                 jobs.push(Job {

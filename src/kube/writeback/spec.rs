@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde_json::json;
 
 use super::{Obj, SpecAddresses};
-use crate::zone::Snapshot;
+use crate::reports::Reports;
 
 /// What to apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,13 +22,13 @@ pub enum SpecWrite {
     Withdraw,
 }
 
-/// The apply `obj` needs against `snap`, if any.
-pub fn desired(obj: &Obj, snap: &Snapshot) -> Option<SpecWrite> {
+/// The apply `obj` needs against the hosts' `reports`, if any.
+pub fn desired(obj: &Obj, reports: &Reports) -> Option<SpecWrite> {
     // A skipped object: not ours to judge.
     let writable = obj.writable.as_ref()?;
     let want = match (writable, &obj.spec, &obj.host) {
         (Ok(()), SpecAddresses::Absent | SpecAddresses::Ours, Some(host)) => {
-            snap.host(host).map(|r| r.vips()).unwrap_or_default()
+            reports.get(host).map(|r| r.vips()).unwrap_or_default()
         }
         _ => Vec::new(),
     };

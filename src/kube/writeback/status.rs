@@ -10,14 +10,14 @@ use ipnet::IpNet;
 use serde_json::json;
 
 use super::Obj;
+use crate::reports::Reports;
 use crate::serviceentry::parse_host_address;
-use crate::zone::Snapshot;
 
 /// The `status.addresses` to write for `obj`, or None when it must be left alone. `ours`:
 /// globaldns's VIP ranges; `istio`: Istio's allocator's prefixes.
 pub fn desired(
     obj: &Obj,
-    snap: &Snapshot,
+    reports: &Reports,
     ours: &[IpNet],
     istio: &[IpNet],
 ) -> Option<Vec<(String, String)>> {
@@ -40,7 +40,7 @@ pub fn desired(
     }
     let mut want = Vec::new();
     for host in &obj.hosts {
-        let vips = snap.host(host).map(|r| r.vips()).unwrap_or_default();
+        let vips = reports.get(host).map(|r| r.vips()).unwrap_or_default();
         if vips.is_empty() {
             // Not one of ours (outside the zones, say): Istio's allocation stays.
             want.extend(
