@@ -44,24 +44,20 @@ const PARALLEL: usize = 16;
 /// Bound on one API request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A claim as this instance wants it to be: `name` held for `host`, released at a time or not.
+#[derive(Debug)]
+struct Wanted {
+    name: String,
+    host: String,
+    ip: IpAddr,
+    released_at: Option<u64>,
+}
+
 #[derive(Debug)]
 enum Op {
-    Create {
-        name: String,
-        host: String,
-        ip: IpAddr,
-        released_at: Option<u64>,
-    },
-    SetReleased {
-        name: String,
-        host: String,
-        ip: IpAddr,
-        released_at: Option<u64>,
-    },
-    Delete {
-        name: String,
-        host: String,
-    },
+    Create(Wanted),
+    SetReleased(Wanted),
+    Delete { name: String, host: String },
 }
 
 #[derive(Debug, PartialEq)]
@@ -171,18 +167,8 @@ impl KubeStore {
 
     async fn run(&self, op: Op) -> Result<OpResult> {
         match op {
-            Op::Create {
-                name,
-                host,
-                ip,
-                released_at,
-            } => self.create(name, host, ip, released_at).await,
-            Op::SetReleased {
-                name,
-                host,
-                ip,
-                released_at,
-            } => self.set_released(name, host, ip, released_at).await,
+            Op::Create(w) => self.create(w).await,
+            Op::SetReleased(w) => self.set_released(w).await,
             Op::Delete { name, host } => self.delete(name, host).await,
         }
     }
@@ -197,19 +183,13 @@ impl KubeStore {
         Ok(obj.as_ref().and_then(Claim::from_object).map(|(_, c)| c))
     }
 
-    async fn create(
-        &self,
-        name: String,
-        host: String,
-        ip: IpAddr,
-        released_at: Option<u64>,
-    ) -> Result<OpResult> {
+    async fn create(&self, w: Wanted) -> Result<OpResult> {
         let mut obj = VipClaim::new(
-            &name,
+            &w.name,
             VipClaimSpec {
-                host: host.clone(),
-                address: ip.to_string(),
-                released_at: released_at.map(to_rfc3339),
+                host: w.host.clone(),
+                address: w.ip.to_string(),
+                released_at: w.released_at.map(to_rfc3339),
             },
         );
         obj.meta_mut().labels = Some(
@@ -232,34 +212,29 @@ impl KubeStore {
                     return Ok(OpResult::Done);
                 }
                 Err(e) if api_err(&e).is_some_and(|s| s.is_already_exists()) => {
-                    match self.fetch(&name).await? {
+                    match self.fetch(&w.name).await? {
                         // Deleted in between: try again.
                         None => continue,
-                        Some(cur) if cur.host == host => {
-                            if cur.released_at.is_some() != released_at.is_some() {
-                                return self.set_released(name, host, ip, released_at).await;
+                        Some(cur) if cur.host == w.host => {
+                            if cur.released_at.is_some() != w.released_at.is_some() {
+                                return self.set_released(w).await;
                             }
                             return Ok(OpResult::Done);
                         }
                         Some(cur) => {
-                            debug!(%ip, ours = %host, theirs = %cur.host, "address already claimed by another host");
+                            debug!(ip = %w.ip, ours = %w.host, theirs = %cur.host, "address already claimed by another host");
                             return Ok(OpResult::Conflict);
                         }
                     }
                 }
-                Err(e) => return Err(e).with_context(|| format!("creating VipClaim {name}")),
+                Err(e) => return Err(e).with_context(|| format!("creating VipClaim {}", w.name)),
             }
         }
         Ok(OpResult::Conflict)
     }
 
-    async fn set_released(
-        &self,
-        name: String,
-        host: String,
-        ip: IpAddr,
-        released_at: Option<u64>,
-    ) -> Result<OpResult> {
+    async fn set_released(&self, w: Wanted) -> Result<OpResult> {
+        let name = w.name.clone();
         for _ in 0..3 {
             let cached = self.cache.lock().unwrap().claims.get(&name).cloned();
             let cur = match cached {
@@ -268,17 +243,17 @@ impl KubeStore {
             };
             let Some(cur) = cur else {
                 // Freed by another instance meanwhile (its hold expired there): claim it again.
-                return Box::pin(self.create(name, host, ip, released_at)).await;
+                return Box::pin(self.create(w)).await;
             };
-            if cur.host != host {
+            if cur.host != w.host {
                 return Ok(OpResult::Conflict);
             }
-            if cur.released_at.is_some() == released_at.is_some() {
+            if cur.released_at.is_some() == w.released_at.is_some() {
                 return Ok(OpResult::Done);
             }
             let patch = json!({
                 "metadata": {"resourceVersion": cur.resource_version},
-                "spec": {"releasedAt": released_at.map(to_rfc3339)},
+                "spec": {"releasedAt": w.released_at.map(to_rfc3339)},
             });
             match bounded(
                 self.api
@@ -354,23 +329,19 @@ impl KubeStore {
             }
         }
         for (name, (host, ip, released_at)) in &want {
+            let wanted = || Wanted {
+                name: name.clone(),
+                host: host.clone(),
+                ip: *ip,
+                released_at: *released_at,
+            };
             match had.get(name) {
                 Some((h, _, r)) if h == host => {
                     if r.is_some() != released_at.is_some() {
-                        writes.push(Op::SetReleased {
-                            name: name.clone(),
-                            host: host.clone(),
-                            ip: *ip,
-                            released_at: *released_at,
-                        });
+                        writes.push(Op::SetReleased(wanted()));
                     }
                 }
-                _ => writes.push(Op::Create {
-                    name: name.clone(),
-                    host: host.clone(),
-                    ip: *ip,
-                    released_at: *released_at,
-                }),
+                _ => writes.push(Op::Create(wanted())),
             }
         }
         let (n_del, n_write) = (deletes.len(), writes.len());
