@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::dns::ConnectionCap;
-use crate::serviceentry::normalise_name;
+use crate::serviceentry::{normalise_name, validate_host};
 use crate::zone::{NameServer, ZoneConfig};
 
 /// `serve`'s default `--listen`; `zonefile` prints what a server listening there would serve.
@@ -90,7 +90,8 @@ pub struct ZoneArgs {
         long = "zone",
         env = "GLOBALDNS_ZONE",
         value_delimiter = ',',
-        default_value = "global"
+        default_value = "global",
+        value_parser = parse_zone
     )]
     pub zones: Vec<String>,
     /// VIP range (repeatable; IPv4 and/or IPv6 CIDRs).
@@ -113,7 +114,8 @@ pub struct ZoneArgs {
     #[arg(
         long = "reverse-zone",
         env = "GLOBALDNS_REVERSE_ZONE",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_zone
     )]
     pub reverse_zones: Vec<String>,
     /// The home cluster: answers are what its mesh knows (its own addresses for hosts it lists).
@@ -126,9 +128,24 @@ pub struct ZoneArgs {
     pub prefer_istio_status: bool,
 }
 
+/// A `--zone` or `--reverse-zone`: a name below the root made of DNS-1123 labels, normalised
+/// (lower case, no trailing dot). Refused at start, with the reason, rather than served oddly: an
+/// empty one would be the root zone, a malformed one would have no name server.
+fn parse_zone(raw: &str) -> Result<String, String> {
+    let zone = normalise_name(raw);
+    if zone.is_empty() {
+        return Err("the root zone cannot be served; name a zone such as `global`".into());
+    }
+    validate_host(&zone)?;
+    if zone.starts_with("*.") {
+        return Err("a zone cannot be a wildcard".into());
+    }
+    Ok(zone)
+}
+
 impl ZoneArgs {
     pub fn normalised_zones(&self) -> Vec<String> {
-        let mut z: Vec<String> = self.zones.iter().map(|z| normalise_name(z)).collect();
+        let mut z = self.zones.clone();
         z.dedup();
         z
     }
@@ -136,11 +153,7 @@ impl ZoneArgs {
     pub fn zone_config(&self) -> ZoneConfig {
         ZoneConfig {
             zones: self.normalised_zones(),
-            reverse_zones: self
-                .reverse_zones
-                .iter()
-                .map(|z| normalise_name(z))
-                .collect(),
+            reverse_zones: self.reverse_zones.clone(),
             ns: name_servers(&self.ns),
             ttl: self.ttl,
         }

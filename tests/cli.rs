@@ -861,3 +861,42 @@ fn check_and_the_server_report_tcp_hosts_no_default_sidecar_can_route() {
         Some((hosts.len() - served) as f64)
     );
 }
+
+/// A malformed `--zone` (or `--reverse-zone`) is refused when the arguments are read, with the
+/// reason: it once panicked building the zone (no name server could be named in it), and an
+/// empty one served the root zone.
+#[test]
+fn malformed_zones_are_refused_at_start_with_the_reason() {
+    let zones = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/answers");
+    for (zone, why) in [
+        ("a..b", "must be 1 to 63 characters"),
+        ("bad name", "not a DNS-1123 label"),
+        ("", "root zone"),
+        (".", "root zone"),
+        ("*.global", "wildcard"),
+    ] {
+        for (cmd, flag) in [
+            (["zonefile", "--zones", zones], "--zone"),
+            (["serve", "--zones", zones], "--zone"),
+            (["zonefile", "--zones", zones], "--reverse-zone"),
+        ] {
+            let mut args = cmd.to_vec();
+            args.extend([flag, zone, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+            if cmd[0] == "zonefile" {
+                args.truncate(args.len() - 4);
+            }
+            let out = run(&args, &[]);
+            assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(flag) && out.stderr.contains(why),
+                "{args:?}: {}",
+                out.stderr
+            );
+            assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        }
+    }
+    // A well-formed one is normalised: the zone file's apex is `global.` for `Global.`.
+    let out = run(&["zonefile", "--zones", zones, "--zone", "Global."], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("global. 30 IN SOA"), "{}", out.stdout);
+}
