@@ -881,7 +881,14 @@ fn malformed_zones_are_refused_at_start_with_the_reason() {
             (["zonefile", "--zones", zones], "--reverse-zone"),
         ] {
             let mut args = cmd.to_vec();
-            args.extend([flag, zone, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+            args.extend([
+                flag,
+                zone,
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ]);
             if cmd[0] == "zonefile" {
                 args.truncate(args.len() - 4);
             }

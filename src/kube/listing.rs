@@ -22,6 +22,9 @@ use kube::runtime::watcher::{self, Event};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::metrics::Metrics;
+use crate::source::metrics::{ClusterLabels, ListLabels};
+
 /// `--kube-list`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ListFrom {
@@ -58,13 +61,15 @@ pub struct Lists {
     mode: ListFrom,
     /// Set when a cache list failed; cleared when a paged list then succeeded.
     cache_failed: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Lists {
-    pub fn new(mode: ListFrom) -> Lists {
+    pub fn new(mode: ListFrom, metrics: Arc<Metrics>) -> Lists {
         Lists {
             mode,
             cache_failed: Arc::default(),
+            metrics,
         }
     }
 
@@ -81,6 +86,7 @@ impl Lists {
             objects: 0,
             done: false,
             cache_failed: self.cache_failed.clone(),
+            metrics: self.metrics.clone(),
         };
         (from.config(watch_timeout_secs), listing)
     }
@@ -95,9 +101,19 @@ pub struct Listing {
     objects: usize,
     done: bool,
     cache_failed: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Listing {
+    fn count(&self, result: &'static str) {
+        let labels = ListLabels {
+            cluster: self.cluster.clone(),
+            list: self.from.name(),
+            result,
+        };
+        self.metrics.source.lists.get_or_create(&labels).inc();
+    }
+
     pub fn see<K, E: std::fmt::Display>(&mut self, ev: &Result<Event<K>, E>) {
         if self.done {
             return;
@@ -109,6 +125,16 @@ impl Listing {
                 if self.from == ListFrom::Paged {
                     self.cache_failed.store(false, Ordering::Relaxed);
                 }
+                self.count("ok");
+                let cluster = ClusterLabels {
+                    cluster: self.cluster.clone(),
+                };
+                let took = self.started.elapsed().as_secs_f64();
+                self.metrics
+                    .source
+                    .list_seconds
+                    .get_or_create(&cluster)
+                    .set(took);
                 info!(
                     cluster = %self.cluster,
                     list = %self.from.name(),
@@ -126,6 +152,7 @@ impl Listing {
     }
 
     fn failed(&self, why: &str) {
+        self.count("failed");
         if self.from != ListFrom::Cache {
             return;
         }
@@ -175,9 +202,20 @@ mod tests {
         }
     }
 
+    /// How many lists of cluster c1 the metric counted, by where from and result.
+    fn counted(m: &Metrics, list: &'static str, result: &'static str) -> u64 {
+        let labels = ListLabels {
+            cluster: "c1".into(),
+            list,
+            result,
+        };
+        m.source.lists.get_or_create(&labels).get()
+    }
+
     #[test]
     fn after_a_failed_cache_list_lists_are_paged_until_one_succeeds() {
-        let lists = Lists::new(ListFrom::Cache);
+        let metrics = Arc::new(Metrics::new());
+        let lists = Lists::new(ListFrom::Cache, metrics.clone());
         let (cfg, mut l) = lists.next("c1", 60);
         assert_eq!(from(&cfg), ListFrom::Cache);
         assert_eq!(cfg.timeout, Some(60));
@@ -197,26 +235,42 @@ mod tests {
         drop(l);
         let (cfg, _) = lists.next("c1", 60);
         assert_eq!(from(&cfg), ListFrom::Cache);
+        // Counted as they went: one cache list failed, two paged failed, one paged served (the
+        // last cache attempt, dropped unused above, failed too).
+        assert_eq!(counted(&metrics, "cache", "failed"), 2);
+        assert_eq!(counted(&metrics, "paged", "failed"), 2);
+        assert_eq!(counted(&metrics, "paged", "ok"), 1);
+        assert_eq!(counted(&metrics, "cache", "ok"), 0);
+        let took = metrics.source.list_seconds.get_or_create(&ClusterLabels {
+            cluster: "c1".into(),
+        });
+        assert!(took.get() >= 0.0);
     }
 
     #[test]
     fn a_cache_list_dropped_before_it_is_complete_counts_as_failed() {
-        let lists = Lists::new(ListFrom::Cache);
+        let metrics = Arc::new(Metrics::new());
+        let lists = Lists::new(ListFrom::Cache, metrics.clone());
         let (_, mut l) = lists.next("c1", 60);
         l.see::<(), &str>(&Ok(Event::Init));
         drop(l);
         assert_eq!(from(&lists.next("c1", 60).0), ListFrom::Paged);
         // A complete cache list is not a failure when its attempt ends later.
-        let lists = Lists::new(ListFrom::Cache);
+        let lists = Lists::new(ListFrom::Cache, metrics.clone());
         let (_, mut l) = lists.next("c1", 60);
         list(&mut l, 1, true);
         drop(l);
+        // The dropped cache list, and the paged attempt made above and dropped unused.
+        assert_eq!(counted(&metrics, "cache", "ok"), 1);
+        assert_eq!(counted(&metrics, "cache", "failed"), 1);
+        assert_eq!(counted(&metrics, "paged", "failed"), 1);
         assert_eq!(from(&lists.next("c1", 60).0), ListFrom::Cache);
     }
 
     #[test]
     fn paged_mode_never_asks_the_cache() {
-        let lists = Lists::new(ListFrom::Paged);
+        let metrics = Arc::new(Metrics::new());
+        let lists = Lists::new(ListFrom::Paged, metrics.clone());
         for ok in [false, true, false] {
             let (cfg, mut l) = lists.next("c1", 60);
             assert_eq!(from(&cfg), ListFrom::Paged);

@@ -209,7 +209,7 @@ pub async fn run(task: ClusterTask) {
         version: version.clone(),
         served_before: false,
         gone_since: None,
-        lists: Lists::new(task.ctx.list),
+        lists: Lists::new(task.ctx.list, task.ctx.metrics.clone()),
     };
     let ctx = &task.ctx;
     let report = Reporter::cluster(&source, ctx.health.clone(), ctx.metrics.clone(), &task.name);

@@ -6,7 +6,7 @@ use crate::alloc::metrics::FamilyLabels;
 use crate::dns::metrics::{ActionLabels, QueryLabels};
 use crate::kube::writeback::metrics::WriteLabels;
 use crate::secondary::metrics::ZoneLabels;
-use crate::source::metrics::{ClusterLabels, SourceLabels};
+use crate::source::metrics::{ClusterLabels, ListLabels, SourceLabels};
 
 /// The HELP and TYPE lines of every family, captured from `/metrics` before the metrics moved
 /// into their subsystems, ordered by family name.
@@ -57,6 +57,13 @@ fn sampled() -> Metrics {
         f.get_or_create(&cluster).set(1);
     }
     s.watch_restarts.get_or_create(&cluster).inc();
+    s.list_seconds.get_or_create(&cluster).set(1.0);
+    let listed = ListLabels {
+        cluster: "east".into(),
+        list: "cache",
+        result: "ok",
+    };
+    s.lists.get_or_create(&listed).inc();
     let written = WriteLabels {
         cluster: "east".into(),
         result: "written",

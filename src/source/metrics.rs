@@ -6,6 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::metrics::registered;
 
@@ -19,6 +20,15 @@ pub struct ClusterLabels {
     pub cluster: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListLabels {
+    pub cluster: String,
+    /// Where the list came from: cache (the apiserver's watch cache) or paged (etcd).
+    pub list: &'static str,
+    /// ok, or failed (an error, or the attempt ended before the list was complete).
+    pub result: &'static str,
+}
+
 pub struct SourceMetrics {
     pub parse_errors: Family<SourceLabels, Counter>,
     pub invalid_objects: Family<SourceLabels, Counter>,
@@ -27,6 +37,8 @@ pub struct SourceMetrics {
     pub last_sync: Family<ClusterLabels, Gauge>,
     pub objects: Family<ClusterLabels, Gauge>,
     pub watch_restarts: Family<ClusterLabels, Counter>,
+    pub lists: Family<ListLabels, Counter>,
+    pub list_seconds: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl SourceMetrics {
@@ -72,6 +84,20 @@ impl SourceMetrics {
                 r,
                 "watch_restarts",
                 "Watch restarts per cluster",
+                Family::default(),
+            ),
+            lists: registered(
+                r,
+                "source_lists",
+                "ServiceEntry lists a cluster's watch started from, by where they came from \
+                 (list=cache: the apiserver's watch cache; paged: etcd) and result (ok, failed)",
+                Family::default(),
+            ),
+            list_seconds: registered(
+                r,
+                "source_list_seconds",
+                "Time the cluster's last complete ServiceEntry list took, from its request to \
+                 its last object",
                 Family::default(),
             ),
         }

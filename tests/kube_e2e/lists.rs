@@ -76,6 +76,16 @@ fn a_failed_cache_list_falls_back_to_pages_then_the_cache_again() {
         "{lists:?}"
     );
     assert!(gd.log_contains("listed ServiceEntries cluster=c1 list=paged objects=3"));
+    let lists_total = |list: &str, result: &str| {
+        let name = format!(
+            "globaldns_source_lists_total{{cluster=\"c1\",list=\"{list}\",result=\"{result}\"}}"
+        );
+        common::metric0(&gd, &name)
+    };
+    assert_eq!(lists_total("cache", "failed"), 1.0);
+    assert_eq!(lists_total("paged", "ok"), 1.0);
+    assert!(lists_total("paged", "failed") >= 1.0);
+    assert_eq!(lists_total("cache", "ok"), 0.0);
 
     // The watch fails (the apiserver restarts): the re-list asks the cache, which serves it,
     // with what changed meanwhile.
@@ -91,4 +101,6 @@ fn a_failed_cache_list_falls_back_to_pages_then_the_cache_again() {
         "{lists:?}"
     );
     assert!(gd.log_contains("list=cache"));
+    assert!(lists_total("cache", "ok") >= 1.0);
+    assert!(common::metric0(&gd, "globaldns_source_list_seconds{cluster=\"c1\"}") > 0.0);
 }
