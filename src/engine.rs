@@ -83,9 +83,20 @@ impl Engine {
             match rx.recv_timeout(wait) {
                 Ok(ev) => {
                     let arrived = Instant::now();
-                    let mut changed = self.apply(ev);
-                    while let Ok(ev) = rx.try_recv() {
-                        changed |= self.apply(ev);
+                    let mut changed = false;
+                    // A shared store's change is read whole when handled (`shared_table`: the
+                    // table as it is now), so several queued are one: while another instance
+                    // makes a large commit, its watch reports every 20 ms and each would cost
+                    // this instance a table built and compared.
+                    let mut store_changed = false;
+                    for ev in std::iter::once(ev).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                        match ev {
+                            Input::Store(StoreEvent::Changed) => store_changed = true,
+                            ev => changed |= self.apply(ev),
+                        }
+                    }
+                    if store_changed {
+                        changed |= self.apply(Input::Store(StoreEvent::Changed));
                     }
                     if changed {
                         since.get_or_insert(arrived);
@@ -296,3 +307,71 @@ impl Engine {
 
 /// Per pass, how many hosts of one kind (allocated, exhausted, …) get a log line of their own.
 const LOG_EACH: usize = 50;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::alloc::store::{Commit, MemoryStore};
+    use crate::alloc::{Allocator, Change, Table};
+    use crate::zone::ZoneConfig;
+
+    /// A shared store that counts the times its table is read.
+    struct Shared {
+        inner: MemoryStore,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl Store for Shared {
+        fn describe(&self) -> String {
+            "shared".into()
+        }
+        fn load(&mut self) -> anyhow::Result<Table> {
+            self.inner.load()
+        }
+        fn commit(&mut self, changes: &[Change], table: &Table) -> anyhow::Result<Commit> {
+            self.inner.commit(changes, table)
+        }
+        fn shared_table(&mut self) -> Option<Table> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            Some(self.inner.table.clone())
+        }
+    }
+
+    #[test]
+    fn queued_store_changes_are_read_once() {
+        let cfg = ZoneConfig {
+            zones: vec!["global".into()],
+            reverse_zones: vec![],
+            ns: vec![],
+            ttl: 30,
+        };
+        let ranges: Vec<ipnet::IpNet> = vec!["240.10.0.0/16".parse().unwrap()];
+        let allocator = Allocator::new(&ranges, 10, Table::new());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let engine = Engine {
+            pipeline: Pipeline::new(&cfg, &ranges, true, allocator),
+            store: Box::new(Shared {
+                inner: MemoryStore::default(),
+                reads: reads.clone(),
+            }),
+            snapshot: Arc::new(Published::new(Snapshot::empty(&cfg, &ranges))),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            serial_floor: None,
+            journal_file: None,
+        };
+        let (tx, rx) = mpsc::channel();
+        // Queued before the engine runs: it takes them in one drain, then the channel closes.
+        for _ in 0..50 {
+            tx.send(Input::Store(StoreEvent::Changed)).unwrap();
+        }
+        tx.send(Input::Store(StoreEvent::DeferChanged)).unwrap();
+        tx.send(Input::Store(StoreEvent::Changed)).unwrap();
+        drop(tx);
+        engine.run(rx);
+        assert_eq!(reads.load(Ordering::Relaxed), 1);
+    }
+}
