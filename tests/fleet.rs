@@ -297,15 +297,14 @@ fn primary_secondaries_and_knot_stay_in_step() {
 #[test]
 fn notify_moves_a_secondary_by_ixfr_without_a_soa_query() {
     let (t, dir, state) = dirs();
-    std::fs::create_dir_all(t.path().join("unused-zones")).unwrap();
     small_mesh(&dir);
     let ports = free_ports(4);
     let addr = |i: u16| format!("127.0.0.1:{}", ports + i);
     let (pdns, padmin, sdns, sadmin) = (addr(0), addr(1), addr(2), addr(3));
     let primary = Server::start(&dir, &state, &primary_flags(&pdns, &padmin, &sdns));
-    let s = Server::start(
-        &t.path().join("unused-zones"),
-        &t.path().join("s"),
+    let s = Server::start_secondary(
+        t.path(),
+        "s",
         &[
             "--listen",
             &sdns,

@@ -77,10 +77,9 @@ fn a_restarted_primary_sends_the_change_not_the_zone() {
     ];
     let primary = Server::start(&dir, &state, &pflags);
     let knot = Knot::secondary_of(primary.dns, ports + 4);
-    std::fs::create_dir_all(t.path().join("unused-zones")).unwrap();
-    let sec = Server::start(
-        &t.path().join("unused-zones"),
-        &t.path().join("s"),
+    let sec = Server::start_secondary(
+        t.path(),
+        "s",
         &[
             "--listen",
             &sdns,
@@ -196,11 +195,10 @@ fn a_secondary_moves_to_the_other_replica_by_ixfr() {
         )
     };
     let first = replica(&p1, &p1admin, &state);
-    std::fs::create_dir_all(t.path().join("unused-zones")).unwrap();
     // The other replica is not up yet: the secondary loads from the first.
-    let sec = Server::start(
-        &t.path().join("unused-zones"),
-        &t.path().join("s"),
+    let sec = Server::start_secondary(
+        t.path(),
+        "s",
         &["--primary", &p1, "--primary", &p2, "--refresh", "1s"],
     );
     assert_eq!(answer(sec.dns, "moved.bar.global"), ["10.7.0.1"]);

@@ -54,6 +54,14 @@ impl Server {
         s
     }
 
+    /// A secondary: no ServiceEntry files of its own (an empty `dir/unused-zones`), its state in
+    /// `dir/NAME`, following the `--primary` flags among `flags`; ready when it returns.
+    pub fn start_secondary(dir: &Path, name: &str, flags: &[&str]) -> Server {
+        let zones = dir.join("unused-zones");
+        std::fs::create_dir_all(&zones).unwrap();
+        Server::start(&zones, &dir.join(name), flags)
+    }
+
     /// Starts the server and waits for its listening line; Err(log) if it exits first. A port
     /// lost between [`free_ports`]'s check and the server's bind means a new start on others.
     pub fn spawn(zones: &Path, state: &Path, extra: &[&str]) -> Result<Server, String> {
